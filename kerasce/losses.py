@@ -1,0 +1,617 @@
+"""Cross-entropy losses for Keras 3, and the policy gradient as the same loss weighted by the return.
+
+Shape letters used below: ``B`` the batch (any number of leading dimensions, e.g. ``[B, H, W]`` for
+per-pixel losses), ``C`` the classes (softmax) or labels (sigmoid).
+
+Each loss is a pure function that returns one value per example (the class axis reduced), plus a thin
+``keras.losses.Loss`` class of the matching name that stores the options and lets Keras apply
+``sample_weight``, the reduction, masks and the ``1 / num_replicas`` scaling under ``tf.distribute``.
+
+Numerics shared by all functions:
+
+* Half-precision inputs (float16, bfloat16) are computed in float32 and the result is float32; other
+  float dtypes are kept.
+* ``from_logits=True`` uses log-sum-exp / softplus forms, finite for logits of any magnitude.
+* ``from_logits=False`` clips probabilities to ``[eps, 1 - eps]`` (``eps = keras.config.epsilon()``)
+  for the *value* only. The gradient is passed straight through the clip, so a confidently wrong
+  probability of exactly 0 still gets the (large, finite) gradient ``-1 / eps`` instead of the zero that a
+  plain ``clip`` gives. When the probabilities come from a Keras ``softmax``/``sigmoid`` activation, the
+  logits Keras caches on that tensor are used instead (as Keras's own losses do), which is exact.
+* Bad input raises: shapes (``ValueError``, when traced) and values (``tf.errors.InvalidArgumentError``,
+  at run time, eager or inside ``tf.function``). XLA (``jit_compile=True``) compiles run-time checks out.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import keras
+import tensorflow as tf
+
+__all__ = [
+    "softmax_cross_entropy",
+    "sigmoid_cross_entropy",
+    "softmax_entropy",
+    "policy_gradient_loss",
+    "SoftmaxCrossEntropy",
+    "SigmoidCrossEntropy",
+    "PolicyGradientLoss",
+]
+
+# Slack for probabilities a hair above 1 after rounding (a float32 softmax can sum to 1 + 1e-7).
+_PROBABILITY_TOLERANCE = 1e-6
+
+
+# --------------------------------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------------------------------
+
+
+def _as_float_tensor(x: Any) -> tf.Tensor:
+    """Converts to a float tensor; half precision is promoted to float32 (the math runs in it)."""
+    x = tf.convert_to_tensor(x)
+    if not x.dtype.is_floating or x.dtype in (tf.float16, tf.bfloat16):
+        x = tf.cast(x, tf.float32)
+    return x
+
+
+def _cached_logits(pred: Any) -> tf.Tensor | None:
+    """The logits a Keras softmax/sigmoid activation caches on its output, if any."""
+    return getattr(pred, "_keras_logits", None)
+
+
+def _check_smoothing(label_smoothing: float) -> None:
+    if not 0.0 <= float(label_smoothing) <= 1.0:
+        raise ValueError(f"label_smoothing must be in [0, 1]; got label_smoothing={label_smoothing}.")
+
+
+def _weights_vector(
+    weights: Sequence[float] | None, num: int, name: str, dtype: tf.DType
+) -> tf.Tensor | None:
+    """Checks a per-class / per-label weight vector against the number of classes."""
+    if weights is None:
+        return None
+    weights = tf.convert_to_tensor(weights, dtype=dtype)
+    if weights.shape.rank != 1 or weights.shape[0] != num:
+        raise ValueError(
+            f"{name} must have one weight per class: expected shape ({num},), got {weights.shape.as_list()}."
+        )
+    return weights
+
+
+def _check_nonnegative_weights(weights: Sequence[float] | None, name: str) -> list[float] | None:
+    """Normalises constructor weights to a list (for get_config) and rejects negative ones."""
+    if weights is None:
+        return None
+    values = [float(w) for w in tf.reshape(tf.convert_to_tensor(weights, tf.float64), [-1]).numpy()]
+    if any(w < 0 for w in values):
+        raise ValueError(f"{name} must be non-negative; got {values}.")
+    return values
+
+
+def _assert_in_unit_interval(x: tf.Tensor, what: str, fn: str) -> list[tf.Operation]:
+    """Run-time check that every entry of `x` lies in [0, 1]."""
+    return [
+        tf.debugging.assert_greater_equal(
+            x, tf.zeros([], x.dtype), message=f"{fn}: {what} must be in [0, 1]; got a value below 0."
+        ),
+        tf.debugging.assert_less_equal(
+            x,
+            tf.constant(1.0 + _PROBABILITY_TOLERANCE, x.dtype),
+            message=f"{fn}: {what} must be in [0, 1]; got a value above 1.",
+        ),
+    ]
+
+
+def _log_clipped(p: tf.Tensor) -> tf.Tensor:
+    """log(clip(p, eps, 1 - eps)) whose gradient passes straight through the clip.
+
+    A plain clip has zero gradient outside [eps, 1 - eps]: a model that outputs a probability of exactly
+    0 for the true class would get no signal at all. Here d/dp = 1 / clip(p): finite and never zero.
+    """
+    eps = keras.config.epsilon()
+    clipped = tf.clip_by_value(p, eps, 1.0 - eps)
+    return tf.math.log(p + tf.stop_gradient(clipped - p))
+
+
+def _move_axis_last(x: tf.Tensor, axis: int) -> tf.Tensor:
+    rank = x.shape.rank
+    axis = axis % rank
+    if axis == rank - 1:
+        return x
+    perm = [i for i in range(rank) if i != axis] + [axis]
+    return tf.transpose(x, perm)
+
+
+def _class_axis(pred: tf.Tensor, axis: int, fn: str) -> int:
+    """Validates `axis` against the prediction's rank and returns it as a non-negative index."""
+    rank = pred.shape.rank
+    if rank is None or rank == 0:
+        raise ValueError(f"{fn}: predictions need a known rank >= 1 (a class axis); got shape {pred.shape}.")
+    if not -rank <= axis < rank:
+        raise ValueError(f"{fn}: axis={axis} is out of range for predictions of rank {rank}.")
+    return axis % rank
+
+
+# --------------------------------------------------------------------------------------------------
+# Softmax cross-entropy
+# --------------------------------------------------------------------------------------------------
+
+
+def _sparse_class_ids(
+    labels: tf.Tensor, num_classes: int, ignore_class: int | None
+) -> tuple[tf.Tensor, tf.Tensor | None]:
+    """Checks sparse labels and returns (int32 ids safe to gather, valid mask or None)."""
+    fn = "softmax_cross_entropy"
+    checks = []
+    if labels.dtype.is_floating:
+        # Keras's Loss.__call__ hands integer class ids over as floats: they must still be integers.
+        checks.append(
+            tf.debugging.assert_equal(
+                labels,
+                tf.round(labels),
+                message=f"{fn}: sparse labels must be integer class ids; got a fractional value. "
+                "(Soft labels need the same shape as the predictions.)",
+            )
+        )
+    ids = tf.cast(labels, tf.int32)
+    valid = None
+    if ignore_class is not None:
+        valid = tf.not_equal(ids, ignore_class)
+        checked = tf.where(valid, ids, 0)
+    else:
+        checked = ids
+    ignored = "" if ignore_class is None else f" (or ignore_class={ignore_class})"
+    checks += [
+        tf.debugging.assert_non_negative(
+            checked, message=f"{fn}: sparse labels must be class ids in [0, {num_classes}){ignored}; got a negative id."
+        ),
+        tf.debugging.assert_less(
+            checked,
+            num_classes,
+            message=f"{fn}: sparse labels must be class ids in [0, {num_classes}){ignored}; got an id >= {num_classes}.",
+        ),
+    ]
+    with tf.control_dependencies(checks):
+        return tf.identity(checked), valid
+
+
+def softmax_cross_entropy(
+    labels: Any,
+    logits: Any,
+    *,
+    from_logits: bool = True,
+    label_smoothing: float = 0.0,
+    class_weight: Sequence[float] | None = None,
+    ignore_class: int | None = None,
+    axis: int = -1,
+) -> tf.Tensor:
+    r"""Softmax cross-entropy per example, for integer class ids or one-hot / soft labels.
+
+    With ``p = softmax(logits)`` over the class axis, smoothed labels
+    ``ỹ = (1 - ε) y + ε / C`` and class weights ``w`` (all ones by default)::
+
+        loss = -Σ_c w_c ỹ_c log p_c                      (computed as log p = z - logsumexp(z))
+
+    Integer labels ``k`` mean ``y = one_hot(k)``, so the unsmoothed, unweighted sparse loss is
+    ``logsumexp(z) - z_k``. Its gradient with respect to the logits is ``(Σ_c w_c ỹ_c) p - w ⊙ ỹ``
+    (``softmax(z) - y`` in the plain case).
+
+    Args:
+        labels: Either integer class ids of shape ``[B]`` (the predictions' shape without the class axis)
+            or ``[B, 1]`` (a size-1 class axis), int or integer-valued float; or one-hot / soft labels of
+            the predictions' shape ``[B, C]`` with values in ``[0, 1]``. The form is read from the shapes.
+        logits: Predictions ``[B, C]``: logits, or probabilities if ``from_logits=False``. ``C >= 2``
+            and known statically. Any rank; ``axis`` names the class axis.
+        from_logits: Whether ``logits`` are logits (default) or probabilities in ``[0, 1]``.
+        label_smoothing: ``ε`` in ``[0, 1]``; mixes the labels with the uniform distribution.
+        class_weight: Optional ``[C]`` weights ``w_c``, one per class.
+        ignore_class: Optional class id (for example 255 or -1 in segmentation maps) whose positions get
+            loss 0 and are masked out of the Keras mean (the returned tensor carries a Keras mask). Only
+            for integer labels.
+        axis: The class axis of ``logits`` (and of dense labels).
+
+    Returns:
+        Loss per example, shape ``[B]`` (``logits`` without its class axis); float32 for half-precision
+        inputs, else the dtype of ``logits``.
+
+    Raises:
+        ValueError: ``C < 2`` or unknown, label and prediction shapes that match neither form, a
+            ``class_weight`` of the wrong length, ``label_smoothing`` outside ``[0, 1]``, ``ignore_class``
+            with dense labels.
+        tf.errors.InvalidArgumentError: sparse labels outside ``[0, C)`` (other than ``ignore_class``) or
+            not integers; dense labels outside ``[0, 1]``; probabilities outside ``[0, 1]``.
+
+    References:
+        Goodfellow, Bengio & Courville, *Deep Learning* (2016), §6.2.2.3; Szegedy et al., *Rethinking the
+        Inception Architecture* (2016), §7, for label smoothing.
+    """
+    fn = "softmax_cross_entropy"
+    _check_smoothing(label_smoothing)
+    cached = None if from_logits else _cached_logits(logits)
+    if cached is not None:
+        logits, from_logits = cached, True
+    logits = _as_float_tensor(logits)
+    labels = tf.convert_to_tensor(labels)
+    class_axis = _class_axis(logits, axis, fn)
+    num_classes = logits.shape[class_axis]
+    if num_classes is None:
+        raise ValueError(f"{fn}: the class axis (axis={axis}) of the predictions must have a static size.")
+    if num_classes < 2:
+        raise ValueError(
+            f"{fn}: a softmax over a single class is always 1 (loss 0, no gradient); got {num_classes} class "
+            f"on axis {axis} of predictions with shape {logits.shape}. For a binary task use "
+            "SigmoidCrossEntropy with one logit, or two softmax logits."
+        )
+
+    # Which label form? Sparse: the predictions' shape without the class axis, or with a size-1 class axis.
+    pred_dims = logits.shape.as_list()
+    sparse_dims = pred_dims[:class_axis] + pred_dims[class_axis + 1 :]
+    label_shape = labels.shape
+    if label_shape.is_compatible_with(sparse_dims):
+        sparse = True
+    elif label_shape.rank == len(pred_dims) and label_shape[class_axis] == 1 and tf.TensorShape(
+        label_shape.as_list()[:class_axis] + label_shape.as_list()[class_axis + 1 :]
+    ).is_compatible_with(sparse_dims):
+        sparse = True
+        labels = tf.squeeze(labels, axis=class_axis)
+    elif label_shape.is_compatible_with(pred_dims):
+        sparse = False
+    else:
+        raise ValueError(
+            f"{fn}: labels of shape {label_shape} match predictions of shape {logits.shape} (class axis "
+            f"{axis}) in neither form: expected integer class ids of shape {sparse_dims} or one-hot / soft "
+            f"labels of shape {pred_dims}."
+        )
+
+    weights = _weights_vector(class_weight, num_classes, "class_weight", logits.dtype)
+    logits = _move_axis_last(logits, class_axis)
+    checks = [] if from_logits else _assert_in_unit_interval(logits, "probabilities (from_logits=False)", fn)
+    with tf.control_dependencies(checks):
+        log_probs = tf.nn.log_softmax(logits) if from_logits else _log_clipped(logits)
+
+    if sparse:
+        ids, valid = _sparse_class_ids(labels, num_classes, ignore_class)
+        nll = -tf.gather(log_probs, ids, batch_dims=ids.shape.rank)
+        if weights is not None:
+            nll *= tf.gather(weights, ids)
+        if label_smoothing:
+            uniform_nll = -tf.reduce_mean(log_probs if weights is None else log_probs * weights, axis=-1)
+            nll = (1.0 - label_smoothing) * nll + label_smoothing * uniform_nll
+        if valid is not None:
+            nll = tf.where(valid, nll, tf.zeros_like(nll))
+            # Keras's Loss.__call__ reads this attribute and averages over the unmasked positions only
+            # (what its own sparse_categorical_crossentropy does for ignore_class).
+            nll._keras_mask = valid
+        return nll
+
+    if ignore_class is not None:
+        raise ValueError(
+            f"{fn}: ignore_class={ignore_class} needs integer class ids; got one-hot / soft labels of shape "
+            f"{label_shape}. Mask dense labels with sample_weight instead."
+        )
+    labels = _as_float_tensor(labels)
+    labels = tf.cast(_move_axis_last(labels, class_axis), log_probs.dtype)
+    with tf.control_dependencies(_assert_in_unit_interval(labels, "one-hot / soft labels", fn)):
+        labels = tf.identity(labels)
+    if label_smoothing:
+        labels = labels * (1.0 - label_smoothing) + label_smoothing / num_classes
+    if weights is not None:
+        labels *= weights
+    return -tf.reduce_sum(labels * log_probs, axis=-1)
+
+
+def softmax_entropy(logits: Any, axis: int = -1) -> tf.Tensor:
+    """Entropy of the softmax distribution per example, ``H = -Σ_c p_c log p_c`` with ``p = softmax(z)``.
+
+    Args:
+        logits: ``[B, C]`` logits; ``axis`` names the class axis. ``-inf`` logits (masked classes) add 0.
+
+    Returns:
+        ``[B]`` entropies in nats, float32 for half-precision inputs.
+    """
+    logits = _as_float_tensor(logits)
+    log_probs = tf.nn.log_softmax(logits, axis=axis)
+    # multiply_no_nan: a masked class has p = 0 and log p = -inf; it contributes 0, not NaN.
+    return -tf.reduce_sum(tf.math.multiply_no_nan(log_probs, tf.exp(log_probs)), axis=axis)
+
+
+def policy_gradient_loss(actions: Any, logits: Any, returns: Any) -> tf.Tensor:
+    r"""REINFORCE loss per step: sparse softmax cross-entropy of the taken action times the return.
+
+    ``loss_t = -G_t log π(a_t | s_t) = G_t · softmax_cross_entropy(a_t, z_t)``, whose gradient is the
+    REINFORCE estimator ``-G_t ∇ log π(a_t | s_t)`` (Williams, 1992). A classifier is the special case
+    ``G_t = 1``.
+
+    Args:
+        actions: ``[B]`` integer actions taken.
+        logits: ``[B, A]`` policy logits.
+        returns: ``[B]`` returns (or advantages) ``G_t``; any sign. Treated as constants.
+
+    Returns:
+        ``[B]`` per-step losses.
+    """
+    cross_entropy = softmax_cross_entropy(actions, logits)
+    return tf.stop_gradient(tf.cast(returns, cross_entropy.dtype)) * cross_entropy
+
+
+# --------------------------------------------------------------------------------------------------
+# Sigmoid cross-entropy
+# --------------------------------------------------------------------------------------------------
+
+
+def sigmoid_cross_entropy(
+    labels: Any,
+    logits: Any,
+    *,
+    from_logits: bool = True,
+    label_smoothing: float = 0.0,
+    pos_weight: Sequence[float] | float | None = None,
+    axis: int = -1,
+) -> tf.Tensor:
+    r"""Binary / multi-label sigmoid cross-entropy, averaged over the label axis.
+
+    With ``σ`` the logistic function, smoothed labels ``ỹ = (1 - ε) y + ε / 2`` and positive-class weights
+    ``w`` (ones by default), per label::
+
+        l = -[w ỹ log σ(z) + (1 - ỹ) log(1 - σ(z))]
+          = (1 + (w - 1) ỹ) softplus(z) - w ỹ z          (stable: one softplus, no exp overflow)
+
+    and the result is the mean of ``l`` over the ``C`` labels. ``w > 1`` counts positives more (rare
+    labels), ``w < 1`` less. Rank-1 inputs ``[B]`` are ``B`` binary examples: nothing is averaged.
+
+    Args:
+        labels: ``[B, C]`` targets in ``[0, 1]`` (multi-hot or soft); ``[B]`` also accepted for ``[B, 1]``
+            predictions and vice versa.
+        logits: ``[B, C]`` logits, or probabilities if ``from_logits=False``.
+        from_logits: Whether ``logits`` are logits (default) or probabilities in ``[0, 1]``.
+        label_smoothing: ``ε`` in ``[0, 1]``; pulls targets toward 1/2.
+        pos_weight: Optional weight of the positive term: a scalar, or ``[C]`` one per label.
+        axis: The label axis averaged over.
+
+    Returns:
+        ``[B]`` losses (the label axis averaged); float32 for half-precision inputs.
+
+    Raises:
+        ValueError: label and prediction shapes differ, ``pos_weight`` of the wrong length,
+            ``label_smoothing`` outside ``[0, 1]``.
+        tf.errors.InvalidArgumentError: labels or probabilities outside ``[0, 1]``.
+
+    References:
+        Bishop, *Pattern Recognition and Machine Learning* (2006), §4.3.2;
+        ``tf.nn.weighted_cross_entropy_with_logits`` for the stable weighted form.
+    """
+    fn = "sigmoid_cross_entropy"
+    _check_smoothing(label_smoothing)
+    cached = None if from_logits else _cached_logits(logits)
+    if cached is not None:
+        logits, from_logits = cached, True
+    logits = _as_float_tensor(logits)
+    labels = _as_float_tensor(labels)
+    _class_axis(logits, axis, fn)
+    # [B] labels with [B, 1] predictions (or the reverse): the usual binary-classifier shapes.
+    if labels.shape.rank == logits.shape.rank - 1 and logits.shape[-1] == 1:
+        logits = tf.squeeze(logits, -1)
+    elif logits.shape.rank == labels.shape.rank - 1 and labels.shape[-1] == 1:
+        labels = tf.squeeze(labels, -1)
+    if not labels.shape.is_compatible_with(logits.shape):
+        raise ValueError(
+            f"{fn}: labels must have the predictions' shape; got labels {labels.shape} and predictions "
+            f"{logits.shape}."
+        )
+    rank = logits.shape.rank
+    label_axis = axis % rank
+    labels = tf.cast(labels, logits.dtype)
+    checks = _assert_in_unit_interval(labels, "labels", fn)
+    if not from_logits:
+        checks += _assert_in_unit_interval(logits, "probabilities (from_logits=False)", fn)
+    with tf.control_dependencies(checks):
+        labels = tf.identity(labels)
+    if label_smoothing:
+        labels = labels * (1.0 - label_smoothing) + 0.5 * label_smoothing
+
+    weights = None
+    if pos_weight is not None:
+        pos_weight = tf.convert_to_tensor(pos_weight, logits.dtype)
+        if pos_weight.shape.rank == 0:
+            weights = pos_weight
+        else:
+            num_labels = logits.shape[label_axis] if rank > 1 else 1
+            weights = _weights_vector(pos_weight, num_labels, "pos_weight", logits.dtype)
+            # Broadcast a [C] vector along a label axis that is not the last one.
+            weights = tf.reshape(weights, [-1] + [1] * (rank - 1 - label_axis))
+
+    if from_logits:
+        if weights is None:
+            per_label = tf.nn.softplus(logits) - labels * logits
+        else:
+            per_label = (1.0 + (weights - 1.0) * labels) * tf.nn.softplus(logits) - weights * labels * logits
+    else:
+        positive = labels * _log_clipped(logits)
+        if weights is not None:
+            positive *= weights
+        per_label = -(positive + (1.0 - labels) * _log_clipped(1.0 - logits))
+    if rank == 1:
+        return per_label
+    return tf.reduce_mean(per_label, axis=axis)
+
+
+# --------------------------------------------------------------------------------------------------
+# Keras Loss classes: thin wrappers that store the options
+# --------------------------------------------------------------------------------------------------
+
+
+def _dtype_config(dtype: Any) -> Any:
+    """The constructor's `dtype` argument in a JSON-friendly form."""
+    if dtype is None or isinstance(dtype, str):
+        return dtype
+    return keras.dtype_policies.serialize(dtype)
+
+
+@keras.saving.register_keras_serializable(package="kerasce")
+class SoftmaxCrossEntropy(keras.losses.Loss):
+    """Softmax cross-entropy for integer class ids or one-hot / soft labels (see `softmax_cross_entropy`).
+
+    The label form is read from the shapes, so one loss serves ``SparseCategoricalCrossentropy`` and
+    ``CategoricalCrossentropy`` use, with label smoothing, class weights and ``ignore_class`` for both
+    where they make sense, at any rank (per-pixel segmentation losses included).
+
+    Example:
+        >>> model.compile(optimizer="adam", loss=kerasce.losses.SoftmaxCrossEntropy(label_smoothing=0.1))
+
+    Args:
+        from_logits: Whether predictions are logits (default) or probabilities.
+        label_smoothing: ``ε`` in ``[0, 1]``.
+        class_weight: Optional list of ``C`` non-negative weights, one per class.
+        ignore_class: Optional class id masked out of the loss and of the mean.
+        axis: The class axis.
+        reduction: A Keras reduction: ``"sum_over_batch_size"`` (default), ``"sum"``, ``"mean"``,
+            ``"mean_with_sample_weight"``, ``"none"`` or ``None``.
+        name: Name of the loss.
+        dtype: Dtype of the loss computation (``None``: ``keras.config.floatx()``).
+    """
+
+    def __init__(
+        self,
+        from_logits: bool = True,
+        label_smoothing: float = 0.0,
+        class_weight: Sequence[float] | None = None,
+        ignore_class: int | None = None,
+        axis: int = -1,
+        reduction: str | None = "sum_over_batch_size",
+        name: str = "softmax_cross_entropy",
+        dtype: Any = None,
+    ):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        _check_smoothing(label_smoothing)
+        self.from_logits = bool(from_logits)
+        self.label_smoothing = float(label_smoothing)
+        self.class_weight = _check_nonnegative_weights(class_weight, "class_weight")
+        self.ignore_class = None if ignore_class is None else int(ignore_class)
+        self.axis = int(axis)
+        self._dtype_arg = _dtype_config(dtype)
+
+    def call(self, y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
+        return softmax_cross_entropy(
+            y_true,
+            y_pred,
+            from_logits=self.from_logits,
+            label_smoothing=self.label_smoothing,
+            class_weight=self.class_weight,
+            ignore_class=self.ignore_class,
+            axis=self.axis,
+        )
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            "from_logits": self.from_logits,
+            "label_smoothing": self.label_smoothing,
+            "class_weight": self.class_weight,
+            "ignore_class": self.ignore_class,
+            "axis": self.axis,
+            "reduction": self.reduction,
+            "name": self.name,
+            "dtype": self._dtype_arg,
+        }
+
+
+@keras.saving.register_keras_serializable(package="kerasce")
+class SigmoidCrossEntropy(keras.losses.Loss):
+    """Binary / multi-label sigmoid cross-entropy, mean over labels then over the batch.
+
+    See `sigmoid_cross_entropy` for the formula. ``pos_weight`` (one per label) re-weights positives of
+    imbalanced labels, which Keras's ``BinaryCrossentropy`` cannot.
+
+    Args:
+        from_logits: Whether predictions are logits (default) or probabilities.
+        label_smoothing: ``ε`` in ``[0, 1]``.
+        pos_weight: Optional non-negative scalar or list of ``C`` weights for the positive term.
+        axis: The label axis.
+        reduction: A Keras reduction (see `SoftmaxCrossEntropy`).
+        name: Name of the loss.
+        dtype: Dtype of the loss computation (``None``: ``keras.config.floatx()``).
+    """
+
+    def __init__(
+        self,
+        from_logits: bool = True,
+        label_smoothing: float = 0.0,
+        pos_weight: Sequence[float] | float | None = None,
+        axis: int = -1,
+        reduction: str | None = "sum_over_batch_size",
+        name: str = "sigmoid_cross_entropy",
+        dtype: Any = None,
+    ):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        _check_smoothing(label_smoothing)
+        self.from_logits = bool(from_logits)
+        self.label_smoothing = float(label_smoothing)
+        weights = _check_nonnegative_weights(pos_weight, "pos_weight")
+        scalar = weights is not None and tf.convert_to_tensor(pos_weight).shape.rank == 0
+        self.pos_weight = weights[0] if scalar else weights
+        self.axis = int(axis)
+        self._dtype_arg = _dtype_config(dtype)
+
+    def call(self, y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
+        return sigmoid_cross_entropy(
+            y_true,
+            y_pred,
+            from_logits=self.from_logits,
+            label_smoothing=self.label_smoothing,
+            pos_weight=self.pos_weight,
+            axis=self.axis,
+        )
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            "from_logits": self.from_logits,
+            "label_smoothing": self.label_smoothing,
+            "pos_weight": self.pos_weight,
+            "axis": self.axis,
+            "reduction": self.reduction,
+            "name": self.name,
+            "dtype": self._dtype_arg,
+        }
+
+
+@keras.saving.register_keras_serializable(package="kerasce")
+class PolicyGradientLoss(keras.losses.Loss):
+    """The REINFORCE loss: sparse softmax cross-entropy of the taken actions, weighted by the returns.
+
+    ``loss(actions, logits, returns)`` reduces `policy_gradient_loss` the Keras way: the returns are the
+    sample weights (negative ones included), so reductions and ``tf.distribute`` scaling are Keras's own.
+    Because the return *is* a sample weight, a policy compiled with this loss learns by REINFORCE from
+    ``model.fit(observations, actions, sample_weight=returns)``.
+
+    Args:
+        reduction: A Keras reduction (see `SoftmaxCrossEntropy`).
+        name: Name of the loss.
+        dtype: Dtype of the loss computation (``None``: ``keras.config.floatx()``).
+    """
+
+    def __init__(
+        self,
+        reduction: str | None = "sum_over_batch_size",
+        name: str = "policy_gradient_loss",
+        dtype: Any = None,
+    ):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        self._dtype_arg = _dtype_config(dtype)
+
+    def __call__(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> tf.Tensor:
+        """Args: ``y_true`` the actions ``[B]``, ``y_pred`` the logits ``[B, A]``, ``sample_weight`` the
+        returns ``[B]`` (required)."""
+        if sample_weight is None:
+            raise ValueError(
+                "PolicyGradientLoss needs the returns: call loss(actions, logits, returns), or pass "
+                "sample_weight=returns to fit(). Without them it is plain cross-entropy (use "
+                "SoftmaxCrossEntropy for behaviour cloning)."
+            )
+        return super().__call__(y_true, y_pred, sample_weight=tf.stop_gradient(sample_weight))
+
+    def call(self, y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
+        # The return enters as the sample weight in __call__: policy_gradient_loss = returns * this.
+        return softmax_cross_entropy(y_true, y_pred)
+
+    def get_config(self) -> dict[str, Any]:
+        return {"reduction": self.reduction, "name": self.name, "dtype": self._dtype_arg}
