@@ -26,6 +26,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 __all__ = [
@@ -83,7 +84,7 @@ def _check_nonnegative_weights(weights: Sequence[float] | None, name: str) -> li
     """Normalises constructor weights to a list (for get_config) and rejects negative ones."""
     if weights is None:
         return None
-    values = [float(w) for w in tf.reshape(tf.convert_to_tensor(weights, tf.float64), [-1]).numpy()]
+    values = [float(w) for w in np.asarray(weights, np.float64).reshape(-1)]
     if any(w < 0 for w in values):
         raise ValueError(f"{name} must be non-negative; got {values}.")
     return values
@@ -547,7 +548,7 @@ class SigmoidCrossEntropy(keras.losses.Loss):
         self.from_logits = bool(from_logits)
         self.label_smoothing = float(label_smoothing)
         weights = _check_nonnegative_weights(pos_weight, "pos_weight")
-        scalar = weights is not None and tf.convert_to_tensor(pos_weight).shape.rank == 0
+        scalar = weights is not None and np.ndim(pos_weight) == 0
         self.pos_weight = weights[0] if scalar else weights
         self.axis = int(axis)
         self._dtype_arg = _dtype_config(dtype)

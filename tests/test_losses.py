@@ -1,0 +1,553 @@
+"""kerasce.losses against float64 NumPy references written from the docstring formulas, Keras and tf.nn."""
+
+import inspect
+import math
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from kerasce import losses as L
+
+EPS = 1e-7  # keras.config.epsilon(), the probability clip
+
+
+# ------------------------------------------------------------------------------------------------
+# Independent float64 references (straight from the docstring formulas)
+# ------------------------------------------------------------------------------------------------
+
+
+def ref_log_softmax(z):
+    m = z.max(axis=-1, keepdims=True)
+    return z - (m + np.log(np.exp(z - m).sum(axis=-1, keepdims=True)))
+
+
+def ref_softmax_ce(labels, pred, *, sparse, from_logits=True, smoothing=0.0, weights=None, ignore=None, axis=-1):
+    """-Σ_c w_c ỹ_c log p_c in float64; labels already in the sparse or dense form."""
+    pred = np.moveaxis(np.asarray(pred, np.float64), axis, -1)
+    num_classes = pred.shape[-1]
+    logp = ref_log_softmax(pred) if from_logits else np.log(np.clip(pred, EPS, 1 - EPS))
+    if sparse:
+        ids = np.asarray(labels).astype(np.int64)
+        valid = np.ones(ids.shape, bool) if ignore is None else ids != ignore
+        y = np.eye(num_classes)[np.where(valid, ids, 0)]
+    else:
+        y = np.moveaxis(np.asarray(labels, np.float64), axis, -1)
+        valid = np.ones(y.shape[:-1], bool)
+    y = y * (1 - smoothing) + smoothing / num_classes
+    w = np.ones(num_classes) if weights is None else np.asarray(weights, np.float64)
+    loss = -(w * y * logp).sum(-1)
+    return np.where(valid, loss, 0.0), valid
+
+
+def ref_softmax_ce_grad(labels, logits, *, sparse, smoothing=0.0, weights=None):
+    """d loss / d logits = (Σ_c w_c ỹ_c) p - w ⊙ ỹ, per example (class axis last)."""
+    z = np.asarray(logits, np.float64)
+    num_classes = z.shape[-1]
+    y = np.eye(num_classes)[np.asarray(labels).astype(int)] if sparse else np.asarray(labels, np.float64)
+    y = y * (1 - smoothing) + smoothing / num_classes
+    w = np.ones(num_classes) if weights is None else np.asarray(weights, np.float64)
+    p = np.exp(ref_log_softmax(z))
+    return (w * y).sum(-1, keepdims=True) * p - w * y
+
+
+def ref_sigmoid_ce(labels, pred, *, from_logits=True, smoothing=0.0, pos_weight=None, axis=-1):
+    """mean over labels of -[w ỹ log σ(z) + (1 - ỹ) log(1 - σ(z))], float64."""
+    y = np.asarray(labels, np.float64) * (1 - smoothing) + smoothing / 2
+    x = np.asarray(pred, np.float64)
+    if from_logits:
+        log_p, log_not_p = -np.logaddexp(0, -x), -np.logaddexp(0, x)
+    else:
+        log_p, log_not_p = np.log(np.clip(x, EPS, 1 - EPS)), np.log(np.clip(1 - x, EPS, 1 - EPS))
+    w = 1.0 if pos_weight is None else np.asarray(pos_weight, np.float64)
+    if pos_weight is not None and np.ndim(w) == 1 and x.ndim > 1:
+        w = w.reshape([-1] + [1] * (x.ndim - 1 - axis % x.ndim))
+    per_label = -(w * y * log_p + (1 - y) * log_not_p)
+    return per_label if x.ndim == 1 else per_label.mean(axis=axis)
+
+
+def random_problem(rng, shape, axis, *, probabilities=False, scale=3.0):
+    """Predictions of `shape` plus sparse ids and dense soft labels for class axis `axis`."""
+    z = rng.normal(size=shape) * scale
+    num_classes = shape[axis]
+    ids = rng.integers(0, num_classes, size=tuple(np.delete(shape, axis % len(shape))))
+    soft = rng.dirichlet(np.ones(num_classes), size=ids.shape)
+    soft = np.moveaxis(soft, -1, axis)
+    if probabilities:
+        z = np.exp(ref_log_softmax(np.moveaxis(z, axis, -1)))
+        z = np.moveaxis(z, -1, axis)
+    return z.astype(np.float32), ids, soft.astype(np.float32)
+
+
+SHAPES_AXES = [((6, 4), -1), ((3, 5, 7), -1), ((2, 4, 3, 5), -1), ((3, 5, 7), 1), ((2, 4, 3, 5), 1)]
+
+
+# ------------------------------------------------------------------------------------------------
+# Softmax cross-entropy: values
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape,axis", SHAPES_AXES)
+@pytest.mark.parametrize("form", ["sparse", "sparse_trailing_1", "dense"])
+@pytest.mark.parametrize("from_logits", [True, False])
+@pytest.mark.parametrize("smoothing", [0.0, 0.2])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_softmax_matches_float64_reference(shape, axis, form, from_logits, smoothing, weighted):
+    rng = np.random.default_rng(1)
+    pred, ids, soft = random_problem(rng, shape, axis, probabilities=not from_logits)
+    weights = rng.uniform(0.2, 3.0, size=shape[axis]) if weighted else None
+    if form == "dense":
+        labels, ref_labels = soft, soft
+    elif form == "sparse":
+        labels, ref_labels = ids, ids
+    else:
+        labels, ref_labels = np.expand_dims(ids, axis), ids
+    got = L.softmax_cross_entropy(
+        labels, pred, from_logits=from_logits, label_smoothing=smoothing, class_weight=weights, axis=axis
+    )
+    want, _ = ref_softmax_ce(
+        ref_labels, pred, sparse=form != "dense", from_logits=from_logits, smoothing=smoothing,
+        weights=weights, axis=axis,
+    )
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got.numpy(), want, rtol=2e-6, atol=2e-6)
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.3])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_sparse_labels_equal_one_hot_labels(smoothing, weighted):
+    rng = np.random.default_rng(2)
+    logits, ids, _ = random_problem(rng, (16, 9), -1)
+    weights = rng.uniform(0.5, 2.0, size=9) if weighted else None
+    sparse = L.softmax_cross_entropy(ids, logits, label_smoothing=smoothing, class_weight=weights)
+    dense = L.softmax_cross_entropy(np.eye(9)[ids], logits, label_smoothing=smoothing, class_weight=weights)
+    np.testing.assert_allclose(sparse.numpy(), dense.numpy(), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("form", ["sparse", "dense"])
+def test_moving_the_class_axis_changes_nothing(form):
+    rng = np.random.default_rng(3)
+    logits, ids, soft = random_problem(rng, (2, 3, 4, 6), -1)
+    labels = ids if form == "sparse" else soft
+    last = L.softmax_cross_entropy(labels, logits)
+    moved_labels = labels if form == "sparse" else np.moveaxis(labels, -1, 1)
+    first = L.softmax_cross_entropy(moved_labels, np.moveaxis(logits, -1, 1), axis=1)
+    np.testing.assert_allclose(first.numpy(), last.numpy(), rtol=1e-6)
+
+
+def test_worked_example_three_classes_by_hand():
+    # logits (2, 1, 0), true class 0: p_0 = e^2 / (e^2 + e + 1), loss = log(e^2 + e + 1) - 2 ≈ 0.40761.
+    by_hand = math.log(math.e**2 + math.e + 1) - 2
+    got = L.softmax_cross_entropy([0], [[2.0, 1.0, 0.0]])
+    np.testing.assert_allclose(got.numpy(), [by_hand], rtol=1e-6)
+    assert abs(by_hand - 0.40761) < 1e-5
+    # Label smoothing 0.3 spreads 0.1 onto each class: loss = 0.8 * 0.40761 + 0.1 * (1.40761 + 2.40761).
+    smoothed = 0.8 * by_hand + 0.1 * (by_hand + 1) + 0.1 * (by_hand + 2)
+    got = L.softmax_cross_entropy([0], [[2.0, 1.0, 0.0]], label_smoothing=0.3)
+    np.testing.assert_allclose(got.numpy(), [smoothed], rtol=1e-6)
+
+
+def test_worked_example_three_labels_sigmoid_by_hand():
+    # logits (2, -1, 0), labels (1, 0, 1): terms log(1 + e^-2), log(1 + e^-1), log 2; their mean ≈ 0.37778.
+    by_hand = (math.log(1 + math.exp(-2)) + math.log(1 + math.exp(-1)) + math.log(2)) / 3
+    got = L.sigmoid_cross_entropy([[1.0, 0.0, 1.0]], [[2.0, -1.0, 0.0]])
+    np.testing.assert_allclose(got.numpy(), [by_hand], rtol=1e-6)
+    assert abs(by_hand - 0.377779) < 1e-6
+
+
+# ------------------------------------------------------------------------------------------------
+# Numerics: extreme logits, low precision, gradients
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32", "float64"])
+def test_softmax_extreme_logits_are_finite_and_exact(dtype):
+    logits = tf.constant([[1e4, -1e4, 0.0], [-1e4, 1e4, 1e4], [0.0, 0.0, 0.0]], dtype)
+    big = float(tf.cast(1e4, dtype))  # 1e4 rounds to 9984 in bfloat16
+    labels = [1, 0, 2]
+    got = L.softmax_cross_entropy(labels, logits)
+    # Exact: z_max - z_label (+ log 2 for the tie in row 2), log 3 for the uniform row.
+    want = [2 * big, 2 * big + math.log(2), math.log(3)]
+    assert np.all(np.isfinite(got.numpy()))
+    np.testing.assert_allclose(got.numpy(), want, rtol=1e-6)
+    assert got.dtype == (tf.float64 if dtype == "float64" else tf.float32)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32"])
+def test_sigmoid_extreme_logits_are_finite_and_exact(dtype):
+    logits = tf.constant([[1e4, -1e4, 1e4, -1e4]], dtype)
+    labels = [[1.0, 0.0, 0.0, 1.0]]
+    big = float(tf.cast(1e4, dtype))  # 1e4 rounds to 9984 in bfloat16
+    got = L.sigmoid_cross_entropy(labels, logits)
+    np.testing.assert_allclose(got.numpy(), [(0 + 0 + big + big) / 4], rtol=1e-6)
+    grad_logits = tf.Variable(tf.cast(logits, tf.float32))
+    with tf.GradientTape() as tape:
+        loss = L.sigmoid_cross_entropy(labels, grad_logits)
+    grad = tape.gradient(loss, grad_logits).numpy()
+    np.testing.assert_allclose(grad, [[0.0, 0.0, 0.25, -0.25]], atol=1e-7)  # (σ(z) - y) / C
+
+
+@pytest.mark.parametrize("dtype,tol", [("float16", 2e-3), ("bfloat16", 2e-2), ("float64", 1e-12)])
+def test_low_and_high_precision_inputs_match_reference_of_the_rounded_inputs(dtype, tol):
+    rng = np.random.default_rng(4)
+    logits, ids, _ = random_problem(rng, (32, 10), -1)
+    rounded = tf.cast(tf.constant(logits), dtype)
+    got = L.softmax_cross_entropy(ids, rounded)
+    want, _ = ref_softmax_ce(ids, tf.cast(rounded, tf.float64).numpy(), sparse=True)
+    # The math runs in float32 (float64 kept), so only the input rounding differs from the reference.
+    np.testing.assert_allclose(got.numpy(), want, rtol=1e-6 if dtype != "float64" else tol, atol=1e-6)
+
+
+@pytest.mark.parametrize("form", ["sparse", "dense"])
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_softmax_gradient_matches_analytic(form, smoothing, weighted):
+    rng = np.random.default_rng(5)
+    logits, ids, soft = random_problem(rng, (8, 5), -1)
+    labels = ids if form == "sparse" else soft
+    weights = rng.uniform(0.5, 2.0, size=5) if weighted else None
+    z = tf.Variable(logits)
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(L.softmax_cross_entropy(labels, z, label_smoothing=smoothing, class_weight=weights))
+    got = tape.gradient(loss, z).numpy()
+    want = ref_softmax_ce_grad(labels, logits, sparse=form == "sparse", smoothing=smoothing, weights=weights)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_sigmoid_gradient_matches_analytic_with_pos_weight():
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=(6, 4)).astype(np.float32) * 3
+    y = (rng.uniform(size=(6, 4)) > 0.5).astype(np.float32)
+    w = np.array([1.0, 2.0, 0.5, 4.0])
+    z = tf.Variable(x)
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(L.sigmoid_cross_entropy(y, z, pos_weight=w))
+    got = tape.gradient(loss, z).numpy()
+    s = 1 / (1 + np.exp(-x.astype(np.float64)))
+    # d/dz of (1 + (w-1) y) softplus(z) - w y z, divided by C for the mean.
+    want = ((1 + (w - 1) * y) * s - w * y) / 4
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
+
+
+def test_probability_gradient_does_not_vanish_at_the_clip():
+    # The true class has probability exactly 0: a plain clip gives zero gradient; ours gives -1/eps.
+    p = tf.Variable([[0.0, 1.0, 0.0]])
+    with tf.GradientTape() as tape:
+        loss = L.softmax_cross_entropy([0], p, from_logits=False)
+    grad = tape.gradient(loss, p).numpy()
+    np.testing.assert_allclose(loss.numpy(), [-math.log(EPS)], rtol=1e-5)
+    np.testing.assert_allclose(grad, [[-1 / EPS, 0.0, 0.0]], rtol=1e-5)
+    with tf.GradientTape() as tape:
+        naive = -tf.math.log(tf.clip_by_value(p[:, 0], EPS, 1 - EPS))
+    assert tape.gradient(naive, p).numpy()[0, 0] == 0.0  # what the straight-through form avoids
+
+
+def test_softmax_activation_output_uses_the_cached_logits():
+    # A saturated softmax output: probabilities are 0/1 in float32, but the logits Keras caches are exact.
+    logits = tf.Variable([[30.0, -30.0, 0.0]])
+    with tf.GradientTape() as tape:
+        probs = keras.activations.softmax(logits)
+        loss = L.softmax_cross_entropy([1], probs, from_logits=False)
+    np.testing.assert_allclose(loss.numpy(), [60.0 + math.log1p(math.exp(-30))], rtol=1e-6)
+    grad = tape.gradient(loss, logits).numpy()
+    np.testing.assert_allclose(grad, ref_softmax_ce_grad([1], [[30.0, -30.0, 0.0]], sparse=True), atol=1e-6)
+
+
+# ------------------------------------------------------------------------------------------------
+# Sigmoid cross-entropy: values
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape,axis", [((7, 5), -1), ((3, 4, 6), -1), ((3, 4, 6), 1), ((9,), -1)])
+@pytest.mark.parametrize("from_logits", [True, False])
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+@pytest.mark.parametrize("pos_weight", ["none", "scalar", "vector"])
+def test_sigmoid_matches_float64_reference(shape, axis, from_logits, smoothing, pos_weight):
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=shape).astype(np.float32) * 3
+    if not from_logits:
+        x = (1 / (1 + np.exp(-x))).astype(np.float32)
+    y = (rng.uniform(size=shape) > 0.6).astype(np.float32)
+    num_labels = shape[axis] if len(shape) > 1 else 1  # rank 1: each entry is its own binary example
+    weight = {"none": None, "scalar": 2.5, "vector": rng.uniform(0.5, 3, size=num_labels)}[pos_weight]
+    got = L.sigmoid_cross_entropy(y, x, from_logits=from_logits, label_smoothing=smoothing, pos_weight=weight, axis=axis)
+    want = ref_sigmoid_ce(y, x, from_logits=from_logits, smoothing=smoothing, pos_weight=weight, axis=axis)
+    np.testing.assert_allclose(got.numpy(), want, rtol=2e-6, atol=2e-6)
+
+
+def test_binary_shapes_b_and_b1_are_interchangeable():
+    x = np.array([[0.3], [-1.2], [2.0]], np.float32)
+    y = np.array([1.0, 0.0, 0.0], np.float32)
+    a = L.sigmoid_cross_entropy(y, x)
+    b = L.sigmoid_cross_entropy(y[:, None], x)
+    c = L.sigmoid_cross_entropy(y, x[:, 0])
+    np.testing.assert_allclose(a.numpy(), b.numpy())
+    np.testing.assert_allclose(c.numpy(), b.numpy())
+    np.testing.assert_allclose(b.numpy(), ref_sigmoid_ce(y[:, None], x), rtol=1e-6)
+
+
+# ------------------------------------------------------------------------------------------------
+# Parity with Keras and tf.nn where they overlap
+# ------------------------------------------------------------------------------------------------
+
+
+def test_parity_with_keras_and_tf_nn_softmax():
+    rng = np.random.default_rng(8)
+    logits, ids, soft = random_problem(rng, (64, 10), -1)
+    ours = L.SoftmaxCrossEntropy()
+    np.testing.assert_allclose(
+        ours(ids, logits).numpy(),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True)(ids, logits).numpy(),
+        rtol=1e-6,
+    )
+    np.testing.assert_allclose(
+        L.softmax_cross_entropy(ids, logits).numpy(),
+        tf.nn.sparse_softmax_cross_entropy_with_logits(ids, logits).numpy(),
+        rtol=1e-6, atol=1e-6,
+    )
+    np.testing.assert_allclose(
+        L.SoftmaxCrossEntropy(label_smoothing=0.1)(soft, logits).numpy(),
+        keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=0.1)(soft, logits).numpy(),
+        rtol=1e-6,
+    )
+    probs = np.exp(ref_log_softmax(logits.astype(np.float64))).astype(np.float32)
+    np.testing.assert_allclose(
+        L.SoftmaxCrossEntropy(from_logits=False)(ids, probs).numpy(),
+        keras.losses.SparseCategoricalCrossentropy()(ids, probs).numpy(),
+        rtol=1e-5,
+    )
+    seg_logits, seg_ids, _ = random_problem(rng, (2, 5, 5, 4), -1)
+    seg_ids[0, :2] = 255
+    np.testing.assert_allclose(
+        L.SoftmaxCrossEntropy(ignore_class=255)(seg_ids, seg_logits).numpy(),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=255)(seg_ids, seg_logits).numpy(),
+        rtol=1e-6,
+    )
+
+
+def test_parity_with_keras_and_tf_nn_sigmoid():
+    rng = np.random.default_rng(9)
+    x = rng.normal(size=(32, 6)).astype(np.float32) * 4
+    y = (rng.uniform(size=(32, 6)) > 0.5).astype(np.float32)
+    np.testing.assert_allclose(
+        L.SigmoidCrossEntropy(label_smoothing=0.2)(y, x).numpy(),
+        keras.losses.BinaryCrossentropy(from_logits=True, label_smoothing=0.2)(y, x).numpy(),
+        rtol=1e-6,
+    )
+    np.testing.assert_allclose(
+        L.sigmoid_cross_entropy(y, x, pos_weight=3.0).numpy(),
+        tf.reduce_mean(tf.nn.weighted_cross_entropy_with_logits(y, x, pos_weight=3.0), -1).numpy(),
+        rtol=1e-6,
+    )
+
+
+# ------------------------------------------------------------------------------------------------
+# ignore_class, sample weights, reductions
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("ignore", [-1, 0, 255])
+def test_ignore_class_masks_positions_out_of_the_mean(ignore):
+    rng = np.random.default_rng(10)
+    logits, ids, _ = random_problem(rng, (3, 4, 4, 5), -1)
+    ids[:, 0, :] = ignore
+    got = L.SoftmaxCrossEntropy(ignore_class=ignore)(ids, logits).numpy()
+    per_pixel, valid = ref_softmax_ce(ids, logits, sparse=True, ignore=ignore)
+    np.testing.assert_allclose(got, per_pixel[valid].mean(), rtol=1e-6)
+    raw = L.softmax_cross_entropy(ids, logits, ignore_class=ignore).numpy()
+    assert np.all(raw[~valid] == 0)
+
+
+@pytest.mark.parametrize("reduction", ["sum_over_batch_size", "sum", "mean_with_sample_weight", "none"])
+def test_reductions_and_negative_sample_weights(reduction):
+    rng = np.random.default_rng(11)
+    logits, ids, _ = random_problem(rng, (12, 4), -1)
+    weights = rng.normal(size=12)  # returns can be negative
+    got = L.SoftmaxCrossEntropy(reduction=reduction)(ids, logits, sample_weight=weights).numpy()
+    per_example = ref_softmax_ce(ids, logits, sparse=True)[0] * weights
+    want = {
+        "sum_over_batch_size": per_example.sum() / 12,
+        "sum": per_example.sum(),
+        "mean_with_sample_weight": per_example.sum() / weights.sum(),
+        "none": per_example,
+    }[reduction]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+# ------------------------------------------------------------------------------------------------
+# Policy gradient and entropy
+# ------------------------------------------------------------------------------------------------
+
+
+def test_policy_gradient_loss_is_return_weighted_cross_entropy():
+    rng = np.random.default_rng(12)
+    logits, actions, _ = random_problem(rng, (10, 3), -1)
+    returns = rng.normal(size=10)
+    per_step = L.policy_gradient_loss(actions, logits, returns).numpy()
+    np.testing.assert_allclose(per_step, returns * ref_softmax_ce(actions, logits, sparse=True)[0], rtol=1e-5)
+    reduced = L.PolicyGradientLoss()(actions, logits, returns).numpy()
+    np.testing.assert_allclose(reduced, per_step.mean(), rtol=1e-5, atol=1e-7)
+
+
+def test_policy_gradient_is_the_reinforce_estimator():
+    # ∇_z mean_t(-G_t log π(a_t)) = mean_t G_t (softmax(z_t) - onehot(a_t)), returns held constant.
+    rng = np.random.default_rng(13)
+    logits, actions, _ = random_problem(rng, (6, 4), -1)
+    returns = tf.Variable(rng.normal(size=6).astype(np.float32))
+    z = tf.Variable(logits)
+    with tf.GradientTape(persistent=True) as tape:
+        loss = L.PolicyGradientLoss()(actions, z, returns)
+    grad = tape.gradient(loss, z).numpy()
+    want = returns.numpy()[:, None].astype(np.float64) * ref_softmax_ce_grad(actions, logits, sparse=True) / 6
+    np.testing.assert_allclose(grad, want, rtol=1e-5, atol=1e-7)
+    assert tape.gradient(loss, returns) is None  # the return is a constant weight
+
+
+def test_policy_gradient_loss_needs_returns():
+    with pytest.raises(ValueError, match="needs the returns"):
+        L.PolicyGradientLoss()([0, 1], [[0.0, 1.0], [1.0, 0.0]])
+
+
+def test_softmax_entropy_matches_reference_and_handles_masked_actions():
+    rng = np.random.default_rng(14)
+    logits = rng.normal(size=(5, 7)) * 2
+    p = np.exp(ref_log_softmax(logits))
+    np.testing.assert_allclose(
+        L.softmax_entropy(logits.astype(np.float32)).numpy(), -(p * np.log(p)).sum(-1), rtol=1e-5
+    )
+    masked = L.softmax_entropy([[0.0, 0.0, -np.inf]])
+    np.testing.assert_allclose(masked.numpy(), [math.log(2)], rtol=1e-6)
+
+
+# ------------------------------------------------------------------------------------------------
+# Bad input: clear errors, eager and inside tf.function
+# ------------------------------------------------------------------------------------------------
+
+LOGITS = np.zeros((2, 3), np.float32)
+
+RUNTIME_ERRORS = [
+    (lambda: L.softmax_cross_entropy([0, 3], LOGITS), r"class ids in \[0, 3\); got an id >= 3"),
+    (lambda: L.softmax_cross_entropy([0, -1], LOGITS), r"class ids in \[0, 3\); got a negative id"),
+    (lambda: L.SoftmaxCrossEntropy()([0.0, 1.5], LOGITS), "must be integer class ids"),
+    (lambda: L.SoftmaxCrossEntropy(ignore_class=255)([255, 7], LOGITS), r"\(or ignore_class=255\)"),
+    (lambda: L.softmax_cross_entropy([[0.5, 0.7, -0.2]] * 2, LOGITS), "soft labels must be in"),
+    (lambda: L.softmax_cross_entropy([0, 1], [[0.2, 1.3, 0.1]] * 2, from_logits=False), "above 1"),
+    (lambda: L.softmax_cross_entropy([0, 1], [[-0.2, 1.0, 0.2]] * 2, from_logits=False), "below 0"),
+    (lambda: L.sigmoid_cross_entropy([[0.0, 2.0, 1.0]] * 2, LOGITS), "labels must be in"),
+    (lambda: L.sigmoid_cross_entropy([[0.0, 1.0, 1.0]] * 2, [[0.5, 1.5, 0.0]] * 2, from_logits=False), "above 1"),
+]
+
+STATIC_ERRORS = [
+    (lambda: L.softmax_cross_entropy([0, 1], np.zeros((2, 1), np.float32)), "single class"),
+    (lambda: L.softmax_cross_entropy([0, 1, 2], LOGITS), "in neither form"),
+    (lambda: L.softmax_cross_entropy(np.zeros((2, 4)), LOGITS), "in neither form"),
+    (lambda: L.softmax_cross_entropy([0, 1], LOGITS, class_weight=[1.0, 2.0]), r"expected shape \(3,\)"),
+    (lambda: L.softmax_cross_entropy([0, 1], LOGITS, label_smoothing=1.5), "label_smoothing must be in"),
+    (lambda: L.softmax_cross_entropy(np.eye(3)[:2], LOGITS, ignore_class=0), "needs integer class ids"),
+    (lambda: L.softmax_cross_entropy([0, 1], LOGITS, axis=2), "out of range"),
+    (lambda: L.sigmoid_cross_entropy(np.zeros((2, 4)), LOGITS), "must have the predictions' shape"),
+    (lambda: L.sigmoid_cross_entropy(np.zeros((2, 3)), LOGITS, pos_weight=[1.0, 2.0]), r"expected shape \(3,\)"),
+    (lambda: L.SoftmaxCrossEntropy(class_weight=[1.0, -1.0, 1.0]), "must be non-negative"),
+    (lambda: L.SigmoidCrossEntropy(label_smoothing=-0.1), "label_smoothing must be in"),
+    (lambda: L.SoftmaxCrossEntropy(reduction="average"), "Expected one of"),
+]
+
+
+@pytest.mark.parametrize("call,message", RUNTIME_ERRORS)
+@pytest.mark.parametrize("mode", ["eager", "tf.function"])
+def test_bad_values_raise_clear_errors(call, message, mode):
+    run = call if mode == "eager" else tf.function(call)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+        run()
+
+
+@pytest.mark.parametrize("call,message", STATIC_ERRORS)
+@pytest.mark.parametrize("mode", ["eager", "tf.function"])
+def test_bad_shapes_and_options_raise_clear_errors(call, message, mode):
+    run = call if mode == "eager" else tf.function(call)
+    with pytest.raises(ValueError, match=message):
+        run()
+
+
+def test_out_of_range_label_fails_inside_fit():
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    model.compile("sgd", L.SoftmaxCrossEntropy())
+    x, y = np.zeros((8, 4), np.float32), np.array([0, 1, 2, 3, 0, 1, 2, 0])
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"class ids in \[0, 3\)"):
+        model.fit(x, y, epochs=1, verbose=0)
+
+
+# ------------------------------------------------------------------------------------------------
+# Serialization, compile / fit / save / load, mixed precision
+# ------------------------------------------------------------------------------------------------
+
+NON_DEFAULT = [
+    L.SoftmaxCrossEntropy(
+        from_logits=False, label_smoothing=0.1, class_weight=[1.0, 2.0, 0.5], ignore_class=255, axis=1,
+        reduction="sum", name="seg", dtype="float64",
+    ),
+    L.SigmoidCrossEntropy(from_logits=False, label_smoothing=0.05, pos_weight=[1.0, 3.0], axis=1, reduction="none", name="ml"),
+    L.SigmoidCrossEntropy(pos_weight=2.0),
+    L.PolicyGradientLoss(reduction="sum", name="pg", dtype="float32"),
+]
+
+
+@pytest.mark.parametrize("loss", NON_DEFAULT, ids=lambda l: type(l).__name__)
+def test_get_config_is_exactly_the_constructor_arguments_and_revives(loss):
+    config = loss.get_config()
+    params = set(inspect.signature(type(loss).__init__).parameters) - {"self"}
+    assert set(config) == params
+    revived = keras.losses.deserialize(keras.losses.serialize(loss))
+    assert type(revived) is type(loss)
+    assert revived.get_config() == config
+
+
+def test_compile_fit_save_load_round_trip(tmp_path):
+    rng = np.random.default_rng(15)
+    x = rng.normal(size=(64, 6)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int64) + (x[:, 1] > 0)
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(16, activation="relu"), keras.layers.Dense(3)])
+    loss = L.SoftmaxCrossEntropy(label_smoothing=0.05, class_weight=[1.0, 1.5, 1.0])
+    model.compile(keras.optimizers.Adam(0.05), loss=loss, metrics=["accuracy"])
+    history = model.fit(x, y, epochs=15, batch_size=16, verbose=0)
+    assert history.history["loss"][-1] < history.history["loss"][0]
+    path = tmp_path / "model.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)  # no custom_objects: the loss is registered
+    assert isinstance(loaded.loss, L.SoftmaxCrossEntropy)
+    assert loaded.loss.get_config() == loss.get_config()
+    np.testing.assert_allclose(loaded.evaluate(x, y, verbose=0)[0], model.evaluate(x, y, verbose=0)[0], rtol=1e-6)
+
+
+def test_reinforce_is_fit_with_returns_as_sample_weight():
+    # A one-state bandit: action 2 pays +1, the others -1. fit(obs, actions, sample_weight=returns) learns it.
+    rng = np.random.default_rng(16)
+    actions = rng.integers(0, 3, size=256)
+    returns = np.where(actions == 2, 1.0, -1.0)
+    obs = np.ones((256, 1), np.float32)
+    policy = keras.Sequential([keras.Input((1,)), keras.layers.Dense(3, use_bias=False, kernel_initializer="zeros")])
+    policy.compile(keras.optimizers.SGD(0.5), loss=L.PolicyGradientLoss())
+    policy.fit(obs, actions, sample_weight=returns, epochs=5, batch_size=64, verbose=0)
+    probs = tf.nn.softmax(policy(obs[:1])).numpy()[0]
+    assert probs[2] > 0.9
+
+
+@pytest.mark.parametrize("loss_cls", [L.SoftmaxCrossEntropy, L.SigmoidCrossEntropy])
+def test_mixed_float16_policy_trains_finitely(loss_cls):
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        rng = np.random.default_rng(17)
+        x = rng.normal(size=(64, 8)).astype(np.float32)
+        if loss_cls is L.SoftmaxCrossEntropy:
+            y = (x[:, 0] > 0).astype(np.int64)
+        else:
+            y = (x[:, :2] > 0).astype(np.float32)
+        model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, activation="relu"), keras.layers.Dense(2)])
+        model.compile(keras.optimizers.Adam(0.01), loss=loss_cls())
+        assert model.layers[-1].compute_dtype == "float16"
+        history = model.fit(x, y, epochs=10, batch_size=16, verbose=0)
+        losses = history.history["loss"]
+        assert np.all(np.isfinite(losses)) and losses[-1] < losses[0]
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
