@@ -1,0 +1,154 @@
+"""Atomic exports: a SavedModel, a `.keras` file or a JSON file appears whole or not at all.
+
+Everything is written into a temporary path beside the destination and then renamed into place, so an
+export that fails or is killed half-way leaves the previous good export untouched (and no half-written
+files where a user would look). One writer serves the classifiers and the agent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import json
+import os
+import shutil
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import keras
+import tensorflow as tf
+
+__all__ = ["atomic_directory", "export_saved_model", "save_keras_atomic", "write_json_atomic"]
+
+_RENAME_EXCHANGE = 2  # linux/fs.h
+
+
+def _exchange_directories(a: Path, b: Path) -> bool:
+    """Atomically swaps two paths with Linux's renameat2(RENAME_EXCHANGE); False where unsupported."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd = -100
+    result = renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), _RENAME_EXCHANGE)
+    return result == 0
+
+
+def _replace_directory(new: Path, dest: Path) -> None:
+    """Puts directory `new` at `dest`, replacing what was there, then deletes the old content."""
+    if not dest.exists():
+        os.replace(new, dest)
+        return
+    if _exchange_directories(new, dest):  # one atomic step: dest is never missing
+        shutil.rmtree(new)  # `new` now holds the old export
+        return
+    # Elsewhere: two renames. Between them `dest` is briefly absent; the old copy is kept until the end.
+    old = dest.with_name(f".{dest.name}.old-{uuid.uuid4().hex[:8]}")
+    os.replace(dest, old)
+    os.replace(new, dest)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
+    """Yields a fresh temporary directory that replaces `path` when the block exits without error.
+
+    Write a whole export into the yielded directory (SavedModel, metrics, plots). If the block raises,
+    or the process dies, `path` keeps its previous content and the temporary directory is removed (or,
+    after a kill, left as a hidden ``.<name>.tmp-*`` sibling).
+
+    Args:
+        path: The directory to create or replace.
+
+    Yields:
+        The temporary directory (same parent as `path`, so the final rename stays on one file system).
+    """
+    dest = Path(path).absolute()
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if dest.exists() and not dest.is_dir():
+        raise ValueError(f"Export path {dest} exists and is not a directory; expected a directory or nothing.")
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _replace_directory(tmp, dest)
+
+
+def export_saved_model(
+    path: str | os.PathLike,
+    model: keras.Model,
+    fn: Callable[..., dict[str, tf.Tensor]],
+    input_signature: Sequence[tf.TensorSpec],
+    *,
+    write_extras: Callable[[Path], None] | None = None,
+) -> Path:
+    """Writes a SavedModel whose ``serving_default`` (and ``serve``) signature is `fn`, atomically.
+
+    The SavedModel needs only TensorFlow to load (``tf.saved_model.load(path).signatures
+    ["serving_default"]``): no Keras, no kerasce.
+
+    Args:
+        path: Export directory, created or replaced as a whole.
+        model: The Keras model whose variables `fn` uses (tracked into the SavedModel).
+        fn: A function of the input tensors that returns a dict of named output tensors.
+        input_signature: One ``tf.TensorSpec`` per argument of `fn` (use ``None`` for the batch size).
+        write_extras: Optional callback given the temporary export directory before it is renamed into
+            place, to add files that belong to the same export (``metrics.json``, plots); they appear
+            together with the SavedModel or not at all.
+
+    Returns:
+        The export directory.
+    """
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint(name="serve", fn=fn, input_signature=list(input_signature))
+    with atomic_directory(path) as tmp:
+        archive.write_out(str(tmp), verbose=False)  # "serve" is aliased as "serving_default"
+        if write_extras is not None:
+            write_extras(tmp)
+    return Path(path)
+
+
+def _atomic_file(path: str | os.PathLike, write: Callable[[Path], None], suffix: str = "") -> Path:
+    """Runs `write(tmp_file)` on a temporary file beside `path`, then renames it over `path`."""
+    dest = Path(path)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.tmp-{uuid.uuid4().hex[:8]}{suffix}")
+    try:
+        write(tmp)
+        os.replace(tmp, dest)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return dest
+
+
+def save_keras_atomic(model: keras.Model, path: str | os.PathLike) -> Path:
+    """``model.save(path)`` for a ``.keras`` file, written to a temporary file and renamed into place."""
+    if not str(path).endswith(".keras"):
+        raise ValueError(f"Expected a path ending in '.keras'; got {path!r}.")
+    return _atomic_file(path, lambda tmp: model.save(tmp), suffix=".keras")
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:
+    """Writes `obj` as JSON (sorted keys, indented) atomically."""
+    text = json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n"
+    return _atomic_file(path, lambda tmp: tmp.write_text(text))
+
+
+def _json_default(value: Any) -> Any:
+    """NumPy and TensorFlow scalars/arrays in metrics become plain JSON numbers and lists."""
+    if hasattr(value, "numpy"):
+        value = value.numpy()
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
