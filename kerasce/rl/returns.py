@@ -1,0 +1,137 @@
+"""Discounted returns (reward-to-go) over time-major rollouts, and their normalisation.
+
+Shapes: ``T`` time steps, ``N`` parallel environments. Every array is time-major ``[T, N]``, the
+layout a gymnasium vector env produces one row at a time. These are NumPy functions: they run on the
+collection side, once per update, before anything reaches TensorFlow.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["complete_episode_mask", "discounted_returns", "normalize"]
+
+
+def _as_bool(name: str, value: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    value = np.asarray(value)
+    if value.shape != shape:
+        raise ValueError(f"Expected `{name}` of shape {shape} (like `rewards`), got {value.shape}.")
+    return value.astype(bool, copy=False)
+
+
+def _check_inputs(rewards, terminated, truncated, valid):
+    rewards = np.asarray(rewards)
+    if rewards.ndim != 2:
+        raise ValueError(f"Expected time-major `rewards` of shape [T, N], got shape {rewards.shape}.")
+    shape = rewards.shape
+    terminated = _as_bool("terminated", terminated, shape)
+    truncated = _as_bool("truncated", truncated, shape)
+    valid = np.ones(shape, bool) if valid is None else _as_bool("valid", valid, shape)
+    return rewards, terminated, truncated, valid
+
+
+def discounted_returns(
+    rewards: np.ndarray,
+    terminated: np.ndarray,
+    truncated: np.ndarray,
+    gamma: float,
+    valid: np.ndarray | None = None,
+) -> np.ndarray:
+    """Reward-to-go of every step, cut at episode boundaries.
+
+    ``G[t] = r[t] + gamma * G[t+1] * (1 - done[t])`` with ``done = terminated | truncated``, computed
+    in one reverse pass over time, independently for every env column.
+
+    Boundaries:
+      * ``terminated[t]`` (the MDP ended): the return stops after ``r[t]``.
+      * ``truncated[t]`` (a time limit): the episode also stops there. REINFORCE has nothing to
+        bootstrap from, so the return is the discounted sum of the rewards actually observed.
+      * ``valid[t] == False`` marks a step that belongs to no episode, e.g. the reset step of
+        gymnasium's next-step autoreset (action ignored, reward 0). Its return is 0 and it never
+        links two episodes: such a step always follows a ``done`` step.
+      * The last row of a rollout ends every column as if the episode stopped there; use
+        :func:`complete_episode_mask` to drop such partial episodes.
+
+    Args:
+      rewards: ``[T, N]`` float rewards.
+      terminated: ``[T, N]`` bool, True where the step ended the episode by reaching a terminal state.
+      truncated: ``[T, N]`` bool, True where the step ended the episode by a time limit.
+      gamma: discount factor in ``[0, 1]``.
+      valid: optional ``[T, N]`` bool, False for steps outside any episode (see above).
+
+    Returns:
+      ``[T, N]`` returns, float64 (or the floating dtype of ``rewards`` if wider); 0 where not valid.
+
+    Raises:
+      ValueError: if the shapes differ, ``rewards`` is not 2-D, or ``gamma`` is outside ``[0, 1]``.
+    """
+    rewards, terminated, truncated, valid = _check_inputs(rewards, terminated, truncated, valid)
+    if not 0.0 <= gamma <= 1.0:
+        raise ValueError(f"Expected `gamma` in [0, 1], got {gamma}.")
+    dtype = np.result_type(rewards.dtype, np.float64)
+    continues = ~(terminated | truncated)
+    returns = np.zeros(rewards.shape, dtype)
+    running = np.zeros(rewards.shape[1], dtype)
+    for t in range(rewards.shape[0] - 1, -1, -1):
+        running = np.where(valid[t], rewards[t] + gamma * running * continues[t], 0.0)
+        returns[t] = running
+    return returns
+
+
+def complete_episode_mask(
+    terminated: np.ndarray, truncated: np.ndarray, valid: np.ndarray | None = None
+) -> np.ndarray:
+    """Which steps belong to an episode that ends (terminated or truncated) inside the rollout.
+
+    Args:
+      terminated: ``[T, N]`` bool.
+      truncated: ``[T, N]`` bool.
+      valid: optional ``[T, N]`` bool, False for steps outside any episode (autoreset steps).
+
+    Returns:
+      ``[T, N]`` bool: True for a valid step whose episode's last step is in the rollout. The steps
+      of an episode still running at the last row are False.
+    """
+    terminated = np.asarray(terminated)
+    _, terminated, truncated, valid = _check_inputs(
+        np.zeros(terminated.shape), terminated, truncated, valid
+    )
+    done = terminated | truncated
+    mask = np.zeros(done.shape, bool)
+    ends_later = np.zeros(done.shape[1], bool)
+    for t in range(done.shape[0] - 1, -1, -1):
+        ends_later = done[t] | (ends_later & valid[t])
+        mask[t] = ends_later & valid[t]
+    return mask
+
+
+def normalize(values: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+    """Standardise to zero mean and unit variance over the entries where ``mask`` is True.
+
+    ``(x - mean) / (std + eps)`` with ``eps`` the machine epsilon of the dtype. Entries outside the
+    mask are set to 0.
+
+    Args:
+      values: float array of any shape.
+      mask: optional bool array of the same shape.
+
+    Returns:
+      Array of the shape and dtype of ``values``.
+
+    Raises:
+      ValueError: if the mask has another shape or selects nothing.
+    """
+    values = np.asarray(values)
+    if not np.issubdtype(values.dtype, np.floating):
+        values = values.astype(np.float64)
+    if mask is None:
+        mask = np.ones(values.shape, bool)
+    mask = np.asarray(mask, bool)
+    if mask.shape != values.shape:
+        raise ValueError(f"Expected `mask` of shape {values.shape}, got {mask.shape}.")
+    if not mask.any():
+        raise ValueError("Expected at least one entry to normalise, got an empty mask.")
+    selected = values[mask]
+    eps = np.finfo(values.dtype).eps
+    out = (values - selected.mean()) / (selected.std() + eps)
+    return np.where(mask, out, 0.0).astype(values.dtype)

@@ -1,0 +1,318 @@
+"""Action sampling without TensorFlow's per-call overhead, and episode collection from a vector env.
+
+Shapes: ``T`` time steps, ``N`` envs, ``A`` actions, ``D...`` the observation shape.
+
+During collection the policy is called once per vector step. A ``tf.function`` call of a small MLP
+costs about 0.3-0.4 ms on a laptop CPU, the same forward pass in NumPy about 0.02 ms, and a 16-env
+CartPole step about 0.05 ms: the policy call, not the env, sets the speed. So there are two samplers
+with one interface:
+
+* :class:`NumpyPolicy` -- a NumPy copy of the weights of a plain stack of ``Dense`` (and
+  ``Activation``) layers with standard activations, refreshed after every update. It checks itself
+  against the Keras model on construction and refuses models it does not reproduce.
+* :class:`CompiledPolicy` -- a compiled TF call of any Keras model.
+
+Both return logits; :func:`sample_actions` draws from them with one uniform number per env.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import gymnasium
+import keras
+import numpy as np
+import tensorflow as tf
+
+from kerasce.rl.returns import complete_episode_mask
+
+__all__ = [
+    "CompiledPolicy",
+    "NumpyPolicy",
+    "Rollout",
+    "autoreset_mode",
+    "collect_episodes",
+    "completed_episodes",
+    "make_policy_sampler",
+    "sample_actions",
+    "softmax",
+]
+
+
+def _sigmoid(x):
+    return 0.5 * (1.0 + np.tanh(0.5 * x))  # stable for large |x|
+
+
+_ACTIVATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "linear": lambda x: x,
+    "relu": lambda x: np.maximum(x, 0.0),
+    "tanh": np.tanh,
+    "sigmoid": _sigmoid,
+    "elu": lambda x: np.where(x > 0, x, np.expm1(np.minimum(x, 0.0))),
+    "softplus": lambda x: np.logaddexp(x, 0.0),
+    "silu": lambda x: x * _sigmoid(x),
+    "swish": lambda x: x * _sigmoid(x),
+}
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Softmax over the last axis, shifted by the max for stability. ``[..., A] -> [..., A]``."""
+    z = logits - logits.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def sample_actions(logits: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Draw one action per row from ``softmax(logits)`` by inverting the cumulative distribution.
+
+    Args:
+      logits: ``[N, A]`` unnormalised log-probabilities.
+      rng: the generator; exactly ``N`` uniform numbers are drawn per call.
+
+    Returns:
+      ``[N]`` int64 actions in ``[0, A)``.
+    """
+    cdf = np.cumsum(softmax(logits), axis=-1)
+    u = rng.random((cdf.shape[0], 1)) * cdf[:, -1:]
+    return np.minimum((cdf < u).sum(axis=-1), cdf.shape[-1] - 1)
+
+
+class NumpyPolicy:
+    """NumPy forward pass of a Keras policy made of ``Dense`` / ``Activation`` layers only.
+
+    Call :meth:`refresh` after every update to copy the current weights (a few microseconds).
+
+    Args:
+      model: a built ``keras.Model`` mapping ``[B, D]`` observations to ``[B, A]`` logits.
+
+    Raises:
+      TypeError: if the model has other layers, unsupported activations, several inputs, or its
+        output is not reproduced by the NumPy forward pass (e.g. a non-chain topology or a float16
+        compute dtype). Use :class:`CompiledPolicy` for such models.
+    """
+
+    def __init__(self, model: keras.Model):
+        self.model = model
+        self._layers: list[tuple[keras.layers.Layer | None, Callable]] = []
+        for layer in model.layers:
+            if isinstance(layer, keras.layers.InputLayer):
+                continue
+            if not isinstance(layer, (keras.layers.Dense, keras.layers.Activation)):
+                raise TypeError(
+                    f"NumpyPolicy supports Dense and Activation layers, got {type(layer).__name__} "
+                    f"({layer.name!r})."
+                )
+            name = getattr(layer.activation, "__name__", str(layer.activation))
+            if name not in _ACTIVATIONS:
+                raise TypeError(
+                    f"NumpyPolicy supports activations {sorted(_ACTIVATIONS)}, got {name!r} in "
+                    f"layer {layer.name!r}."
+                )
+            dense = layer if isinstance(layer, keras.layers.Dense) else None
+            self._layers.append((dense, _ACTIVATIONS[name]))
+        if not self._layers:
+            raise TypeError("NumpyPolicy needs at least one Dense layer, got none.")
+        self._params: list[tuple[np.ndarray, np.ndarray | None]] = []
+        self.refresh()
+        self._check_matches_model()
+
+    def refresh(self) -> None:
+        """Copy the model's current Dense weights into NumPy arrays."""
+        self._params = [
+            (
+                (dense.kernel.numpy(), dense.bias.numpy() if dense.use_bias else None)
+                if dense is not None
+                else (None, None)
+            )
+            for dense, _ in self._layers
+        ]
+
+    def logits(self, observations: np.ndarray) -> np.ndarray:
+        """``[N, D]`` float observations -> ``[N, A]`` float32 logits."""
+        x = np.asarray(observations, np.float32)
+        for (_, activation), (kernel, bias) in zip(self._layers, self._params):
+            if kernel is not None:
+                x = x @ kernel
+                if bias is not None:
+                    x = x + bias
+            x = activation(x)
+        return x
+
+    def _check_matches_model(self) -> None:
+        if len(self.model.inputs) != 1:
+            raise TypeError(f"NumpyPolicy needs a model with one input, got {len(self.model.inputs)}.")
+        shape = (8,) + tuple(self.model.inputs[0].shape[1:])
+        if None in shape:
+            raise TypeError(f"NumpyPolicy needs a fixed observation shape, got {shape}.")
+        probe = np.random.default_rng(0).normal(size=shape).astype(np.float32)
+        try:
+            ours = self.logits(probe)
+        except ValueError as error:  # shapes that do not chain: not a plain stack
+            raise TypeError(f"NumpyPolicy could not run this model as a Dense stack: {error}") from None
+        theirs = keras.ops.convert_to_numpy(self.model(probe, training=False))
+        if ours.shape != theirs.shape or not np.allclose(ours, theirs, rtol=1e-4, atol=1e-4):
+            raise TypeError(
+                "NumpyPolicy's forward pass does not reproduce this model (not a plain chain of "
+                "Dense layers, or not float32 compute)."
+            )
+
+
+class CompiledPolicy:
+    """Any Keras model called through one compiled ``tf.function`` (no retracing across batch sizes).
+
+    Args:
+      model: a built ``keras.Model`` mapping ``[B, D...]`` observations to ``[B, A]`` logits.
+    """
+
+    def __init__(self, model: keras.Model):
+        self.model = model
+        spec = tf.TensorSpec((None,) + tuple(model.inputs[0].shape[1:]), tf.float32)
+        self._call = tf.function(
+            lambda x: tf.cast(model(x, training=False), tf.float32), input_signature=[spec]
+        )
+
+    def refresh(self) -> None:
+        """Nothing to copy: the compiled call reads the variables themselves."""
+
+    def logits(self, observations: np.ndarray) -> np.ndarray:
+        """``[N, D...]`` float observations -> ``[N, A]`` float32 logits."""
+        return self._call(np.asarray(observations, np.float32)).numpy()
+
+
+def make_policy_sampler(model: keras.Model, fast: bool = True) -> NumpyPolicy | CompiledPolicy:
+    """The fastest sampler that reproduces ``model``: :class:`NumpyPolicy` when possible.
+
+    Args:
+      model: a built Keras policy returning logits.
+      fast: False forces the general :class:`CompiledPolicy`.
+    """
+    if fast:
+        try:
+            return NumpyPolicy(model)
+        except TypeError:
+            pass
+    return CompiledPolicy(model)
+
+
+@dataclasses.dataclass
+class Rollout:
+    """Time-major data of one collection round.
+
+    Attributes:
+      observations: ``[T, N, D...]`` float32, the observation each action was chosen from.
+      actions: ``[T, N]`` int64.
+      rewards: ``[T, N]`` float64.
+      terminated: ``[T, N]`` bool.
+      truncated: ``[T, N]`` bool.
+      valid: ``[T, N]`` bool, False for next-step autoreset steps (they belong to no episode).
+    """
+
+    observations: np.ndarray
+    actions: np.ndarray
+    rewards: np.ndarray
+    terminated: np.ndarray
+    truncated: np.ndarray
+    valid: np.ndarray
+
+    @property
+    def env_steps(self) -> int:
+        """Number of ``env.step`` transitions, ``T * N`` (autoreset steps included)."""
+        return int(self.actions.size)
+
+
+def autoreset_mode(env: gymnasium.vector.VectorEnv) -> gymnasium.vector.AutoresetMode:
+    """The vector env's autoreset mode (gymnasium 1.x metadata; NEXT_STEP when not declared).
+
+    Raises:
+      ValueError: for ``AutoresetMode.DISABLED``, where episodes would never restart.
+    """
+    mode = env.metadata.get("autoreset_mode", gymnasium.vector.AutoresetMode.NEXT_STEP)
+    mode = gymnasium.vector.AutoresetMode(mode)
+    if mode is gymnasium.vector.AutoresetMode.DISABLED:
+        raise ValueError(
+            "Expected a vector env that autoresets (NEXT_STEP or SAME_STEP), got autoreset_mode=DISABLED."
+        )
+    return mode
+
+
+def collect_episodes(
+    env: gymnasium.vector.VectorEnv,
+    act: Callable[[np.ndarray], np.ndarray],
+    observations: np.ndarray,
+    max_steps: int,
+) -> tuple[Rollout, np.ndarray]:
+    """Step ``env`` until every sub-env has finished at least one episode (or ``max_steps`` rows).
+
+    Call it right after ``env.reset()`` so that every column starts a fresh episode. The rollout
+    then holds, per env, one complete first episode, further episodes that also ended in time,
+    and a trailing partial episode (drop it with :func:`kerasce.rl.returns.complete_episode_mask`).
+
+    Next-step autoreset (gymnasium's default): the step after ``terminated | truncated`` only resets
+    that sub-env (its action is ignored, its reward is 0); it is recorded with ``valid=False``.
+    Same-step autoreset: every step is valid.
+
+    Args:
+      env: a gymnasium vector env with ``N`` sub-envs.
+      act: ``[N, D...]`` observations -> ``[N]`` actions.
+      observations: ``[N, D...]`` the current observations (from ``env.reset``).
+      max_steps: the most rows to collect.
+
+    Returns:
+      ``(rollout, observations)``: the :class:`Rollout` and the observations after its last step.
+    """
+    same_step = autoreset_mode(env) is gymnasium.vector.AutoresetMode.SAME_STEP
+    n = env.num_envs
+    rows: dict[str, list[np.ndarray]] = {k: [] for k in ("o", "a", "r", "te", "tr", "v")}
+    prev_done = np.zeros(n, bool)
+    finished = np.zeros(n, bool)
+    for _ in range(max_steps):
+        actions = act(observations)
+        next_obs, rewards, terminated, truncated, _ = env.step(actions)
+        rows["o"].append(observations)
+        rows["a"].append(actions)
+        rows["r"].append(rewards)
+        rows["te"].append(terminated)
+        rows["tr"].append(truncated)
+        rows["v"].append(np.ones(n, bool) if same_step else ~prev_done)
+        prev_done = terminated | truncated
+        finished |= prev_done
+        observations = next_obs
+        if finished.all():
+            break
+    rollout = Rollout(
+        observations=np.asarray(rows["o"], np.float32),
+        actions=np.asarray(rows["a"], np.int64),
+        rewards=np.asarray(rows["r"], np.float64),
+        terminated=np.asarray(rows["te"], bool),
+        truncated=np.asarray(rows["tr"], bool),
+        valid=np.asarray(rows["v"], bool),
+    )
+    return rollout, observations
+
+
+def completed_episodes(rollout: Rollout) -> tuple[np.ndarray, np.ndarray]:
+    """Undiscounted return and length of every episode that ends inside ``rollout``.
+
+    Args:
+      rollout: a :class:`Rollout` whose columns each start a fresh episode at row 0.
+
+    Returns:
+      ``(returns, lengths)``: ``[E]`` float64 and ``[E]`` int64, ordered by the step each episode
+      ended (ties by env index).
+    """
+    done = rollout.terminated | rollout.truncated
+    valid = rollout.valid
+    starts = valid & np.vstack([np.ones((1, done.shape[1]), bool), done[:-1] | ~valid[:-1]])
+    complete = complete_episode_mask(rollout.terminated, rollout.truncated, valid)
+    starts &= complete
+    ends = done & valid
+    totals = np.cumsum(np.where(valid, rollout.rewards, 0.0), axis=0)
+    # Env-major order pairs the k-th start of a column with its k-th end.
+    start_n, start_t = np.nonzero(starts.T)
+    end_n, end_t = np.nonzero(ends.T)
+    before = np.where(start_t > 0, totals[start_t - 1, start_n], 0.0)
+    returns = totals[end_t, end_n] - before
+    lengths = end_t - start_t + 1  # every step inside an episode is valid
+    order = np.lexsort((end_n, end_t))
+    return returns[order], lengths[order].astype(np.int64)
