@@ -1,0 +1,131 @@
+"""discounted_returns, complete_episode_mask and normalize against hand-computed values and a
+float64 per-episode reference written from the docstring formula."""
+
+import numpy as np
+import pytest
+
+from kerasce.rl.returns import complete_episode_mask, discounted_returns, normalize
+
+
+def col(*values):
+    """A single-env column [T, 1]."""
+    return np.array(values, dtype=float)[:, None]
+
+
+def flags(T, at):
+    out = np.zeros((T, 1), bool)
+    out[list(at), 0] = True
+    return out
+
+
+def reference_returns(rewards, terminated, truncated, gamma, valid):
+    """Split every column into episodes, then G_t = sum_k gamma^k r_{t+k} inside each episode."""
+    T, N = rewards.shape
+    out = np.zeros((T, N))
+    for n in range(N):
+        episode = []
+        for t in range(T):
+            if not valid[t, n]:
+                continue
+            episode.append(t)
+            if terminated[t, n] or truncated[t, n] or t == T - 1:
+                for i, s in enumerate(episode):
+                    out[s, n] = sum(gamma**k * rewards[u, n] for k, u in enumerate(episode[i:]))
+                episode = []
+    return out
+
+
+def test_single_episode_hand_computed():
+    # r = 1, 2, 3, terminated at the last step, gamma = 0.5:
+    # G2 = 3, G1 = 2 + 0.5 * 3 = 3.5, G0 = 1 + 0.5 * 3.5 = 2.75
+    got = discounted_returns(col(1, 2, 3), flags(3, [2]), flags(3, []), 0.5)
+    np.testing.assert_allclose(got, col(2.75, 3.5, 3.0))
+
+
+@pytest.mark.parametrize("boundary", ["terminated", "truncated"])
+def test_terminated_and_truncated_both_cut_the_return(boundary):
+    # Two episodes in one column: [1, 1] ends at t=1, then [10, 10] ends at t=3.
+    ends = flags(4, [1, 3])
+    none = flags(4, [])
+    terminated, truncated = (ends, none) if boundary == "terminated" else (none, ends)
+    got = discounted_returns(col(1, 1, 10, 10), terminated, truncated, 0.9)
+    np.testing.assert_allclose(got, col(1.9, 1.0, 19.0, 10.0))
+
+
+def test_reward_on_first_step_only():
+    got = discounted_returns(col(5, 0, 0, 0), flags(4, [3]), flags(4, []), 0.9)
+    np.testing.assert_allclose(got, col(5, 0, 0, 0))
+
+
+def test_reward_on_last_step_only():
+    got = discounted_returns(col(0, 0, 0, 5), flags(4, [3]), flags(4, []), 0.9)
+    np.testing.assert_allclose(got, col(5 * 0.9**3, 5 * 0.9**2, 5 * 0.9, 5))
+
+
+def test_autoreset_step_is_masked_and_does_not_link_episodes():
+    # Next-step autoreset: episode [1, 1] ends at t=1, t=2 is the reset step (reward 0, invalid),
+    # then episode [2, 2] ends at t=4.
+    rewards = col(1, 1, 0, 2, 2)
+    valid = np.array([1, 1, 0, 1, 1], bool)[:, None]
+    got = discounted_returns(rewards, flags(5, [1, 4]), flags(5, []), 1.0, valid)
+    np.testing.assert_allclose(got, col(2, 1, 0, 4, 2))
+    mask = complete_episode_mask(flags(5, [1, 4]), flags(5, []), valid)
+    np.testing.assert_array_equal(mask[:, 0], [1, 1, 0, 1, 1])
+
+
+def test_partial_episode_at_the_end_is_not_complete():
+    terminated = flags(5, [1])
+    valid = np.array([1, 1, 0, 1, 1], bool)[:, None]
+    mask = complete_episode_mask(terminated, flags(5, []), valid)
+    np.testing.assert_array_equal(mask[:, 0], [1, 1, 0, 0, 0])
+    # The partial episode's returns still cover only what was observed.
+    got = discounted_returns(col(1, 1, 0, 3, 4), terminated, flags(5, []), 1.0, valid)
+    np.testing.assert_allclose(got, col(2, 1, 0, 7, 4))
+
+
+@pytest.mark.parametrize("gamma", [0.0, 0.9, 1.0])
+@pytest.mark.parametrize("shape", [(1, 1), (7, 3), (40, 5)])
+def test_matches_per_episode_reference_on_random_rollouts(gamma, shape):
+    rng = np.random.default_rng(sum(shape))
+    rewards = rng.normal(size=shape)
+    terminated = rng.uniform(size=shape) < 0.15
+    truncated = ~terminated & (rng.uniform(size=shape) < 0.1)
+    done = terminated | truncated
+    # Next-step autoreset: the step after a done step is invalid and carries no reward.
+    valid = np.vstack([np.ones((1, shape[1]), bool), ~done[:-1]])
+    terminated &= valid
+    truncated &= valid
+    rewards = np.where(valid, rewards, 0.0)
+    got = discounted_returns(rewards, terminated, truncated, gamma, valid)
+    np.testing.assert_allclose(got, reference_returns(rewards, terminated, truncated, gamma, valid))
+
+
+def test_several_envs_are_independent():
+    rewards = np.array([[1.0, 1.0], [1.0, 1.0], [1.0, 1.0]])
+    terminated = np.array([[True, False], [False, False], [True, True]])
+    got = discounted_returns(rewards, terminated, np.zeros_like(terminated), 1.0)
+    np.testing.assert_allclose(got, [[1, 3], [2, 2], [1, 1]])
+
+
+def test_normalize_over_mask():
+    values = np.array([[1.0, 100.0], [3.0, -5.0]])
+    mask = np.array([[True, False], [True, False]])
+    out = normalize(values, mask)
+    np.testing.assert_allclose(out[mask], [-1.0, 1.0], rtol=1e-12)
+    np.testing.assert_array_equal(out[~mask], [0.0, 0.0])
+    full = normalize(np.arange(10.0))
+    assert abs(full.mean()) < 1e-12 and abs(full.std() - 1.0) < 1e-12
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda: discounted_returns(np.zeros(3), np.zeros(3), np.zeros(3), 0.9), "shape \\[T, N\\]"),
+        (lambda: discounted_returns(np.zeros((3, 2)), np.zeros((3, 1)), np.zeros((3, 2)), 0.9), "terminated"),
+        (lambda: discounted_returns(np.zeros((3, 2)), np.zeros((3, 2)), np.zeros((3, 2)), 1.5), "gamma"),
+        (lambda: normalize(np.zeros(3), np.zeros(3, bool)), "empty mask"),
+    ],
+)
+def test_bad_inputs_raise(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
