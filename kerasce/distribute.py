@@ -59,5 +59,63 @@ def get_strategy(name: str = "default") -> tf.distribute.Strategy:
                 json.loads(config)
             except json.JSONDecodeError as error:
                 raise ValueError(f"TF_CONFIG must be JSON like {{'cluster': ..., 'task': ...}}; got {config!r}.") from error
+        _patch_keras_fit_for_multiworker()
         return tf.distribute.MultiWorkerMirroredStrategy()
     raise ValueError(f"Unknown strategy {name!r}; expected one of {STRATEGIES}.")
+
+
+def _patch_keras_fit_for_multiworker() -> None:
+    """Lets Keras 3's ``fit`` run under MultiWorkerMirroredStrategy (keras-team/keras#20585).
+
+    Two places in Keras's TensorFlow trainer fail only under the multi-worker (collective all-reduce)
+    strategy; both are replaced, for that strategy only, once, when it is requested:
+
+    1. Before the first step Keras builds the model from one batch obtained with
+       ``strategy.reduce("MEAN", (x, y, sample_weight), axis=None)``. ``Strategy.reduce`` does not support
+       nested values, and the collective implementation fails with "Attempt to convert a value
+       (PerReplica ...) to a Tensor". The batch only serves to read shapes, so the first local replica's
+       shard of each element is used instead.
+    2. Each step's logs (loss and metric results: scalars) are reduced with
+       ``strategy.reduce("MEAN", v, axis=0)``, which fails on a scalar ("Invalid reduction dimension 0").
+       Scalars are reduced across replicas with ``axis=None`` instead; other values as before.
+    """
+    from keras.src import tree
+    from keras.src.backend.tensorflow import trainer as tf_trainer
+
+    trainer_cls = tf_trainer.TensorFlowTrainer
+    original = trainer_cls._maybe_symbolic_build
+    if getattr(original, "_kerasce_multiworker_fix", False):
+        return
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        strategy = self._distribute_strategy
+        if iterator is None or not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            return original(self, iterator=iterator, data_batch=data_batch)
+        for _, _, it in iterator:
+            data_batch = tree.map_structure(
+                lambda v: strategy.experimental_local_results(v)[0]
+                if isinstance(v, tf.distribute.DistributedValues)
+                else v,
+                next(it),
+            )
+            break
+        with strategy.scope():
+            self._symbolic_build(data_batch=data_batch)
+
+    original_reduce = tf_trainer.reduce_per_replica
+
+    def reduce_per_replica(values, strategy, reduction):
+        if not (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and reduction in ("auto", "mean")):
+            return original_reduce(values, strategy, reduction)
+
+        def reduce(v):
+            # With one device per worker, step outputs are plain tensors rather than PerReplica values.
+            if getattr(v, "shape", None) is not None and v.shape.rank == 0:
+                return strategy.reduce("MEAN", v, axis=None)
+            return original_reduce(v, strategy, reduction)
+
+        return tree.map_structure(reduce, values)
+
+    _maybe_symbolic_build._kerasce_multiworker_fix = True
+    trainer_cls._maybe_symbolic_build = _maybe_symbolic_build
+    tf_trainer.reduce_per_replica = reduce_per_replica

@@ -1,0 +1,102 @@
+"""A few training steps under a tf.distribute strategy, run as its own process by test_distribute.py.
+
+Prints one JSON line: the per-step losses Keras logged and the final weights. The same global batches,
+initial weights and optimizer are used whatever the strategy, so the results must equal a one-device run.
+
+    python tests/distributed_job.py --task softmax --strategy mirrored --devices 2
+    TF_CONFIG=... python tests/distributed_job.py --task sigmoid --strategy multiworker
+"""
+
+import argparse
+import json
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from kerasce import distribute  # noqa: E402
+
+GLOBAL_BATCH = 16
+STEPS = 3
+# naive_softmax: a custom train_step reducing with a bare tf.reduce_mean (the classic per-replica bug);
+# the tests expect it to differ from one device, which shows the comparison can catch that bug.
+TASKS = ("softmax", "sigmoid", "naive_softmax")
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--task", required=True, choices=TASKS, help="what to train")
+    parser.add_argument("--strategy", default="default", choices=distribute.STRATEGIES)
+    parser.add_argument("--devices", type=int, default=1, help="logical CPU devices to split the CPU into")
+    return parser.parse_args()
+
+
+def make_data(task: str, rng: np.random.Generator):
+    """Fixed global batches: (x, y, sample_weight) for STEPS steps."""
+    n = GLOBAL_BATCH * STEPS
+    if task in TASKS:
+        x = rng.normal(size=(n, 6)).astype(np.float32)
+        if task != "sigmoid":
+            y = rng.integers(0, 4, size=n)
+        else:
+            y = (rng.uniform(size=(n, 4)) < 0.3).astype(np.float32)
+        return x, y, rng.uniform(0.5, 1.5, size=n).astype(np.float32)
+    raise ValueError(f"unknown task {task!r}")
+
+
+def build(task: str):
+    import keras
+
+    from kerasce import losses
+
+    class NaiveMeanModel(keras.Sequential):
+        def train_step(self, data):
+            x, y, w = data
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_mean(w * losses.softmax_cross_entropy(y, self(x, training=True), label_smoothing=0.1))
+            grads = tape.gradient(loss, self.trainable_variables)
+            self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
+            return {"loss": loss}
+
+    keras.utils.set_random_seed(0)  # same initial weights in every process
+    layers = [keras.Input((6,)), keras.layers.Dense(8, activation="tanh"), keras.layers.Dense(4)]
+    model = NaiveMeanModel(layers) if task == "naive_softmax" else keras.Sequential(layers)
+    loss = losses.SigmoidCrossEntropy(pos_weight=2.0) if task == "sigmoid" else losses.SoftmaxCrossEntropy(label_smoothing=0.1)
+    model.compile(keras.optimizers.SGD(0.5), loss=loss)
+    return model
+
+
+def main() -> None:
+    args = parse_args()
+    if args.devices > 1:
+        distribute.split_cpu(args.devices)
+    strategy = distribute.get_strategy(args.strategy)
+    x, y, w = make_data(args.task, np.random.default_rng(0))
+    with strategy.scope():
+        model = build(args.task)
+    dataset = tf.data.Dataset.from_tensor_slices((x, y, w)).batch(GLOBAL_BATCH)
+    if args.strategy == "multiworker":
+        # Each worker reads the whole global batch and keeps its own half (sharding by DATA).
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+        dataset = dataset.with_options(options)
+    batch_losses = []
+
+    class RecordLoss(tf.keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            batch_losses.append(float(logs["loss"]))
+
+    model.fit(dataset, epochs=1, verbose=0, callbacks=[RecordLoss()])
+    print(json.dumps({
+        "replicas": strategy.num_replicas_in_sync,
+        "losses": batch_losses,
+        "weights": [w.tolist() for w in model.get_weights()],
+    }))
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
