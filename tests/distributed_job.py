@@ -23,7 +23,8 @@ GLOBAL_BATCH = 16
 STEPS = 3
 # naive_softmax: a custom train_step reducing with a bare tf.reduce_mean (the classic per-replica bug);
 # the tests expect it to differ from one device, which shows the comparison can catch that bug.
-TASKS = ("softmax", "sigmoid", "naive_softmax")
+# agent: ReinforceAgent.train_step (policy-gradient + entropy + value terms) on (obs, actions, returns).
+TASKS = ("softmax", "sigmoid", "naive_softmax", "agent")
 
 
 def parse_args() -> argparse.Namespace:
@@ -37,6 +38,9 @@ def parse_args() -> argparse.Namespace:
 def make_data(task: str, rng: np.random.Generator):
     """Fixed global batches: (x, y, sample_weight) for STEPS steps."""
     n = GLOBAL_BATCH * STEPS
+    if task == "agent":
+        obs = rng.normal(size=(n, 4)).astype(np.float32)
+        return obs, rng.integers(0, 2, size=n), rng.normal(size=n).astype(np.float32)
     if task in TASKS:
         x = rng.normal(size=(n, 6)).astype(np.float32)
         if task != "sigmoid":
@@ -62,6 +66,12 @@ def build(task: str):
             return {"loss": loss}
 
     keras.utils.set_random_seed(0)  # same initial weights in every process
+    if task == "agent":
+        from kerasce.rl import ReinforceAgent
+
+        agent = ReinforceAgent(observation_shape=(4,), num_actions=2, baseline=True, ent_coef=0.05, seed=0)
+        agent.compile(keras.optimizers.SGD(0.5))
+        return agent
     layers = [keras.Input((6,)), keras.layers.Dense(8, activation="tanh"), keras.layers.Dense(4)]
     model = NaiveMeanModel(layers) if task == "naive_softmax" else keras.Sequential(layers)
     loss = losses.SigmoidCrossEntropy(pos_weight=2.0) if task == "sigmoid" else losses.SoftmaxCrossEntropy(label_smoothing=0.1)
