@@ -210,6 +210,7 @@ class ReinforceAgent(keras.Model):
         self.episode_returns: list[float] = []
         self.training_log: list[dict[str, float]] = []
         self._run_seed: int | None = self.seed
+        self.built = True  # the networks above are built; call() needs nothing more
 
     # ---------------------------------------------------------------------------------------------
     # Keras model API
@@ -473,6 +474,7 @@ class ReinforceAgent(keras.Model):
         return float(np.mean(recent)) if recent else math.nan
 
     def _train_on_batch(self, observations, actions, returns) -> dict[str, float]:
+        self._ensure_optimizer()  # built in the strategy's scope before the step is traced
         strategy = self.distribute_strategy
         replicas = strategy.num_replicas_in_sync
         data = (tf.constant(observations), tf.constant(actions), tf.constant(returns))
@@ -484,6 +486,7 @@ class ReinforceAgent(keras.Model):
                 return tuple(x[i * shard:(i + 1) * shard] for x in data)
 
             data = strategy.experimental_distribute_values_from_function(split)
+        self.make_train_function()
         self.reset_metrics()
         logs = self.train_function(iter([data]))
         return {k: float(v) for k, v in logs.items()}
@@ -556,7 +559,6 @@ class ReinforceAgent(keras.Model):
         if checkpoint_dir is not None and resume and self.has_checkpoint(checkpoint_dir):
             self.load_checkpoint(checkpoint_dir)
         self._ensure_optimizer()
-        self.make_train_function()
         if self._run_seed is None:
             self._run_seed = int(np.random.SeedSequence().generate_state(1)[0])
         replicas = self.distribute_strategy.num_replicas_in_sync

@@ -1,0 +1,382 @@
+"""ReinforceAgent: the train step against the analytic REINFORCE gradient, the learn loop
+(improvement, seeding, resume, callbacks), serialization, export and bad input."""
+
+import csv
+import inspect
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import gymnasium
+import keras
+import numpy as np
+import pytest
+
+from conftest import ScriptedEnv
+from kerasce.rl import ReinforceAgent, StopAtMeanReturn
+
+TIMING_KEYS = {"steps_per_second", "train_seconds"}
+
+
+def np_softmax(z):
+    e = np.exp(z - z.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def batch(rng, size=6, dims=3, actions=2):
+    x = rng.normal(size=(size, dims)).astype(np.float32)
+    a = rng.integers(0, actions, size=size).astype(np.int32)
+    g = rng.normal(size=size).astype(np.float32)
+    return x, a, g
+
+
+def linear_agent(dims=3, actions=2, **kwargs):
+    policy = keras.Sequential([keras.Input((dims,)), keras.layers.Dense(actions)])
+    agent = ReinforceAgent((dims,), actions, policy=policy, **kwargs)
+    agent.compile(optimizer=keras.optimizers.SGD(learning_rate=1.0))
+    return agent
+
+
+@pytest.mark.parametrize("ent_coef", [0.0, 0.3])
+def test_train_step_gradient_equals_analytic_reinforce_gradient(ent_coef):
+    agent = linear_agent(ent_coef=ent_coef)
+    x, a, g = batch(np.random.default_rng(0))
+    w0, b0 = (v.astype(np.float64) for v in agent.policy.get_weights())
+    # float64 reference: loss = mean_b[G_b CE_b] - c mean_b[H_b];
+    # d/dz = (G (p - onehot) + c p (log p + H)) / B, since dH/dz = -p (log p + H).
+    z = x.astype(np.float64) @ w0 + b0
+    p = np_softmax(z)
+    onehot = np.eye(2)[a]
+    log_p = np.log(p)
+    entropy = -(p * log_p).sum(-1)
+    ce = -(onehot * log_p).sum(-1)
+    grad_z = (g[:, None] * (p - onehot) + ent_coef * p * (log_p + entropy[:, None])) / len(a)
+    logs = agent.train_on_batch(x, a, sample_weight=g, return_dict=True)
+    w1, b1 = agent.policy.get_weights()
+    np.testing.assert_allclose(w1, w0 - x.T.astype(np.float64) @ grad_z, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(b1, b0 - grad_z.sum(0), rtol=1e-5, atol=1e-6)
+    # The logged loss is the real loss, and each term is logged.
+    np.testing.assert_allclose(logs["policy_loss"], np.mean(g * ce), rtol=1e-5)
+    np.testing.assert_allclose(logs["entropy"], entropy.mean(), rtol=1e-5)
+    np.testing.assert_allclose(logs["loss"], np.mean(g * ce) - ent_coef * entropy.mean(), rtol=1e-5, atol=1e-7)
+
+
+def test_baseline_logs_value_loss_and_uses_advantages():
+    agent = ReinforceAgent((3,), 2, baseline=True, vf_coef=0.5, seed=0)
+    agent.compile()
+    x, a, g = batch(np.random.default_rng(1))
+    p = np_softmax(keras.ops.convert_to_numpy(agent(x)).astype(np.float64))
+    v = keras.ops.convert_to_numpy(agent.value_network(x))[:, 0].astype(np.float64)
+    ce = -np.log(p[np.arange(len(a)), a])
+    entropy = -(p * np.log(p)).sum(-1).mean()
+    logs = agent.fit(x, a, sample_weight=g, batch_size=len(a), epochs=1, verbose=0, shuffle=False).history
+    expected_policy = np.mean((g - v) * ce)
+    expected_value = np.mean((g - v) ** 2)
+    np.testing.assert_allclose(logs["policy_loss"][0], expected_policy, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(logs["value_loss"][0], expected_value, rtol=1e-4)
+    np.testing.assert_allclose(logs["entropy"][0], entropy, rtol=1e-4)
+    np.testing.assert_allclose(logs["loss"][0], expected_policy + 0.5 * expected_value, rtol=1e-4, atol=1e-6)
+
+
+def test_fit_is_reinforce_and_history_shows_the_real_loss():
+    agent = linear_agent()
+    x, a, g = batch(np.random.default_rng(2), size=8)
+    w0, b0 = agent.policy.get_weights()
+    p = np_softmax(x.astype(np.float64) @ w0 + b0)
+    expected = np.mean(g * -np.log(p[np.arange(8), a]))
+    history = agent.fit(x, a, sample_weight=g, batch_size=8, epochs=1, verbose=0, shuffle=False)
+    np.testing.assert_allclose(history.history["loss"][0], expected, rtol=1e-5)
+
+
+def test_mixed_float16_scales_the_loss_and_trains():
+    keras.mixed_precision.set_dtype_policy("mixed_float16")
+    try:
+        agent = ReinforceAgent((3,), 2, seed=0)
+        agent.compile()
+        assert isinstance(agent.optimizer, keras.optimizers.LossScaleOptimizer)
+        x, a, g = batch(np.random.default_rng(3))
+        before = [w.copy() for w in agent.policy.get_weights()]
+        logs = agent.train_on_batch(x, a, sample_weight=g, return_dict=True)
+    finally:
+        keras.mixed_precision.set_dtype_policy("float32")
+    assert np.isfinite(logs["loss"])
+    assert any(not np.allclose(b, w) for b, w in zip(before, agent.policy.get_weights()))
+
+
+def test_max_grad_norm_goes_through_the_optimizer():
+    agent = ReinforceAgent((3,), 2, max_grad_norm=0.5)
+    agent.compile()
+    assert agent.optimizer.global_clipnorm == 0.5
+    other = ReinforceAgent((3,), 2, max_grad_norm=0.5)
+    other.compile(optimizer=keras.optimizers.SGD(0.1))
+    assert other.optimizer.global_clipnorm == 0.5
+
+
+def comparable(log):
+    return [{k: v for k, v in row.items() if k not in TIMING_KEYS} for row in log]
+
+
+@pytest.mark.slow
+def test_short_cartpole_run_improves():
+    agent = ReinforceAgent.from_env("CartPole-v1", seed=0)
+    history = agent.learn("CartPole-v1", max_updates=10)
+    returns = history.history["episode_return"]
+    assert len(returns) == 10 and agent.updates == 10
+    assert np.mean(returns[-3:]) > 2 * returns[0], returns
+    assert set(history.history) >= {"loss", "policy_loss", "entropy", "mean_return_100", "episodes", "env_steps"}
+
+
+@pytest.mark.slow
+def test_general_sampling_path_trains_too():
+    agent = ReinforceAgent.from_env("CartPole-v1", seed=0, fast_sampling=False)
+    history = agent.learn("CartPole-v1", max_updates=6)
+    returns = history.history["episode_return"]
+    assert np.mean(returns[-2:]) > 1.5 * returns[0], returns
+
+
+@pytest.mark.slow
+def test_same_seed_same_run():
+    runs = []
+    for _ in range(2):
+        agent = ReinforceAgent.from_env("CartPole-v1", seed=3, num_envs=8)
+        agent.learn("CartPole-v1", max_updates=3)
+        runs.append((comparable(agent.training_log), agent.get_weights(), agent.episode_returns))
+    assert runs[0][0] == runs[1][0] and runs[0][2] == runs[1][2]
+    for w0, w1 in zip(runs[0][1], runs[1][1]):
+        np.testing.assert_array_equal(w0, w1)
+
+
+@pytest.mark.slow
+def test_resume_from_checkpoint_continues_the_same_run(tmp_path):
+    def agent():
+        return ReinforceAgent.from_env("CartPole-v1", seed=5, num_envs=8)
+
+    whole = agent()
+    whole.learn("CartPole-v1", max_updates=4)
+    first = agent()
+    first.learn("CartPole-v1", max_updates=2, checkpoint_dir=tmp_path / "ckpt")
+    resumed = agent()  # a fresh process would start here
+    resumed.learn("CartPole-v1", max_updates=4, checkpoint_dir=tmp_path / "ckpt", resume=True)
+    assert resumed.updates == 4 and int(resumed.optimizer.iterations.numpy()) == 4
+    assert comparable(resumed.training_log) == comparable(whole.training_log)
+    assert resumed.episode_returns == whole.episode_returns
+    for w0, w1 in zip(whole.get_weights(), resumed.get_weights()):
+        np.testing.assert_allclose(w0, w1, rtol=1e-6)
+    for v0, v1 in zip(whole.optimizer.variables, resumed.optimizer.variables):
+        np.testing.assert_allclose(v0.numpy(), v1.numpy(), rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.slow
+def test_keras_callbacks_work_in_learn(tmp_path):
+    agent = ReinforceAgent.from_env("CartPole-v1", seed=0, num_envs=8)
+    callbacks = [
+        keras.callbacks.CSVLogger(str(tmp_path / "log.csv")),
+        keras.callbacks.TensorBoard(str(tmp_path / "tb")),
+        keras.callbacks.ModelCheckpoint(str(tmp_path / "agent.weights.h5"), save_weights_only=True),
+        keras.callbacks.ProgbarLogger(),
+    ]
+    history = agent.learn("CartPole-v1", max_updates=3, callbacks=callbacks)
+    with open(tmp_path / "log.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["epoch"]) for r in rows] == [0, 1, 2]
+    np.testing.assert_allclose([float(r["loss"]) for r in rows], history.history["loss"], rtol=1e-5)
+    assert os.listdir(tmp_path / "tb")
+    assert (tmp_path / "agent.weights.h5").exists()
+
+    stopper = StopAtMeanReturn(1.0)  # any episode returns >= 1: stops after the first update
+    agent.learn("CartPole-v1", max_updates=10, callbacks=[stopper])
+    assert stopper.reached_at == 3 and agent.updates == 4
+
+
+def test_keras_round_trip_and_config(tmp_path):
+    agent = ReinforceAgent((4,), 2, hidden_units=(8,), baseline=True, gamma=0.9, ent_coef=0.01, seed=1)
+    path = str(tmp_path / "agent.keras")
+    agent.save(path)
+    loaded = keras.saving.load_model(path)
+    assert isinstance(loaded, ReinforceAgent)
+    assert loaded.get_config() == agent.get_config()
+    x = np.random.default_rng(0).normal(size=(5, 4)).astype(np.float32)
+    np.testing.assert_allclose(loaded(x), agent(x), rtol=1e-6)
+    np.testing.assert_allclose(loaded.value_network(x), agent.value_network(x), rtol=1e-6)
+    own = set(inspect.signature(ReinforceAgent.__init__).parameters) - {"self", "kwargs"}
+    assert own <= set(agent.get_config())
+
+    custom = ReinforceAgent((4,), 3, policy=keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)]))
+    custom.save(path)
+    revived = keras.saving.load_model(path)
+    np.testing.assert_allclose(revived(x), custom(x), rtol=1e-6)
+
+
+@pytest.mark.slow
+def test_export_loads_and_plays_without_kerasce(tmp_path):
+    agent = ReinforceAgent.from_env("CartPole-v1", seed=0)
+    agent.learn("CartPole-v1", max_updates=2)
+    export_dir = agent.export_policy(tmp_path / "policy")
+    observations = np.random.default_rng(0).normal(size=(6, 4)).astype(np.float32)
+    np.save(tmp_path / "obs.npy", observations)
+    script = textwrap.dedent(
+        """
+        import importlib.abc, json, sys
+        class Block(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path=None, target=None):
+                if name == "kerasce" or name.startswith("kerasce."):
+                    raise ImportError("kerasce is blocked in this process")
+        sys.meta_path.insert(0, Block())
+        try:
+            import kerasce
+            sys.exit("kerasce was importable")
+        except ImportError:
+            pass
+        import gymnasium, numpy as np, tensorflow as tf
+        serve = tf.saved_model.load(sys.argv[1]).signatures["serving_default"]
+        out = serve(tf.constant(np.load(sys.argv[2])))
+        env = gymnasium.make("CartPole-v1")
+        obs, _ = env.reset(seed=0)
+        length, done = 0, False
+        while not done:
+            action = int(serve(tf.constant(obs[None]))["action"][0])
+            obs, reward, terminated, truncated, _ = env.step(action)
+            length, done = length + 1, terminated or truncated
+        print(json.dumps({"modules": [m for m in sys.modules if m.startswith("kerasce")],
+                          "action": out["action"].numpy().tolist(),
+                          "probabilities": out["probabilities"].numpy().tolist(), "length": length}))
+        """
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    result = subprocess.run(
+        [sys.executable, "-I", "-c", script, str(export_dir), str(tmp_path / "obs.npy")],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out["modules"] == []
+    probabilities = agent.action_probabilities(observations)
+    np.testing.assert_allclose(out["probabilities"], probabilities, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(out["action"], probabilities.argmax(-1))
+    assert out["length"] >= 1
+
+
+# ----------------------------------------------------------------------------------------------
+# Bad input: clear errors naming what was wrong and what was expected
+# ----------------------------------------------------------------------------------------------
+
+
+def sync_env(n=2, **kwargs):
+    return gymnasium.vector.SyncVectorEnv([lambda: ScriptedEnv(**kwargs) for _ in range(n)])
+
+
+@pytest.mark.parametrize(
+    "env_id, message",
+    [
+        ("NoSuchEnv-v0", "Unknown gymnasium env id 'NoSuchEnv-v0'"),
+        ("Pendulum-v1", "supports Discrete action spaces, got Box"),
+        ("FrozenLake-v1", "supports Box observation spaces, got Discrete"),
+    ],
+)
+def test_unsupported_envs_are_rejected(env_id, message):
+    with pytest.raises(ValueError, match=message):
+        ReinforceAgent.from_env(env_id)
+    agent = ReinforceAgent((4,), 2)
+    with pytest.raises(ValueError, match=message):
+        agent.learn(env_id, max_updates=1)
+
+
+def test_policy_output_size_must_match_the_actions():
+    with pytest.raises(ValueError, match=r"\[B, 2\] logits.*got shape \(3,\)"):
+        ReinforceAgent((4,), 2, policy=keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)]))
+    env = sync_env(actions=2)
+    try:
+        with pytest.raises(ValueError, match="outputs 3 action logits, the env has 2 actions"):
+            ReinforceAgent((2,), 3).learn(env, max_updates=1)
+        with pytest.raises(ValueError, match=r"observations of shape \(5,\), the env gives \(2,\)"):
+            ReinforceAgent((5,), 2).learn(env, max_updates=1)
+    finally:
+        env.close()
+
+
+def test_nan_observation_names_update_and_step():
+    env = sync_env(length=5, nan_at=2)
+    try:
+        with pytest.raises(ValueError, match="NaN/inf at update 0, rollout step 2, env 0"):
+            ReinforceAgent((2,), 2).learn(env, max_updates=1)
+    finally:
+        env.close()
+
+
+def test_nan_loss_stops_with_a_clear_error_and_keeps_the_checkpoint(tmp_path):
+    good = sync_env(length=3)
+    bad = sync_env(length=3, nan_reward=True)
+    agent = ReinforceAgent((2,), 2, seed=0)
+    try:
+        agent.learn(good, max_updates=1, checkpoint_dir=tmp_path)
+        with pytest.raises(FloatingPointError, match="Non-finite loss at update 1"):
+            agent.learn(bad, max_updates=3, checkpoint_dir=tmp_path)
+    finally:
+        good.close()
+        bad.close()
+    restored = ReinforceAgent((2,), 2, seed=0)
+    restored.load_checkpoint(tmp_path)
+    assert restored.updates == 1
+    assert all(np.isfinite(w).all() for w in restored.get_weights())
+
+
+def test_no_complete_episode_is_an_error():
+    env = sync_env(length=100)
+    try:
+        with pytest.raises(ValueError, match="No episode ended within max_rollout_steps=5"):
+            ReinforceAgent((2,), 2, max_rollout_steps=5).learn(env, max_updates=1)
+    finally:
+        env.close()
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda a: a.compile(loss="mse"), "expected no `loss`"),
+        (lambda a: a.learn("CartPole-v1", total_timesteps=None), "stopping condition"),
+        (lambda a: a.train_on_batch(np.zeros((2, 4)), np.zeros(2)), "got None for returns"),
+        (lambda a: a.load_checkpoint("/nonexistent/dir"), "Expected a checkpoint"),
+    ],
+)
+def test_bad_calls_raise(call, message):
+    agent = ReinforceAgent((4,), 2)
+    agent.compile()
+    with pytest.raises(ValueError, match=message):
+        call(agent)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"gamma": 1.5}, "gamma"),
+        ({"max_grad_norm": 0.0}, "max_grad_norm"),
+        ({"num_envs": 0}, "num_envs"),
+        ({"num_actions": 0}, "num_actions"),
+    ],
+)
+def test_bad_knobs_raise(kwargs, message):
+    arguments = {"observation_shape": (4,), "num_actions": 2, **kwargs}
+    with pytest.raises(ValueError, match=message):
+        ReinforceAgent(**arguments)
+
+
+@pytest.mark.slow
+def test_mirrored_strategy_update_equals_one_device_update():
+    job = os.path.join(os.path.dirname(__file__), "mirrored_agent_job.py")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    results = []
+    for args in (["--strategy", "default"], ["--strategy", "mirrored", "--devices", "2"]):
+        out = subprocess.run([sys.executable, job, *args], capture_output=True, text=True, env=env, timeout=300)
+        assert out.returncode == 0, out.stderr[-3000:]
+        results.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    one, mirrored = results
+    assert (one["replicas"], mirrored["replicas"]) == (1, 2)
+    for a, b in zip(one["logs"], mirrored["logs"]):
+        assert a.keys() == b.keys() == {"loss", "policy_loss", "entropy", "value_loss"}
+        for key in a:
+            np.testing.assert_allclose(a[key], b[key], rtol=1e-5, atol=1e-6)
+    for a, b in zip(one["weights"], mirrored["weights"]):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
