@@ -19,7 +19,8 @@ import json
 import math
 import os
 import time
-from typing import Any, Iterable, Sequence
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
 
 import gymnasium
 import keras
@@ -207,6 +208,7 @@ class ReinforceAgent(keras.Model):
         self.updates = 0
         self.env_steps = 0
         self.train_seconds = 0.0
+        self.collect_seconds = 0.0
         self.episode_returns: list[float] = []
         self.training_log: list[dict[str, float]] = []
         self._run_seed: int | None = self.seed
@@ -367,10 +369,17 @@ class ReinforceAgent(keras.Model):
         """``argmax`` action ``[B]`` of the policy."""
         return np.argmax(self.action_probabilities(observations), axis=-1)
 
-    def export_policy(self, path: str | os.PathLike) -> os.PathLike:
+    def export_policy(
+        self, path: str | os.PathLike, write_extras: Callable[[Path], None] | None = None
+    ) -> Path:
         """Write a SavedModel whose ``serving_default`` maps float32 observations ``[B, D...]`` to
         ``action`` (``[B]`` int64, greedy) and ``probabilities`` (``[B, A]`` float32), atomically,
         through ``kerasce.export``. It loads with plain TensorFlow (``tf.saved_model.load``).
+
+        Args:
+          path: the export directory, created or replaced as a whole.
+          write_extras: called with the temporary export directory to add files (metrics, plots)
+            that appear together with the SavedModel or not at all.
 
         Returns:
           The export directory.
@@ -384,7 +393,7 @@ class ReinforceAgent(keras.Model):
             return {"action": tf.argmax(probabilities, axis=-1), "probabilities": probabilities}
 
         spec = tf.TensorSpec((None,) + self.observation_shape, tf.float32, name="observations")
-        return export_saved_model(path, policy, serve, [spec])
+        return export_saved_model(path, policy, serve, [spec], write_extras=write_extras)
 
     # ---------------------------------------------------------------------------------------------
     # Checkpoints: weights + optimizer state + counters + episode history, written atomically
@@ -414,6 +423,7 @@ class ReinforceAgent(keras.Model):
             "updates": self.updates,
             "env_steps": self.env_steps,
             "train_seconds": self.train_seconds,
+            "collect_seconds": self.collect_seconds,
             "run_seed": self._run_seed,
             "episode_returns": self.episode_returns,
             "training_log": self.training_log,
@@ -460,6 +470,7 @@ class ReinforceAgent(keras.Model):
         self.updates = int(state["updates"])
         self.env_steps = int(state["env_steps"])
         self.train_seconds = float(state["train_seconds"])
+        self.collect_seconds = float(state["collect_seconds"])
         self._run_seed = state["run_seed"]
         self.episode_returns = [float(r) for r in state["episode_returns"]]
         self.training_log = list(state["training_log"])
@@ -612,6 +623,7 @@ class ReinforceAgent(keras.Model):
             self.updates += 1
             self.env_steps += rollout.env_steps
             self.train_seconds += time.perf_counter() - update_start
+            self.collect_seconds += collect_seconds
             logs = dict(
                 metrics,
                 mean_return_100=self.mean_return(100),

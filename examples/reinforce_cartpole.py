@@ -1,0 +1,150 @@
+"""Train a REINFORCE policy on CartPole-v1 (or any Discrete-action, Box-observation gymnasium env)
+with kerasce, then export it.
+
+    python examples/reinforce_cartpole.py
+    python examples/reinforce_cartpole.py --env Acrobot-v1 --target-return -100 --max-seconds 120
+
+The update is `kerasce.losses.PolicyGradientLoss`: the classifier's sparse softmax cross-entropy,
+weighted by the discounted return. Writes into --export-dir: the SavedModel (serving_default:
+float32 observations -> `action`, `probabilities`), metrics.json, learning_curve.png and
+greedy_episode.gif (one greedy episode, rendered headless).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # pygame renders off-screen
+
+import gymnasium  # noqa: E402
+import keras  # noqa: E402
+import matplotlib  # noqa: E402
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from kerasce import distribute  # noqa: E402
+from kerasce.export import write_json_atomic  # noqa: E402
+from kerasce.rl import ReinforceAgent, make_policy_sampler  # noqa: E402
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--env", default="CartPole-v1", help="gymnasium env id (Discrete actions, Box observations)")
+    parser.add_argument("--seed", type=int, default=0, help="seeds the networks, env resets and action sampling")
+    parser.add_argument("--num-envs", type=int, default=32, help="parallel envs of the vector env")
+    parser.add_argument("--target-return", type=float, default=None,
+                        help="stop when the 100-episode mean return reaches it (default: the env's reward threshold)")
+    parser.add_argument("--max-seconds", type=float, default=120.0, help="stop after this much training time")
+    parser.add_argument("--export-dir", default="saved_models/reinforce_cartpole",
+                        help="where the SavedModel, metrics.json, plot and GIF go")
+    parser.add_argument("--strategy", default="default", choices=distribute.STRATEGIES,
+                        help="tf.distribute strategy the agent is built and trained under")
+    parser.add_argument("--quiet", action="store_true", help="no line per update")
+    return parser.parse_args(argv)
+
+
+def greedy_episode(agent: ReinforceAgent, env_id: str, seed: int, max_frames: int = 500):
+    """Play one greedy episode with rendering; returns (frames, return). Every 2nd frame, half size."""
+    env = gymnasium.make(env_id, render_mode="rgb_array")
+    act = make_policy_sampler(agent.policy)
+    frames, total = [], 0.0
+    obs, _ = env.reset(seed=seed)
+    for step in range(env.spec.max_episode_steps or max_frames):
+        if step % 2 == 0 and len(frames) < max_frames:
+            frame = Image.fromarray(env.render())
+            frames.append(frame.resize((frame.width // 2, frame.height // 2)))
+        action = int(np.argmax(act.logits(obs[None].astype(np.float32))[0]))
+        obs, reward, terminated, truncated, _ = env.step(action + int(env.action_space.start))
+        total += float(reward)
+        if terminated or truncated:
+            break
+    env.close()
+    return frames, total
+
+
+def plot_learning_curve(agent: ReinforceAgent, target: float | None, title: str, path: str) -> None:
+    log = agent.training_log
+    steps = [row["env_steps"] for row in log]
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
+    ax.plot(steps, [row["episode_return"] for row in log], ".", alpha=0.5, label="mean return of the update's episodes")
+    ax.plot(steps, [row["mean_return_100"] for row in log], "-", lw=2, label="mean return, last 100 episodes")
+    if target is not None:
+        ax.axhline(target, color="gray", ls="--", lw=1, label=f"target {target:g}")
+    ax.set_xlabel("env steps")
+    ax.set_ylabel("episode return")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    strategy = distribute.get_strategy(args.strategy)
+    target = args.target_return
+    if target is None:
+        target = gymnasium.spec(args.env).reward_threshold if args.env in gymnasium.registry else None
+
+    # Seeding: one block. The agent derives env reset seeds and sampling streams from `seed`.
+    keras.utils.set_random_seed(args.seed)
+
+    print(f"kerasce REINFORCE on {args.env}: seed={args.seed} num_envs={args.num_envs} target={target} "
+          f"max_seconds={args.max_seconds} strategy={args.strategy} export_dir={args.export_dir}")
+    print(f"python {platform.python_version()}, tensorflow {tf.__version__}, keras {keras.__version__}, "
+          f"gymnasium {gymnasium.__version__}, numpy {np.__version__}")
+
+    with strategy.scope():
+        agent = ReinforceAgent.from_env(args.env, num_envs=args.num_envs, seed=args.seed)
+    agent.learn(args.env, total_timesteps=None, max_seconds=args.max_seconds, target_return=target,
+                verbose=0 if args.quiet else 1)
+
+    solved = target is not None and agent.mean_return(100) >= target
+    steps_per_second = agent.env_steps / max(agent.collect_seconds, 1e-9)
+    print(f"{'solved' if solved else 'not solved'}: mean return (100 episodes) {agent.mean_return(100):.1f} "
+          f"after {agent.train_seconds:.2f} s, {agent.env_steps} env steps, {len(agent.episode_returns)} "
+          f"episodes, {agent.updates} updates; collection {steps_per_second:,.0f} env steps/s")
+
+    frames, greedy_return = greedy_episode(agent, args.env, seed=args.seed)
+    metrics = {
+        "env": args.env,
+        "seed": args.seed,
+        "num_envs": args.num_envs,
+        "strategy": args.strategy,
+        "target_return": target,
+        "solved": bool(solved),
+        "episodes": len(agent.episode_returns),
+        "env_steps": agent.env_steps,
+        "updates": agent.updates,
+        "train_seconds": agent.train_seconds,
+        "mean_return_100": agent.mean_return(100),
+        "collect_steps_per_second": steps_per_second,
+        "greedy_episode_return": greedy_return,
+        "versions": {"tensorflow": tf.__version__, "keras": keras.__version__, "gymnasium": gymnasium.__version__},
+    }
+    title = (f"REINFORCE (kerasce) on {args.env}, seed {args.seed}: "
+             f"{'solved' if solved else 'stopped'} in {agent.train_seconds:.1f} s")
+
+    def write_extras(directory):
+        write_json_atomic(directory / "metrics.json", metrics)
+        plot_learning_curve(agent, target, title, str(directory / "learning_curve.png"))
+        frames[0].save(directory / "greedy_episode.gif", save_all=True, append_images=frames[1:],
+                       duration=40, loop=0)
+
+    path = agent.export_policy(args.export_dir, write_extras=write_extras)
+    print(f"greedy episode return {greedy_return:.0f}; wrote {path}/ (SavedModel, metrics.json, "
+          f"learning_curve.png, greedy_episode.gif)")
+    return metrics
+
+
+if __name__ == "__main__":
+    main()
