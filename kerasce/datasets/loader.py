@@ -126,7 +126,7 @@ def image_task(features: tfds.features.FeaturesDict, supervised_keys=None, name:
         "Sequence(ClassLabel) or multi-hot Tensor label"
     )
     if image_key not in keys or not isinstance(features[image_key], tfds.features.Image):
-        raise ValueError(f"{expected}; {name!r} has no Image feature {image_key!r} (features: {keys}).")
+        raise ValueError(f"{expected}; in {name!r}, {image_key!r} is not an Image feature (features: {keys}).")
     if label_key not in keys:
         raise ValueError(f"{expected}; {name!r} has no label feature {label_key!r} (features: {keys}).")
 

@@ -1,0 +1,240 @@
+"""The loader: TFDS datasets (kerasce's offline ones, mocked downloads), image folders, and bad inputs."""
+
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_datasets as tfds
+from PIL import Image
+
+from kerasce.datasets import image_task, load_image_dataset, load_image_folder
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("tfds"))
+
+
+def _collect(dataset):
+    images, labels = zip(*((x.numpy(), y.numpy()) for x, y in dataset))
+    return np.concatenate(images), np.concatenate(labels)
+
+
+# ------------------------------------------------------------------------------------------------
+# kerasce's offline datasets
+# ------------------------------------------------------------------------------------------------
+
+
+def test_digits_pipelines(data_dir):
+    data = load_image_dataset("digits", batch_size=100, data_dir=data_dir, seed=1)
+    assert (data.input_shape, data.num_classes, data.multilabel) == ((8, 8, 1), 10, False)
+    assert data.class_names == tuple("0123456789")
+    assert (data.num_train, data.num_test) == (1442, 355)
+    spec_images, spec_labels = data.train.element_spec
+    assert spec_images.shape.as_list() == [None, 8, 8, 1] and spec_images.dtype == tf.uint8
+    assert spec_labels.shape.as_list() == [None] and spec_labels.dtype == tf.int32
+
+    stored = list(tfds.as_numpy(tfds.load("digits", split="test", data_dir=data_dir)))
+    images, labels = _collect(data.test)  # test keeps TFDS's order, unshuffled, images as stored
+    np.testing.assert_array_equal(images, np.stack([ex["image"] for ex in stored]))
+    np.testing.assert_array_equal(labels, [ex["label"] for ex in stored])
+
+    batch_sizes = [len(y) for _, y in data.train]
+    assert batch_sizes == [100] * 14 + [42]
+    epoch1, epoch2 = (_collect(data.train)[1] for _ in range(2))
+    np.testing.assert_array_equal(np.bincount(epoch1), np.bincount(epoch2))  # every example once per epoch
+    assert not np.array_equal(epoch1, epoch2), "the training set is reshuffled every epoch"
+
+
+def test_multi_digits_labels_are_multi_hot_float(data_dir):
+    data = load_image_dataset("multi_digits", batch_size=256, data_dir=data_dir)
+    assert (data.input_shape, data.num_classes, data.multilabel) == ((16, 16, 1), 10, True)
+    assert (data.num_train, data.num_test) == (4000, 1000)
+    images, labels = _collect(data.test)
+    assert images.dtype == np.uint8 and labels.dtype == np.float32 and labels.shape == (1000, 10)
+    stored = list(tfds.as_numpy(tfds.load("multi_digits", split="test", data_dir=data_dir)))
+    np.testing.assert_array_equal(labels, np.stack([ex["labels"] for ex in stored]).astype(np.float32))
+
+
+# ------------------------------------------------------------------------------------------------
+# Multi-label detection from features
+# ------------------------------------------------------------------------------------------------
+
+
+def _features(label):
+    return tfds.features.FeaturesDict({"image": tfds.features.Image(shape=(4, 4, 3)), "label": label})
+
+
+@pytest.mark.parametrize(
+    "label, multilabel, num_classes, names",
+    [
+        (tfds.features.ClassLabel(names=["cat", "dog", "eel"]), False, 3, ("cat", "dog", "eel")),
+        (tfds.features.Sequence(tfds.features.ClassLabel(names=["a", "b"])), True, 2, ("a", "b")),
+        (tfds.features.Tensor(shape=(5,), dtype=np.bool_), True, 5, ("0", "1", "2", "3", "4")),
+        (tfds.features.Tensor(shape=(4,), dtype=np.int64), True, 4, ("0", "1", "2", "3")),
+    ],
+)
+def test_image_task_reads_the_kind_of_label(label, multilabel, num_classes, names):
+    task = image_task(_features(label))
+    assert (task.multilabel, task.num_classes, task.class_names) == (multilabel, num_classes, names)
+    assert (task.image_key, task.label_key, task.image_shape) == ("image", "label", (4, 4, 3))
+
+
+def test_class_id_sequences_become_multi_hot():
+    task = image_task(_features(tfds.features.Sequence(tfds.features.ClassLabel(num_classes=5))))
+    np.testing.assert_array_equal(task.to_labels(tf.constant([3, 1, 3], tf.int64)), [0, 1, 0, 1, 0])
+    np.testing.assert_array_equal(task.to_labels(tf.zeros([0], tf.int64)), [0, 0, 0, 0, 0])
+
+
+@pytest.mark.parametrize(
+    "features, match",
+    [
+        (_features(tfds.features.Tensor(shape=(5,), dtype=np.float32)), "label feature 'label'"),
+        (_features(tfds.features.Tensor(shape=(2, 3), dtype=np.bool_)), "label feature 'label'"),
+        (_features(tfds.features.Text()), "label feature 'label'"),
+        (tfds.features.FeaturesDict({"image": tfds.features.Image(shape=(4, 4, 1)), "y": tf.int64}), "no label"),
+        (tfds.features.FeaturesDict({"pixels": tf.float32, "label": tfds.features.ClassLabel(num_classes=2)}),
+         "not an Image feature"),
+        (tfds.features.FeaturesDict({"image": tfds.features.Image(shape=(4, 4, 1), dtype=np.uint16),
+                                     "label": tfds.features.ClassLabel(num_classes=2)}), "expected uint8 images"),
+    ],
+)
+def test_image_task_rejects_non_classification_features(features, match):
+    with pytest.raises(ValueError, match=match):
+        image_task(features)
+
+
+# ------------------------------------------------------------------------------------------------
+# Datasets that need a download: the same code path, mocked; offline failures are fast and clear
+# ------------------------------------------------------------------------------------------------
+
+
+def test_mnist_through_the_same_path_with_mock_data():
+    with tfds.testing.mock_data(num_examples=20):
+        data = load_image_dataset("mnist", batch_size=8, download=True)
+        images, labels = _collect(data.train)
+    assert (data.input_shape, data.num_classes, data.multilabel, data.num_train) == ((28, 28, 1), 10, False, 20)
+    assert images.shape == (20, 28, 28, 1) and images.dtype == np.uint8
+    assert labels.dtype == np.int32 and labels.min() >= 0 and labels.max() < 10
+
+
+def test_sequence_class_label_dataset_with_mock_data_is_multilabel():
+    with tfds.testing.mock_data(num_examples=6):  # bigearthnet: labels = Sequence(ClassLabel(43))
+        data = load_image_dataset("bigearthnet", batch_size=4, download=True)
+        _, labels = _collect(data.test)
+    assert (data.input_shape, data.num_classes, data.multilabel) == ((120, 120, 3), 43, True)
+    assert labels.shape == (6, 43) and set(np.unique(labels)) <= {0.0, 1.0}
+
+
+def test_images_of_varying_size_need_image_size():
+    with pytest.raises(ValueError, match=r"expected images of one size or image_size=\(height, width\)"):
+        load_image_dataset("cats_vs_dogs")  # Image(shape=(None, None, 3)); fails before any download
+    with tfds.testing.mock_data(num_examples=5):
+        data = load_image_dataset("cats_vs_dogs", batch_size=4, download=True, image_size=(32, 24))
+        images, _ = _collect(data.train)
+    assert data.input_shape == (32, 24, 3) and images.shape == (5, 32, 24, 3) and images.dtype == np.uint8
+
+
+def test_dataset_that_needs_a_download_fails_fast_offline(tmp_path):
+    start = time.perf_counter()
+    with pytest.raises(RuntimeError, match="'mnist' is not prepared in .* needs a download.*download=True"):
+        load_image_dataset("mnist", data_dir=tmp_path)
+    assert time.perf_counter() - start < 10.0  # no network attempt (TFDS's own retries take minutes)
+
+
+def test_unknown_dataset_name_suggests_close_matches():
+    with pytest.raises(ValueError, match="unknown dataset 'mnistt'.*Close matches: mnist"):
+        load_image_dataset("mnistt")
+
+
+def test_non_image_dataset_is_rejected():
+    with pytest.raises(ValueError, match="expected an image classification dataset.*'imdb_reviews'"):
+        load_image_dataset("imdb_reviews")
+
+
+def test_unknown_split(data_dir):
+    with pytest.raises(ValueError, match=r"expected a split of 'digits' among \['train', 'test'\], got 'valid'"):
+        load_image_dataset("digits", data_dir=data_dir, test_split="valid")
+
+
+@pytest.mark.parametrize("batch_size", [0, -3, 2.5, True])
+def test_bad_batch_size(batch_size):
+    with pytest.raises(ValueError, match="expected batch_size to be an integer >= 1"):
+        load_image_dataset("digits", batch_size=batch_size)
+
+
+@pytest.mark.parametrize("image_size", [(32,), (0, 4), (4, 4, 3), ("a", 2)])
+def test_bad_image_size(image_size):
+    with pytest.raises(ValueError, match=r"expected image_size \(height, width\) of positive integers"):
+        load_image_dataset("digits", image_size=image_size)
+
+
+# ------------------------------------------------------------------------------------------------
+# A folder of images, one sub-folder per class
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture()
+def folder(tmp_path):
+    """3 classes × 5 RGB PNGs of 6×5 (one 9×7 image to be resized), plus files to ignore."""
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for name in ("cat", "dog", "eel"):
+        (tmp_path / name).mkdir()
+        for i in range(5):
+            shape = (9, 7, 3) if (name, i) == ("eel", 4) else (6, 5, 3)
+            array = rng.integers(0, 256, shape, dtype=np.uint8)
+            path = tmp_path / name / f"{i}.png"
+            Image.fromarray(array).save(path)
+            arrays[str(path)] = array
+        (tmp_path / name / "notes.txt").write_text("not an image")
+    (tmp_path / ".hidden").mkdir()
+    return tmp_path, arrays
+
+
+def test_image_folder(folder):
+    root, arrays = folder
+    data = load_image_dataset(str(root), batch_size=4, seed=0)  # a path goes to load_image_folder
+    assert (data.input_shape, data.num_classes, data.multilabel) == ((6, 5, 3), 3, False)
+    assert data.class_names == ("cat", "dog", "eel")
+    assert (data.num_train, data.num_test) == (12, 3)  # round(5 * 0.2) = 1 test image per class
+    train_images, train_labels = _collect(data.train)
+    test_images, test_labels = _collect(data.test)
+    assert sorted(test_labels.tolist()) == [0, 1, 2]
+    assert np.bincount(train_labels).tolist() == [4, 4, 4]
+
+    expected = {}  # image bytes -> label, for every image of the expected size
+    for path, array in arrays.items():
+        if array.shape == (6, 5, 3):
+            expected[array.tobytes()] = ("cat", "dog", "eel").index(path.split("/")[-2])
+    seen = 0
+    for image, label in zip(np.concatenate([train_images, test_images]), np.concatenate([train_labels, test_labels])):
+        if image.tobytes() in expected:  # decoded exactly, with the right label
+            assert expected[image.tobytes()] == label
+            seen += 1
+    assert seen == 14  # all but the one 9×7 image, which was resized to 6×5
+    big = next(a for a in arrays.values() if a.shape == (9, 7, 3))
+    resized = tf.cast(tf.round(tf.image.resize(big, (6, 5))), tf.uint8).numpy()
+    assert any(np.array_equal(image, resized) for image in np.concatenate([train_images, test_images]))
+
+
+def test_image_folder_split_is_deterministic(folder):
+    root, _ = folder
+    first, second = (_collect(load_image_folder(root, seed=3).test)[0] for _ in range(2))
+    np.testing.assert_array_equal(first, second)
+
+
+def test_image_folder_bad_inputs(tmp_path, folder):
+    root, _ = folder
+    with pytest.raises(ValueError, match="expected a directory with one sub-folder of images per class.*does not exist"):
+        load_image_folder(tmp_path / "nowhere")
+    with pytest.raises(ValueError, match=r"expected test_fraction in \(0, 1\), got 1.0"):
+        load_image_folder(root, test_fraction=1.0)
+    lonely = tmp_path / "lonely"
+    (lonely / "only").mkdir(parents=True)
+    with pytest.raises(ValueError, match="expected at least 2 class sub-folders.*got 1"):
+        load_image_folder(lonely)
+    (lonely / "empty").mkdir()
+    with pytest.raises(ValueError, match="expected at least 2 images .* got 0"):
+        load_image_folder(lonely)
