@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> dict:
     agent.learn(args.env, total_timesteps=None, max_seconds=args.max_seconds, target_return=target,
                 verbose=0 if args.quiet else 1)
 
-    solved = target is not None and agent.mean_return(100) >= target
+    solved = target is not None and len(agent.episode_returns) >= 100 and agent.mean_return(100) >= target
     steps_per_second = agent.env_steps / max(agent.collect_seconds, 1e-9)
     print(f"{'solved' if solved else 'not solved'}: mean return (100 episodes) {agent.mean_return(100):.1f} "
           f"after {agent.train_seconds:.2f} s, {agent.env_steps} env steps, {len(agent.episode_returns)} "

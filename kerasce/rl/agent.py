@@ -78,22 +78,27 @@ def _replica_scale() -> float | tf.Tensor:
 
 
 class StopAtMeanReturn(keras.callbacks.Callback):
-    """Stop training once the mean return of the last ``window`` episodes reaches ``target_return``.
+    """Stop training once the running mean return (``monitor``) reaches ``target_return``.
 
     Args:
       target_return: e.g. 475 for CartPole-v1 (its ``reward_threshold``).
       monitor: the log key holding the running mean (``"mean_return_100"`` in ``learn``).
+      min_episodes: episodes needed before stopping (``logs["episodes"]``), so that a 100-episode
+        mean is over 100 episodes.
     """
 
-    def __init__(self, target_return: float, monitor: str = "mean_return_100"):
+    def __init__(self, target_return: float, monitor: str = "mean_return_100", min_episodes: int = 100):
         super().__init__()
         self.target_return = float(target_return)
         self.monitor = monitor
+        self.min_episodes = int(min_episodes)
         self.reached_at: int | None = None
 
     def on_epoch_end(self, epoch, logs=None):
-        value = (logs or {}).get(self.monitor)
-        if value is not None and value >= self.target_return:
+        logs = logs or {}
+        value = logs.get(self.monitor)
+        enough = logs.get("episodes", math.inf) >= self.min_episodes
+        if value is not None and enough and value >= self.target_return:
             self.reached_at = epoch
             self.model.stop_training = True
 
@@ -480,7 +485,7 @@ class ReinforceAgent(keras.Model):
     # ---------------------------------------------------------------------------------------------
 
     def mean_return(self, window: int = 100) -> float:
-        """Mean undiscounted return of the last ``window`` episodes (NaN before the first)."""
+        """Mean undiscounted return of the last ``window`` episodes (fewer early on; NaN before any)."""
         recent = self.episode_returns[-window:]
         return float(np.mean(recent)) if recent else math.nan
 

@@ -185,7 +185,7 @@ def test_keras_callbacks_work_in_learn(tmp_path):
     assert os.listdir(tmp_path / "tb")
     assert (tmp_path / "agent.weights.h5").exists()
 
-    stopper = StopAtMeanReturn(1.0)  # any episode returns >= 1: stops after the first update
+    stopper = StopAtMeanReturn(1.0, min_episodes=1)  # every return is >= 1: stops after one update
     agent.learn("CartPole-v1", max_updates=10, callbacks=[stopper])
     assert stopper.reached_at == 3 and agent.updates == 4
 
@@ -380,3 +380,16 @@ def test_mirrored_strategy_update_equals_one_device_update():
             np.testing.assert_allclose(a[key], b[key], rtol=1e-5, atol=1e-6)
     for a, b in zip(one["weights"], mirrored["weights"]):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_stop_at_mean_return_waits_for_a_full_window():
+    agent = ReinforceAgent((2,), 2)
+    stopper = StopAtMeanReturn(10.0)
+    stopper.set_model(agent)
+    agent.stop_training = False
+    stopper.on_epoch_end(0, {"mean_return_100": 20.0, "episodes": 99.0})
+    assert not agent.stop_training
+    stopper.on_epoch_end(1, {"mean_return_100": 9.0, "episodes": 150.0})
+    assert not agent.stop_training
+    stopper.on_epoch_end(2, {"mean_return_100": 10.0, "episodes": 150.0})
+    assert agent.stop_training and stopper.reached_at == 2
