@@ -380,6 +380,8 @@ class ReinforceAgent(keras.Model):
         """Write a SavedModel whose ``serving_default`` maps float32 observations ``[B, D...]`` to
         ``action`` (``[B]`` int64, greedy) and ``probabilities`` (``[B, A]`` float32), atomically,
         through ``kerasce.export``. It loads with plain TensorFlow (``tf.saved_model.load``).
+        ``action`` is the index ``0..A-1``; add ``env.action_space.start`` for a ``Discrete`` space
+        that does not start at 0.
 
         Args:
           path: the export directory, created or replaced as a whole.
