@@ -1,0 +1,234 @@
+"""Compiled image classifiers: multi-class (softmax) and multi-label (sigmoid), on kerasce's losses.
+
+Shape letters: ``B`` batch, ``H``/``W``/``C`` image height, width, channels, ``K`` classes or labels.
+
+Design: logits inside, probabilities outside.
+
+* The network ends in a linear ``Dense(K)`` layer named ``logits``; ``model(images)`` returns logits, and
+  the loss (`SoftmaxCrossEntropy` / `SigmoidCrossEntropy` with ``from_logits=True``) gets exactly those:
+  log-sum-exp / softplus forms, exact for any logit, with no clipping and no reliance on logits that
+  Keras caches on a softmax output (a cache that eager tensors cannot hold).
+* `ImageClassifier.compute_metrics` turns the logits into probabilities (softmax or sigmoid) before
+  updating the compiled metrics, so every metric sees probabilities: accuracy for multi-class; mean
+  per-label AUC, precision, recall and micro-F1 at 0.5 for multi-label.
+* `ImageClassifier.predict_probabilities` and the export (`export_image_classifier`) return
+  probabilities too. ``model.predict`` returns logits.
+
+Preprocessing lives in the model: it takes ``uint8 [B, H, W, C]`` images as the datasets yield them and
+rescales them to ``[0, 1]`` itself, so the exported model takes raw images.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable, Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import layers, ops
+
+from kerasce.export import export_saved_model
+from kerasce.losses import SigmoidCrossEntropy, SoftmaxCrossEntropy
+
+__all__ = [
+    "ImageClassifier",
+    "build_image_classifier",
+    "classifier_metrics",
+    "export_image_classifier",
+]
+
+
+@keras.saving.register_keras_serializable(package="kerasce")
+class ImageClassifier(keras.Model):
+    """A functional Keras model whose call returns logits and whose metrics see probabilities.
+
+    Build it like a functional model, ``ImageClassifier(inputs, logits, multilabel=...)``, or with
+    `build_image_classifier`. It saves to ``.keras`` and loads back (``multilabel`` is in its config).
+
+    Args:
+        *args: ``inputs, outputs`` of the functional graph (outputs: logits ``[B, K]``).
+        multilabel: Sigmoid probabilities (multi-label) instead of softmax (multi-class).
+        **kwargs: Passed to ``keras.Model`` (``name``, ...).
+    """
+
+    def __init__(self, *args, multilabel: bool = False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.multilabel = bool(multilabel)
+
+    def call(self, inputs, training=None, mask=None):
+        """Logits ``[B, K]`` of images ``[B, H, W, C]``; other ranks are rejected (not silently reshaped)."""
+        expected = tuple(self.inputs[0].shape)
+        if len(inputs.shape) != len(expected):
+            raise ValueError(
+                f"expected images of rank {len(expected)} with shape {('B', *expected[1:])}, got shape "
+                f"{tuple(inputs.shape)}."
+            )
+        return super().call(inputs, training=training, mask=mask)
+
+    def probabilities(self, logits):
+        """Softmax (multi-class) or sigmoid (multi-label) of logits ``[B, K]``."""
+        return ops.sigmoid(logits) if self.multilabel else ops.softmax(logits, axis=-1)
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        """Updates the compiled metrics with probabilities instead of the logits `y_pred`."""
+        return super().compute_metrics(x, y, self.probabilities(y_pred), sample_weight)
+
+    def predict_probabilities(self, x, **kwargs) -> np.ndarray:
+        """``model.predict`` followed by the head's activation: probabilities ``float32 [B, K]``."""
+        logits = self.predict(x, **kwargs)
+        return np.asarray(self.probabilities(logits))
+
+    def get_config(self):
+        return {**super().get_config(), "multilabel": self.multilabel}
+
+
+def classifier_metrics(num_classes: int, multilabel: bool) -> list[keras.metrics.Metric]:
+    """The metrics `build_image_classifier` compiles with (they receive probabilities).
+
+    Args:
+        num_classes: ``K``.
+        multilabel: Whether the task is multi-label.
+
+    Returns:
+        Multi-class: ``[accuracy]`` (sparse labels). Multi-label: ``[auc, precision, recall, micro_f1]``
+        where ``auc`` is the mean over labels of each label's ROC AUC, ``precision`` / ``recall`` count
+        every (example, label) decision at 0.5, and ``micro_f1`` is their F1.
+    """
+    if not multilabel:
+        return [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+    return [
+        keras.metrics.AUC(multi_label=True, num_labels=num_classes, name="auc"),
+        keras.metrics.Precision(name="precision"),
+        keras.metrics.Recall(name="recall"),
+        keras.metrics.F1Score(average="micro", threshold=0.5, name="micro_f1"),
+    ]
+
+
+def _check_positive_ints(value, what: str, length: int | None = None) -> tuple[int, ...]:
+    """Validates a sequence of positive integers (optionally of a given length)."""
+    shape = "(height, width, channels)" if length == 3 else "a non-empty sequence"
+    try:
+        items = tuple(value)
+    except TypeError:
+        raise TypeError(f"expected {what} as {shape} of positive integers, got {value!r}.") from None
+    ok = all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 1 for v in items)
+    if not ok or not items or (length is not None and len(items) != length):
+        raise ValueError(f"expected {what} as {shape} of positive integers, got {value!r}.")
+    return tuple(int(v) for v in items)
+
+
+def build_image_classifier(
+    input_shape: Sequence[int],
+    num_classes: int,
+    multilabel: bool = False,
+    *,
+    filters: Sequence[int] = (32, 64),
+    dense_units: int = 128,
+    dropout: float = 0.25,
+    learning_rate: float | keras.optimizers.schedules.LearningRateSchedule = 1e-3,
+    label_smoothing: float = 0.0,
+    name: str = "image_classifier",
+) -> ImageClassifier:
+    """A small CNN image classifier, compiled with kerasce's loss for the task.
+
+    Network: ``uint8`` images -> ``Rescaling(1/255)`` -> per entry of `filters`: two ``3×3`` ReLU
+    convolutions (``same`` padding) and a ``2×2`` max-pool while the feature map is at least ``2×2`` ->
+    flatten -> dropout -> ``Dense(dense_units, relu)`` -> dropout -> ``Dense(K)`` logits. Compiled with
+    Adam, `SoftmaxCrossEntropy` (multi-class, labels: ids ``int [B]`` or one-hot ``[B, K]``) or
+    `SigmoidCrossEntropy` (multi-label, labels: multi-hot ``[B, K]``), and `classifier_metrics`.
+
+    To train under a ``tf.distribute`` strategy, call this inside ``strategy.scope()``: the model, its
+    optimizer and metrics are then created as distributed variables.
+
+    Args:
+        input_shape: ``(H, W, C)`` of the ``uint8`` images.
+        num_classes: ``K >= 2``: classes (multi-class) or labels (multi-label).
+        multilabel: Sigmoid head + `SigmoidCrossEntropy` instead of softmax + `SoftmaxCrossEntropy`.
+        filters: Convolution widths, one block each.
+        dense_units: Width of the hidden dense layer.
+        dropout: Dropout rate before each dense layer, in ``[0, 1)``.
+        learning_rate: Adam's learning rate, a number or a Keras schedule (e.g. ``CosineDecay``).
+        label_smoothing: Passed to the loss, in ``[0, 1]``.
+        name: Model name.
+
+    Returns:
+        A compiled `ImageClassifier`: ``model(images uint8 [B, H, W, C]) -> logits float32 [B, K]``.
+
+    Raises:
+        ValueError: `input_shape` not three positive integers, `num_classes` < 2, empty or non-positive
+            `filters`, `dense_units` < 1, or `dropout` outside ``[0, 1)``.
+        TypeError: `input_shape` or `filters` not a sequence, `num_classes` not an integer.
+    """
+    height, width, channels = _check_positive_ints(input_shape, "input_shape", length=3)
+    if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)):
+        raise TypeError(f"expected num_classes as an integer >= 2, got {num_classes!r}.")
+    if num_classes < 2:
+        raise ValueError(
+            f"expected num_classes >= 2, got {num_classes} (a single yes/no label is a 2-class task, or "
+            f"multilabel=True with K labels)."
+        )
+    filters = _check_positive_ints(filters, "filters")
+    if isinstance(dense_units, bool) or not isinstance(dense_units, (int, np.integer)) or dense_units < 1:
+        raise ValueError(f"expected dense_units as an integer >= 1, got {dense_units!r}.")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"expected dropout in [0, 1), got {dropout!r}.")
+
+    images = keras.Input(shape=(height, width, channels), dtype="uint8", name="images")
+    x = layers.Rescaling(1.0 / 255.0, name="rescale")(images)
+    size = min(height, width)
+    for block, width_ in enumerate(filters):
+        x = layers.Conv2D(width_, 3, padding="same", activation="relu", name=f"conv{block}a")(x)
+        x = layers.Conv2D(width_, 3, padding="same", activation="relu", name=f"conv{block}b")(x)
+        if size >= 2:
+            x = layers.MaxPooling2D(2, name=f"pool{block}")(x)
+            size //= 2
+    x = layers.Flatten(name="flatten")(x)
+    x = layers.Dropout(dropout, name="dropout0")(x)
+    x = layers.Dense(dense_units, activation="relu", name="hidden")(x)
+    x = layers.Dropout(dropout, name="dropout1")(x)
+    logits = layers.Dense(int(num_classes), name="logits")(x)
+    model = ImageClassifier(images, logits, multilabel=multilabel, name=name)
+
+    loss_class = SigmoidCrossEntropy if multilabel else SoftmaxCrossEntropy
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss=loss_class(from_logits=True, label_smoothing=label_smoothing),
+        metrics=classifier_metrics(int(num_classes), multilabel),
+    )
+    return model
+
+
+def export_image_classifier(
+    path: str | os.PathLike,
+    model: ImageClassifier,
+    *,
+    write_extras: Callable[[Path], None] | None = None,
+) -> Path:
+    """Exports `model` as a SavedModel that maps raw images to probabilities (atomically).
+
+    The ``serving_default`` signature takes ``images``: ``uint8 [None, H, W, C]`` (as the datasets yield
+    them) and returns ``{"probabilities": float32 [None, K]}``. Loading it needs TensorFlow only:
+    ``tf.saved_model.load(path).signatures["serving_default"](images=...)["probabilities"]``.
+
+    Args:
+        path: The export directory (created or replaced as a whole).
+        model: A trained `ImageClassifier`.
+        write_extras: Optional callback given the temporary export directory, to add files (metrics,
+            plots) that appear together with the SavedModel.
+
+    Returns:
+        The export directory.
+
+    Raises:
+        TypeError: `model` is not an `ImageClassifier`.
+    """
+    if not isinstance(model, ImageClassifier):
+        raise TypeError(f"expected an ImageClassifier (see build_image_classifier), got {type(model).__name__}.")
+    spec = tf.TensorSpec([None, *model.input_shape[1:]], tf.uint8, name="images")
+
+    def serve(images):
+        return {"probabilities": model.probabilities(model(images, training=False))}
+
+    return export_saved_model(path, model, serve, [spec], write_extras=write_extras)

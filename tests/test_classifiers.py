@@ -1,0 +1,181 @@
+"""Image classifiers: structure, logits-to-loss / probabilities-to-metrics, learning, export, bad inputs."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from kerasce.classifiers import ImageClassifier, build_image_classifier, export_image_classifier
+from kerasce.datasets import load_image_dataset
+from kerasce.losses import SigmoidCrossEntropy, SoftmaxCrossEntropy
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("tfds"))
+
+
+def _constant_logits(model, bias):
+    """Makes the model output `bias` for every image: logits layer kernel 0, bias as given."""
+    layer = model.get_layer("logits")
+    kernel, _ = layer.get_weights()
+    layer.set_weights([np.zeros_like(kernel), np.asarray(bias, np.float32)])
+
+
+def _logsumexp(z):
+    m = z.max(axis=-1, keepdims=True)
+    return (m + np.log(np.exp(z - m).sum(axis=-1, keepdims=True)))[..., 0]
+
+
+@pytest.mark.parametrize("multilabel, loss_class", [(False, SoftmaxCrossEntropy), (True, SigmoidCrossEntropy)])
+def test_compiled_structure(multilabel, loss_class):
+    model = build_image_classifier((16, 12, 3), 5, multilabel=multilabel)
+    assert isinstance(model, ImageClassifier) and model.multilabel == multilabel
+    assert isinstance(model.loss, loss_class) and model.loss.from_logits
+    assert model.inputs[0].dtype == "uint8" and tuple(model.inputs[0].shape) == (None, 16, 12, 3)
+    assert model.get_layer("rescale").scale == pytest.approx(1 / 255)
+    images = np.full((2, 16, 12, 3), 255, np.uint8)
+    assert tuple(model(images).shape) == (2, 5)
+    labels = np.eye(5, dtype=np.float32)[[0, 3]] if multilabel else np.array([0, 3])
+    result = model.evaluate(images, labels, return_dict=True, verbose=0)
+    assert sorted(result) == sorted(["loss"] + (["auc", "precision", "recall", "micro_f1"] if multilabel else ["accuracy"]))
+
+
+def test_softmax_loss_sees_logits_exactly():
+    model = build_image_classifier((8, 8, 1), 4, dropout=0.0)
+    bias = np.array([50.0, 0.0, -50.0, 3.0])  # clipped probabilities would cap each loss at -log(1e-7)
+    _constant_logits(model, bias)
+    labels = np.array([0, 1, 2, 3, 2, 2])
+    result = model.evaluate(np.zeros((6, 8, 8, 1), np.uint8), labels, return_dict=True, verbose=0)
+    expected = np.mean(_logsumexp(bias[None]) - bias[labels])  # float64: log-sum-exp minus the true logit
+    assert result["loss"] == pytest.approx(expected, rel=1e-6)
+    assert result["accuracy"] == pytest.approx(1 / 6)
+
+
+def test_sigmoid_loss_sees_logits_and_metrics_see_probabilities():
+    model = build_image_classifier((8, 8, 1), 5, multilabel=True, dropout=0.0)
+    # Logits in (0, 0.5] are positive as probabilities (> 0.5) but would be negative if a metric
+    # thresholded the logits themselves at 0.5; ±60 would be capped by a clipped-probability loss.
+    bias = np.array([60.0, -60.0, 0.3, -0.2, 0.1])
+    _constant_logits(model, bias)
+    labels = np.array([[1, 0, 1, 0, 0], [0, 1, 0, 1, 1], [1, 1, 1, 0, 1], [0, 0, 0, 0, 1]], np.float32)
+    result = model.evaluate(np.zeros((4, 8, 8, 1), np.uint8), labels, return_dict=True, verbose=0)
+
+    z = np.broadcast_to(bias, labels.shape)
+    elementwise = np.maximum(z, 0) - z * labels + np.log1p(np.exp(-np.abs(z)))  # stable softplus form
+    assert result["loss"] == pytest.approx(elementwise.mean(), rel=1e-6)
+    predicted = z > 0  # sigmoid(z) > 0.5
+    tp = np.sum(predicted & (labels == 1))
+    fp = np.sum(predicted & (labels == 0))
+    fn = np.sum(~predicted & (labels == 1))
+    assert result["precision"] == pytest.approx(tp / (tp + fp))
+    assert result["recall"] == pytest.approx(tp / (tp + fn))
+    assert result["micro_f1"] == pytest.approx(2 * tp / (2 * tp + fp + fn))
+
+
+def test_probabilities_are_softmax_or_sigmoid_of_logits():
+    images = np.random.default_rng(0).integers(0, 256, (3, 8, 8, 1), dtype=np.uint8)
+    for multilabel in (False, True):
+        model = build_image_classifier((8, 8, 1), 3, multilabel=multilabel)
+        z = np.asarray(model.predict(images, verbose=0), np.float64)
+        expected = 1 / (1 + np.exp(-z)) if multilabel else np.exp(z - _logsumexp(z)[:, None])
+        np.testing.assert_allclose(model.predict_probabilities(images, verbose=0), expected, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.slow
+def test_digits_classifier_learns(data_dir):
+    data = load_image_dataset("digits", batch_size=32, data_dir=data_dir)
+    model = build_image_classifier(data.input_shape, data.num_classes)
+    before = model.evaluate(data.test, return_dict=True, verbose=0)
+    model.fit(data.train, epochs=4, verbose=0)
+    after = model.evaluate(data.test, return_dict=True, verbose=0)
+    assert before["accuracy"] < 0.3 and after["accuracy"] > 0.9
+    assert after["loss"] < before["loss"] / 4
+
+
+@pytest.mark.slow
+def test_multi_digits_classifier_learns(data_dir):
+    data = load_image_dataset("multi_digits", batch_size=64, data_dir=data_dir)
+    model = build_image_classifier(data.input_shape, data.num_classes, multilabel=True, dropout=0.0,
+                                   learning_rate=2e-3)
+    before = model.evaluate(data.test, return_dict=True, verbose=0)
+    model.fit(data.train, epochs=2, verbose=0)
+    after = model.evaluate(data.test, return_dict=True, verbose=0)
+    # Predicting every label present would score F1 = 2p / (1 + p) ≈ 0.45 (p ≈ 0.29 labels per digit).
+    assert after["micro_f1"] > 0.55 and after["auc"] > 0.85
+    assert after["loss"] < 0.6 * before["loss"]
+
+
+def test_built_and_trained_under_a_strategy_scope():
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
+    with strategy.scope():
+        model = build_image_classifier((8, 8, 1), 3)
+    assert model.distribute_strategy is strategy
+    before = [w.copy() for w in model.get_weights()]
+    model.fit(np.zeros((8, 8, 8, 1), np.uint8), np.arange(8) % 3, epochs=1, verbose=0)
+    assert any(not np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+
+
+def test_keras_file_round_trip(tmp_path):
+    model = build_image_classifier((8, 8, 1), 4, multilabel=True)
+    images = np.random.default_rng(1).integers(0, 256, (5, 8, 8, 1), dtype=np.uint8)
+    model.fit(images, np.eye(4, dtype=np.float32)[[0, 1, 2, 3, 0]], verbose=0)
+    model.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras")
+    assert isinstance(loaded, ImageClassifier) and loaded.multilabel
+    assert isinstance(loaded.loss, SigmoidCrossEntropy)
+    np.testing.assert_allclose(loaded.predict_probabilities(images, verbose=0),
+                               model.predict_probabilities(images, verbose=0), rtol=1e-6)
+
+
+def test_export_serves_probabilities_of_uint8_images(tmp_path):
+    model = build_image_classifier((8, 8, 1), 10)
+    images = np.random.default_rng(2).integers(0, 256, (7, 8, 8, 1), dtype=np.uint8)
+    path = export_image_classifier(tmp_path / "export", model)
+    serve = tf.saved_model.load(str(path)).signatures["serving_default"]
+    (spec,) = serve.structured_input_signature[1].values()
+    assert spec.dtype == tf.uint8 and spec.shape.as_list() == [None, 8, 8, 1]
+    outputs = serve(images=tf.constant(images))
+    assert list(outputs) == ["probabilities"]
+    np.testing.assert_allclose(outputs["probabilities"], model.predict_probabilities(images, verbose=0), rtol=1e-5)
+    np.testing.assert_allclose(outputs["probabilities"].numpy().sum(axis=1), 1.0, rtol=1e-6)
+
+
+# ------------------------------------------------------------------------------------------------
+# Bad inputs
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        (dict(input_shape=(8, 8)), ValueError, r"expected input_shape as \(height, width, channels\).*got \(8, 8\)"),
+        (dict(input_shape=(1, 8, 8, 1)), ValueError, r"expected input_shape as \(height, width, channels\)"),
+        (dict(input_shape=(8, 0, 1)), ValueError, r"expected input_shape .* positive integers, got \(8, 0, 1\)"),
+        (dict(input_shape=8), TypeError, r"expected input_shape as \(height, width, channels\).*got 8"),
+        (dict(num_classes=1), ValueError, "expected num_classes >= 2, got 1"),
+        (dict(num_classes=0, multilabel=True), ValueError, "expected num_classes >= 2, got 0"),
+        (dict(num_classes=2.5), TypeError, "expected num_classes as an integer >= 2, got 2.5"),
+        (dict(filters=()), ValueError, "expected filters as a non-empty sequence of positive integers, got ()"),
+        (dict(dense_units=0), ValueError, "expected dense_units as an integer >= 1, got 0"),
+        (dict(dropout=1.0), ValueError, r"expected dropout in \[0, 1\), got 1.0"),
+    ],
+)
+def test_bad_arguments(kwargs, error, match):
+    arguments = dict(input_shape=(8, 8, 1), num_classes=10) | kwargs
+    with pytest.raises(error, match=match):
+        build_image_classifier(**arguments)
+
+
+def test_images_of_the_wrong_rank_are_rejected():
+    model = build_image_classifier((8, 8, 1), 10)
+    with pytest.raises(ValueError, match=r"expected images of rank 4 with shape \('B', 8, 8, 1\), got shape \(2, 8, 8\)"):
+        model(np.zeros((2, 8, 8), np.uint8))
+    with pytest.raises(ValueError, match=r"expected images of rank 4 .* got shape \(None, 8, 8\)"):
+        model.fit(np.zeros((2, 8, 8), np.uint8), np.zeros(2), verbose=0)
+
+
+def test_export_needs_an_image_classifier(tmp_path):
+    plain = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2)])
+    with pytest.raises(TypeError, match="expected an ImageClassifier .* got Sequential"):
+        export_image_classifier(tmp_path / "x", plain)
