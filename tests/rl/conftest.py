@@ -1,39 +1,8 @@
-"""Small scripted gymnasium envs for the rl tests (no rendering, no downloads)."""
+"""Fixtures of the rl tests."""
 
 import gymnasium
-import numpy as np
 import pytest
-
-
-class ScriptedEnv(gymnasium.Env):
-    """Episodes of fixed ``length``; reward ``t + 1`` at step t; obs ``[t, scale]``.
-
-    ``truncate=True`` ends episodes by ``truncated`` instead of ``terminated``; ``nan_at`` returns a
-    NaN observation at that step; ``nan_reward`` makes every reward NaN.
-    """
-
-    def __init__(self, length=3, truncate=False, nan_at=None, nan_reward=False, actions=2):
-        self.length, self.truncate, self.nan_at, self.nan_reward = length, truncate, nan_at, nan_reward
-        self.observation_space = gymnasium.spaces.Box(-np.inf, np.inf, (2,), np.float32)
-        self.action_space = gymnasium.spaces.Discrete(actions)
-        self.t = 0
-
-    def _obs(self):
-        value = np.nan if self.nan_at is not None and self.t == self.nan_at else float(self.t)
-        return np.array([value, self.length], np.float32)
-
-    def reset(self, *, seed=None, options=None):
-        super().reset(seed=seed)
-        self.t = 0
-        return self._obs(), {}
-
-    def step(self, action):
-        if not self.action_space.contains(action):
-            raise ValueError(f"bad action {action!r}")
-        reward = np.nan if self.nan_reward else float(self.t + 1)
-        self.t += 1
-        done = self.t >= self.length
-        return self._obs(), reward, done and not self.truncate, done and self.truncate, {}
+from scripted_envs import ScriptedEnv
 
 
 @pytest.fixture

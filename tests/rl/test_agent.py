@@ -14,7 +14,7 @@ import keras
 import numpy as np
 import pytest
 
-from conftest import ScriptedEnv
+from scripted_envs import ScriptedEnv
 from kerasce.rl import ReinforceAgent, StopAtMeanReturn
 
 TIMING_KEYS = {"steps_per_second", "train_seconds"}
