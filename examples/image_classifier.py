@@ -1,0 +1,210 @@
+"""Train an image classifier on an image dataset and export it: from data to a SavedModel in one run.
+
+    python examples/image_classifier.py                          # digits (offline), about 10 s
+    python examples/image_classifier.py --dataset multi_digits   # multi-label (offline)
+    python examples/image_classifier.py --dataset mnist --download
+    python examples/image_classifier.py --dataset ./my_photos    # one sub-folder per class
+
+The dataset decides the task: a ClassLabel label gives a softmax classifier trained with kerasce's
+`SoftmaxCrossEntropy`; multi-hot / Sequence(ClassLabel) labels give a sigmoid classifier trained with
+`SigmoidCrossEntropy`. The export directory (replaced atomically, so a failed run never leaves half an
+export) holds:
+
+* the SavedModel: ``serving_default(images=uint8 [N, H, W, C]) -> {"probabilities": float32 [N, K]}``,
+  loadable with plain TensorFlow: ``tf.saved_model.load(export_dir).signatures["serving_default"]``;
+* ``model.keras`` (for Keras users; needs kerasce to load);
+* ``metrics.json``: ``test_accuracy`` (multi-class) or ``test_micro_f1`` and ``test_mean_auc``
+  (multi-label), plus the run's settings and training time;
+* a plot: ``confusion_matrix.png`` (multi-class) or ``per_label_scores.png`` (multi-label).
+
+Training is resumable: every epoch is backed up to ``--backup-dir``; a run that is killed resumes from
+its last finished epoch when started again with the same flags. The backup is deleted when training ends.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
+
+import keras  # noqa: E402
+import matplotlib  # noqa: E402
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+import tensorflow_datasets as tfds  # noqa: E402
+from sklearn import metrics as skmetrics  # noqa: E402
+
+import kerasce  # noqa: E402
+from kerasce.classifiers import build_image_classifier, export_image_classifier  # noqa: E402
+from kerasce.datasets import ImageDataset, load_image_dataset  # noqa: E402
+from kerasce.distribute import STRATEGIES, get_strategy  # noqa: E402
+from kerasce.export import save_keras_atomic, write_json_atomic  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dataset", default="digits",
+                        help="TFDS name (digits, multi_digits, mnist, cifar10, ...) or a folder with one "
+                             "sub-folder of images per class (a path: contains '/' or starts with '.')")
+    parser.add_argument("--epochs", type=int, default=15, help="passes over the training set")
+    parser.add_argument("--batch-size", type=int, default=64, help="global batch size (all replicas)")
+    parser.add_argument("--learning-rate", type=float, default=2e-3,
+                        help="Adam's initial learning rate, cosine-decayed to 0 over the run")
+    parser.add_argument("--seed", type=int, default=0, help="seed of weights, dropout and shuffling")
+    parser.add_argument("--export-dir", type=Path, default=None,
+                        help="where the SavedModel, metrics.json and plot go (default saved_models/<dataset>)")
+    parser.add_argument("--backup-dir", type=Path, default=None,
+                        help="per-epoch training backup for resuming after a kill (default <export-dir>.backup)")
+    parser.add_argument("--data-dir", default=None, help="TFDS data directory (default TFDS's own)")
+    parser.add_argument("--download", action="store_true",
+                        help="let TFDS download a dataset that is not prepared yet (needs network)")
+    parser.add_argument("--image-size", type=int, nargs=2, default=None, metavar=("H", "W"),
+                        help="resize images to H×W (needed for datasets whose images vary in size)")
+    parser.add_argument("--strategy", choices=STRATEGIES, default="default",
+                        help="tf.distribute strategy; the model is built and compiled in its scope")
+    args = parser.parse_args(argv)
+    if args.epochs < 1:
+        parser.error(f"--epochs: expected an integer >= 1, got {args.epochs}")
+    if args.batch_size < 1:
+        parser.error(f"--batch-size: expected an integer >= 1, got {args.batch_size}")
+    return args
+
+
+def test_arrays(data: ImageDataset) -> tuple[np.ndarray, np.ndarray]:
+    """The whole test split as NumPy: images ``uint8 [N, H, W, C]``, labels ``[N]`` or ``[N, K]``."""
+    images, labels = zip(*((x.numpy(), y.numpy()) for x, y in data.test))
+    return np.concatenate(images), np.concatenate(labels)
+
+
+def test_metrics(labels: np.ndarray, probabilities: np.ndarray, multilabel: bool) -> dict[str, float]:
+    """``test_accuracy`` (argmax) or ``test_micro_f1`` (at 0.5) and ``test_mean_auc`` (over labels)."""
+    if not multilabel:
+        return {"test_accuracy": float(np.mean(probabilities.argmax(axis=1) == labels))}
+    return {
+        "test_micro_f1": float(skmetrics.f1_score(labels, probabilities > 0.5, average="micro")),
+        "test_mean_auc": float(np.nanmean(per_label_auc(labels, probabilities))),
+    }
+
+
+def per_label_auc(labels: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
+    """ROC AUC of every label; NaN for a label that is always (or never) present in the test set."""
+    return np.array([
+        skmetrics.roc_auc_score(labels[:, k], probabilities[:, k]) if 0 < labels[:, k].sum() < len(labels) else np.nan
+        for k in range(labels.shape[1])
+    ])
+
+
+def plot(path: Path, data: ImageDataset, labels: np.ndarray, probabilities: np.ndarray) -> None:
+    """Confusion matrix (multi-class) or per-label precision / recall / F1 / AUC bars (multi-label)."""
+    names = data.class_names
+    if not data.multilabel:
+        matrix = skmetrics.confusion_matrix(labels, probabilities.argmax(axis=1), labels=range(len(names)))
+        size = 2.5 + 0.45 * len(names)
+        fig, ax = plt.subplots(figsize=(size + 1, size))
+        image = ax.imshow(matrix, cmap="Blues")
+        fig.colorbar(image, ax=ax, label="test images")
+        if len(names) <= 30:
+            for (i, j), count in np.ndenumerate(matrix):
+                ax.text(j, i, str(count), ha="center", va="center", fontsize=8,
+                        color="white" if count > matrix.max() / 2 else "black")
+        ax.set(xticks=range(len(names)), yticks=range(len(names)), xlabel="predicted", ylabel="true",
+               title=f"{data.name}: confusion matrix (accuracy {np.trace(matrix) / matrix.sum():.4f})")
+        ax.set_xticklabels(names, rotation=90 if max(map(len, names)) > 3 else 0)
+        ax.set_yticklabels(names)
+    else:
+        predicted = probabilities > 0.5
+        scores = {
+            "precision": skmetrics.precision_score(labels, predicted, average=None, zero_division=0),
+            "recall": skmetrics.recall_score(labels, predicted, average=None, zero_division=0),
+            "F1": skmetrics.f1_score(labels, predicted, average=None, zero_division=0),
+            "ROC AUC": per_label_auc(labels, probabilities),
+        }
+        fig, ax = plt.subplots(figsize=(3 + 0.6 * len(names), 4.5))
+        positions = np.arange(len(names))
+        for offset, (label, values) in enumerate(scores.items()):
+            ax.bar(positions + (offset - 1.5) * 0.2, values, width=0.2, label=label)
+        low = min(np.nanmin(v) for v in scores.values())
+        ax.set(xticks=positions, xlabel="label", ylabel="score", ylim=(max(0.0, low - 0.05), 1.0),
+               title=f"{data.name}: per-label test scores (threshold 0.5)")
+        ax.set_xticklabels(names, rotation=90 if max(map(len, names)) > 3 else 0)
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18), ncols=4, fontsize=8, frameon=False)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> dict[str, float]:
+    args = parse_args(argv)
+    strategy = get_strategy(args.strategy)  # first TensorFlow work (MultiWorkerMirroredStrategy needs it)
+    keras.utils.set_random_seed(args.seed)
+    slug = Path(args.dataset).name if "/" in args.dataset else args.dataset.replace(":", "_")
+    export_dir = args.export_dir or REPO / "saved_models" / slug
+    backup_dir = args.backup_dir or export_dir.with_name(export_dir.name + ".backup")
+
+    print(f"settings: {vars(args)}")
+    print(f"export to {export_dir}, backups in {backup_dir}, {strategy.num_replicas_in_sync} replica(s)")
+    print(f"python {platform.python_version()}, tensorflow {tf.__version__}, keras {keras.__version__}, "
+          f"tensorflow-datasets {tfds.__version__}, kerasce {kerasce.__version__}, numpy {np.__version__}")
+
+    data = load_image_dataset(args.dataset, batch_size=args.batch_size, data_dir=args.data_dir,
+                              download=args.download, image_size=args.image_size, seed=args.seed)
+    task = "multi-label (sigmoid)" if data.multilabel else "multi-class (softmax)"
+    print(f"{data.name}: {data.num_train} train / {data.num_test} test images of {data.input_shape}, "
+          f"{data.num_classes} {'labels' if data.multilabel else 'classes'}, {task}")
+
+    steps_per_epoch = math.ceil(data.num_train / args.batch_size)
+    with strategy.scope():
+        schedule = keras.optimizers.schedules.CosineDecay(args.learning_rate, args.epochs * steps_per_epoch)
+        model = build_image_classifier(data.input_shape, data.num_classes, data.multilabel, learning_rate=schedule)
+    print(f"model: {model.count_params():,} parameters, loss {type(model.loss).__name__}")
+
+    # Resumes a killed run at its last finished epoch (weights, optimizer state and epoch number); two
+    # checkpoints, so a kill in the middle of writing one falls back to the previous one.
+    backup = keras.callbacks.BackupAndRestore(str(backup_dir), double_checkpoint=True)
+    start = time.perf_counter()
+    history = model.fit(
+        data.train,
+        epochs=args.epochs,
+        callbacks=[backup],
+        shuffle=False,  # the tf.data pipeline reshuffles the training set every epoch itself
+        verbose=1 if sys.stdout.isatty() else 2,  # a progress bar in a terminal, one line per epoch in logs
+    )
+    seconds = time.perf_counter() - start
+    epochs_run = len(history.epoch)
+    print(f"trained {epochs_run} epoch(s) in this run: {seconds:.1f} s, "
+          f"{epochs_run * steps_per_epoch / seconds:.1f} steps/s")
+
+    images, labels = test_arrays(data)
+    probabilities = model.predict_probabilities(images, batch_size=args.batch_size, verbose=0)
+    results = test_metrics(labels, probabilities, data.multilabel)
+    print("test: " + ", ".join(f"{k} {v:.4f}" for k, v in results.items()))
+
+    record = {**results, "dataset": data.name, "num_test": data.num_test, "epochs": args.epochs,
+              "batch_size": args.batch_size, "seed": args.seed, "strategy": args.strategy,
+              "train_seconds": round(seconds, 2), "multilabel": data.multilabel,
+              "class_names": list(data.class_names)}
+    plot_name = "per_label_scores.png" if data.multilabel else "confusion_matrix.png"
+
+    def write_extras(directory: Path) -> None:
+        write_json_atomic(directory / "metrics.json", record)
+        plot(directory / plot_name, data, labels, probabilities)
+        save_keras_atomic(model, directory / "model.keras")
+
+    export_image_classifier(export_dir, model, write_extras=write_extras)
+    print(f"exported SavedModel, model.keras, metrics.json and {plot_name} to {export_dir}")
+    return results
+
+
+if __name__ == "__main__":
+    main()

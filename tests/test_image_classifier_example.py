@@ -1,0 +1,181 @@
+"""examples/image_classifier.py end to end: resume after SIGKILL, exports that plain TensorFlow reproduces.
+
+The SavedModel is checked in a fresh Python process in which importing kerasce is made impossible (kerasce
+is installed editable, so it would otherwise be importable everywhere): the metric in metrics.json must
+follow from the exported probabilities alone.
+"""
+
+import importlib.util
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+from PIL import Image
+from scipy.stats import rankdata
+
+import kerasce.datasets  # noqa: F401  (registers the builders for tfds.load below)
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLE = REPO / "examples" / "image_classifier.py"
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
+
+# Runs in a fresh process: blocks kerasce, proves it is blocked, serves the test images through the
+# SavedModel with TensorFlow only and saves the probabilities.
+SERVE_WITHOUT_KERASCE = r"""
+import importlib.abc, sys
+
+class BlockKerasce(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "kerasce" or name.startswith("kerasce."):
+            raise ImportError("kerasce is blocked in this process")
+
+sys.meta_path.insert(0, BlockKerasce())
+try:
+    import kerasce  # noqa: F401
+except ImportError:
+    pass
+else:
+    sys.exit("kerasce could still be imported")
+
+import numpy as np
+import tensorflow as tf
+
+export_dir, data_path, out_path = sys.argv[1:4]
+images = np.load(data_path)["images"]
+serve = tf.saved_model.load(export_dir).signatures["serving_default"]
+probabilities = serve(images=tf.constant(images))["probabilities"].numpy()
+assert not any(m == "kerasce" or m.startswith("kerasce.") for m in sys.modules)
+np.save(out_path, probabilities)
+"""
+
+
+def _run_example(*flags, check=True):
+    return subprocess.run([sys.executable, str(EXAMPLE), *flags], env=ENV, capture_output=True, text=True,
+                          timeout=300, check=check)
+
+
+def _serve_without_kerasce(export_dir, images, tmp_path):
+    np.savez(tmp_path / "test_images.npz", images=images)
+    out = tmp_path / "probabilities.npy"
+    result = subprocess.run(
+        [sys.executable, "-c", SERVE_WITHOUT_KERASCE, str(export_dir), str(tmp_path / "test_images.npz"), str(out)],
+        env=ENV, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return np.load(out)
+
+
+def _test_split(name, data_dir):
+    examples = list(tfds.as_numpy(tfds.load(name, split="test", data_dir=str(data_dir))))
+    label_key = "labels" if name == "multi_digits" else "label"
+    return np.stack([ex["image"] for ex in examples]), np.stack([ex[label_key] for ex in examples])
+
+
+def _mean_auc(labels, scores):
+    """Mean over labels of the Mann–Whitney AUC: (rank sum of positives − P(P+1)/2) / (P·N), ties averaged."""
+    aucs = []
+    for k in range(labels.shape[1]):
+        positive = labels[:, k].astype(bool)
+        p, n = positive.sum(), (~positive).sum()
+        if p and n:
+            aucs.append((rankdata(scores[:, k])[positive].sum() - p * (p + 1) / 2) / (p * n))
+    return float(np.mean(aucs))
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_and_its_export_reproduces_without_kerasce(tmp_path):
+    data_dir, export_dir, backup_dir = tmp_path / "tfds", tmp_path / "export", tmp_path / "backup"
+    flags = ["--epochs", "6", "--data-dir", str(data_dir), "--export-dir", str(export_dir),
+             "--backup-dir", str(backup_dir)]
+
+    first = subprocess.Popen([sys.executable, str(EXAMPLE), *flags], env=ENV,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    metadata, deadline = backup_dir / "training_metadata.json", time.monotonic() + 240
+    try:
+        while time.monotonic() < deadline and first.poll() is None:
+            try:
+                if json.loads(metadata.read_text())["epoch"] >= 2:
+                    break
+            except (OSError, ValueError, KeyError):
+                pass
+            time.sleep(0.02)
+    finally:
+        first.kill()  # SIGKILL: no clean-up, no exception handlers
+        first.wait()
+    assert first.returncode == -9, "the first run should have been killed mid-training"
+    assert not export_dir.exists()
+
+    second = _run_example(*flags)
+    epochs_seen = [int(e) for e in re.findall(r"^Epoch (\d+)/6$", second.stdout, flags=re.M)]
+    assert epochs_seen and epochs_seen[0] >= 3 and epochs_seen[-1] == 6, second.stdout[-2000:]
+    assert f"trained {len(epochs_seen)} epoch(s) in this run" in second.stdout
+    assert not backup_dir.exists(), "the backup is deleted once training has finished"
+
+    files = {p.name for p in export_dir.iterdir()}
+    assert {"saved_model.pb", "variables", "metrics.json", "confusion_matrix.png", "model.keras"} <= files
+    with Image.open(export_dir / "confusion_matrix.png") as plot:
+        assert plot.format == "PNG" and min(plot.size) > 300
+    metrics = json.loads((export_dir / "metrics.json").read_text())
+    assert metrics["dataset"] == "digits" and metrics["num_test"] == 355 and not metrics["multilabel"]
+
+    images, labels = _test_split("digits", data_dir)
+    probabilities = _serve_without_kerasce(export_dir, images, tmp_path)
+    assert probabilities.shape == (355, 10)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
+    accuracy = np.mean(probabilities.argmax(axis=1) == labels)
+    assert metrics["test_accuracy"] == pytest.approx(accuracy, abs=1e-12)
+    assert accuracy > 0.8
+
+
+@pytest.mark.slow
+def test_multilabel_export_reproduces_f1_and_auc_without_kerasce(tmp_path):
+    data_dir, export_dir = tmp_path / "tfds", tmp_path / "export"
+    _run_example("--dataset", "multi_digits", "--epochs", "1", "--data-dir", str(data_dir),
+                 "--export-dir", str(export_dir), "--backup-dir", str(tmp_path / "backup"))
+    metrics = json.loads((export_dir / "metrics.json").read_text())
+    assert metrics["multilabel"] and set(metrics) >= {"test_micro_f1", "test_mean_auc"}
+    with Image.open(export_dir / "per_label_scores.png") as plot:
+        assert plot.format == "PNG"
+
+    images, labels = _test_split("multi_digits", data_dir)
+    probabilities = _serve_without_kerasce(export_dir, images, tmp_path)
+    assert probabilities.shape == (1000, 10) and probabilities.min() >= 0 and probabilities.max() <= 1
+    predicted, truth = probabilities > 0.5, labels.astype(bool)
+    tp, fp, fn = (predicted & truth).sum(), (predicted & ~truth).sum(), (~predicted & truth).sum()
+    assert metrics["test_micro_f1"] == pytest.approx(2 * tp / (2 * tp + fp + fn), abs=1e-12)
+    assert metrics["test_mean_auc"] == pytest.approx(_mean_auc(labels, probabilities), abs=1e-9)
+
+
+def _example_module():
+    spec = importlib.util.spec_from_file_location("image_classifier_example", EXAMPLE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--epochs", "0"], "--epochs: expected an integer >= 1, got 0"),
+        (["--batch-size", "-1"], "--batch-size: expected an integer >= 1, got -1"),
+        (["--strategy", "tpu"], "argument --strategy: invalid choice: 'tpu'"),
+    ],
+)
+def test_bad_flags_exit_with_a_message(flags, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        _example_module().parse_args(flags)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_unknown_dataset_fails_before_training(tmp_path):
+    with pytest.raises(ValueError, match="unknown dataset 'digitz'.*Close matches: digits"):
+        _example_module().main(["--dataset", "digitz", "--export-dir", str(tmp_path / "x")])
+    assert not (tmp_path / "x").exists()
