@@ -23,8 +23,9 @@ GLOBAL_BATCH = 16
 STEPS = 3
 # naive_softmax: a custom train_step reducing with a bare tf.reduce_mean (the classic per-replica bug);
 # the tests expect it to differ from one device, which shows the comparison can catch that bug.
-# agent: ReinforceAgent.train_step (policy-gradient + entropy + value terms) on (obs, actions, returns).
-TASKS = ("softmax", "sigmoid", "naive_softmax", "agent")
+# agent: ReinforceAgent.train_step (policy-gradient + entropy + value terms) through fit(); agent_learn:
+# the same update the way learn() runs it (its own split of each batch across replicas), uneven sizes.
+TASKS = ("softmax", "sigmoid", "naive_softmax", "agent", "agent_learn")
 
 
 def parse_args() -> argparse.Namespace:
@@ -38,7 +39,7 @@ def parse_args() -> argparse.Namespace:
 def make_data(task: str, rng: np.random.Generator):
     """Fixed global batches: (x, y, sample_weight) for STEPS steps."""
     n = GLOBAL_BATCH * STEPS
-    if task == "agent":
+    if task in ("agent", "agent_learn"):
         obs = rng.normal(size=(n, 4)).astype(np.float32)
         return obs, rng.integers(0, 2, size=n), rng.normal(size=n).astype(np.float32)
     if task in TASKS:
@@ -66,7 +67,7 @@ def build(task: str):
             return {"loss": loss}
 
     keras.utils.set_random_seed(0)  # same initial weights in every process
-    if task == "agent":
+    if task in ("agent", "agent_learn"):
         from kerasce.rl import ReinforceAgent
 
         agent = ReinforceAgent(observation_shape=(4,), num_actions=2, baseline=True, ent_coef=0.05, seed=0)
@@ -94,6 +95,16 @@ def main() -> None:
         options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
         dataset = dataset.with_options(options)
     batch_losses = []
+    if args.task == "agent_learn":
+        # learn()'s path: one call per update, batch sizes that are not multiples of GLOBAL_BATCH.
+        start = 0
+        for size in (10, 14, 24):
+            logs = model._train_on_batch(x[start:start + size], y[start:start + size], w[start:start + size])
+            batch_losses += [logs[k] for k in sorted(logs)]
+            start += size
+        print(json.dumps({"replicas": strategy.num_replicas_in_sync, "losses": batch_losses,
+                          "weights": [v.tolist() for v in model.get_weights()]}))
+        return
 
     class RecordLoss(tf.keras.callbacks.Callback):
         def on_train_batch_end(self, batch, logs=None):

@@ -51,11 +51,11 @@ def free_ports(n: int) -> list[int]:
 @pytest.fixture(scope="module")
 def one_device():
     """One-device reference runs, started together."""
-    procs = {task: run_job(task) for task in ("softmax", "sigmoid", "naive_softmax", "agent")}
+    procs = {task: run_job(task) for task in ("softmax", "sigmoid", "naive_softmax", "agent", "agent_learn")}
     return {task: result(proc) for task, proc in procs.items()}
 
 
-@pytest.mark.parametrize("task", ["softmax", "sigmoid", "agent"])
+@pytest.mark.parametrize("task", ["softmax", "sigmoid", "agent", "agent_learn"])
 def test_mirrored_on_two_cpu_devices_equals_one_device(task, one_device):
     mirrored = result(run_job(task, "mirrored", devices=2))
     assert mirrored["replicas"] == 2

@@ -363,25 +363,6 @@ def test_bad_knobs_raise(kwargs, message):
         ReinforceAgent(**arguments)
 
 
-@pytest.mark.slow
-def test_mirrored_strategy_update_equals_one_device_update():
-    job = os.path.join(os.path.dirname(__file__), "mirrored_agent_job.py")
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    results = []
-    for args in (["--strategy", "default"], ["--strategy", "mirrored", "--devices", "2"]):
-        out = subprocess.run([sys.executable, job, *args], capture_output=True, text=True, env=env, timeout=300)
-        assert out.returncode == 0, out.stderr[-3000:]
-        results.append(json.loads(out.stdout.strip().splitlines()[-1]))
-    one, mirrored = results
-    assert (one["replicas"], mirrored["replicas"]) == (1, 2)
-    for a, b in zip(one["logs"], mirrored["logs"]):
-        assert a.keys() == b.keys() == {"loss", "policy_loss", "entropy", "value_loss"}
-        for key in a:
-            np.testing.assert_allclose(a[key], b[key], rtol=1e-5, atol=1e-6)
-    for a, b in zip(one["weights"], mirrored["weights"]):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
-
-
 def test_stop_at_mean_return_waits_for_a_full_window():
     agent = ReinforceAgent((2,), 2)
     stopper = StopAtMeanReturn(10.0)
