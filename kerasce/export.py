@@ -75,6 +75,10 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
     if dest.exists() and not dest.is_dir():
         raise ValueError(f"Export path {dest} exists and is not a directory; expected a directory or nothing.")
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
+    # mkdtemp makes the directory private (0700); an export gets the usual permissions (0777 - umask).
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)
     try:
         yield tmp
     except BaseException:

@@ -98,6 +98,15 @@ def test_export_killed_midway_keeps_the_previous_good_export(tmp_path):
     np.testing.assert_allclose(served["logits"].numpy(), [[0.5, 0.5]])  # the old export, whole
 
 
+def test_export_directory_gets_ordinary_permissions(tmp_path):
+    umask = os.umask(0o022)
+    try:
+        _, path = export_tiny(tmp_path / "export", 0.0)
+    finally:
+        os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o755  # not mkdtemp's private 0700
+
+
 def test_atomic_directory_rejects_a_file_in_the_way(tmp_path):
     (tmp_path / "export").write_text("not a directory")
     with pytest.raises(ValueError, match="is not a directory"):
