@@ -8,6 +8,10 @@ The update is `kerasce.losses.PolicyGradientLoss`: the classifier's sparse softm
 weighted by the discounted return. Writes into --export-dir: the SavedModel (serving_default:
 float32 observations -> `action`, `probabilities`), metrics.json, learning_curve.png and
 greedy_episode.gif (one greedy episode, rendered headless).
+
+Training is resumable: the agent is checkpointed to --backup-dir every 10 updates; a run that is killed
+continues from its last checkpoint (same optimizer state, update count and curve) when started again
+with the same flags. The backup is deleted once training ends.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import shutil
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # pygame renders off-screen
@@ -42,8 +48,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--target-return", type=float, default=None,
                         help="stop when the 100-episode mean return reaches it (default: the env's reward threshold)")
     parser.add_argument("--max-seconds", type=float, default=120.0, help="stop after this much training time")
+    parser.add_argument("--max-updates", type=int, default=None, help="stop after this many updates in total")
     parser.add_argument("--export-dir", default="saved_models/reinforce_cartpole",
                         help="where the SavedModel, metrics.json, plot and GIF go")
+    parser.add_argument("--backup-dir", default=None,
+                        help="checkpoints for resuming after a kill (default <export-dir>.backup)")
     parser.add_argument("--strategy", default="default", choices=distribute.STRATEGIES,
                         help="tf.distribute strategy the agent is built and trained under")
     parser.add_argument("--quiet", action="store_true", help="no line per update")
@@ -90,6 +99,7 @@ def plot_learning_curve(agent: ReinforceAgent, target: float | None, title: str,
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     strategy = distribute.get_strategy(args.strategy)
+    backup_dir = args.backup_dir or args.export_dir.rstrip("/") + ".backup"
     target = args.target_return
     if target is None:
         target = gymnasium.spec(args.env).reward_threshold if args.env in gymnasium.registry else None
@@ -104,14 +114,18 @@ def main(argv: list[str] | None = None) -> dict:
 
     with strategy.scope():
         agent = ReinforceAgent.from_env(args.env, num_envs=args.num_envs, seed=args.seed)
-    agent.learn(args.env, total_timesteps=None, max_seconds=args.max_seconds, target_return=target,
-                verbose=0 if args.quiet else 1)
+    resumed = ReinforceAgent.has_checkpoint(backup_dir)
+    if resumed:
+        print(f"resuming from the checkpoint in {backup_dir}")
+    history = agent.learn(args.env, total_timesteps=None, max_seconds=args.max_seconds, max_updates=args.max_updates,
+                target_return=target, verbose=0 if args.quiet else 1, checkpoint_dir=backup_dir, resume=True)
 
     solved = target is not None and len(agent.episode_returns) >= 100 and agent.mean_return(100) >= target
     steps_per_second = agent.env_steps / max(agent.collect_seconds, 1e-9)
     print(f"{'solved' if solved else 'not solved'}: mean return (100 episodes) {agent.mean_return(100):.1f} "
           f"after {agent.train_seconds:.2f} s, {agent.env_steps} env steps, {len(agent.episode_returns)} "
-          f"episodes, {agent.updates} updates; collection {steps_per_second:,.0f} env steps/s")
+          f"episodes, {agent.updates} updates ({len(history.epoch)} in this run); collection "
+          f"{steps_per_second:,.0f} env steps/s")
 
     frames, greedy_return = greedy_episode(agent, args.env, seed=args.seed)
     metrics = {
@@ -139,11 +153,17 @@ def main(argv: list[str] | None = None) -> dict:
         frames[0].save(directory / "greedy_episode.gif", save_all=True, append_images=frames[1:],
                        duration=40, loop=0)
 
-    path = agent.export_policy(args.export_dir, write_extras=write_extras)
-    print(f"greedy episode return {greedy_return:.0f}; wrote {path}/ (SavedModel, metrics.json, "
-          f"learning_curve.png, greedy_episode.gif)")
+    with distribute.export_location(args.export_dir, strategy) as export_dir:
+        path = agent.export_policy(export_dir, write_extras=write_extras)
+    shutil.rmtree(backup_dir, ignore_errors=True)  # training is over and exported: nothing to resume
+    if distribute.is_chief(strategy):
+        print(f"greedy episode return {greedy_return:.0f}; wrote {path}/ (SavedModel, metrics.json, "
+              f"learning_curve.png, greedy_episode.gif)")
     return metrics
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except ValueError as error:  # bad flags or env (unknown id, wrong spaces, NaN observations)
+        sys.exit(f"error: {error}")

@@ -14,12 +14,17 @@ as one device on the same global batch.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterator
 
 import tensorflow as tf
 
-__all__ = ["STRATEGIES", "get_strategy", "split_cpu"]
+__all__ = ["STRATEGIES", "export_location", "get_strategy", "is_chief", "split_cpu"]
 
 STRATEGIES = ("default", "mirrored", "multiworker")
 
@@ -62,6 +67,38 @@ def get_strategy(name: str = "default") -> tf.distribute.Strategy:
         _patch_keras_fit_for_multiworker()
         return tf.distribute.MultiWorkerMirroredStrategy()
     raise ValueError(f"Unknown strategy {name!r}; expected one of {STRATEGIES}.")
+
+
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+    """Whether this process keeps the exports: True except on the non-chief workers of a cluster.
+
+    The chief is the task of type ``chief`` if the cluster has one, else worker 0 (TensorFlow's rule).
+    """
+    resolver = getattr(strategy, "cluster_resolver", None)
+    cluster = resolver.cluster_spec().as_dict() if resolver is not None else {}
+    if not cluster:
+        return True
+    if "chief" in cluster:
+        return resolver.task_type == "chief"
+    return resolver.task_type == "worker" and resolver.task_id == 0
+
+
+@contextlib.contextmanager
+def export_location(path: str | os.PathLike, strategy: tf.distribute.Strategy) -> Iterator[Path]:
+    """Where this process writes an export: `path` on the chief, a throw-away directory elsewhere.
+
+    Every worker of a multi-worker cluster must take part in saving (reading mirrored variables can
+    need the other workers), but only the chief's copy is kept; the others write into a temporary
+    directory that is deleted afterwards.
+    """
+    if is_chief(strategy):
+        yield Path(path)
+        return
+    scratch = Path(tempfile.mkdtemp(prefix="kerasce-worker-export-"))
+    try:
+        yield scratch / Path(path).name
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _patch_keras_fit_for_multiworker() -> None:

@@ -34,3 +34,62 @@ def test_example_solves_cartpole_and_exports(tmp_path):
     out = serve(tf.zeros((3, 4), tf.float32))
     assert out["action"].dtype == tf.int64 and out["action"].shape == (3,)
     np.testing.assert_allclose(out["probabilities"].numpy().sum(-1), 1.0, rtol=1e-6)
+
+
+def _example_process(*flags: str):
+    import subprocess
+    import sys
+
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    return subprocess.Popen([sys.executable, EXAMPLE, "--quiet", *flags], env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+@pytest.mark.slow
+def test_run_killed_mid_training_resumes_as_the_same_run(tmp_path):
+    import signal
+    import time
+
+    flags = ["--max-updates", "30", "--target-return", "1e9", "--max-seconds", "600"]
+    reference = _example_process(*flags, "--export-dir", str(tmp_path / "reference"))
+    killed_dir, backup = tmp_path / "killed", tmp_path / "killed.backup"
+    first = _example_process(*flags, "--export-dir", str(killed_dir))
+    deadline = time.monotonic() + 240
+    try:
+        while first.poll() is None and time.monotonic() < deadline:
+            try:  # the checkpoint of update 10 is there: kill before update 20's
+                if json.loads((backup / "state.json").read_text())["updates"] >= 10:
+                    break
+            except (OSError, ValueError, KeyError):
+                pass
+            time.sleep(0.02)
+    finally:
+        os.kill(first.pid, signal.SIGKILL)
+        first.communicate()
+    assert first.returncode == -signal.SIGKILL, "the first run should have been killed mid-training"
+    assert not killed_dir.exists()
+    checkpointed = json.loads((backup / "state.json").read_text())["updates"]
+    assert 10 <= checkpointed < 30
+
+    second = _example_process(*flags, "--export-dir", str(killed_dir))
+    out, err = second.communicate(timeout=300)
+    assert second.returncode == 0, err[-3000:]
+    assert f"resuming from the checkpoint in {backup}" in out
+    # Only the updates after the checkpoint are trained again (a deterministic restart from scratch
+    # would reach the same final state, so this is what shows that the work was not redone).
+    assert f"30 updates ({30 - checkpointed} in this run)" in out
+    assert not backup.exists(), "the backup is deleted once training has ended"
+    assert reference.wait(timeout=300) == 0, reference.stderr.read()[-3000:]
+
+    # Same run: same counters and curve, and the same final policy (optimizer state and step count kept).
+    got = json.loads((killed_dir / "metrics.json").read_text())
+    want = json.loads((tmp_path / "reference" / "metrics.json").read_text())
+    for key in ("updates", "episodes", "env_steps", "mean_return_100", "greedy_episode_return"):
+        assert got[key] == want[key], key
+    assert got["updates"] == 30
+    observations = tf.constant(np.random.default_rng(0).normal(size=(64, 4)), tf.float32)
+    probabilities = [
+        tf.saved_model.load(str(d)).signatures["serving_default"](observations)["probabilities"].numpy()
+        for d in (killed_dir, tmp_path / "reference")
+    ]
+    np.testing.assert_allclose(probabilities[0], probabilities[1], rtol=1e-6, atol=1e-7)
