@@ -100,6 +100,8 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     strategy = distribute.get_strategy(args.strategy)
     backup_dir = args.backup_dir or args.export_dir.rstrip("/") + ".backup"
+    if not distribute.is_chief(strategy):  # every worker checkpoints; each into its own directory
+        backup_dir += f".worker{strategy.cluster_resolver.task_id}"
     target = args.target_return
     if target is None:
         target = gymnasium.spec(args.env).reward_threshold if args.env in gymnasium.registry else None

@@ -93,3 +93,32 @@ def test_run_killed_mid_training_resumes_as_the_same_run(tmp_path):
         for d in (killed_dir, tmp_path / "reference")
     ]
     np.testing.assert_allclose(probabilities[0], probabilities[1], rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.slow
+def test_two_worker_processes_train_and_only_the_chief_exports(tmp_path):
+    import socket
+
+    sockets = [socket.socket() for _ in range(2)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    cluster = {"worker": [f"127.0.0.1:{s.getsockname()[1]}" for s in sockets]}
+    for s in sockets:
+        s.close()
+    export_dir = tmp_path / "export"
+    workers = []
+    for index in range(2):
+        os.environ["TF_CONFIG"] = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
+        try:
+            workers.append(_example_process("--strategy", "multiworker", "--max-updates", "3",
+                                            "--export-dir", str(export_dir)))
+        finally:
+            del os.environ["TF_CONFIG"]
+    outputs = [w.communicate(timeout=300) for w in workers]
+    for worker, (out, err) in zip(workers, outputs):
+        assert worker.returncode == 0, err[-3000:]
+        assert "3 updates (3 in this run)" in out
+    assert "wrote" in outputs[0][0] and "wrote" not in outputs[1][0]  # worker 0 is the chief
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]  # no backups or worker copies left
+    serve = tf.saved_model.load(str(export_dir)).signatures["serving_default"]
+    assert serve(tf.zeros((2, 4), tf.float32))["action"].shape == (2,)
