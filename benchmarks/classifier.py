@@ -1,0 +1,130 @@
+"""Training-step time of the kerasce image classifier vs the same network on the Keras built-in loss.
+
+Both models come from `build_image_classifier` with the same weights; the "keras" one is recompiled with
+``SparseCategoricalCrossentropy(from_logits=True)`` (multi-class) or ``BinaryCrossentropy(from_logits=True)``
+(multi-label), the same optimizer settings and the same metrics. A step is the model's ``train_step`` in a
+``tf.function`` (forward, loss, backward, Adam update, metric updates) on a fixed batch, so input-pipeline
+time is left out. Variants are timed interleaved (round-robin, order alternating, many rounds) in one
+process; the table reports the median per-step time, the median of the per-round ratios kerasce / keras
+(target: <= 1.02) with its interquartile range, and the same ratio between two identical Keras models
+(the noise floor of this machine at this moment).
+
+    python benchmarks/classifier.py [--rounds 20] [--steps 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from kerasce.classifiers import build_image_classifier, classifier_metrics  # noqa: E402
+
+TARGET_RATIO = 1.02
+# (case, input shape, classes, multi-label, batch): the example's two datasets and a CIFAR-sized input.
+CASES = [
+    ("digits 8x8x1, 10 classes", (8, 8, 1), 10, False, 64),
+    ("multi_digits 16x16x1, 10 labels", (16, 16, 1), 10, True, 64),
+    ("cifar-like 32x32x3, 10 classes", (32, 32, 3), 10, False, 64),
+]
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=20, help="interleaved rounds (median taken over them)")
+    parser.add_argument("--steps", type=int, default=10, help="training steps per variant per round")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the weights and the random batch")
+    return parser.parse_args()
+
+
+def models(input_shape, num_classes: int, multilabel: bool) -> dict[str, keras.Model]:
+    """The kerasce-compiled classifier and the same network, same weights, on the Keras built-in loss.
+
+    A second copy of the Keras one ("keras copy") measures the noise floor: its ratio to "keras" differs
+    from 1 only by chance.
+    """
+    ours = build_image_classifier(input_shape, num_classes, multilabel)
+    variants = {"kerasce": ours}
+    builtin = keras.losses.BinaryCrossentropy if multilabel else keras.losses.SparseCategoricalCrossentropy
+    for name in ("keras", "keras copy"):
+        theirs = build_image_classifier(input_shape, num_classes, multilabel)
+        theirs.set_weights(ours.get_weights())
+        theirs.compile(
+            optimizer=keras.optimizers.Adam(float(ours.optimizer.learning_rate)),
+            loss=builtin(from_logits=True),
+            metrics=classifier_metrics(num_classes, multilabel),
+        )
+        variants[name] = theirs
+    return variants
+
+
+def batch(rng: np.random.Generator, input_shape, num_classes: int, multilabel: bool, size: int):
+    images = tf.constant(rng.integers(0, 256, (size, *input_shape)), tf.uint8)
+    if multilabel:
+        labels = tf.constant(rng.uniform(size=(size, num_classes)) < 0.3, tf.float32)
+    else:
+        labels = tf.constant(rng.integers(0, num_classes, size), tf.int32)
+    return images, labels
+
+
+def time_interleaved(steps: dict, data, rounds: int, calls: int) -> dict[str, list[float]]:
+    """Per-round mean step time (ms) of each variant; variants interleaved, their order alternating."""
+    for step in steps.values():  # trace and warm up
+        for _ in range(5):
+            float(step(data)["loss"])
+    samples = {name: [] for name in steps}
+    order = list(steps)
+    for _ in range(rounds):
+        order.reverse()  # alternate who goes first, so neither always runs right after the other
+        for name in order:
+            step = steps[name]
+            start = time.perf_counter()
+            for _ in range(calls):
+                logs = step(data)
+            float(logs["loss"])  # wait for the last step
+            samples[name].append((time.perf_counter() - start) / calls * 1e3)
+    return samples
+
+
+def paired_ratio(a: list[float], b: list[float]) -> tuple[float, float, float]:
+    """Median and interquartile range of the per-round ratios a/b (pairing cancels slow load drifts)."""
+    ratios = np.asarray(a) / np.asarray(b)
+    q1, median, q3 = np.percentile(ratios, [25, 50, 75])
+    return float(median), float(q1), float(q3)
+
+
+def main() -> None:
+    args = parse_args()
+    keras.utils.set_random_seed(args.seed)
+    rng = np.random.default_rng(args.seed)
+    print(f"tensorflow {tf.__version__}, keras {keras.__version__}, python {platform.python_version()}, "
+          f"{os.cpu_count()} CPUs; rounds={args.rounds}, steps={args.steps}")
+    header = (f"{'case':<32} {'batch':>5} {'kerasce ms':>10} {'keras ms':>9} {'kerasce/keras (IQR)':>22} "
+              f"{'<= ' + str(TARGET_RATIO):>7} {'noise: keras/keras':>19}")
+    print(header)
+    print("-" * len(header))
+    for name, input_shape, num_classes, multilabel, size in CASES:
+        variants = models(input_shape, num_classes, multilabel)
+        data = batch(rng, input_shape, num_classes, multilabel, size)
+        # Same starting weights and the same loss value, or the timing compares different work.
+        first = {k: float(m.compute_loss(*data, y_pred=m(data[0], training=False))) for k, m in variants.items()}
+        np.testing.assert_allclose(first["kerasce"], first["keras"], rtol=1e-5)
+        steps = {k: tf.function(m.train_step) for k, m in variants.items()}
+        samples = time_interleaved(steps, data, args.rounds, args.steps)
+        ratio, q1, q3 = paired_ratio(samples["kerasce"], samples["keras"])
+        noise, _, _ = paired_ratio(samples["keras copy"], samples["keras"])
+        ms = {k: statistics.median(v) for k, v in samples.items()}
+        print(f"{name:<32} {size:>5} {ms['kerasce']:>10.3f} {ms['keras']:>9.3f} "
+              f"{f'{ratio:.3f} ({q1:.3f}-{q3:.3f})':>22} {'yes' if ratio <= TARGET_RATIO else 'NO':>7} {noise:>19.3f}")
+
+
+if __name__ == "__main__":
+    main()
