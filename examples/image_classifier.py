@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     export_dir = args.export_dir or REPO / "saved_models" / slug
     backup_dir = args.backup_dir or export_dir.with_name(export_dir.name + ".backup")
 
-    print(f"settings: {vars(args)}")
+    print("settings: " + ", ".join(f"{key}={value}" for key, value in vars(args).items()))
     print(f"export to {export_dir}, backups in {backup_dir}, {strategy.num_replicas_in_sync} replica(s)")
     print(f"python {platform.python_version()}, tensorflow {tf.__version__}, keras {keras.__version__}, "
           f"tensorflow-datasets {tfds.__version__}, kerasce {kerasce.__version__}, numpy {np.__version__}")
