@@ -207,4 +207,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (ValueError, RuntimeError) as error:  # unknown dataset, not prepared offline, bad folder, ...
+        sys.exit(f"error: {error}")

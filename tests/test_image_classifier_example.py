@@ -179,3 +179,15 @@ def test_unknown_dataset_fails_before_training(tmp_path):
     with pytest.raises(ValueError, match="unknown dataset 'digitz'.*Close matches: digits"):
         _example_module().main(["--dataset", "digitz", "--export-dir", str(tmp_path / "x")])
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.slow
+def test_dataset_needing_a_download_is_a_one_line_error_offline(tmp_path):
+    start = time.monotonic()
+    result = _run_example("--dataset", "mnist", "--data-dir", str(tmp_path), "--export-dir", str(tmp_path / "x"),
+                          check=False)
+    assert result.returncode == 1
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert last_line.startswith("error: dataset 'mnist' is not prepared in ") and "--download" in last_line
+    assert "Traceback" not in result.stderr
+    assert time.monotonic() - start < 60  # no network attempt
