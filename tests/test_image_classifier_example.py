@@ -20,39 +20,24 @@ import tensorflow_datasets as tfds
 from PIL import Image
 from scipy.stats import rankdata
 
+from kerasce_free import run_without_kerasce
+
 import kerasce.datasets  # noqa: F401  (registers the builders for tfds.load below)
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "image_classifier.py"
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
 
-# Runs in a fresh process: blocks kerasce, proves it is blocked, serves the test images through the
-# SavedModel with TensorFlow only and saves the probabilities.
-SERVE_WITHOUT_KERASCE = r"""
-import importlib.abc, sys
-
-class BlockKerasce(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name == "kerasce" or name.startswith("kerasce."):
-            raise ImportError("kerasce is blocked in this process")
-
-sys.meta_path.insert(0, BlockKerasce())
-try:
-    import kerasce  # noqa: F401
-except ImportError:
-    pass
-else:
-    sys.exit("kerasce could still be imported")
-
+# Serves the test images through the SavedModel with TensorFlow only and saves the probabilities.
+SERVE = r"""
+import sys
 import numpy as np
 import tensorflow as tf
 
 export_dir, data_path, out_path = sys.argv[1:4]
 images = np.load(data_path)["images"]
 serve = tf.saved_model.load(export_dir).signatures["serving_default"]
-probabilities = serve(images=tf.constant(images))["probabilities"].numpy()
-assert not any(m == "kerasce" or m.startswith("kerasce.") for m in sys.modules)
-np.save(out_path, probabilities)
+np.save(out_path, serve(images=tf.constant(images))["probabilities"].numpy())
 """
 
 
@@ -64,11 +49,7 @@ def _run_example(*flags, check=True):
 def _serve_without_kerasce(export_dir, images, tmp_path):
     np.savez(tmp_path / "test_images.npz", images=images)
     out = tmp_path / "probabilities.npy"
-    result = subprocess.run(
-        [sys.executable, "-c", SERVE_WITHOUT_KERASCE, str(export_dir), str(tmp_path / "test_images.npz"), str(out)],
-        env=ENV, capture_output=True, text=True, timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    run_without_kerasce(SERVE, export_dir, tmp_path / "test_images.npz", out, cwd=tmp_path)
     return np.load(out)
 
 

@@ -5,9 +5,6 @@ import csv
 import inspect
 import json
 import os
-import subprocess
-import sys
-import textwrap
 
 import gymnasium
 import keras
@@ -15,6 +12,7 @@ import numpy as np
 import pytest
 
 from scripted_envs import ScriptedEnv
+from kerasce_free import run_without_kerasce
 from kerasce.rl import ReinforceAgent, StopAtMeanReturn
 
 TIMING_KEYS = {"steps_per_second", "train_seconds"}
@@ -216,19 +214,8 @@ def test_export_loads_and_plays_without_kerasce(tmp_path):
     export_dir = agent.export_policy(tmp_path / "policy")
     observations = np.random.default_rng(0).normal(size=(6, 4)).astype(np.float32)
     np.save(tmp_path / "obs.npy", observations)
-    script = textwrap.dedent(
-        """
-        import importlib.abc, json, sys
-        class Block(importlib.abc.MetaPathFinder):
-            def find_spec(self, name, path=None, target=None):
-                if name == "kerasce" or name.startswith("kerasce."):
-                    raise ImportError("kerasce is blocked in this process")
-        sys.meta_path.insert(0, Block())
-        try:
-            import kerasce
-            sys.exit("kerasce was importable")
-        except ImportError:
-            pass
+    code = """
+        import json, sys
         import gymnasium, numpy as np, tensorflow as tf
         serve = tf.saved_model.load(sys.argv[1]).signatures["serving_default"]
         out = serve(tf.constant(np.load(sys.argv[2])))
@@ -239,20 +226,11 @@ def test_export_loads_and_plays_without_kerasce(tmp_path):
             action = int(serve(tf.constant(obs[None]))["action"][0])
             obs, reward, terminated, truncated, _ = env.step(action)
             length, done = length + 1, terminated or truncated
-        print(json.dumps({"modules": [m for m in sys.modules if m.startswith("kerasce")],
-                          "action": out["action"].numpy().tolist(),
+        print(json.dumps({"action": out["action"].numpy().tolist(),
                           "probabilities": out["probabilities"].numpy().tolist(), "length": length}))
         """
-    )
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env["TF_CPP_MIN_LOG_LEVEL"] = "3"
-    result = subprocess.run(
-        [sys.executable, "-I", "-c", script, str(export_dir), str(tmp_path / "obs.npy")],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    out = json.loads(result.stdout.strip().splitlines()[-1])
-    assert out["modules"] == []
+    stdout = run_without_kerasce(code, export_dir, tmp_path / "obs.npy", cwd=tmp_path)
+    out = json.loads(stdout.strip().splitlines()[-1])
     probabilities = agent.action_probabilities(observations)
     np.testing.assert_allclose(out["probabilities"], probabilities, rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(out["action"], probabilities.argmax(-1))
