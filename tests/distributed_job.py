@@ -25,7 +25,8 @@ STEPS = 3
 # the tests expect it to differ from one device, which shows the comparison can catch that bug.
 # agent: ReinforceAgent.train_step (policy-gradient + entropy + value terms) through fit(); agent_learn:
 # the same update the way learn() runs it (its own split of each batch across replicas), uneven sizes.
-TASKS = ("softmax", "sigmoid", "naive_softmax", "agent", "agent_learn")
+# classifier / multilabel_classifier: build_image_classifier's models and their compiled losses.
+TASKS = ("softmax", "sigmoid", "naive_softmax", "agent", "agent_learn", "classifier", "multilabel_classifier")
 
 
 def parse_args() -> argparse.Namespace:
@@ -39,6 +40,11 @@ def parse_args() -> argparse.Namespace:
 def make_data(task: str, rng: np.random.Generator):
     """Fixed global batches: (x, y, sample_weight) for STEPS steps."""
     n = GLOBAL_BATCH * STEPS
+    if task in ("classifier", "multilabel_classifier"):
+        images = rng.integers(0, 256, size=(n, 8, 8, 1)).astype(np.uint8)
+        if task == "classifier":
+            return images, rng.integers(0, 10, size=n), np.ones(n, np.float32)
+        return images, (rng.uniform(size=(n, 10)) < 0.2).astype(np.float32), np.ones(n, np.float32)
     if task in ("agent", "agent_learn"):
         obs = rng.normal(size=(n, 4)).astype(np.float32)
         return obs, rng.integers(0, 2, size=n), rng.normal(size=n).astype(np.float32)
@@ -67,6 +73,15 @@ def build(task: str):
             return {"loss": loss}
 
     keras.utils.set_random_seed(0)  # same initial weights in every process
+    if task in ("classifier", "multilabel_classifier"):
+        from kerasce.classifiers import build_image_classifier
+
+        # dropout=0: dropout draws different random numbers per replica than on one device.
+        model = build_image_classifier((8, 8, 1), 10, multilabel=task == "multilabel_classifier", dropout=0.0)
+        # SGD, not the built-in Adam: Adam's first steps are scale-invariant (about lr * sign(g)), so a
+        # gradient off by the number of replicas would not show in the weights.
+        model.compile(keras.optimizers.SGD(0.1), loss=model.loss)
+        return model
     if task in ("agent", "agent_learn"):
         from kerasce.rl import ReinforceAgent
 

@@ -51,11 +51,12 @@ def free_ports(n: int) -> list[int]:
 @pytest.fixture(scope="module")
 def one_device():
     """One-device reference runs, started together."""
-    procs = {task: run_job(task) for task in ("softmax", "sigmoid", "naive_softmax", "agent", "agent_learn")}
+    procs = {task: run_job(task) for task in ("softmax", "sigmoid", "naive_softmax", "agent", "agent_learn",
+                                              "classifier", "multilabel_classifier")}
     return {task: result(proc) for task, proc in procs.items()}
 
 
-@pytest.mark.parametrize("task", ["softmax", "sigmoid", "agent", "agent_learn"])
+@pytest.mark.parametrize("task", ["softmax", "sigmoid", "agent", "agent_learn", "classifier", "multilabel_classifier"])
 def test_mirrored_on_two_cpu_devices_equals_one_device(task, one_device):
     mirrored = result(run_job(task, "mirrored", devices=2))
     assert mirrored["replicas"] == 2
@@ -69,7 +70,7 @@ def test_the_comparison_catches_the_per_replica_mean_bug(one_device):
         assert_same_training(naive, one_device["naive_softmax"])
 
 
-@pytest.mark.parametrize("task", ["softmax", "sigmoid"])
+@pytest.mark.parametrize("task", ["softmax", "classifier", "multilabel_classifier"])
 def test_two_worker_processes_equal_one_device(task, one_device):
     ports = free_ports(2)
     cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
