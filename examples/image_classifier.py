@@ -46,7 +46,7 @@ from sklearn import metrics as skmetrics  # noqa: E402
 import kerasce  # noqa: E402
 from kerasce.classifiers import build_image_classifier, export_image_classifier  # noqa: E402
 from kerasce.datasets import ImageDataset, load_image_dataset  # noqa: E402
-from kerasce.distribute import STRATEGIES, get_strategy  # noqa: E402
+from kerasce.distribute import STRATEGIES, export_location, get_strategy, is_chief, worker_path  # noqa: E402
 from kerasce.export import save_keras_atomic, write_json_atomic  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     keras.utils.set_random_seed(args.seed)
     slug = Path(args.dataset).name if "/" in args.dataset else args.dataset.replace(":", "_")
     export_dir = args.export_dir or REPO / "saved_models" / slug
-    backup_dir = args.backup_dir or export_dir.with_name(export_dir.name + ".backup")
+    backup_dir = worker_path(args.backup_dir or export_dir.with_name(export_dir.name + ".backup"), strategy)
 
     print("settings: " + ", ".join(f"{key}={value}" for key, value in vars(args).items()))
     print(f"export to {export_dir}, backups in {backup_dir}, {strategy.num_replicas_in_sync} replica(s)")
@@ -201,8 +201,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         plot(directory / plot_name, data, labels, probabilities)
         save_keras_atomic(model, directory / "model.keras")
 
-    export_image_classifier(export_dir, model, write_extras=write_extras)
-    print(f"exported SavedModel, model.keras, metrics.json and {plot_name} to {export_dir}")
+    with export_location(export_dir, strategy) as location:  # only the chief's copy is kept
+        export_image_classifier(location, model, write_extras=write_extras)
+    if is_chief(strategy):
+        print(f"exported SavedModel, model.keras, metrics.json and {plot_name} to {export_dir}")
     return results
 
 

@@ -99,9 +99,8 @@ def plot_learning_curve(agent: ReinforceAgent, target: float | None, title: str,
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     strategy = distribute.get_strategy(args.strategy)
-    backup_dir = args.backup_dir or args.export_dir.rstrip("/") + ".backup"
-    if not distribute.is_chief(strategy):  # every worker checkpoints; each into its own directory
-        backup_dir += f".worker{strategy.cluster_resolver.task_id}"
+    # Every worker of a cluster checkpoints, each into a directory of its own.
+    backup_dir = str(distribute.worker_path(args.backup_dir or args.export_dir.rstrip("/") + ".backup", strategy))
     target = args.target_return
     if target is None:
         target = gymnasium.spec(args.env).reward_threshold if args.env in gymnasium.registry else None

@@ -24,7 +24,7 @@ from typing import Iterator
 
 import tensorflow as tf
 
-__all__ = ["STRATEGIES", "export_location", "get_strategy", "is_chief", "split_cpu"]
+__all__ = ["STRATEGIES", "export_location", "get_strategy", "is_chief", "split_cpu", "worker_path"]
 
 STRATEGIES = ("default", "mirrored", "multiworker")
 
@@ -81,6 +81,19 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
     if "chief" in cluster:
         return resolver.task_type == "chief"
     return resolver.task_type == "worker" and resolver.task_id == 0
+
+
+def worker_path(path: str | os.PathLike, strategy: tf.distribute.Strategy) -> Path:
+    """`path` on the chief, ``<path>.worker<i>`` on worker ``i`` of a cluster: a place of its own.
+
+    For state every worker writes, such as training backups: Keras's ``BackupAndRestore`` and the agent's
+    checkpoints would otherwise race on one directory.
+    """
+    path = Path(path)
+    if is_chief(strategy):
+        return path
+    resolver = strategy.cluster_resolver
+    return path.with_name(f"{path.name}.{resolver.task_type}{resolver.task_id}")
 
 
 @contextlib.contextmanager

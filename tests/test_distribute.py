@@ -6,13 +6,14 @@ a multi-worker cluster must happen before TensorFlow initialises.
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from cluster import tf_configs
 
 from kerasce import distribute
 
@@ -36,16 +37,6 @@ def assert_same_training(got: dict, want: dict) -> None:
     np.testing.assert_allclose(got["losses"], want["losses"], rtol=1e-5)
     for g, w in zip(got["weights"], want["weights"]):
         np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
-
-
-def free_ports(n: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
 
 
 @pytest.fixture(scope="module")
@@ -72,12 +63,7 @@ def test_the_comparison_catches_the_per_replica_mean_bug(one_device):
 
 @pytest.mark.parametrize("task", ["softmax", "classifier", "multilabel_classifier"])
 def test_two_worker_processes_equal_one_device(task, one_device):
-    ports = free_ports(2)
-    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
-    workers = [
-        run_job(task, "multiworker", env={"TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})})
-        for i in range(2)
-    ]
+    workers = [run_job(task, "multiworker", env={"TF_CONFIG": config}) for config in tf_configs(2)]
     results = [result(w) for w in workers]
     for worker in results:
         assert worker["replicas"] == 2

@@ -172,3 +172,23 @@ def test_dataset_needing_a_download_is_a_one_line_error_offline(tmp_path):
     assert last_line.startswith("error: dataset 'mnist' is not prepared in ") and "--download" in last_line
     assert "Traceback" not in result.stderr
     assert time.monotonic() - start < 60  # no network attempt
+
+
+@pytest.mark.slow
+def test_two_worker_processes_train_and_only_the_chief_exports(tmp_path):
+    from cluster import tf_configs
+
+    export_dir = tmp_path / "export"
+    workers = [
+        subprocess.Popen([sys.executable, str(EXAMPLE), "--strategy", "multiworker", "--epochs", "1",
+                          "--data-dir", str(tmp_path / f"tfds{i}"), "--export-dir", str(export_dir)],
+                         env={**ENV, "TF_CONFIG": config}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for i, config in enumerate(tf_configs(2))
+    ]
+    outputs = [w.communicate(timeout=300) for w in workers]
+    for worker, (out, err) in zip(workers, outputs):
+        assert worker.returncode == 0, err[-3000:]
+        assert "2 replica(s)" in out and "trained 1 epoch(s) in this run" in out
+    assert "exported SavedModel" in outputs[0][0] and "exported SavedModel" not in outputs[1][0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export", "tfds0", "tfds1"]  # no backups left
+    assert (export_dir / "metrics.json").exists()

@@ -195,9 +195,13 @@ def _pipelines(
     size = int(train.cardinality())
     buffer = size if 0 < size <= 50_000 else 10_000
     train = train.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
+    # Under MultiWorkerMirroredStrategy each worker reads the whole (identically seeded) stream and keeps
+    # its share: TFDS datasets often have fewer files than workers, so file-based sharding would fail.
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     return (
-        train.batch(batch_size).prefetch(tf.data.AUTOTUNE),
-        test.batch(batch_size).prefetch(tf.data.AUTOTUNE),
+        train.batch(batch_size).prefetch(tf.data.AUTOTUNE).with_options(options),
+        test.batch(batch_size).prefetch(tf.data.AUTOTUNE).with_options(options),
     )
 
 

@@ -36,11 +36,11 @@ def test_example_solves_cartpole_and_exports(tmp_path):
     np.testing.assert_allclose(out["probabilities"].numpy().sum(-1), 1.0, rtol=1e-6)
 
 
-def _example_process(*flags: str):
+def _example_process(*flags: str, env: dict | None = None):
     import subprocess
     import sys
 
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", **(env or {}))
     return subprocess.Popen([sys.executable, EXAMPLE, "--quiet", *flags], env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
@@ -97,23 +97,14 @@ def test_run_killed_mid_training_resumes_as_the_same_run(tmp_path):
 
 @pytest.mark.slow
 def test_two_worker_processes_train_and_only_the_chief_exports(tmp_path):
-    import socket
+    from cluster import tf_configs
 
-    sockets = [socket.socket() for _ in range(2)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    cluster = {"worker": [f"127.0.0.1:{s.getsockname()[1]}" for s in sockets]}
-    for s in sockets:
-        s.close()
     export_dir = tmp_path / "export"
-    workers = []
-    for index in range(2):
-        os.environ["TF_CONFIG"] = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
-        try:
-            workers.append(_example_process("--strategy", "multiworker", "--max-updates", "3",
-                                            "--export-dir", str(export_dir)))
-        finally:
-            del os.environ["TF_CONFIG"]
+    workers = [
+        _example_process("--strategy", "multiworker", "--max-updates", "3", "--export-dir", str(export_dir),
+                         env={"TF_CONFIG": config})
+        for config in tf_configs(2)
+    ]
     outputs = [w.communicate(timeout=300) for w in workers]
     for worker, (out, err) in zip(workers, outputs):
         assert worker.returncode == 0, err[-3000:]
