@@ -44,6 +44,7 @@ import tensorflow_datasets as tfds  # noqa: E402
 from sklearn import metrics as skmetrics  # noqa: E402
 
 import kerasce  # noqa: E402
+from kerasce.callbacks import RaiseOnNonFiniteLoss  # noqa: E402
 from kerasce.classifiers import build_image_classifier, export_image_classifier  # noqa: E402
 from kerasce.datasets import ImageDataset, load_image_dataset  # noqa: E402
 from kerasce.distribute import STRATEGIES, export_location, get_strategy, is_chief, worker_path  # noqa: E402
@@ -176,7 +177,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     history = model.fit(
         data.train,
         epochs=args.epochs,
-        callbacks=[backup],
+        # First: a NaN loss fails the run (naming the step) before a bad state could be backed up.
+        callbacks=[RaiseOnNonFiniteLoss(), backup],
         shuffle=False,  # the tf.data pipeline reshuffles the training set every epoch itself
         verbose=1 if sys.stdout.isatty() else 2,  # a progress bar in a terminal, one line per epoch in logs
     )
@@ -211,5 +213,5 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 if __name__ == "__main__":
     try:
         main()
-    except (ValueError, RuntimeError) as error:  # unknown dataset, not prepared offline, bad folder, ...
+    except (ValueError, RuntimeError, FloatingPointError) as error:  # unknown dataset, offline, NaN loss, ...
         sys.exit(f"error: {error}")

@@ -166,5 +166,5 @@ def main(argv: list[str] | None = None) -> dict:
 if __name__ == "__main__":
     try:
         main()
-    except ValueError as error:  # bad flags or env (unknown id, wrong spaces, NaN observations)
+    except (ValueError, FloatingPointError) as error:  # bad flags or env, NaN observations or loss
         sys.exit(f"error: {error}")
