@@ -90,18 +90,25 @@ def _check_nonnegative_weights(weights: Sequence[float] | None, name: str) -> li
     return values
 
 
-def _assert_in_unit_interval(x: tf.Tensor, what: str, fn: str) -> list[tf.Operation]:
+def _check(condition: tf.Tensor, message: str, values: tf.Tensor) -> tf.Operation | None:
+    """Fails (InvalidArgumentError) with `message` and the range of `values` unless `condition` holds.
+
+    One Assert op whose data are strings: TensorFlow then adds no ``tf.cond`` guard around it (as it
+    does for ``tf.debugging.assert_*``). Eagerly the assertion raises at once; inside ``tf.function``
+    every stateful op, Assert included, runs, so a failed check fails the call without a control
+    dependency serialising the loss computation behind it. Returns the op (None eagerly) for the one
+    place that needs ordering: an op that would fail first with a message of its own.
+    """
+    return tf.debugging.Assert(
+        tf.reduce_all(condition),
+        [message, "Got values from", tf.strings.as_string(tf.reduce_min(values)),
+         "to", tf.strings.as_string(tf.reduce_max(values))],
+    )
+
+
+def _check_unit_interval(x: tf.Tensor, what: str, fn: str) -> None:
     """Run-time check that every entry of `x` lies in [0, 1]."""
-    return [
-        tf.debugging.assert_greater_equal(
-            x, tf.zeros([], x.dtype), message=f"{fn}: {what} must be in [0, 1]; got a value below 0."
-        ),
-        tf.debugging.assert_less_equal(
-            x,
-            tf.constant(1.0 + _PROBABILITY_TOLERANCE, x.dtype),
-            message=f"{fn}: {what} must be in [0, 1]; got a value above 1.",
-        ),
-    ]
+    _check((x >= 0) & (x <= 1.0 + _PROBABILITY_TOLERANCE), f"{fn}: {what} must be in [0, 1].", x)
 
 
 def _log_clipped(p: tf.Tensor) -> tf.Tensor:
@@ -143,38 +150,26 @@ def _sparse_class_ids(
     labels: tf.Tensor, num_classes: int, ignore_class: int | None
 ) -> tuple[tf.Tensor, tf.Tensor | None]:
     """Checks sparse labels and returns (int32 ids safe to gather, valid mask or None)."""
-    fn = "softmax_cross_entropy"
-    checks = []
+    # Keras's Loss.__call__ hands integer class ids over as floats: they must still be integers.
+    in_range = (labels >= 0) & (labels < num_classes)
     if labels.dtype.is_floating:
-        # Keras's Loss.__call__ hands integer class ids over as floats: they must still be integers.
-        checks.append(
-            tf.debugging.assert_equal(
-                labels,
-                tf.round(labels),
-                message=f"{fn}: sparse labels must be integer class ids; got a fractional value. "
-                "(Soft labels need the same shape as the predictions.)",
-            )
-        )
+        in_range &= tf.equal(labels, tf.round(labels))
     ids = tf.cast(labels, tf.int32)
     valid = None
     if ignore_class is not None:
         valid = tf.not_equal(ids, ignore_class)
-        checked = tf.where(valid, ids, 0)
-    else:
-        checked = ids
+        in_range |= ~valid
+        ids = tf.where(valid, ids, 0)
     ignored = "" if ignore_class is None else f" (or ignore_class={ignore_class})"
-    checks += [
-        tf.debugging.assert_non_negative(
-            checked, message=f"{fn}: sparse labels must be class ids in [0, {num_classes}){ignored}; got a negative id."
-        ),
-        tf.debugging.assert_less(
-            checked,
-            num_classes,
-            message=f"{fn}: sparse labels must be class ids in [0, {num_classes}){ignored}; got an id >= {num_classes}.",
-        ),
-    ]
-    with tf.control_dependencies(checks):
-        return tf.identity(checked), valid
+    check = _check(
+        in_range,
+        f"softmax_cross_entropy: sparse labels must be integer class ids in [0, {num_classes}){ignored}. "
+        "(Soft labels need the same shape as the predictions.)",
+        labels,
+    )
+    # Only the gather waits for the check (on CPU it would otherwise fail first with its own message).
+    with tf.control_dependencies([check] if check is not None else []):
+        return tf.identity(ids), valid
 
 
 def softmax_cross_entropy(
@@ -267,9 +262,9 @@ def softmax_cross_entropy(
 
     weights = _weights_vector(class_weight, num_classes, "class_weight", logits.dtype)
     logits = _move_axis_last(logits, class_axis)
-    checks = [] if from_logits else _assert_in_unit_interval(logits, "probabilities (from_logits=False)", fn)
-    with tf.control_dependencies(checks):
-        log_probs = tf.nn.log_softmax(logits) if from_logits else _log_clipped(logits)
+    if not from_logits:
+        _check_unit_interval(logits, "probabilities (from_logits=False)", fn)
+    log_probs = tf.nn.log_softmax(logits) if from_logits else _log_clipped(logits)
 
     if sparse:
         ids, valid = _sparse_class_ids(labels, num_classes, ignore_class)
@@ -293,8 +288,7 @@ def softmax_cross_entropy(
         )
     labels = _as_float_tensor(labels)
     labels = tf.cast(_move_axis_last(labels, class_axis), log_probs.dtype)
-    with tf.control_dependencies(_assert_in_unit_interval(labels, "one-hot / soft labels", fn)):
-        labels = tf.identity(labels)
+    _check_unit_interval(labels, "one-hot / soft labels", fn)
     if label_smoothing:
         labels = labels * (1.0 - label_smoothing) + label_smoothing / num_classes
     if weights is not None:
@@ -403,11 +397,9 @@ def sigmoid_cross_entropy(
     rank = logits.shape.rank
     label_axis = axis % rank
     labels = tf.cast(labels, logits.dtype)
-    checks = _assert_in_unit_interval(labels, "labels", fn)
+    _check_unit_interval(labels, "labels", fn)
     if not from_logits:
-        checks += _assert_in_unit_interval(logits, "probabilities (from_logits=False)", fn)
-    with tf.control_dependencies(checks):
-        labels = tf.identity(labels)
+        _check_unit_interval(logits, "probabilities (from_logits=False)", fn)
     if label_smoothing:
         labels = labels * (1.0 - label_smoothing) + 0.5 * label_smoothing
 

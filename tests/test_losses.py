@@ -2,6 +2,7 @@
 
 import inspect
 import math
+import re
 
 import keras
 import numpy as np
@@ -427,15 +428,15 @@ def test_softmax_entropy_matches_reference_and_handles_masked_actions():
 LOGITS = np.zeros((2, 3), np.float32)
 
 RUNTIME_ERRORS = [
-    (lambda: L.softmax_cross_entropy([0, 3], LOGITS), r"class ids in \[0, 3\); got an id >= 3"),
-    (lambda: L.softmax_cross_entropy([0, -1], LOGITS), r"class ids in \[0, 3\); got a negative id"),
-    (lambda: L.SoftmaxCrossEntropy()([0.0, 1.5], LOGITS), "must be integer class ids"),
-    (lambda: L.SoftmaxCrossEntropy(ignore_class=255)([255, 7], LOGITS), r"\(or ignore_class=255\)"),
-    (lambda: L.softmax_cross_entropy([[0.5, 0.7, -0.2]] * 2, LOGITS), "soft labels must be in"),
-    (lambda: L.softmax_cross_entropy([0, 1], [[0.2, 1.3, 0.1]] * 2, from_logits=False), "above 1"),
-    (lambda: L.softmax_cross_entropy([0, 1], [[-0.2, 1.0, 0.2]] * 2, from_logits=False), "below 0"),
-    (lambda: L.sigmoid_cross_entropy([[0.0, 2.0, 1.0]] * 2, LOGITS), "labels must be in"),
-    (lambda: L.sigmoid_cross_entropy([[0.0, 1.0, 1.0]] * 2, [[0.5, 1.5, 0.0]] * 2, from_logits=False), "above 1"),
+    (lambda: L.softmax_cross_entropy([0, 3], LOGITS), r"integer class ids in \[0, 3\)\..*Got values from.*0.*to.*3"),
+    (lambda: L.softmax_cross_entropy([0, -1], LOGITS), r"integer class ids in \[0, 3\)\..*Got values from.*-1.*to.*0"),
+    (lambda: L.SoftmaxCrossEntropy()([0.0, 1.5], LOGITS), r"integer class ids in \[0, 3\).*to.*1.5"),
+    (lambda: L.SoftmaxCrossEntropy(ignore_class=255)([255, 7], LOGITS), r"\[0, 3\) \(or ignore_class=255\)"),
+    (lambda: L.softmax_cross_entropy([[0.5, 0.7, -0.2]] * 2, LOGITS), r"soft labels must be in \[0, 1\].*-0.2"),
+    (lambda: L.softmax_cross_entropy([0, 1], [[0.2, 1.3, 0.1]] * 2, from_logits=False), r"probabilities \(from_logits=False\) must be in \[0, 1\].*to.*1.3"),
+    (lambda: L.softmax_cross_entropy([0, 1], [[-0.2, 1.0, 0.2]] * 2, from_logits=False), r"must be in \[0, 1\].*-0.2"),
+    (lambda: L.sigmoid_cross_entropy([[0.0, 2.0, 1.0]] * 2, LOGITS), r"labels must be in \[0, 1\].*to.*2"),
+    (lambda: L.sigmoid_cross_entropy([[0.0, 1.0, 1.0]] * 2, [[0.5, 1.5, 0.0]] * 2, from_logits=False), r"probabilities.*must be in \[0, 1\].*1.5"),
 ]
 
 STATIC_ERRORS = [
@@ -458,7 +459,7 @@ STATIC_ERRORS = [
 @pytest.mark.parametrize("mode", ["eager", "tf.function"])
 def test_bad_values_raise_clear_errors(call, message, mode):
     run = call if mode == "eager" else tf.function(call)
-    with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+    with pytest.raises(tf.errors.InvalidArgumentError, match=re.compile(message, re.S)):
         run()
 
 
