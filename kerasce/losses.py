@@ -90,25 +90,34 @@ def _check_nonnegative_weights(weights: Sequence[float] | None, name: str) -> li
     return values
 
 
-def _check(condition: tf.Tensor, message: str, values: tf.Tensor) -> tf.Operation | None:
-    """Fails (InvalidArgumentError) with `message` and the range of `values` unless `condition` holds.
+def _check_range(
+    values: tf.Tensor, high: float, message: str, *, high_inclusive: bool = True, also: tf.Tensor | None = None
+) -> tf.Operation | None:
+    """Fails (InvalidArgumentError) unless ``0 <= values <= high`` (``< high``) and `also` hold.
 
-    One Assert op whose data are strings: TensorFlow then adds no ``tf.cond`` guard around it (as it
-    does for ``tf.debugging.assert_*``). Eagerly the assertion raises at once; inside ``tf.function``
-    every stateful op, Assert included, runs, so a failed check fails the call without a control
-    dependency serialising the loss computation behind it. Returns the op (None eagerly) for the one
-    place that needs ordering: an op that would fail first with a message of its own.
+    The bounds are checked on ``min`` and ``max`` (two reductions, no elementwise pass) and reported in
+    the message; NaN propagates through both and fails the comparison, so NaN is rejected too. One
+    Assert op whose data are strings: TensorFlow adds no ``tf.cond`` guard around it (as it does for
+    ``tf.debugging.assert_*``). Eagerly it raises at once; inside ``tf.function`` every stateful op runs,
+    so a failed check fails the call without a control dependency serialising the loss behind it.
+    Returns the op (None eagerly) for the one place that needs ordering.
     """
+    low, top = tf.reduce_min(values), tf.reduce_max(values)
+    ok = (low >= 0) & ((top <= high) if high_inclusive else (top < high))
+    if also is not None:
+        ok &= also
+    if tf.executing_eagerly():
+        if not bool(ok):
+            raise tf.errors.InvalidArgumentError(None, None, f"{message} Got values from {float(low):.6g} to {float(top):.6g}.")
+        return None
     return tf.debugging.Assert(
-        tf.reduce_all(condition),
-        [message, "Got values from", tf.strings.as_string(tf.reduce_min(values)),
-         "to", tf.strings.as_string(tf.reduce_max(values))],
+        ok, [message, "Got values from", tf.strings.as_string(low), "to", tf.strings.as_string(top)]
     )
 
 
 def _check_unit_interval(x: tf.Tensor, what: str, fn: str) -> None:
     """Run-time check that every entry of `x` lies in [0, 1]."""
-    _check((x >= 0) & (x <= 1.0 + _PROBABILITY_TOLERANCE), f"{fn}: {what} must be in [0, 1].", x)
+    _check_range(x, 1.0 + _PROBABILITY_TOLERANCE, f"{fn}: {what} must be in [0, 1].")
 
 
 def _log_clipped(p: tf.Tensor) -> tf.Tensor:
@@ -150,23 +159,22 @@ def _sparse_class_ids(
     labels: tf.Tensor, num_classes: int, ignore_class: int | None
 ) -> tuple[tf.Tensor, tf.Tensor | None]:
     """Checks sparse labels and returns (int32 ids safe to gather, valid mask or None)."""
-    # Keras's Loss.__call__ hands integer class ids over as floats: they must still be integers.
-    in_range = (labels >= 0) & (labels < num_classes)
-    if labels.dtype.is_floating:
-        in_range &= tf.equal(labels, tf.round(labels))
-    ids = tf.cast(labels, tf.int32)
     valid = None
     if ignore_class is not None:
-        valid = tf.not_equal(ids, ignore_class)
-        in_range |= ~valid
-        ids = tf.where(valid, ids, 0)
+        valid = tf.not_equal(labels, tf.cast(ignore_class, labels.dtype))
+        labels = tf.where(valid, labels, tf.zeros_like(labels))
+    # Keras's Loss.__call__ hands integer class ids over as floats: they must still be integers.
+    integral = tf.reduce_all(tf.equal(labels, tf.round(labels))) if labels.dtype.is_floating else None
     ignored = "" if ignore_class is None else f" (or ignore_class={ignore_class})"
-    check = _check(
-        in_range,
+    check = _check_range(
+        labels,
+        num_classes,
         f"softmax_cross_entropy: sparse labels must be integer class ids in [0, {num_classes}){ignored}. "
         "(Soft labels need the same shape as the predictions.)",
-        labels,
+        high_inclusive=False,
+        also=integral,
     )
+    ids = tf.cast(labels, tf.int32)
     # Only the gather waits for the check (on CPU it would otherwise fail first with its own message).
     with tf.control_dependencies([check] if check is not None else []):
         return tf.identity(ids), valid

@@ -436,6 +436,9 @@ RUNTIME_ERRORS = [
     (lambda: L.softmax_cross_entropy([0, 1], [[0.2, 1.3, 0.1]] * 2, from_logits=False), r"probabilities \(from_logits=False\) must be in \[0, 1\].*to.*1.3"),
     (lambda: L.softmax_cross_entropy([0, 1], [[-0.2, 1.0, 0.2]] * 2, from_logits=False), r"must be in \[0, 1\].*-0.2"),
     (lambda: L.sigmoid_cross_entropy([[0.0, 2.0, 1.0]] * 2, LOGITS), r"labels must be in \[0, 1\].*to.*2"),
+    (lambda: L.sigmoid_cross_entropy([[0.0, np.nan, 1.0]] * 2, LOGITS), r"labels must be in \[0, 1\].*nan"),
+    (lambda: L.softmax_cross_entropy([0.0, np.nan], LOGITS), r"integer class ids in \[0, 3\)"),
+    (lambda: L.softmax_cross_entropy([0, 1], [[0.5, np.nan, 0.5]] * 2, from_logits=False), r"probabilities.*nan"),
     (lambda: L.sigmoid_cross_entropy([[0.0, 1.0, 1.0]] * 2, [[0.5, 1.5, 0.0]] * 2, from_logits=False), r"probabilities.*must be in \[0, 1\].*1.5"),
 ]
 
