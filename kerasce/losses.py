@@ -23,7 +23,7 @@ Numerics shared by all functions:
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import keras
 import numpy as np
@@ -449,8 +449,32 @@ def _dtype_config(dtype: Any) -> Any:
     return keras.dtype_policies.serialize(dtype)
 
 
+class _FunctionLoss(keras.losses.Loss):
+    """A Keras ``Loss`` around one of the pure functions above.
+
+    Subclasses name the function (`fn`) and hand their options to ``__init__`` as `options`, which are
+    exactly the function's keyword arguments. ``call`` passes them through, ``get_config`` returns them
+    with ``reduction``, ``name`` and ``dtype``: the constructor's arguments, nothing more or less.
+    """
+
+    fn: Callable[..., tf.Tensor]
+
+    def __init__(self, options: dict[str, Any], reduction: str | None, name: str, dtype: Any):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        self._options = options
+        self._dtype_arg = _dtype_config(dtype)
+        for key, value in options.items():  # readable as loss.from_logits, loss.axis, ...
+            setattr(self, key, value)
+
+    def call(self, y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
+        return type(self).fn(y_true, y_pred, **self._options)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**self._options, "reduction": self.reduction, "name": self.name, "dtype": self._dtype_arg}
+
+
 @keras.saving.register_keras_serializable(package="kerasce")
-class SoftmaxCrossEntropy(keras.losses.Loss):
+class SoftmaxCrossEntropy(_FunctionLoss):
     """Softmax cross-entropy for integer class ids or one-hot / soft labels (see `softmax_cross_entropy`).
 
     The label form is read from the shapes, so one loss serves ``SparseCategoricalCrossentropy`` and
@@ -472,6 +496,8 @@ class SoftmaxCrossEntropy(keras.losses.Loss):
         dtype: Dtype of the loss computation (``None``: ``keras.config.floatx()``).
     """
 
+    fn = staticmethod(softmax_cross_entropy)
+
     def __init__(
         self,
         from_logits: bool = True,
@@ -483,41 +509,19 @@ class SoftmaxCrossEntropy(keras.losses.Loss):
         name: str = "softmax_cross_entropy",
         dtype: Any = None,
     ):
-        super().__init__(name=name, reduction=reduction, dtype=dtype)
         _check_smoothing(label_smoothing)
-        self.from_logits = bool(from_logits)
-        self.label_smoothing = float(label_smoothing)
-        self.class_weight = _check_nonnegative_weights(class_weight, "class_weight")
-        self.ignore_class = None if ignore_class is None else int(ignore_class)
-        self.axis = int(axis)
-        self._dtype_arg = _dtype_config(dtype)
-
-    def call(self, y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
-        return softmax_cross_entropy(
-            y_true,
-            y_pred,
-            from_logits=self.from_logits,
-            label_smoothing=self.label_smoothing,
-            class_weight=self.class_weight,
-            ignore_class=self.ignore_class,
-            axis=self.axis,
-        )
-
-    def get_config(self) -> dict[str, Any]:
-        return {
-            "from_logits": self.from_logits,
-            "label_smoothing": self.label_smoothing,
-            "class_weight": self.class_weight,
-            "ignore_class": self.ignore_class,
-            "axis": self.axis,
-            "reduction": self.reduction,
-            "name": self.name,
-            "dtype": self._dtype_arg,
+        options = {
+            "from_logits": bool(from_logits),
+            "label_smoothing": float(label_smoothing),
+            "class_weight": _check_nonnegative_weights(class_weight, "class_weight"),
+            "ignore_class": None if ignore_class is None else int(ignore_class),
+            "axis": int(axis),
         }
+        super().__init__(options, reduction, name, dtype)
 
 
 @keras.saving.register_keras_serializable(package="kerasce")
-class SigmoidCrossEntropy(keras.losses.Loss):
+class SigmoidCrossEntropy(_FunctionLoss):
     """Binary / multi-label sigmoid cross-entropy, mean over labels then over the batch.
 
     See `sigmoid_cross_entropy` for the formula. ``pos_weight`` (one per label) re-weights positives of
@@ -533,6 +537,8 @@ class SigmoidCrossEntropy(keras.losses.Loss):
         dtype: Dtype of the loss computation (``None``: ``keras.config.floatx()``).
     """
 
+    fn = staticmethod(sigmoid_cross_entropy)
+
     def __init__(
         self,
         from_logits: bool = True,
@@ -543,40 +549,19 @@ class SigmoidCrossEntropy(keras.losses.Loss):
         name: str = "sigmoid_cross_entropy",
         dtype: Any = None,
     ):
-        super().__init__(name=name, reduction=reduction, dtype=dtype)
         _check_smoothing(label_smoothing)
-        self.from_logits = bool(from_logits)
-        self.label_smoothing = float(label_smoothing)
         weights = _check_nonnegative_weights(pos_weight, "pos_weight")
-        scalar = weights is not None and np.ndim(pos_weight) == 0
-        self.pos_weight = weights[0] if scalar else weights
-        self.axis = int(axis)
-        self._dtype_arg = _dtype_config(dtype)
-
-    def call(self, y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
-        return sigmoid_cross_entropy(
-            y_true,
-            y_pred,
-            from_logits=self.from_logits,
-            label_smoothing=self.label_smoothing,
-            pos_weight=self.pos_weight,
-            axis=self.axis,
-        )
-
-    def get_config(self) -> dict[str, Any]:
-        return {
-            "from_logits": self.from_logits,
-            "label_smoothing": self.label_smoothing,
-            "pos_weight": self.pos_weight,
-            "axis": self.axis,
-            "reduction": self.reduction,
-            "name": self.name,
-            "dtype": self._dtype_arg,
+        options = {
+            "from_logits": bool(from_logits),
+            "label_smoothing": float(label_smoothing),
+            "pos_weight": weights[0] if weights is not None and np.ndim(pos_weight) == 0 else weights,
+            "axis": int(axis),
         }
+        super().__init__(options, reduction, name, dtype)
 
 
 @keras.saving.register_keras_serializable(package="kerasce")
-class PolicyGradientLoss(keras.losses.Loss):
+class PolicyGradientLoss(_FunctionLoss):
     """The REINFORCE loss: sparse softmax cross-entropy of the taken actions, weighted by the returns.
 
     ``loss(actions, logits, returns)`` reduces `policy_gradient_loss` the Keras way: the returns are the
@@ -590,14 +575,16 @@ class PolicyGradientLoss(keras.losses.Loss):
         dtype: Dtype of the loss computation (``None``: ``keras.config.floatx()``).
     """
 
+    # The return enters as the sample weight in __call__: policy_gradient_loss = returns * this.
+    fn = staticmethod(softmax_cross_entropy)
+
     def __init__(
         self,
         reduction: str | None = "sum_over_batch_size",
         name: str = "policy_gradient_loss",
         dtype: Any = None,
     ):
-        super().__init__(name=name, reduction=reduction, dtype=dtype)
-        self._dtype_arg = _dtype_config(dtype)
+        super().__init__({}, reduction, name, dtype)
 
     def __call__(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> tf.Tensor:
         """Args: ``y_true`` the actions ``[B]``, ``y_pred`` the logits ``[B, A]``, ``sample_weight`` the
@@ -609,10 +596,3 @@ class PolicyGradientLoss(keras.losses.Loss):
                 "SoftmaxCrossEntropy for behaviour cloning)."
             )
         return super().__call__(y_true, y_pred, sample_weight=tf.stop_gradient(sample_weight))
-
-    def call(self, y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
-        # The return enters as the sample weight in __call__: policy_gradient_loss = returns * this.
-        return softmax_cross_entropy(y_true, y_pred)
-
-    def get_config(self) -> dict[str, Any]:
-        return {"reduction": self.reduction, "name": self.name, "dtype": self._dtype_arg}
