@@ -23,6 +23,7 @@ Numerics shared by all functions:
 
 from __future__ import annotations
 
+import copy
 from typing import Any, Callable, Sequence
 
 import keras
@@ -207,7 +208,8 @@ def softmax_cross_entropy(
             the predictions' shape ``[B, C]`` with values in ``[0, 1]``. The form is read from the shapes.
         logits: Predictions ``[B, C]``: logits, or probabilities if ``from_logits=False``. ``C >= 2``
             and known statically. Any rank; ``axis`` names the class axis.
-        from_logits: Whether ``logits`` are logits (default) or probabilities in ``[0, 1]``.
+        from_logits: Whether ``logits`` are logits (default) or probabilities in ``[0, 1]`` (used as
+            given: ``p`` is not renormalised to sum to 1, unlike Keras's ``categorical_crossentropy``).
         label_smoothing: ``ε`` in ``[0, 1]``; mixes the labels with the uniform distribution.
         class_weight: Optional ``[C]`` weights ``w_c``, one per class.
         ignore_class: Optional class id (for example 255 or -1 in segmentation maps) whose positions get
@@ -237,6 +239,8 @@ def softmax_cross_entropy(
         logits, from_logits = cached, True
     logits = _as_float_tensor(logits)
     labels = tf.convert_to_tensor(labels)
+    if labels.shape.rank is None:
+        raise ValueError(f"{fn}: labels need a known rank (their form is read from the shape); got {labels.shape}.")
     class_axis = _class_axis(logits, axis, fn)
     num_classes = logits.shape[class_axis]
     if num_classes is None:
@@ -301,7 +305,8 @@ def softmax_cross_entropy(
         labels = labels * (1.0 - label_smoothing) + label_smoothing / num_classes
     if weights is not None:
         labels *= weights
-    return -tf.reduce_sum(labels * log_probs, axis=-1)
+    # A class with label 0 adds 0 even where its log-probability is -inf (a masked logit), not NaN.
+    return -tf.reduce_sum(tf.math.multiply_no_nan(log_probs, labels), axis=-1)
 
 
 def softmax_entropy(logits: Any, axis: int = -1) -> tf.Tensor:
@@ -315,8 +320,10 @@ def softmax_entropy(logits: Any, axis: int = -1) -> tf.Tensor:
     """
     logits = _as_float_tensor(logits)
     log_probs = tf.nn.log_softmax(logits, axis=axis)
-    # multiply_no_nan: a masked class has p = 0 and log p = -inf; it contributes 0, not NaN.
-    return -tf.reduce_sum(tf.math.multiply_no_nan(log_probs, tf.exp(log_probs)), axis=axis)
+    probs = tf.exp(log_probs)
+    # A masked class has p = 0 and log p = -inf: it adds 0, and the where keeps its -inf out of the
+    # gradient too (multiply_no_nan would give the right value but an inf x 0 = NaN gradient).
+    return -tf.reduce_sum(probs * tf.where(probs > 0, log_probs, tf.zeros_like(log_probs)), axis=axis)
 
 
 def policy_gradient_loss(actions: Any, logits: Any, returns: Any) -> tf.Tensor:
@@ -466,6 +473,16 @@ class _FunctionLoss(keras.losses.Loss):
         for key, value in options.items():  # readable as loss.from_logits, loss.axis, ...
             setattr(self, key, value)
 
+    def __call__(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> tf.Tensor:
+        logits = None if self._options.get("from_logits", True) else _cached_logits(y_pred)
+        if logits is None:
+            return super().__call__(y_true, y_pred, sample_weight=sample_weight)
+        # Keras's Loss.__call__ casts y_pred to the loss dtype, a new tensor without the logits a softmax /
+        # sigmoid activation cached on it (float16 outputs under mixed_float16): pass the logits instead.
+        exact = copy.copy(self)
+        exact._options = {**self._options, "from_logits": True}
+        return keras.losses.Loss.__call__(exact, y_true, logits, sample_weight=sample_weight)
+
     def call(self, y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
         return type(self).fn(y_true, y_pred, **self._options)
 
@@ -584,6 +601,12 @@ class PolicyGradientLoss(_FunctionLoss):
         name: str = "policy_gradient_loss",
         dtype: Any = None,
     ):
+        if reduction == "mean_with_sample_weight":
+            raise ValueError(
+                "PolicyGradientLoss cannot use reduction='mean_with_sample_weight': it divides by the sum of "
+                "the returns, about 0 for normalised returns. Expected 'sum_over_batch_size' (default), "
+                "'mean', 'sum' or 'none'."
+            )
         super().__init__({}, reduction, name, dtype)
 
     def __call__(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> tf.Tensor:

@@ -421,6 +421,43 @@ def test_softmax_entropy_matches_reference_and_handles_masked_actions():
     np.testing.assert_allclose(masked.numpy(), [math.log(2)], rtol=1e-6)
 
 
+@pytest.mark.parametrize("logits", [[[0.3, -1.2, 2.0, 0.0]], [[0.3, -1.2, -np.inf, 0.0]]])
+def test_softmax_entropy_gradient_matches_analytic_and_is_finite_for_masked_actions(logits):
+    # dH/dz_k = -p_k (log p_k + H); a masked class (p = 0) gets 0.
+    z64 = np.asarray(logits, np.float64)
+    log_p = ref_log_softmax(z64)
+    p = np.exp(log_p)
+    entropy = -(p * np.where(p > 0, log_p, 0)).sum(-1, keepdims=True)
+    want = -p * (np.where(p > 0, log_p, 0) + entropy)
+    z = tf.Variable(np.asarray(logits, np.float32))
+    with tf.GradientTape() as tape:
+        h = L.softmax_entropy(z)
+    got = tape.gradient(h, z).numpy()
+    assert np.all(np.isfinite(got))
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
+
+
+def test_masked_logits_with_dense_labels_stay_finite():
+    # A class that cannot happen (logit -inf) and has label 0 adds nothing: loss = -log softmax over the rest.
+    got = L.softmax_cross_entropy([[0.0, 1.0, 0.0]], [[1.0, 2.0, -np.inf]])
+    np.testing.assert_allclose(got.numpy(), [math.log(math.e + math.e**2) - 2.0], rtol=1e-6)
+
+
+def test_cached_logits_survive_the_cast_under_mixed_float16():
+    # Saturated softmax output, from_logits=False: exact only if the loss reaches the cached logits,
+    # which Keras's float16 -> float32 cast in Loss.__call__ would otherwise drop.
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(2, activation="softmax", use_bias=False)])
+        model.layers[0].kernel.assign([[30.0, -30.0]])
+        probs = model(np.ones((1, 1), np.float32))
+        assert probs.dtype == "float16"
+        loss = L.SoftmaxCrossEntropy(from_logits=False)([1], probs)
+        np.testing.assert_allclose(loss.numpy(), 60.0, rtol=1e-3)  # clipped probabilities would give 16.1
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
 # ------------------------------------------------------------------------------------------------
 # Bad input: clear errors, eager and inside tf.function
 # ------------------------------------------------------------------------------------------------
@@ -455,6 +492,7 @@ STATIC_ERRORS = [
     (lambda: L.SoftmaxCrossEntropy(class_weight=[1.0, -1.0, 1.0]), "must be non-negative"),
     (lambda: L.SigmoidCrossEntropy(label_smoothing=-0.1), "label_smoothing must be in"),
     (lambda: L.SoftmaxCrossEntropy(reduction="average"), "Expected one of"),
+    (lambda: L.PolicyGradientLoss(reduction="mean_with_sample_weight"), "sum of the returns"),
 ]
 
 
@@ -472,6 +510,12 @@ def test_bad_shapes_and_options_raise_clear_errors(call, message, mode):
     run = call if mode == "eager" else tf.function(call)
     with pytest.raises(ValueError, match=message):
         run()
+
+
+def test_labels_of_unknown_rank_are_a_clear_error():
+    run = tf.function(L.softmax_cross_entropy, input_signature=[tf.TensorSpec(None), tf.TensorSpec([None, 3])])
+    with pytest.raises(ValueError, match="labels need a known rank"):
+        run.get_concrete_function()
 
 
 def test_out_of_range_label_fails_inside_fit():
