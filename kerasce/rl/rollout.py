@@ -250,7 +250,8 @@ def collect_episodes(
 
     Next-step autoreset (gymnasium's default): the step after ``terminated | truncated`` only resets
     that sub-env (its action is ignored, its reward is 0); it is recorded with ``valid=False``.
-    Same-step autoreset: every step is valid.
+    Same-step autoreset: every step is valid. Observations are copied as they are stored, so an env
+    that reuses one observation buffer (``SyncVectorEnv(..., copy=False)``) is safe.
 
     Args:
       env: a gymnasium vector env with ``N`` sub-envs.
@@ -267,9 +268,11 @@ def collect_episodes(
     prev_done = np.zeros(n, bool)
     finished = np.zeros(n, bool)
     for _ in range(max_steps):
+        # Copied before env.step: a vector env may return one observation buffer that every step
+        # overwrites in place (SyncVectorEnv(..., copy=False)).
+        rows["o"].append(np.array(observations, copy=True))
         actions = act(observations)
         next_obs, rewards, terminated, truncated, _ = env.step(actions)
-        rows["o"].append(observations)
         rows["a"].append(actions)
         rows["r"].append(rewards)
         rows["te"].append(terminated)

@@ -107,9 +107,11 @@ def constant_actions(obs):
     return np.zeros(len(obs), np.int64)
 
 
-def test_collect_next_step_autoreset(scripted_vec_env):
-    # env 0: episodes of 1 step; env 1: one episode of 4 steps.
-    env = scripted_vec_env([1, 4])
+@pytest.mark.parametrize("copy", [True, False])
+def test_collect_next_step_autoreset(scripted_vec_env, copy):
+    # env 0: episodes of 1 step; env 1: one episode of 4 steps. copy=False: the env overwrites one
+    # observation buffer every step, so the rollout must store copies.
+    env = scripted_vec_env([1, 4], copy=copy)
     obs, _ = env.reset(seed=0)
     rollout, _ = collect_episodes(env, constant_actions, obs, max_steps=100)
     assert rollout.actions.shape == (4, 2)  # stops once every env finished an episode
@@ -125,8 +127,9 @@ def test_collect_next_step_autoreset(scripted_vec_env):
     np.testing.assert_array_equal(lengths, [1, 1, 4])
 
 
-def test_collect_same_step_autoreset(scripted_vec_env):
-    env = scripted_vec_env([2, 3], mode=gymnasium.vector.AutoresetMode.SAME_STEP, truncate=True)
+@pytest.mark.parametrize("copy", [True, False])
+def test_collect_same_step_autoreset(scripted_vec_env, copy):
+    env = scripted_vec_env([2, 3], mode=gymnasium.vector.AutoresetMode.SAME_STEP, copy=copy, truncate=True)
     obs, _ = env.reset(seed=0)
     rollout, _ = collect_episodes(env, constant_actions, obs, max_steps=100)
     assert rollout.valid.all()
