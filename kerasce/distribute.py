@@ -19,9 +19,11 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Iterator
 
+import keras
 import tensorflow as tf
 
 __all__ = ["STRATEGIES", "export_location", "get_strategy", "is_chief", "split_cpu", "worker_path"]
@@ -133,6 +135,13 @@ def _patch_keras_fit_for_multiworker() -> None:
     from keras.src.backend.tensorflow import trainer as tf_trainer
 
     trainer_cls = tf_trainer.TensorFlowTrainer
+    if not (hasattr(trainer_cls, "_maybe_symbolic_build") and hasattr(tf_trainer, "reduce_per_replica")):
+        warnings.warn(
+            f"kerasce: Keras {keras.__version__} changed the trainer internals its multi-worker fix for "
+            "keras-team/keras#20585 replaces; running without it. If fit() fails under "
+            "MultiWorkerMirroredStrategy, use the Keras version kerasce was tested with (3.15)."
+        )
+        return
     original = trainer_cls._maybe_symbolic_build
     if getattr(original, "_kerasce_multiworker_fix", False):
         return

@@ -76,15 +76,26 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
         raise ValueError(f"Export path {dest} exists and is not a directory; expected a directory or nothing.")
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
     # mkdtemp makes the directory private (0700); an export gets the usual permissions (0777 - umask).
-    umask = os.umask(0)
-    os.umask(umask)
-    tmp.chmod(0o777 & ~umask)
+    tmp.chmod(0o777 & ~_umask())
     try:
         yield tmp
+        _replace_directory(tmp, dest)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    _replace_directory(tmp, dest)
+
+
+def _umask() -> int:
+    """The process's umask: read from /proc on Linux (setting it to read it would race with threads)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return umask
 
 
 def export_saved_model(

@@ -48,6 +48,17 @@ def test_export_replaces_previous_export_and_leaves_no_temporaries(tmp_path):
     np.testing.assert_allclose(bias.numpy(), [[1.0, 1.0]])
 
 
+def test_two_rename_fallback_replaces_the_export_where_renameat2_is_missing(tmp_path, monkeypatch):
+    import kerasce.export
+
+    export_tiny(tmp_path / "export", 0.0)
+    monkeypatch.setattr(kerasce.export, "_exchange_directories", lambda a, b: False)
+    _, path = export_tiny(tmp_path / "export", 2.0)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]  # old copy and temp dir removed
+    served = tf.saved_model.load(str(path)).signatures["serving_default"](tf.zeros([1, 3]))
+    np.testing.assert_allclose(served["logits"].numpy(), [[2.0, 2.0]])
+
+
 def test_export_failing_halfway_keeps_the_previous_good_export(tmp_path):
     export_tiny(tmp_path / "export", 0.25)
 
