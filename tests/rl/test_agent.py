@@ -88,19 +88,35 @@ def test_fit_is_reinforce_and_history_shows_the_real_loss():
     np.testing.assert_allclose(history.history["loss"][0], expected, rtol=1e-5)
 
 
-def test_mixed_float16_scales_the_loss_and_trains():
-    keras.mixed_precision.set_dtype_policy("mixed_float16")
+def sgd_update(dtype_policy, unscaled=False):
+    """Weights before and after one SGD(0.1) step of a seed-0 agent under ``dtype_policy``."""
+    keras.mixed_precision.set_dtype_policy(dtype_policy)
     try:
         agent = ReinforceAgent((3,), 2, seed=0)
-        agent.compile()
-        assert isinstance(agent.optimizer, keras.optimizers.LossScaleOptimizer)
+        agent.compile(optimizer=keras.optimizers.SGD(0.1))
+        if unscaled:  # what a train_step that forgets scale_loss does
+            agent.optimizer.scale_loss = lambda loss: loss
         x, a, g = batch(np.random.default_rng(3))
         before = [w.copy() for w in agent.policy.get_weights()]
         logs = agent.train_on_batch(x, a, sample_weight=g, return_dict=True)
+        return agent, before, agent.policy.get_weights(), logs
     finally:
         keras.mixed_precision.set_dtype_policy("float32")
+
+
+def test_mixed_float16_scales_the_loss_and_trains():
+    # SGD, not Adam: Adam's update is invariant to the gradient's scale and would hide a missing
+    # scale_loss. The LossScaleOptimizer divides the gradients by its scale (2^15): without
+    # scale_loss in train_step the update comes out 2^15 times too small.
+    agent, before, after, logs = sgd_update("mixed_float16")
+    assert isinstance(agent.optimizer, keras.optimizers.LossScaleOptimizer)
+    assert float(agent.optimizer.dynamic_scale.numpy()) == 2.0**15  # no overflow, step applied
     assert np.isfinite(logs["loss"])
-    assert any(not np.allclose(b, w) for b, w in zip(before, agent.policy.get_weights()))
+    _, before32, after32, logs32 = sgd_update("float32")
+    for b16, a16, b32, a32 in zip(before, after, before32, after32):
+        np.testing.assert_array_equal(b16, b32)  # the same initial weights
+        np.testing.assert_allclose(a16 - b16, a32 - b32, rtol=1e-2, atol=1e-4)
+    np.testing.assert_allclose(logs["loss"], logs32["loss"], rtol=1e-2)
 
 
 def test_max_grad_norm_goes_through_the_optimizer():
