@@ -15,7 +15,14 @@ Importing this package registers two TFDS datasets that are built from data alre
 """
 
 from kerasce.datasets.digits import Digits
-from kerasce.datasets.loader import ImageDataset, ImageTask, image_task, load_image_dataset, load_image_folder
+from kerasce.datasets.loader import (
+    ImageDataset,
+    ImageTask,
+    image_task,
+    is_folder_name,
+    load_image_dataset,
+    load_image_folder,
+)
 from kerasce.datasets.multi_digits import MultiDigits
 
 __all__ = [
@@ -24,6 +31,7 @@ __all__ = [
     "ImageDataset",
     "ImageTask",
     "image_task",
+    "is_folder_name",
     "load_image_dataset",
     "load_image_folder",
 ]

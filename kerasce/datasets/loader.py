@@ -34,7 +34,7 @@ import tensorflow_datasets as tfds
 from kerasce.datasets.digits import Digits
 from kerasce.datasets.multi_digits import MultiDigits
 
-__all__ = ["ImageDataset", "ImageTask", "image_task", "load_image_dataset", "load_image_folder"]
+__all__ = ["ImageDataset", "ImageTask", "image_task", "is_folder_name", "load_image_dataset", "load_image_folder"]
 
 # Builders that prepare from files already on this machine (kerasce's own): never a download.
 OFFLINE_BUILDERS = (Digits, MultiDigits)
@@ -205,8 +205,16 @@ def _pipelines(
     )
 
 
-def _looks_like_path(name: str) -> bool:
-    return os.sep in name or "/" in name or name.startswith((".", "~"))
+_PATH_PREFIXES = ("./", "../", "/", "~", "." + os.sep, ".." + os.sep, os.sep)
+
+
+def is_folder_name(name: str) -> bool:
+    """Whether `load_image_dataset` reads `name` as a folder of images rather than a TFDS name.
+
+    A folder is a directory that exists, or any name starting with ``./``, ``../``, ``/`` or ``~``;
+    anything else is a TFDS name, including ``"voc/2012"`` and ``"bigearthnet/rgb"`` (dataset/config).
+    """
+    return name.startswith(_PATH_PREFIXES) or Path(name).expanduser().is_dir()
 
 
 def load_image_dataset(
@@ -227,9 +235,10 @@ def load_image_dataset(
     TFDS dataset must already be prepared in `data_dir`, or `download` must be True (which needs network).
 
     Args:
-        name: A TFDS name (``"digits"``, ``"multi_digits"``, ``"mnist"``, ``"cifar10:3.0.2"``, ...) or a
-            path to a folder of images with one sub-folder per class (anything containing ``/`` or
-            starting with ``.`` or ``~``; see `load_image_folder`).
+        name: A TFDS name (``"digits"``, ``"multi_digits"``, ``"mnist"``, ``"cifar10:3.0.2"``,
+            ``"bigearthnet/rgb"``, ...) or a folder of images with one sub-folder per class (a directory
+            that exists, or a path starting with ``./``, ``../``, ``/`` or ``~``; see `is_folder_name` and
+            `load_image_folder`).
         batch_size: Examples per batch, ``B``.
         data_dir: TFDS data directory (default: TFDS's, ``~/tensorflow_datasets`` or ``$TFDS_DATA_DIR``).
         download: Allow TFDS to download a dataset that is not prepared yet. Off by default: offline,
@@ -250,7 +259,7 @@ def load_image_dataset(
     """
     _check_batch_size(batch_size)
     size = _check_image_size(image_size)
-    if _looks_like_path(name):
+    if is_folder_name(name):
         return load_image_folder(name, batch_size=batch_size, image_size=size, seed=seed, cache=cache)
 
     builder = _tfds_builder(name, data_dir)
@@ -299,15 +308,20 @@ def _tfds_builder(name: str, data_dir) -> tfds.core.DatasetBuilder:
     """``tfds.builder`` with a short message (and close matches) for an unknown name."""
     try:
         return tfds.builder(name, data_dir=None if data_dir is None else os.fspath(data_dir))
-    except tfds.core.registered.DatasetNotFoundError:
-        base = name.split(":")[0].split("/")[0]
-        close = difflib.get_close_matches(base, tfds.list_builders(with_community_datasets=False), n=5)
-        hint = f" Close matches: {', '.join(close)}." if close else ""
-        raise ValueError(
-            f"unknown dataset {name!r}: expected a TFDS dataset name (kerasce's offline 'digits' and "
-            f"'multi_digits', or any of tfds.list_builders(), e.g. 'mnist', 'cifar10') or a path to a folder "
-            f"of images with one sub-folder per class.{hint}"
-        ) from None
+    except ValueError as error:
+        # DatasetNotFoundError (a ValueError), or TFDS failing to parse the name (e.g. "a/b/c"); other
+        # ValueErrors (e.g. an unknown config of a known dataset) already say what is wrong.
+        unknown = isinstance(error, tfds.core.registered.DatasetNotFoundError)
+        if not (unknown or str(error).startswith("Parsing builder name string")):
+            raise
+    base = name.split(":")[0].split("/")[0]
+    close = difflib.get_close_matches(base, tfds.list_builders(with_community_datasets=False), n=5)
+    hint = f" Close matches: {', '.join(close)}." if close else ""
+    raise ValueError(
+        f"unknown dataset {name!r}: expected a TFDS dataset name (kerasce's offline 'digits' and "
+        f"'multi_digits', or any of tfds.list_builders(), e.g. 'mnist', 'cifar10') or a folder of images "
+        f"with one sub-folder per class (an existing directory, or a path starting with ./, ../, / or ~).{hint}"
+    )
 
 
 def _prepare(builder: tfds.core.DatasetBuilder, name: str, download: bool) -> None:

@@ -148,6 +148,23 @@ def test_unknown_dataset_name_suggests_close_matches():
         load_image_dataset("mnistt")
 
 
+def test_names_with_a_config_go_to_tfds():
+    # "bigearthnet/rgb" contains "/" but is a TFDS name (dataset/config), not a folder.
+    with tfds.testing.mock_data(num_examples=4):
+        data = load_image_dataset("bigearthnet/rgb", batch_size=4, download=True)
+    assert (data.name, data.input_shape, data.num_classes, data.multilabel) == ("bigearthnet/rgb", (120, 120, 3), 43, True)
+    with pytest.raises(ValueError, match="unknown dataset 'digitz/2012'.*starting with ./.*Close matches: digits"):
+        load_image_dataset("digitz/2012")  # the TFDS error, not "expected a directory"
+    with pytest.raises(ValueError, match="unknown dataset 'photos/cats/2024'"):
+        load_image_dataset("photos/cats/2024")  # not even a TFDS name: still the one short message
+
+
+@pytest.mark.parametrize("name", ["./nowhere", "../nowhere", "/nowhere/at/all", "~/nowhere-kerasce"])
+def test_path_prefixes_mean_a_folder(name):
+    with pytest.raises(ValueError, match="expected a directory with one sub-folder of images per class.*does not exist"):
+        load_image_dataset(name)
+
+
 def test_non_image_dataset_is_rejected():
     with pytest.raises(ValueError, match="expected an image classification dataset.*'imdb_reviews'"):
         load_image_dataset("imdb_reviews")
@@ -177,20 +194,21 @@ def test_bad_image_size(image_size):
 
 @pytest.fixture()
 def folder(tmp_path):
-    """3 classes × 5 RGB PNGs of 6×5 (one 9×7 image to be resized), plus files to ignore."""
+    """``tmp_path/photos``: 3 classes × 5 RGB PNGs of 6×5 (one 9×7 image to be resized), files to ignore."""
+    root = tmp_path / "photos"
     rng = np.random.default_rng(0)
     arrays = {}
     for name in ("cat", "dog", "eel"):
-        (tmp_path / name).mkdir()
+        (root / name).mkdir(parents=True)
         for i in range(5):
             shape = (9, 7, 3) if (name, i) == ("eel", 4) else (6, 5, 3)
             array = rng.integers(0, 256, shape, dtype=np.uint8)
-            path = tmp_path / name / f"{i}.png"
+            path = root / name / f"{i}.png"
             Image.fromarray(array).save(path)
             arrays[str(path)] = array
-        (tmp_path / name / "notes.txt").write_text("not an image")
-    (tmp_path / ".hidden").mkdir()
-    return tmp_path, arrays
+        (root / name / "notes.txt").write_text("not an image")
+    (root / ".hidden").mkdir()
+    return root, arrays
 
 
 def test_image_folder(folder):
@@ -217,6 +235,14 @@ def test_image_folder(folder):
     big = next(a for a in arrays.values() if a.shape == (9, 7, 3))
     resized = tf.cast(tf.round(tf.image.resize(big, (6, 5))), tf.uint8).numpy()
     assert any(np.array_equal(image, resized) for image in np.concatenate([train_images, test_images]))
+
+
+@pytest.mark.parametrize("relative", ["photos", "photos/"])
+def test_an_existing_folder_without_a_path_prefix_is_a_folder(folder, monkeypatch, relative):
+    root, _ = folder
+    monkeypatch.chdir(root.parent)  # root is ./photos
+    data = load_image_dataset(relative, batch_size=4)
+    assert (data.name, data.class_names) == (relative, ("cat", "dog", "eel"))
 
 
 def test_image_folder_split_is_deterministic(folder):
