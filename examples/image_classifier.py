@@ -46,7 +46,7 @@ from sklearn import metrics as skmetrics  # noqa: E402
 import kerasce  # noqa: E402
 from kerasce.callbacks import RaiseOnNonFiniteLoss  # noqa: E402
 from kerasce.classifiers import build_image_classifier, export_image_classifier  # noqa: E402
-from kerasce.datasets import ImageDataset, load_image_dataset  # noqa: E402
+from kerasce.datasets import ImageDataset, is_folder_name, load_image_dataset  # noqa: E402
 from kerasce.distribute import STRATEGIES, export_location, get_strategy, is_chief, worker_path  # noqa: E402
 from kerasce.export import save_keras_atomic, write_json_atomic  # noqa: E402
 
@@ -56,15 +56,17 @@ REPO = Path(__file__).resolve().parents[1]
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", default="digits",
-                        help="TFDS name (digits, multi_digits, mnist, cifar10, ...) or a folder with one "
-                             "sub-folder of images per class (a path: contains '/' or starts with '.')")
+                        help="TFDS name (digits, multi_digits, mnist, bigearthnet/rgb, ...) or a folder with "
+                             "one sub-folder of images per class (an existing directory, or a path starting "
+                             "with ./, ../, / or ~)")
     parser.add_argument("--epochs", type=int, default=15, help="passes over the training set")
     parser.add_argument("--batch-size", type=int, default=64, help="global batch size (all replicas)")
     parser.add_argument("--learning-rate", type=float, default=2e-3,
                         help="Adam's initial learning rate, cosine-decayed to 0 over the run")
     parser.add_argument("--seed", type=int, default=0, help="seed of weights, dropout and shuffling")
     parser.add_argument("--export-dir", type=Path, default=None,
-                        help="where the SavedModel, metrics.json and plot go (default saved_models/<dataset>)")
+                        help="where the SavedModel, metrics.json and plot go (default saved_models/<dataset "
+                             "name, or the folder's name>)")
     parser.add_argument("--backup-dir", type=Path, default=None,
                         help="per-epoch training backup for resuming after a kill (default <export-dir>.backup)")
     parser.add_argument("--data-dir", default=None, help="TFDS data directory (default TFDS's own)")
@@ -80,6 +82,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.batch_size < 1:
         parser.error(f"--batch-size: expected an integer >= 1, got {args.batch_size}")
     return args
+
+
+def default_export_dir(dataset: str) -> Path:
+    """``saved_models/<slug>``: a folder's own name (``.`` resolved first), or the TFDS name made a file name.
+
+    Raises:
+        ValueError: The slug would be empty (``--dataset /``): the export would replace ``saved_models``
+            itself, deleting every other export in it.
+    """
+    root = REPO / "saved_models"
+    if is_folder_name(dataset):
+        slug = Path(dataset).expanduser().resolve().name  # "." and "./" name the current directory
+    else:
+        slug = dataset.replace(":", "_").replace("/", "_")  # "cifar10:3.0.2", "bigearthnet/rgb"
+    export_dir = root / slug
+    if not slug or export_dir.resolve() == root.resolve():
+        raise ValueError(f"cannot name the default export directory after dataset {dataset!r} (it would be "
+                         f"{root} itself, replacing every export in it): pass --export-dir.")
+    return export_dir
 
 
 def test_arrays(data: ImageDataset) -> tuple[np.ndarray, np.ndarray]:
@@ -149,8 +170,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     args = parse_args(argv)
     strategy = get_strategy(args.strategy)  # first TensorFlow work (MultiWorkerMirroredStrategy needs it)
     keras.utils.set_random_seed(args.seed)
-    slug = Path(args.dataset).name if "/" in args.dataset else args.dataset.replace(":", "_")
-    export_dir = args.export_dir or REPO / "saved_models" / slug
+    export_dir = args.export_dir or default_export_dir(args.dataset)
     backup_dir = worker_path(args.backup_dir or export_dir.with_name(export_dir.name + ".backup"), strategy)
 
     print("settings: " + ", ".join(f"{key}={value}" for key, value in vars(args).items()))

@@ -192,3 +192,38 @@ def test_two_worker_processes_train_and_only_the_chief_exports(tmp_path):
     assert "exported SavedModel" in outputs[0][0] and "exported SavedModel" not in outputs[1][0]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["export", "tfds0", "tfds1"]  # no backups left
     assert (export_dir / "metrics.json").exists()
+
+
+def _tiny_image_folder(root):
+    """2 classes × 3 grayscale 8×8 PNGs under `root`."""
+    rng = np.random.default_rng(0)
+    for name in ("a", "b"):
+        (root / name).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(rng.integers(0, 256, (8, 8), dtype=np.uint8)).save(root / name / f"{i}.png")
+    return root
+
+
+@pytest.mark.slow
+def test_folder_dataset_given_as_dot_exports_beside_other_exports(tmp_path, monkeypatch):
+    # `--dataset .` once exported into saved_models/ itself: the atomic swap replaced the whole folder.
+    example = _example_module()
+    monkeypatch.setattr(example, "REPO", tmp_path)  # default exports go to tmp_path/saved_models/<slug>
+    sibling = tmp_path / "saved_models" / "digits"
+    sibling.mkdir(parents=True)
+    (sibling / "metrics.json").write_text("{}")
+    monkeypatch.chdir(_tiny_image_folder(tmp_path / "photos"))
+
+    example.main(["--dataset", ".", "--epochs", "1", "--batch-size", "4"])
+
+    assert (sibling / "metrics.json").read_text() == "{}", "another dataset's export must survive"
+    assert sorted(p.name for p in (tmp_path / "saved_models").iterdir()) == ["digits", "photos"]
+    assert (tmp_path / "saved_models" / "photos" / "saved_model.pb").exists()
+
+
+def test_folder_dataset_without_a_name_is_rejected_before_training(tmp_path, monkeypatch):
+    example = _example_module()
+    monkeypatch.setattr(example, "REPO", tmp_path)
+    with pytest.raises(ValueError, match="cannot name the default export directory after dataset '/'.*--export-dir"):
+        example.main(["--dataset", "/"])
+    assert not (tmp_path / "saved_models").exists()
