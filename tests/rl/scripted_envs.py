@@ -8,13 +8,15 @@ class ScriptedEnv(gymnasium.Env):
     """Episodes of fixed ``length``; reward ``t + 1`` at step t; obs ``[t, scale]``.
 
     ``truncate=True`` ends episodes by ``truncated`` instead of ``terminated``; ``nan_at`` returns a
-    NaN observation at that step; ``nan_reward`` makes every reward NaN.
+    NaN observation at that step; ``nan_reward`` makes every reward NaN. The action space is
+    ``Discrete(actions, start=start)``; every action ``step`` receives is appended to ``actions_taken``.
     """
 
-    def __init__(self, length=3, truncate=False, nan_at=None, nan_reward=False, actions=2):
+    def __init__(self, length=3, truncate=False, nan_at=None, nan_reward=False, actions=2, start=0):
         self.length, self.truncate, self.nan_at, self.nan_reward = length, truncate, nan_at, nan_reward
         self.observation_space = gymnasium.spaces.Box(-np.inf, np.inf, (2,), np.float32)
-        self.action_space = gymnasium.spaces.Discrete(actions)
+        self.action_space = gymnasium.spaces.Discrete(actions, start=start)
+        self.actions_taken = []
         self.t = 0
 
     def _obs(self):
@@ -29,6 +31,7 @@ class ScriptedEnv(gymnasium.Env):
     def step(self, action):
         if not self.action_space.contains(action):
             raise ValueError(f"bad action {action!r}")
+        self.actions_taken.append(int(action))
         reward = np.nan if self.nan_reward else float(self.t + 1)
         self.t += 1
         done = self.t >= self.length

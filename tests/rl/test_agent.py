@@ -119,6 +119,49 @@ def test_mixed_float16_scales_the_loss_and_trains():
     np.testing.assert_allclose(logs["loss"], logs32["loss"], rtol=1e-2)
 
 
+@pytest.mark.parametrize("replicas", [1, 3])
+def test_the_train_step_gets_aligned_steps_of_complete_episodes(scripted_vec_env, monkeypatch, replicas):
+    # Sub-envs with episodes of 1, 2 and 4 steps, actions Discrete(2, start=1), next-step autoreset.
+    # Collection stops at row 3, when the 4-step episode ends. Rows (t) per env, "r" = reset step:
+    #   env 0 (L=1): ep0 t0 | r t1 | ep1 t2 | r t3
+    #   env 1 (L=2): ep0 t0 t1 | r t2 | ep1 t3 (partial: dropped)
+    #   env 2 (L=4): ep0 t0 t1 t2 t3
+    # The batch is time-major over the kept steps. ScriptedEnv's obs is [step in episode, L] and its
+    # reward r_k = k + 1, so with gamma = 0.5: L=1 G = [1]; L=2 G = [1 + 0.5*2, 2] = [2, 2];
+    # L=4 G = [3.25, 4.5, 5, 4] (G_3 = 4, G_2 = 3 + 2, G_1 = 2 + 2.5, G_0 = 1 + 2.25).
+    # Each row: (env, index into that env's actions_taken, step in episode, L, G).
+    expected = [
+        (0, 0, 0, 1, 1.0), (1, 0, 0, 2, 2.0), (2, 0, 0, 4, 3.25),  # t0
+        (1, 1, 1, 2, 2.0), (2, 1, 1, 4, 4.5),                      # t1 (env 0 resets)
+        (0, 1, 0, 1, 1.0), (2, 2, 2, 4, 5.0),                      # t2 (env 1 resets)
+        (2, 3, 3, 4, 4.0),                                         # t3 (env 0 resets, env 1 partial)
+    ]
+    expected = expected[: len(expected) - len(expected) % replicas]  # 3 replicas: the first 6
+    env = scripted_vec_env([1, 2, 4], start=1)
+    agent = ReinforceAgent((2,), 2, gamma=0.5, normalize_returns=False, seed=0)
+    make_batch, train_on_batch, seen = agent._make_batch, agent._train_on_batch, []
+
+    def make_batch_for(rollout, action_offset, num_actions, _, update):  # as under a strategy
+        return make_batch(rollout, action_offset, num_actions, replicas, update)
+
+    def spy(observations, actions, returns):
+        seen.append((observations, actions, returns))
+        return train_on_batch(observations, actions, returns)
+
+    monkeypatch.setattr(agent, "_make_batch", make_batch_for)
+    monkeypatch.setattr(agent, "_train_on_batch", spy)
+    agent.learn(env, max_updates=1)
+
+    (observations, actions, returns), = seen
+    taken = [sub.actions_taken for sub in env.envs]
+    assert [len(a) for a in taken] == [2, 3, 4]  # reset steps never reach the env's step
+    np.testing.assert_array_equal(observations, [[k, length] for _, _, k, length, _ in expected])
+    np.testing.assert_array_equal(actions, [taken[n][i] - 1 for n, i, _, _, _ in expected])  # start=1
+    np.testing.assert_array_equal(returns, [g for *_, g in expected])
+    assert (observations.dtype, actions.dtype, returns.dtype) == (np.float32, np.int32, np.float32)
+    assert len(set(actions.tolist())) == 2  # both actions occur: the alignment check has teeth
+
+
 def test_max_grad_norm_goes_through_the_optimizer():
     agent = ReinforceAgent((3,), 2, max_grad_norm=0.5)
     agent.compile()
