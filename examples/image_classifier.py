@@ -18,7 +18,8 @@ export) holds:
 * a plot: ``confusion_matrix.png`` (multi-class) or ``per_label_scores.png`` (multi-label).
 
 Training is resumable: every epoch is backed up to ``--backup-dir``; a run that is killed resumes from
-its last finished epoch when started again with the same flags. The backup is deleted when training ends.
+its last finished epoch when started again with the same flags (a run killed after training, while
+evaluating or exporting, only evaluates and exports again). The backup is deleted once the export is written.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import argparse
 import math
 import os
 import platform
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -191,8 +193,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     print(f"model: {model.count_params():,} parameters, loss {type(model.loss).__name__}")
 
     # Resumes a killed run at its last finished epoch (weights, optimizer state and epoch number); two
-    # checkpoints, so a kill in the middle of writing one falls back to the previous one.
-    backup = keras.callbacks.BackupAndRestore(str(backup_dir), double_checkpoint=True)
+    # checkpoints, so a kill in the middle of writing one falls back to the previous one. Kept after fit
+    # (Keras would delete it there) until the export is written: a kill in between loses no training.
+    backup = keras.callbacks.BackupAndRestore(str(backup_dir), double_checkpoint=True, delete_checkpoint=False)
     start = time.perf_counter()
     history = model.fit(
         data.train,
@@ -225,6 +228,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
     with export_location(export_dir, strategy) as location:  # only the chief's copy is kept
         export_image_classifier(location, model, write_extras=write_extras)
+    shutil.rmtree(backup_dir, ignore_errors=True)  # trained and exported: nothing left to resume
     if is_chief(strategy):
         print(f"exported SavedModel, model.keras, metrics.json and {plot_name} to {export_dir}")
     return results

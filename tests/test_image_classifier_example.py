@@ -227,3 +227,29 @@ def test_folder_dataset_without_a_name_is_rejected_before_training(tmp_path, mon
     with pytest.raises(ValueError, match="cannot name the default export directory after dataset '/'.*--export-dir"):
         example.main(["--dataset", "/"])
     assert not (tmp_path / "saved_models").exists()
+
+
+@pytest.mark.slow
+def test_backup_outlives_a_failed_export_and_the_rerun_only_exports(tmp_path, monkeypatch, capsys):
+    # Keras deletes its backup when fit ends; a kill between there and the export lost the training.
+    example = _example_module()
+    root = _tiny_image_folder(tmp_path / "photos")
+    export_dir, backup_dir = tmp_path / "export", tmp_path / "backup"
+    flags = ["--dataset", str(root), "--epochs", "2", "--batch-size", "4", "--export-dir", str(export_dir),
+             "--backup-dir", str(backup_dir)]
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt("killed while exporting")
+
+    monkeypatch.setattr(example, "export_image_classifier", killed)
+    with pytest.raises(KeyboardInterrupt):
+        example.main(flags)
+    assert json.loads((backup_dir / "training_metadata.json").read_text())["epoch"] == 2
+    assert not export_dir.exists()
+
+    monkeypatch.undo()
+    capsys.readouterr()
+    _example_module().main(flags)
+    assert "trained 0 epoch(s) in this run" in capsys.readouterr().out  # resumed after the last epoch
+    assert (export_dir / "saved_model.pb").exists()
+    assert not backup_dir.exists(), "the backup is deleted once the export is written"
