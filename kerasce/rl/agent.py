@@ -80,11 +80,18 @@ def _replica_scale() -> float | tf.Tensor:
 class StopAtMeanReturn(keras.callbacks.Callback):
     """Stop training once the running mean return (``monitor``) reaches ``target_return``.
 
+    Checked after every update, and also when training begins, against the last row of the agent's
+    ``training_log`` (restored by ``load_checkpoint``): a run resumed from a checkpoint that already
+    met the target stops before doing another update.
+
     Args:
       target_return: e.g. 475 for CartPole-v1 (its ``reward_threshold``).
       monitor: the log key holding the running mean (``"mean_return_100"`` in ``learn``).
       min_episodes: episodes needed before stopping (``logs["episodes"]``), so that a 100-episode
         mean is over 100 episodes.
+
+    Attributes:
+      reached_at: the index of the update that reached the target, or None.
     """
 
     def __init__(self, target_return: float, monitor: str = "mean_return_100", min_episodes: int = 100):
@@ -94,11 +101,19 @@ class StopAtMeanReturn(keras.callbacks.Callback):
         self.min_episodes = int(min_episodes)
         self.reached_at: int | None = None
 
-    def on_epoch_end(self, epoch, logs=None):
-        logs = logs or {}
+    def _reached(self, logs: dict[str, float]) -> bool:
         value = logs.get(self.monitor)
         enough = logs.get("episodes", math.inf) >= self.min_episodes
-        if value is not None and enough and value >= self.target_return:
+        return value is not None and enough and value >= self.target_return
+
+    def on_train_begin(self, logs: dict[str, float] | None = None) -> None:
+        history = getattr(self.model, "training_log", None)
+        if history and self._reached(history[-1]):
+            self.reached_at = int(history[-1].get("update", len(history))) - 1
+            self.model.stop_training = True
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+        if self._reached(logs or {}):
             self.reached_at = epoch
             self.model.stop_training = True
 

@@ -243,8 +243,9 @@ def test_keras_callbacks_work_in_learn(tmp_path):
     assert (tmp_path / "agent.weights.h5").exists()
 
     stopper = StopAtMeanReturn(1.0, min_episodes=1)  # every return is >= 1: stops after one update
-    agent.learn("CartPole-v1", max_updates=10, callbacks=[stopper])
-    assert stopper.reached_at == 3 and agent.updates == 4
+    fresh = ReinforceAgent.from_env("CartPole-v1", seed=0, num_envs=8)
+    fresh.learn("CartPole-v1", max_updates=10, callbacks=[stopper])
+    assert stopper.reached_at == 0 and fresh.updates == 1
 
 
 def test_keras_round_trip_and_config(tmp_path):
@@ -411,3 +412,37 @@ def test_stop_at_mean_return_waits_for_a_full_window():
     assert not agent.stop_training
     stopper.on_epoch_end(2, {"mean_return_100": 10.0, "episodes": 150.0})
     assert agent.stop_training and stopper.reached_at == 2
+
+
+@pytest.mark.parametrize(
+    "last_row, stops",
+    [
+        ({"mean_return_100": 10.0, "episodes": 100.0, "update": 7.0}, True),
+        ({"mean_return_100": 20.0, "episodes": 99.0, "update": 7.0}, False),  # window not full
+        ({"mean_return_100": 9.9, "episodes": 300.0, "update": 7.0}, False),
+        (None, False),  # a fresh agent: no history
+    ],
+)
+def test_stop_at_mean_return_checks_the_history_when_training_begins(last_row, stops):
+    agent = ReinforceAgent((2,), 2)
+    agent.training_log = [] if last_row is None else [{"mean_return_100": 0.0, "episodes": 0.0}, last_row]
+    stopper = StopAtMeanReturn(10.0)
+    stopper.set_model(agent)
+    agent.stop_training = False
+    stopper.on_train_begin()
+    assert agent.stop_training is stops
+    assert stopper.reached_at == (6 if stops else None)
+
+
+def test_resuming_a_run_that_met_the_target_does_no_update(scripted_vec_env, tmp_path):
+    # 50 one-step episodes of return 1 per update: after 2 updates the 100-episode mean is 1.
+    env = scripted_vec_env([1] * 50)
+    first = ReinforceAgent((2,), 2, seed=0)
+    first.learn(env, max_updates=10, target_return=1.0, checkpoint_dir=tmp_path)
+    assert first.updates == 2 and len(first.episode_returns) == 100
+    resumed = ReinforceAgent((2,), 2, seed=0)
+    history = resumed.learn(env, max_updates=10, target_return=1.0, checkpoint_dir=tmp_path, resume=True)
+    assert history.epoch == [] and resumed.updates == 2
+    assert int(resumed.optimizer.iterations.numpy()) == 2
+    for w0, w1 in zip(first.get_weights(), resumed.get_weights()):
+        np.testing.assert_array_equal(w0, w1)
