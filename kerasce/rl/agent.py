@@ -279,11 +279,21 @@ class ReinforceAgent(keras.Model):
         trackers = [self.loss_tracker, self.policy_loss_tracker, self.entropy_tracker]
         return trackers + ([self.value_loss_tracker] if self.baseline else [])
 
-    def compile(self, optimizer: keras.optimizers.Optimizer | str | None = None, **kwargs: Any) -> None:
+    def compile(
+        self,
+        optimizer: keras.optimizers.Optimizer | str | None = None,
+        jit_compile: bool | str = False,
+        **kwargs: Any,
+    ) -> None:
         """Compile with Adam(``learning_rate``, ``global_clipnorm=max_grad_norm``) unless given one.
 
         A given optimizer without clipping of its own gets ``global_clipnorm = max_grad_norm``.
         ``loss`` and ``metrics`` are not accepted: the agent's loss is its own.
+
+        ``jit_compile`` defaults to False, not Keras's ``"auto"``: ``"auto"`` turns XLA on whenever a
+        GPU is present, and XLA compiles out the run-time checks of ``PolicyGradientLoss`` (actions
+        must be integer ids in ``[0, A)``): XLA's gather then clamps a bad id instead of reporting it.
+        ``True`` or ``"auto"`` are passed through to ``keras.Model.compile``.
 
         Raises:
           ValueError: if ``loss`` or ``metrics`` is passed.
@@ -302,7 +312,7 @@ class ReinforceAgent(keras.Model):
                             for k in ("clipnorm", "global_clipnorm", "clipvalue"))
             if self.max_grad_norm is not None and unclipped:
                 optimizer.global_clipnorm = self.max_grad_norm
-        super().compile(optimizer=optimizer, **kwargs)
+        super().compile(optimizer=optimizer, jit_compile=jit_compile, **kwargs)
 
     def train_step(self, data):
         """One REINFORCE update on ``data = (observations [B, D...], actions [B], returns [B])``.

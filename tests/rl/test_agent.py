@@ -162,6 +162,20 @@ def test_the_train_step_gets_aligned_steps_of_complete_episodes(scripted_vec_env
     assert len(set(actions.tolist())) == 2  # both actions occur: the alignment check has teeth
 
 
+@pytest.mark.parametrize("given, expected", [(None, False), (False, False), (True, True), ("auto", True)])
+def test_compile_keeps_xla_off_unless_asked(monkeypatch, given, expected):
+    # Keras's default jit_compile="auto" means XLA whenever a GPU exists, and XLA compiles the
+    # loss's run-time checks out. Pretend to be on such a machine.
+    monkeypatch.setattr(keras.Model, "_resolve_auto_jit_compile", lambda self: True)
+    agent = ReinforceAgent((3,), 2)
+    agent.compile(**({} if given is None else {"jit_compile": given}))
+    assert agent.jit_compile is expected
+    if given is None:  # learn() compiles an uncompiled agent the same way
+        fresh = ReinforceAgent((3,), 2)
+        fresh._ensure_optimizer()
+        assert fresh.jit_compile is False
+
+
 def test_max_grad_norm_goes_through_the_optimizer():
     agent = ReinforceAgent((3,), 2, max_grad_norm=0.5)
     agent.compile()
