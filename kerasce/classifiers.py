@@ -33,8 +33,10 @@ from kerasce.export import export_saved_model
 from kerasce.losses import SigmoidCrossEntropy, SoftmaxCrossEntropy
 
 __all__ = [
+    "ClassAccuracy",
     "ImageClassifier",
     "build_image_classifier",
+    "class_accuracy",
     "classifier_metrics",
     "export_image_classifier",
 ]
@@ -84,6 +86,42 @@ class ImageClassifier(keras.Model):
         return {**super().get_config(), "multilabel": self.multilabel}
 
 
+def class_accuracy(y_true, y_pred):
+    """Per example, whether the most probable class is the true one, for ids or one-hot labels.
+
+    Args:
+        y_true: Class ids ``int [B]`` (or ``[B, 1]``), or one-hot (or soft) labels ``[B, K]``, ``K >= 2``,
+            whose argmax is the class. Told apart by rank, so a batch of ``K`` ids is never read as
+            one-hot.
+        y_pred: Scores ``[B, K]`` (probabilities or logits: only their argmax counts).
+
+    Returns:
+        ``float32 [B]``: 1 where ``argmax(y_pred) == class``, else 0.
+    """
+    if len(y_true.shape) == len(y_pred.shape) and y_true.shape[-1] != 1:
+        return keras.metrics.categorical_accuracy(y_true, y_pred)
+    return keras.metrics.sparse_categorical_accuracy(y_true, y_pred)
+
+
+@keras.saving.register_keras_serializable(package="kerasce")
+class ClassAccuracy(keras.metrics.MeanMetricWrapper):
+    """Multi-class accuracy for labels given as class ids or one-hot: the mean of `class_accuracy`.
+
+    Keras's ``SparseCategoricalAccuracy`` takes ids only (one-hot labels crash it, or, when the batch
+    size equals ``K``, broadcast into a wrong value); ``CategoricalAccuracy`` takes one-hot only.
+
+    Args:
+        name: Metric name.
+        dtype: Dtype of the result.
+    """
+
+    def __init__(self, name: str = "accuracy", dtype: str | None = None):
+        super().__init__(fn=class_accuracy, name=name, dtype=dtype)
+
+    def get_config(self) -> dict:
+        return {"name": self.name, "dtype": self.dtype}
+
+
 def classifier_metrics(num_classes: int, multilabel: bool) -> list[keras.metrics.Metric]:
     """The metrics `build_image_classifier` compiles with (they receive probabilities).
 
@@ -92,12 +130,12 @@ def classifier_metrics(num_classes: int, multilabel: bool) -> list[keras.metrics
         multilabel: Whether the task is multi-label.
 
     Returns:
-        Multi-class: ``[accuracy]`` (sparse labels). Multi-label: ``[auc, precision, recall, micro_f1]``
+        Multi-class: ``[accuracy]`` (`ClassAccuracy`: ids or one-hot labels). Multi-label: ``[auc, precision, recall, micro_f1]``
         where ``auc`` is the mean over labels of each label's ROC AUC, ``precision`` / ``recall`` count
         every (example, label) decision at 0.5, and ``micro_f1`` is their F1.
     """
     if not multilabel:
-        return [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+        return [ClassAccuracy(name="accuracy")]
     return [
         keras.metrics.AUC(multi_label=True, num_labels=num_classes, name="auc"),
         keras.metrics.Precision(name="precision"),

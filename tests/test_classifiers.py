@@ -52,6 +52,18 @@ def test_softmax_loss_sees_logits_exactly():
     assert result["accuracy"] == pytest.approx(1 / 6)
 
 
+@pytest.mark.parametrize("batch_size", [4, 3])  # 4 == K: one-hot labels [B, K] once broadcast against ids [B]
+@pytest.mark.parametrize("labels_as", ["ids", "ids [B, 1]", "one-hot"])
+def test_accuracy_of_class_ids_and_one_hot_labels(labels_as, batch_size):
+    model = build_image_classifier((8, 8, 1), 4, dropout=0.0)
+    _constant_logits(model, [0.0, 2.0, 1.0, -1.0])  # every image predicted as class 1
+    classes = np.array([1, 1, 0, 2, 1, 3, 3, 1])  # 4 of 8 are class 1
+    labels = {"ids": classes, "ids [B, 1]": classes[:, None], "one-hot": np.eye(4, dtype=np.float32)[classes]}
+    result = model.evaluate(np.zeros((8, 8, 8, 1), np.uint8), labels[labels_as], batch_size=batch_size,
+                            return_dict=True, verbose=0)
+    assert result["accuracy"] == pytest.approx(0.5)
+
+
 def test_sigmoid_loss_sees_logits_and_metrics_see_probabilities():
     model = build_image_classifier((8, 8, 1), 5, multilabel=True, dropout=0.0)
     # Logits in (0, 0.5] are positive as probabilities (> 0.5) but would be negative if a metric
