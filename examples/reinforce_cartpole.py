@@ -21,6 +21,7 @@ import os
 import platform
 import shutil
 import sys
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # pygame renders off-screen
@@ -59,7 +60,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def greedy_episode(agent: ReinforceAgent, env_id: str, seed: int, max_frames: int = 500):
+def greedy_episode(
+    agent: ReinforceAgent, env_id: str, seed: int, max_frames: int = 500
+) -> tuple[list[Image.Image], float]:
     """Play one greedy episode with rendering; returns (frames, return). Every 2nd frame, half size."""
     env = gymnasium.make(env_id, render_mode="rgb_array")
     act = make_policy_sampler(agent.policy)
@@ -148,7 +151,7 @@ def main(argv: list[str] | None = None) -> dict:
     title = (f"REINFORCE (kerasce) on {args.env}, seed {args.seed}: "
              f"{'solved' if solved else 'stopped'} in {agent.train_seconds:.1f} s")
 
-    def write_extras(directory):
+    def write_extras(directory: Path) -> None:
         write_json_atomic(directory / "metrics.json", metrics)
         plot_learning_curve(agent, target, title, str(directory / "learning_curve.png"))
         frames[0].save(directory / "greedy_episode.gif", save_all=True, append_images=frames[1:],

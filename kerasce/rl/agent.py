@@ -30,7 +30,13 @@ import tensorflow as tf
 from kerasce.losses import PolicyGradientLoss, softmax_entropy
 from kerasce.rl.envs import check_spaces, make_vector_env
 from kerasce.rl.returns import complete_episode_mask, discounted_returns, normalize
-from kerasce.rl.rollout import collect_episodes, completed_episodes, make_policy_sampler, sample_actions
+from kerasce.rl.rollout import (
+    Rollout,
+    collect_episodes,
+    completed_episodes,
+    make_policy_sampler,
+    sample_actions,
+)
 
 __all__ = ["ReinforceAgent", "StopAtMeanReturn", "build_mlp"]
 
@@ -270,12 +276,12 @@ class ReinforceAgent(keras.Model):
                 f"{tuple(logits.shape)[1:]} per batch of observations."
             )
 
-    def call(self, observations, training=None):
+    def call(self, observations: tf.Tensor | np.ndarray, training: bool | None = None) -> tf.Tensor:
         """Policy logits ``[B, A]`` for observations ``[B, D...]``."""
         return self.policy(observations, training=training)
 
     @property
-    def metrics(self):
+    def metrics(self) -> list[keras.metrics.Metric]:
         trackers = [self.loss_tracker, self.policy_loss_tracker, self.entropy_tracker]
         return trackers + ([self.value_loss_tracker] if self.baseline else [])
 
@@ -314,7 +320,7 @@ class ReinforceAgent(keras.Model):
                 optimizer.global_clipnorm = self.max_grad_norm
         super().compile(optimizer=optimizer, jit_compile=jit_compile, **kwargs)
 
-    def train_step(self, data):
+    def train_step(self, data: tuple[Any, ...]) -> dict[str, tf.Tensor]:
         """One REINFORCE update on ``data = (observations [B, D...], actions [B], returns [B])``.
 
         This is the ``(x, y, sample_weight)`` triple of ``fit(observations, actions,
@@ -693,7 +699,11 @@ class ReinforceAgent(keras.Model):
                 f"{observations[t, n]}. Training stopped; the last checkpoint (if any) is kept."
             )
 
-    def _make_batch(self, rollout, action_offset, num_actions, replicas, update):
+    def _make_batch(
+        self, rollout: Rollout, action_offset: int, num_actions: int, replicas: int, update: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(observations [B, D...] float32, actions [B] int32 in [0, A), returns [B] float32)``: the
+        steps of the complete episodes, time-major, trimmed to a multiple of ``replicas``."""
         mask = complete_episode_mask(rollout.terminated, rollout.truncated, rollout.valid)
         if not mask.any():
             raise ValueError(

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import gymnasium
 import numpy as np
 
 __all__ = ["check_spaces", "make_vector_env"]
 
 
-def make_vector_env(env_id: str, num_envs: int, **kwargs) -> gymnasium.vector.VectorEnv:
+def make_vector_env(env_id: str, num_envs: int, **kwargs: Any) -> gymnasium.vector.VectorEnv:
     """A gymnasium vector env: the env's native vector implementation when it has one, else "sync".
 
     Both autoreset on the step after an episode ends (gymnasium's NEXT_STEP mode), which
