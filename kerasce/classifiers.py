@@ -167,6 +167,7 @@ def build_image_classifier(
     dropout: float = 0.25,
     learning_rate: float | keras.optimizers.schedules.LearningRateSchedule = 1e-3,
     label_smoothing: float = 0.0,
+    jit_compile: bool | str = False,
     name: str = "image_classifier",
 ) -> ImageClassifier:
     """A small CNN image classifier, compiled with kerasce's loss for the task.
@@ -192,6 +193,11 @@ def build_image_classifier(
         dropout: Dropout rate before each dense layer, in ``[0, 1)``.
         learning_rate: Adam's learning rate, a number or a Keras schedule (e.g. ``CosineDecay``).
         label_smoothing: Passed to the loss, in ``[0, 1]``.
+        jit_compile: Passed to ``compile``. Off by default, unlike Keras's ``"auto"`` (XLA whenever a GPU
+            exists): XLA compiles the loss's run-time checks out, so bad labels (a class id outside
+            ``[0, K)``, a one-hot or multi-hot value outside ``[0, 1]``) no longer raise, and an
+            out-of-range id is silently clamped by the gather. Opt in (``True`` or ``"auto"``) for speed
+            once the data is trusted.
         name: Model name.
 
     Returns:
@@ -237,6 +243,7 @@ def build_image_classifier(
         optimizer=keras.optimizers.Adam(learning_rate),
         loss=loss_class(from_logits=True, label_smoothing=label_smoothing),
         metrics=classifier_metrics(int(num_classes), multilabel),
+        jit_compile=jit_compile,
     )
     return model
 

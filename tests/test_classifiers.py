@@ -41,6 +41,19 @@ def test_compiled_structure(multilabel, loss_class):
     assert sorted(result) == sorted(["loss"] + (["auc", "precision", "recall", "micro_f1"] if multilabel else ["accuracy"]))
 
 
+def test_xla_is_off_unless_asked_for(monkeypatch):
+    # Keras's default jit_compile="auto" turns XLA on when a GPU exists, and XLA compiles the loss's label
+    # checks out. A GPU is faked so that "auto" would mean XLA on this machine too.
+    devices = tf.config.list_physical_devices()
+    gpu = tf.config.PhysicalDevice(name="/physical_device:GPU:0", device_type="GPU")
+    monkeypatch.setattr(tf.config, "list_physical_devices", lambda device_type=None: [*devices, gpu])
+    plain = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2)])
+    plain.compile(loss="mse")
+    assert plain.jit_compile is True  # Keras's "auto" with a GPU
+    assert build_image_classifier((8, 8, 1), 3).jit_compile is False
+    assert build_image_classifier((8, 8, 1), 3, jit_compile=True).jit_compile is True
+
+
 def test_softmax_loss_sees_logits_exactly():
     model = build_image_classifier((8, 8, 1), 4, dropout=0.0)
     bias = np.array([50.0, 0.0, -50.0, 3.0])  # clipped probabilities would cap each loss at -log(1e-7)
