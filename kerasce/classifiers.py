@@ -6,8 +6,10 @@ Design: logits inside, probabilities outside.
 
 * The network ends in a linear ``Dense(K)`` layer named ``logits``; ``model(images)`` returns logits, and
   the loss (`SoftmaxCrossEntropy` / `SigmoidCrossEntropy` with ``from_logits=True``) gets exactly those:
-  log-sum-exp / softplus forms, exact for any logit, with no clipping and no reliance on logits that
-  Keras caches on a softmax output (a cache that eager tensors cannot hold).
+  log-sum-exp / softplus forms, exact for any logit, with no clipping. A softmax output would leave
+  exactness to the logits Keras caches as an attribute of that one output tensor: any op between it and
+  the loss (``tf.identity``, a ``Lambda`` layer, ...) drops the cache, and the loss then silently falls
+  back to clipped probabilities.
 * `ImageClassifier.compute_metrics` turns the logits into probabilities (softmax or sigmoid) before
   updating the compiled metrics, so every metric sees probabilities: accuracy for multi-class; mean
   per-label AUC, precision, recall and micro-F1 at 0.5 for multi-label.
@@ -130,9 +132,10 @@ def classifier_metrics(num_classes: int, multilabel: bool) -> list[keras.metrics
         multilabel: Whether the task is multi-label.
 
     Returns:
-        Multi-class: ``[accuracy]`` (`ClassAccuracy`: ids or one-hot labels). Multi-label: ``[auc, precision, recall, micro_f1]``
-        where ``auc`` is the mean over labels of each label's ROC AUC, ``precision`` / ``recall`` count
-        every (example, label) decision at 0.5, and ``micro_f1`` is their F1.
+        Multi-class: ``[accuracy]`` (`ClassAccuracy`: class ids or one-hot labels). Multi-label:
+        ``[auc, precision, recall, micro_f1]`` where ``auc`` is the mean over labels of each label's ROC
+        AUC, ``precision`` / ``recall`` count every (example, label) decision at 0.5, and ``micro_f1`` is
+        their F1.
     """
     if not multilabel:
         return [ClassAccuracy(name="accuracy")]

@@ -152,7 +152,8 @@ def test_names_with_a_config_go_to_tfds():
     # "bigearthnet/rgb" contains "/" but is a TFDS name (dataset/config), not a folder.
     with tfds.testing.mock_data(num_examples=4):
         data = load_image_dataset("bigearthnet/rgb", batch_size=4, download=True)
-    assert (data.name, data.input_shape, data.num_classes, data.multilabel) == ("bigearthnet/rgb", (120, 120, 3), 43, True)
+    assert (data.name, data.input_shape, data.num_classes, data.multilabel) == ("bigearthnet/rgb", (120, 120, 3),
+                                                                                43, True)
     with pytest.raises(ValueError, match="unknown dataset 'digitz/2012'.*starting with ./.*Close matches: digits"):
         load_image_dataset("digitz/2012")  # the TFDS error, not "expected a directory"
     with pytest.raises(ValueError, match="unknown dataset 'photos/cats/2024'"):
@@ -161,7 +162,7 @@ def test_names_with_a_config_go_to_tfds():
 
 @pytest.mark.parametrize("name", ["./nowhere", "../nowhere", "/nowhere/at/all", "~/nowhere-kerasce"])
 def test_path_prefixes_mean_a_folder(name):
-    with pytest.raises(ValueError, match="expected a directory with one sub-folder of images per class.*does not exist"):
+    with pytest.raises(ValueError, match="expected a directory with one sub-folder of images .*does not exist"):
         load_image_dataset(name)
 
 
