@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import keras
 import numpy as np
@@ -57,11 +57,11 @@ class ImageClassifier(keras.Model):
         **kwargs: Passed to ``keras.Model`` (``name``, ...).
     """
 
-    def __init__(self, *args, multilabel: bool = False, **kwargs):
+    def __init__(self, *args: Any, multilabel: bool = False, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.multilabel = bool(multilabel)
 
-    def call(self, inputs, training=None, mask=None):
+    def call(self, inputs: tf.Tensor, training: bool | None = None, mask: tf.Tensor | None = None) -> tf.Tensor:
         """Logits ``[B, K]`` of images ``[B, H, W, C]``; other ranks are rejected (not silently reshaped)."""
         expected = tuple(self.inputs[0].shape)
         if len(inputs.shape) != len(expected):
@@ -71,24 +71,26 @@ class ImageClassifier(keras.Model):
             )
         return super().call(inputs, training=training, mask=mask)
 
-    def probabilities(self, logits):
+    def probabilities(self, logits: tf.Tensor | np.ndarray) -> tf.Tensor:
         """Softmax (multi-class) or sigmoid (multi-label) of logits ``[B, K]``."""
         return ops.sigmoid(logits) if self.multilabel else ops.softmax(logits, axis=-1)
 
-    def compute_metrics(self, x, y, y_pred, sample_weight=None):
-        """Updates the compiled metrics with probabilities instead of the logits `y_pred`."""
+    def compute_metrics(
+        self, x: tf.Tensor, y: tf.Tensor, y_pred: tf.Tensor, sample_weight: tf.Tensor | None = None
+    ) -> dict[str, Any]:
+        """Updates the compiled metrics with probabilities instead of the logits `y_pred`; returns their results."""
         return super().compute_metrics(x, y, self.probabilities(y_pred), sample_weight)
 
-    def predict_probabilities(self, x, **kwargs) -> np.ndarray:
+    def predict_probabilities(self, x: np.ndarray | tf.Tensor | tf.data.Dataset, **kwargs: Any) -> np.ndarray:
         """``model.predict`` followed by the head's activation: probabilities ``float32 [B, K]``."""
         logits = self.predict(x, **kwargs)
         return np.asarray(self.probabilities(logits))
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "multilabel": self.multilabel}
 
 
-def class_accuracy(y_true, y_pred):
+def class_accuracy(y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
     """Per example, whether the most probable class is the true one, for ids or one-hot labels.
 
     Args:
@@ -120,7 +122,7 @@ class ClassAccuracy(keras.metrics.MeanMetricWrapper):
     def __init__(self, name: str = "accuracy", dtype: str | None = None):
         super().__init__(fn=class_accuracy, name=name, dtype=dtype)
 
-    def get_config(self) -> dict:
+    def get_config(self) -> dict[str, Any]:
         return {"name": self.name, "dtype": self.dtype}
 
 

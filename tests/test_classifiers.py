@@ -1,5 +1,7 @@
 """Image classifiers: structure, logits-to-loss / probabilities-to-metrics, learning, export, bad inputs."""
 
+import inspect
+
 import keras
 import numpy as np
 import pytest
@@ -164,6 +166,13 @@ def test_export_serves_probabilities_of_uint8_images(tmp_path):
     assert list(outputs) == ["probabilities"]
     np.testing.assert_allclose(outputs["probabilities"], model.predict_probabilities(images, verbose=0), rtol=1e-5)
     np.testing.assert_allclose(outputs["probabilities"].numpy().sum(axis=1), 1.0, rtol=1e-6)
+
+
+def test_public_methods_are_annotated():
+    for name in ("call", "probabilities", "compute_metrics", "predict_probabilities", "get_config"):
+        signature = inspect.signature(getattr(ImageClassifier, name))
+        missing = [p.name for p in list(signature.parameters.values())[1:] if p.annotation is p.empty]
+        assert not missing and signature.return_annotation is not signature.empty, (name, missing)
 
 
 # ------------------------------------------------------------------------------------------------
