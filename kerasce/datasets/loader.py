@@ -161,16 +161,23 @@ def image_task(features: tfds.features.FeaturesDict, supervised_keys=None, name:
     return ImageTask(image_key, label_key, image_shape, num_classes, multilabel, names, to_labels)
 
 
+def _is_positive_int(value: object) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= 1
+
+
 def _check_batch_size(batch_size: int) -> None:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+    if not _is_positive_int(batch_size):
         raise ValueError(f"expected batch_size to be an integer >= 1, got {batch_size!r}.")
 
 
 def _check_image_size(image_size) -> tuple[int, int] | None:
     if image_size is None:
         return None
-    size = tuple(image_size)
-    if len(size) != 2 or not all(isinstance(s, (int, np.integer)) and s >= 1 for s in size):
+    try:
+        size = tuple(image_size)
+    except TypeError:  # not a sequence, e.g. a single number
+        size = ()
+    if len(size) != 2 or not all(_is_positive_int(s) for s in size):
         raise ValueError(f"expected image_size (height, width) of positive integers, got {image_size!r}.")
     return (int(size[0]), int(size[1]))
 

@@ -182,7 +182,7 @@ def test_bad_batch_size(batch_size):
         load_image_dataset("digits", batch_size=batch_size)
 
 
-@pytest.mark.parametrize("image_size", [(32,), (0, 4), (4, 4, 3), ("a", 2)])
+@pytest.mark.parametrize("image_size", [(32,), (0, 4), (4, 4, 3), ("a", 2), (True, 4), 32, "ab"])
 def test_bad_image_size(image_size):
     with pytest.raises(ValueError, match=r"expected image_size \(height, width\) of positive integers"):
         load_image_dataset("digits", image_size=image_size)
