@@ -8,7 +8,7 @@
 
 from kerasce.rl.agent import ReinforceAgent, StopAtMeanReturn, build_mlp
 from kerasce.rl.envs import check_spaces, make_vector_env
-from kerasce.rl.returns import complete_episode_mask, discounted_returns, normalize
+from kerasce.rl.returns import complete_episode_mask, discounted_returns, first_episode_mask, normalize
 from kerasce.rl.rollout import (
     CompiledPolicy,
     NumpyPolicy,
@@ -31,6 +31,7 @@ __all__ = [
     "complete_episode_mask",
     "completed_episodes",
     "discounted_returns",
+    "first_episode_mask",
     "make_policy_sampler",
     "make_vector_env",
     "normalize",

@@ -15,6 +15,7 @@ gymnasium vector env and calls the same compiled train step once per update.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -29,7 +30,7 @@ import tensorflow as tf
 
 from kerasce.losses import PolicyGradientLoss, softmax_entropy
 from kerasce.rl.envs import check_spaces, make_vector_env
-from kerasce.rl.returns import complete_episode_mask, discounted_returns, normalize
+from kerasce.rl.returns import complete_episode_mask, discounted_returns, first_episode_mask, normalize
 from kerasce.rl.rollout import (
     Rollout,
     collect_episodes,
@@ -554,14 +555,22 @@ class ReinforceAgent(keras.Model):
         checkpoint_every: int = 10,
         resume: bool = False,
     ) -> keras.callbacks.History:
-        """Train on complete episodes from a gymnasium vector env, one update per collection round.
+        """Train on the first episode of each sub-env of a vector env, one update per collection round.
 
         Each update: reset every sub-env (seeded from ``(seed, update)``), step them with actions
-        sampled from the current policy until every sub-env has finished at least one episode, keep
-        the steps of all complete episodes (the trailing partial ones and the next-step autoreset
-        steps are dropped), compute discounted returns, normalise them (``normalize_returns``) and
-        run the compiled ``train_step`` once on that batch. Because every update starts from seeds
-        derived from the update index, a resumed run continues exactly as the uninterrupted one.
+        sampled from the current policy until every sub-env has finished its first episode, keep the
+        steps of those first episodes (one per sub-env), compute discounted returns, normalise them
+        (``normalize_returns``) and run the compiled ``train_step`` once on that batch. Because every
+        update starts from seeds derived from the update index, a resumed run continues exactly as
+        the uninterrupted one.
+
+        Only the first episode of each sub-env is used (and logged in ``episode_returns``): a fast
+        sub-env's 2nd, 3rd, ... episodes finish before the slowest sub-env's first one only when they
+        are short, so keeping them would bias the gradient and ``mean_return_100`` toward short
+        episodes. First episodes all start at the update's reset and are all waited for (unless
+        ``max_rollout_steps`` cuts one off), so they are an unbiased sample of the current policy's
+        episodes. The later steps are still collected (a vector env steps all sub-envs at once) and
+        counted in ``env_steps``.
 
         Callbacks see one update as one epoch; logs hold ``loss``, ``policy_loss``, ``entropy``,
         (``value_loss``), ``mean_return_100``, ``episode_return`` (this update's mean), ``episodes``,
@@ -644,6 +653,10 @@ class ReinforceAgent(keras.Model):
                 return sample_actions(sampler.logits(obs), rng) + action_offset
 
             rollout, _ = collect_episodes(env, act, observations, self.max_rollout_steps)
+            # Each sub-env's first episode only (see `learn`): later ones become invalid steps, like
+            # the autoreset steps, so they get no return, no batch row and no logged episode.
+            first = first_episode_mask(rollout.terminated, rollout.truncated, rollout.valid)
+            rollout = dataclasses.replace(rollout, valid=first)
             collect_seconds = time.perf_counter() - update_start
             self._check_observations(rollout.observations, update)
             batch = self._make_batch(rollout, action_offset, num_actions, replicas, update)

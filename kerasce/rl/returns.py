@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["complete_episode_mask", "discounted_returns", "normalize"]
+__all__ = ["complete_episode_mask", "discounted_returns", "first_episode_mask", "normalize"]
 
 
 def _as_bool(name: str, value: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
@@ -103,6 +103,32 @@ def complete_episode_mask(
         ends_later = done[t] | (ends_later & valid[t])
         mask[t] = ends_later & valid[t]
     return mask
+
+
+def first_episode_mask(
+    terminated: np.ndarray, truncated: np.ndarray, valid: np.ndarray | None = None
+) -> np.ndarray:
+    """Which steps belong to the first episode of their column.
+
+    ``first[t] = valid[t] and no valid step before t is done``, with ``done = terminated | truncated``:
+    each column's valid steps up to and including its first valid ``done``, or all of its valid steps
+    if none is done (combine with :func:`complete_episode_mask` to drop such a partial episode).
+
+    Args:
+      terminated: ``[T, N]`` bool.
+      truncated: ``[T, N]`` bool.
+      valid: optional ``[T, N]`` bool, False for steps outside any episode (autoreset steps).
+
+    Returns:
+      ``[T, N]`` bool.
+    """
+    terminated = np.asarray(terminated)
+    _, terminated, truncated, valid = _check_inputs(
+        np.zeros(terminated.shape), terminated, truncated, valid
+    )
+    ends = (terminated | truncated) & valid
+    ended_before = np.cumsum(ends, axis=0) - ends > 0
+    return valid & ~ended_before
 
 
 def normalize(values: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:

@@ -246,7 +246,8 @@ def collect_episodes(
 
     Call it right after ``env.reset()`` so that every column starts a fresh episode. The rollout
     then holds, per env, one complete first episode, further episodes that also ended in time,
-    and a trailing partial episode (drop it with :func:`kerasce.rl.returns.complete_episode_mask`).
+    and a trailing partial episode (drop it with :func:`kerasce.rl.returns.complete_episode_mask`;
+    :func:`kerasce.rl.returns.first_episode_mask` keeps only the first episodes).
 
     Next-step autoreset (gymnasium's default): the step after ``terminated | truncated`` only resets
     that sub-env (its action is ignored, its reward is 0); it is recorded with ``valid=False``.

@@ -123,7 +123,7 @@ def test_mixed_float16_scales_the_loss_and_trains():
 def test_the_train_step_gets_aligned_steps_of_complete_episodes(scripted_vec_env, monkeypatch, replicas):
     # Sub-envs with episodes of 1, 2 and 4 steps, actions Discrete(2, start=1), next-step autoreset.
     # Collection stops at row 3, when the 4-step episode ends. Rows (t) per env, "r" = reset step:
-    #   env 0 (L=1): ep0 t0 | r t1 | ep1 t2 | r t3
+    #   env 0 (L=1): ep0 t0 | r t1 | ep1 t2 (a 2nd episode: dropped) | r t3
     #   env 1 (L=2): ep0 t0 t1 | r t2 | ep1 t3 (partial: dropped)
     #   env 2 (L=4): ep0 t0 t1 t2 t3
     # The batch is time-major over the kept steps. ScriptedEnv's obs is [step in episode, L] and its
@@ -132,9 +132,9 @@ def test_the_train_step_gets_aligned_steps_of_complete_episodes(scripted_vec_env
     # Each row: (env, index into that env's actions_taken, step in episode, L, G).
     expected = [
         (0, 0, 0, 1, 1.0), (1, 0, 0, 2, 2.0), (2, 0, 0, 4, 3.25),  # t0
-        (1, 1, 1, 2, 2.0), (2, 1, 1, 4, 4.5),                      # t1 (env 0 resets)
-        (0, 1, 0, 1, 1.0), (2, 2, 2, 4, 5.0),                      # t2 (env 1 resets)
-        (2, 3, 3, 4, 4.0),                                         # t3 (env 0 resets, env 1 partial)
+        (1, 1, 1, 2, 2.0), (2, 1, 1, 4, 4.5),                      # t1
+        (2, 2, 2, 4, 5.0),                                         # t2
+        (2, 3, 3, 4, 4.0),                                         # t3
     ]
     expected = expected[: len(expected) - len(expected) % replicas]  # 3 replicas: the first 6
     env = scripted_vec_env([1, 2, 4], start=1)
@@ -174,6 +174,17 @@ def test_compile_keeps_xla_off_unless_asked(monkeypatch, given, expected):
         fresh = ReinforceAgent((3,), 2)
         fresh._ensure_optimizer()
         assert fresh.jit_compile is False
+
+
+def test_each_env_contributes_its_first_episode_only(scripted_vec_env):
+    # Env 0's episodes last 1 step, env 1's 5 steps: env 0 finishes 3 episodes of return 1 while
+    # env 1 finishes one of return 15. Keeping them all would weight the short episodes 3:1.
+    env = scripted_vec_env([1, 5])
+    agent = ReinforceAgent((2,), 2, seed=0)
+    history = agent.learn(env, max_updates=2)
+    assert agent.episode_returns == [1.0, 15.0] * 2
+    assert history.history["episode_return"] == [8.0, 8.0]
+    assert agent.env_steps == 2 * 5 * 2  # every collected step counts, used or not
 
 
 def test_max_grad_norm_goes_through_the_optimizer():

@@ -1,10 +1,10 @@
-"""discounted_returns, complete_episode_mask and normalize against hand-computed values and a
-float64 per-episode reference written from the docstring formula."""
+"""discounted_returns, complete_episode_mask, first_episode_mask and normalize against hand-computed
+values and a float64 per-episode reference written from the docstring formula."""
 
 import numpy as np
 import pytest
 
-from kerasce.rl.returns import complete_episode_mask, discounted_returns, normalize
+from kerasce.rl.returns import complete_episode_mask, discounted_returns, first_episode_mask, normalize
 
 
 def col(*values):
@@ -98,6 +98,33 @@ def test_matches_per_episode_reference_on_random_rollouts(gamma, shape):
     rewards = np.where(valid, rewards, 0.0)
     got = discounted_returns(rewards, terminated, truncated, gamma, valid)
     np.testing.assert_allclose(got, reference_returns(rewards, terminated, truncated, gamma, valid))
+
+
+def test_first_episode_mask_hand_computed():
+    # Columns ("r" an invalid reset step): episodes [t0 t1] r [t3 t4]; a first episode still
+    # running; one-step episodes [t0] r [t2] r [t4]; a done on the invalid t1 (ignored), so the first
+    # episode is [t0 t2 t3].
+    terminated = np.array([[0, 0, 1, 0], [1, 0, 0, 1], [0, 0, 1, 0], [0, 0, 0, 1], [1, 0, 1, 0]], bool)
+    valid = np.array([[1, 1, 1, 1], [1, 1, 0, 0], [0, 1, 1, 1], [1, 1, 0, 1], [1, 1, 1, 0]], bool)
+    got = first_episode_mask(terminated, np.zeros_like(terminated), valid)
+    np.testing.assert_array_equal(got, [[1, 1, 1, 1], [1, 1, 0, 0], [0, 1, 0, 1], [0, 1, 0, 1], [0, 1, 0, 0]])
+    # truncated ends an episode as terminated does; valid=None means every step is valid.
+    np.testing.assert_array_equal(first_episode_mask(flags(4, []), flags(4, [1]))[:, 0], [1, 1, 0, 0])
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (7, 3), (40, 5)])
+def test_first_episode_mask_matches_a_loop_reference(shape):
+    rng = np.random.default_rng(sum(shape))
+    terminated = rng.uniform(size=shape) < 0.15
+    truncated = rng.uniform(size=shape) < 0.1
+    valid = rng.uniform(size=shape) < 0.8
+    expected = np.zeros(shape, bool)
+    for n in range(shape[1]):
+        for t in range(shape[0]):
+            expected[t, n] = valid[t, n]
+            if valid[t, n] and (terminated[t, n] or truncated[t, n]):
+                break
+    np.testing.assert_array_equal(first_episode_mask(terminated, truncated, valid), expected)
 
 
 def test_several_envs_are_independent():
