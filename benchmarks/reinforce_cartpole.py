@@ -6,7 +6,7 @@
 Per seed, in one process and interleaved: kerasce's `ReinforceAgent` with the example's default
 settings (32 envs, NumPy sampling, Adam 1e-2), and the plain vectorized loop most Keras REINFORCE
 code uses, written below: 16 envs, one `tf.function` policy call per env step, Adam 1e-2, normalised
-reward-to-go, a 2x32 tanh MLP, complete episodes per update. Both clocks include tracing. Prints a
+reward-to-go, a 2x32 tanh MLP, one episode per env per update (as kerasce). Both clocks include tracing. Prints a
 table and the median ratio kerasce / hand-written, and checks the targets.
 """
 
@@ -82,18 +82,19 @@ def run_hand_written(seed: int, max_seconds: float, num_envs: int = 16) -> dict:
         collect_start = time.perf_counter()
         obs, _ = env.reset(seed=seed * 1_000_003 + update)
         rows = []  # (obs, action, reward, done, valid)
-        prev_done = np.zeros(num_envs, bool)
         finished = np.zeros(num_envs, bool)
         while not finished.all():
             actions = sample(tf.constant(obs)).numpy()
             next_obs, rewards, terminated, truncated, _ = env.step(actions)
             done = terminated | truncated
-            rows.append((obs, actions, rewards, done, ~prev_done))  # next-step autoreset rows are invalid
-            prev_done, obs = done, next_obs
+            # One episode per env per update, as kerasce does: a step counts while its env is still in its
+            # first episode (so next-step autoreset rows and later episodes are left out).
+            rows.append((obs, actions, rewards, done & ~finished, ~finished))
+            obs = next_obs
             finished |= done
         collect_seconds += time.perf_counter() - collect_start
         env_steps += len(rows) * num_envs
-        # Reward-to-go per episode; steps of the trailing unfinished episode are dropped.
+        # Reward-to-go per episode.
         returns = np.zeros((len(rows), num_envs))
         keep = np.zeros((len(rows), num_envs), bool)
         running = np.zeros(num_envs)
