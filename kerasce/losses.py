@@ -23,7 +23,6 @@ Numerics shared by all functions:
 
 from __future__ import annotations
 
-import copy
 from typing import Any, Callable, Sequence
 
 import keras
@@ -470,18 +469,32 @@ class _FunctionLoss(keras.losses.Loss):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         self._options = options
         self._dtype_arg = _dtype_config(dtype)
-        for key, value in options.items():  # readable as loss.from_logits, loss.axis, ...
-            setattr(self, key, value)
+
+    def __getattr__(self, key: str) -> Any:
+        # Read-only views of the options (loss.from_logits, loss.axis, ...): they are fixed at construction.
+        options = self.__dict__.get("_options", {})
+        if key in options:
+            return options[key]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {key!r}")
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        if key in self.__dict__.get("_options", {}):
+            raise AttributeError(f"{key} is fixed at construction; create a new {type(self).__name__} instead.")
+        super().__setattr__(key, value)
 
     def __call__(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> tf.Tensor:
         logits = None if self._options.get("from_logits", True) else _cached_logits(y_pred)
-        if logits is None:
-            return super().__call__(y_true, y_pred, sample_weight=sample_weight)
-        # Keras's Loss.__call__ casts y_pred to the loss dtype, a new tensor without the logits a softmax /
-        # sigmoid activation cached on it (float16 outputs under mixed_float16): pass the logits instead.
-        exact = copy.copy(self)
-        exact._options = {**self._options, "from_logits": True}
-        return keras.losses.Loss.__call__(exact, y_true, logits, sample_weight=sample_weight)
+        if logits is not None and y_pred.dtype != self.dtype:
+            # Keras's Loss.__call__ casts y_pred to the loss dtype (float16 outputs under mixed_float16):
+            # cast here instead and carry over the logits a softmax / sigmoid activation cached on it, and
+            # the Keras mask (padded positions), which the cast would otherwise drop.
+            cast = tf.cast(y_pred, self.dtype)
+            cast._keras_logits = logits
+            mask = getattr(y_pred, "_keras_mask", None)
+            if mask is not None:
+                cast._keras_mask = mask
+            y_pred = cast
+        return super().__call__(y_true, y_pred, sample_weight=sample_weight)
 
     def call(self, y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
         return type(self).fn(y_true, y_pred, **self._options)

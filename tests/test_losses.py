@@ -512,6 +512,37 @@ def test_bad_shapes_and_options_raise_clear_errors(call, message, mode):
         run()
 
 
+@pytest.mark.parametrize("policy", ["float32", "mixed_float16"])
+def test_keras_masks_of_padded_sequences_are_respected_with_probabilities(policy):
+    # Padded steps (token 0) are masked out of the mean by Keras, with a softmax head and from_logits=False.
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        keras.utils.set_random_seed(0)
+        # Large embeddings: confident predictions, so masked and unmasked means differ clearly.
+        embed = keras.layers.Embedding(10, 4, mask_zero=True, embeddings_initializer=keras.initializers.RandomNormal(stddev=4.0))
+        model = keras.Sequential([keras.Input((5,)), embed, keras.layers.Dense(3, activation="softmax")])
+        tokens = np.array([[3, 4, 5, 0, 0], [6, 7, 0, 0, 0]])
+        valid = tokens != 0
+        probs = tf.cast(model(tokens), tf.float64).numpy()
+        # Valid steps: their most likely class (small loss); padded steps: their least likely (large loss).
+        labels = np.where(valid, probs.argmax(-1), probs.argmin(-1))
+        nll = -np.log(np.take_along_axis(probs, labels[..., None], -1)[..., 0])
+        masked, unmasked = nll[valid].mean(), nll.mean()
+        assert unmasked > 2 * masked  # the check below can tell the two apart
+        model.compile(loss=L.SoftmaxCrossEntropy(from_logits=False))
+        np.testing.assert_allclose(model.evaluate(tokens, labels, verbose=0), masked, rtol=1e-2 if policy != "float32" else 1e-5)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
+def test_options_are_read_only():
+    loss = L.SoftmaxCrossEntropy(label_smoothing=0.1)
+    assert loss.label_smoothing == 0.1 and loss.from_logits is True
+    with pytest.raises(AttributeError, match="fixed at construction"):
+        loss.label_smoothing = 0.5
+    assert loss.get_config()["label_smoothing"] == 0.1
+
+
 def test_labels_of_unknown_rank_are_a_clear_error():
     run = tf.function(L.softmax_cross_entropy, input_signature=[tf.TensorSpec(None), tf.TensorSpec([None, 3])])
     with pytest.raises(ValueError, match="labels need a known rank"):
