@@ -52,7 +52,11 @@ def _replace_directory(new: Path, dest: Path) -> None:
     # Elsewhere: two renames. Between them `dest` is briefly absent; the old copy is kept until the end.
     old = dest.with_name(f".{dest.name}.old-{uuid.uuid4().hex[:8]}")
     os.replace(dest, old)
-    os.replace(new, dest)
+    try:
+        os.replace(new, dest)
+    except BaseException:
+        os.replace(old, dest)  # put the previous export back
+        raise
     shutil.rmtree(old, ignore_errors=True)
 
 

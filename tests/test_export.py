@@ -59,6 +59,28 @@ def test_two_rename_fallback_replaces_the_export_where_renameat2_is_missing(tmp_
     np.testing.assert_allclose(served["logits"].numpy(), [[2.0, 2.0]])
 
 
+def test_fallback_puts_the_previous_export_back_if_the_second_rename_fails(tmp_path, monkeypatch):
+    import kerasce.export
+
+    export_tiny(tmp_path / "export", 0.5)
+    monkeypatch.setattr(kerasce.export, "_exchange_directories", lambda a, b: False)
+    real_replace, calls = os.replace, []
+
+    def failing_second_rename(src, dst):
+        calls.append((src, dst))
+        if len(calls) == 2:
+            raise OSError("rename failed (simulated)")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(kerasce.export.os, "replace", failing_second_rename)
+    with pytest.raises(OSError, match="simulated"):
+        export_tiny(tmp_path / "export", 9.0)
+    monkeypatch.undo()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]
+    served = tf.saved_model.load(str(tmp_path / "export")).signatures["serving_default"](tf.zeros([1, 3]))
+    np.testing.assert_allclose(served["logits"].numpy(), [[0.5, 0.5]])
+
+
 def test_export_failing_halfway_keeps_the_previous_good_export(tmp_path):
     export_tiny(tmp_path / "export", 0.25)
 
