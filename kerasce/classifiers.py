@@ -95,15 +95,22 @@ def class_accuracy(y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
 
     Args:
         y_true: Class ids ``int [B]`` (or ``[B, 1]``), or one-hot (or soft) labels ``[B, K]``, ``K >= 2``,
-            whose argmax is the class. Told apart by rank, so a batch of ``K`` ids is never read as
-            one-hot.
+            whose argmax is the class. Told apart by rank and the size of the last axis (at run time
+            when it is not known statically), so a batch of ``K`` ids is never read as one-hot.
         y_pred: Scores ``[B, K]`` (probabilities or logits: only their argmax counts).
 
     Returns:
         ``float32 [B]``: 1 where ``argmax(y_pred) == class``, else 0.
     """
-    if len(y_true.shape) == len(y_pred.shape) and y_true.shape[-1] != 1:
-        return keras.metrics.categorical_accuracy(y_true, y_pred)
+    if len(y_true.shape) == len(y_pred.shape):
+        if y_true.shape[-1] is None:  # [B, 1] ids or [B, K] one-hot: known only at run time
+            return tf.cond(
+                tf.equal(tf.shape(y_true)[-1], 1),
+                lambda: keras.metrics.sparse_categorical_accuracy(tf.reshape(y_true, [-1]), y_pred),
+                lambda: keras.metrics.categorical_accuracy(y_true, y_pred),
+            )
+        if y_true.shape[-1] != 1:
+            return keras.metrics.categorical_accuracy(y_true, y_pred)
     return keras.metrics.sparse_categorical_accuracy(y_true, y_pred)
 
 

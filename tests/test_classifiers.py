@@ -79,6 +79,17 @@ def test_accuracy_of_class_ids_and_one_hot_labels(labels_as, batch_size):
     assert result["accuracy"] == pytest.approx(0.5)
 
 
+@pytest.mark.parametrize("labels_as", ["ids [B, 1]", "one-hot"])
+def test_class_accuracy_when_the_label_axis_size_is_unknown_until_run_time(labels_as):
+    from kerasce.classifiers import class_accuracy
+
+    scores = np.array([[0.1, 0.9], [0.8, 0.2], [0.3, 0.7]], np.float32)  # predicted classes 1, 0, 1
+    classes = np.array([1, 0, 0])
+    labels = classes[:, None] if labels_as == "ids [B, 1]" else np.eye(2, dtype=np.float32)[classes]
+    accuracy = tf.function(class_accuracy, input_signature=[tf.TensorSpec([None, None]), tf.TensorSpec([None, 2])])
+    np.testing.assert_array_equal(accuracy(labels.astype(np.float32), scores).numpy(), [1.0, 1.0, 0.0])
+
+
 def test_sigmoid_loss_sees_logits_and_metrics_see_probabilities():
     model = build_image_classifier((8, 8, 1), 5, multilabel=True, dropout=0.0)
     # Logits in (0, 0.5] are positive as probabilities (> 0.5) but would be negative if a metric
