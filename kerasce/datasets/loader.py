@@ -215,13 +215,27 @@ def _pipelines(
 _PATH_PREFIXES = ("./", "../", "/", "~", "." + os.sep, ".." + os.sep, os.sep)
 
 
-def is_folder_name(name: str) -> bool:
+def is_folder_name(name: str | os.PathLike) -> bool:
     """Whether `load_image_dataset` reads `name` as a folder of images rather than a TFDS name.
 
-    A folder is a directory that exists, or any name starting with ``./``, ``../``, ``/`` or ``~``;
-    anything else is a TFDS name, including ``"voc/2012"`` and ``"bigearthnet/rgb"`` (dataset/config).
+    A folder is a ``Path``, a name starting with ``./``, ``../``, ``/`` or ``~``, or a directory that
+    exists; anything else is a TFDS name, including ``"voc/2012"`` and ``"bigearthnet/rgb"``
+    (dataset/config).
+
+    Raises:
+        ValueError: `name` is both an existing directory and a registered TFDS dataset (``mnist`` in a
+            folder that has an ``mnist/`` directory): ambiguous, so neither is picked silently.
     """
-    return name.startswith(_PATH_PREFIXES) or Path(name).expanduser().is_dir()
+    if isinstance(name, os.PathLike) or str(name).startswith(_PATH_PREFIXES):
+        return True
+    if not Path(name).expanduser().is_dir():
+        return False
+    if name.split("/")[0].split(":")[0] in tfds.list_builders(with_community_datasets=False):
+        raise ValueError(
+            f"dataset {name!r} is ambiguous: it is a registered TFDS dataset and a directory here. "
+            f"Expected './{name}' for the folder, or run from another directory for the TFDS dataset."
+        )
+    return True
 
 
 def load_image_dataset(

@@ -265,3 +265,17 @@ def test_image_folder_bad_inputs(tmp_path, folder):
     (lonely / "empty").mkdir()
     with pytest.raises(ValueError, match="expected at least 2 images .* got 0"):
         load_image_folder(lonely)
+
+
+def test_a_directory_named_like_a_tfds_dataset_is_ambiguous(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from kerasce.datasets import is_folder_name
+
+    (tmp_path / "mnist").mkdir()
+    (tmp_path / "my_photos").mkdir()
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match=r"'mnist' is ambiguous.*Expected './mnist'"):
+        is_folder_name("mnist")
+    assert is_folder_name("./mnist") and is_folder_name(Path("mnist")) and is_folder_name("my_photos")
+    assert not is_folder_name("cifar10")
