@@ -217,7 +217,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
     record = {**results, "dataset": data.name, "num_test": data.num_test, "epochs": args.epochs,
               "batch_size": args.batch_size, "seed": args.seed, "strategy": args.strategy,
-              "train_seconds": round(seconds, 2), "multilabel": data.multilabel,
+              "train_seconds": round(seconds, 2), "epochs_this_run": epochs_run,  # < epochs after a resume
+              "multilabel": data.multilabel,
               "class_names": list(data.class_names)}
     plot_name = "per_label_scores.png" if data.multilabel else "confusion_matrix.png"
 

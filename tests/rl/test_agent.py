@@ -117,6 +117,9 @@ def test_mixed_float16_scales_the_loss_and_trains():
         np.testing.assert_array_equal(b16, b32)  # the same initial weights
         np.testing.assert_allclose(a16 - b16, a32 - b32, rtol=1e-2, atol=1e-4)
     np.testing.assert_allclose(logs["loss"], logs32["loss"], rtol=1e-2)
+    # Negative control: the same comparison catches a train_step that forgets scale_loss.
+    _, before_bad, after_bad, _ = sgd_update("mixed_float16", unscaled=True)
+    assert not np.allclose(after_bad[0] - before_bad[0], after32[0] - before32[0], rtol=1e-2, atol=1e-4)
 
 
 @pytest.mark.parametrize("replicas", [1, 3])
