@@ -3,6 +3,10 @@
 Everything is written into a temporary path beside the destination and then renamed into place, so an
 export that fails or is killed half-way leaves the previous good export untouched (and no half-written
 files where a user would look). One writer serves the classifiers and the agent.
+
+Durability: a rename is atomic against a killed process, but after a power loss the file system may hold
+the new name pointing at data that never reached the disk. So every file and directory of the new export
+is fsynced before the swap, and the parent directory (whose entries the swap changes) right after it.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import shutil
 import sys
 import tempfile
 import uuid
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -41,13 +46,58 @@ def _exchange_directories(a: Path, b: Path) -> bool:
     return result == 0
 
 
+def _fsync_path(path: Path) -> None:
+    """fsyncs one file or directory (a directory's fsync makes its entries, e.g. a rename, durable)."""
+    is_dir = path.is_dir()
+    if is_dir and os.name == "nt":
+        return  # Windows cannot open a directory for fsync; NTFS journals the rename itself
+    fd = os.open(path, os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if is_dir else 0))
+    try:
+        os.fsync(fd)
+    except OSError:
+        if not is_dir:
+            raise
+        # Some file systems refuse fsync on a directory (EINVAL); nothing more can be done there.
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(root: Path) -> None:
+    """fsyncs every file and directory under `root` (deepest first), then `root` itself."""
+    for directory, _, files in os.walk(root, topdown=False):
+        for name in files:
+            _fsync_path(Path(directory, name))
+        _fsync_path(Path(directory))
+
+
+def _remove_old_copy(path: Path) -> None:
+    """Deletes the previous export after a successful swap; a failure here is only a warning.
+
+    The new export is already in place, so reporting the whole export as failed would be wrong (and a
+    caller that retried or rolled back would undo a good export). The leftover is a hidden sibling.
+    """
+    try:
+        shutil.rmtree(path)
+    except OSError as error:
+        warnings.warn(f"The export succeeded, but its previous copy could not be removed ({error}); "
+                      f"delete {path} by hand.", RuntimeWarning, stacklevel=2)
+
+
 def _replace_directory(new: Path, dest: Path) -> None:
-    """Puts directory `new` at `dest`, replacing what was there, then deletes the old content."""
+    """Puts directory `new` at `dest`, replacing what was there, then deletes the old content.
+
+    `new` (files and directories) and the parent directory are fsynced first, the parent again after the
+    rename: only then does the swap survive a power loss, not just a killed process.
+    """
+    _fsync_tree(new)
+    _fsync_path(dest.parent)  # `new`'s own entry in the parent
     if not dest.exists():
         os.replace(new, dest)
+        _fsync_path(dest.parent)
         return
     if _exchange_directories(new, dest):  # one atomic step: dest is never missing
-        shutil.rmtree(new)  # `new` now holds the old export
+        _fsync_path(dest.parent)
+        _remove_old_copy(new)  # `new` now holds the old export
         return
     # Elsewhere: two renames. Between them `dest` is briefly absent; the old copy is kept until the end.
     old = dest.with_name(f".{dest.name}.old-{uuid.uuid4().hex[:8]}")
@@ -57,7 +107,8 @@ def _replace_directory(new: Path, dest: Path) -> None:
     except BaseException:
         os.replace(old, dest)  # put the previous export back
         raise
-    shutil.rmtree(old, ignore_errors=True)
+    _fsync_path(dest.parent)
+    _remove_old_copy(old)
 
 
 @contextlib.contextmanager
@@ -144,7 +195,9 @@ def _atomic_file(path: str | os.PathLike, write: Callable[[Path], None], suffix:
     tmp = dest.with_name(f".{dest.name}.tmp-{uuid.uuid4().hex[:8]}{suffix}")
     try:
         write(tmp)
+        _fsync_path(tmp)  # the data is on disk before the name points at it
         os.replace(tmp, dest)
+        _fsync_path(dest.parent)  # and the rename itself is durable
     finally:
         if tmp.exists():
             tmp.unlink()

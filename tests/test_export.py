@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -157,3 +158,172 @@ def test_keras_file_and_json_are_written_atomically(tmp_path):
     write_json_atomic(tmp_path / "metrics.json", {"b": np.float32(0.5), "a": np.int64(3), "c": np.arange(2)})
     assert json.loads((tmp_path / "metrics.json").read_text()) == {"a": 3, "b": 0.5, "c": [0, 1]}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json", "model.keras"]
+
+
+# --- Durability and the swap itself -------------------------------------------------------------------------
+
+linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/fd, renameat2")
+
+
+def _renameat2_works(tmp_path) -> bool:
+    import kerasce.export
+
+    a, b = tmp_path / "probe_a", tmp_path / "probe_b"
+    a.mkdir()
+    b.mkdir()
+    (a / "x").write_text("a")
+    swapped = kerasce.export._exchange_directories(a, b)
+    shutil.rmtree(a)
+    shutil.rmtree(b)
+    return swapped
+
+
+class FileSystemLog:
+    """Records, in order, every fsync (by the path its descriptor names) and every rename of the export."""
+
+    def __init__(self, monkeypatch):
+        import kerasce.export
+
+        self.events: list[tuple[str, str, str]] = []
+        real_fsync, real_replace = os.fsync, os.replace
+        real_exchange = kerasce.export._exchange_directories
+
+        def fsync(fd):
+            self.events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}"), ""))
+            return real_fsync(fd)
+
+        def replace(src, dst, *args, **kwargs):
+            result = real_replace(src, dst, *args, **kwargs)
+            self.events.append(("rename", str(src), str(dst)))
+            return result
+
+        def exchange(a, b):
+            swapped = real_exchange(a, b)
+            if swapped:
+                self.events.append(("rename", str(a), str(b)))
+            return swapped
+
+        monkeypatch.setattr(os, "fsync", fsync)
+        monkeypatch.setattr(os, "replace", replace)
+        monkeypatch.setattr(kerasce.export, "_exchange_directories", exchange)
+
+    def swap_index(self, dest) -> int:
+        """Index of the rename that put something at `dest` (the last one: a fallback renames twice)."""
+        renames = [i for i, (kind, _, dst) in enumerate(self.events) if kind == "rename" and dst == str(dest)]
+        assert renames, f"no rename onto {dest}: {self.events}"
+        return renames[-1]
+
+    def fsynced(self, events) -> set[str]:
+        return {path for kind, path, _ in events if kind == "fsync"}
+
+
+@linux_only
+@pytest.mark.parametrize("case", ["first export", "exchange", "two renames"])
+def test_export_is_fsynced_before_the_swap_and_the_parent_after_it(tmp_path, monkeypatch, case):
+    """Files, directories and the parent are fsynced before the swap; the parent again after it.
+
+    Mutations tried: dropping `_fsync_path(dest.parent)` after the swap -> red (parent not synced after);
+    dropping `_fsync_tree(new)` -> red (files not synced).
+    """
+    import kerasce.export
+
+    dest = (tmp_path / "export").absolute()
+    if case != "first export":
+        export_tiny(dest, 0.0)
+    if case == "two renames":
+        monkeypatch.setattr(kerasce.export, "_exchange_directories", lambda a, b: False)
+    log = FileSystemLog(monkeypatch)
+    export_tiny(dest, 1.0, write_extras=lambda d: (d / "metrics.json").write_text("{}"))
+    monkeypatch.undo()
+
+    swap = log.swap_index(dest)
+    new_dir = log.events[swap][1]
+    before, after = log.fsynced(log.events[:swap]), log.fsynced(log.events[swap + 1:])
+    expected = {os.path.join(new_dir, os.path.relpath(os.path.join(root, name), dest))
+                for root, dirs, files in os.walk(dest) for name in dirs + files} | {new_dir}
+    assert expected - before == set(), "every file and directory of the export is fsynced before the swap"
+    assert {"saved_model.pb", "metrics.json", "variables"} <= {os.path.basename(p) for p in expected}
+    assert str(tmp_path) in before, "the parent (holding the new directory's entry) is fsynced before the swap"
+    assert str(tmp_path) in after, "the parent directory is fsynced after the swap, making the rename durable"
+
+
+@linux_only
+@pytest.mark.parametrize("writer", ["json", "keras"])
+def test_atomic_files_are_fsynced_before_the_rename_and_the_parent_after_it(tmp_path, monkeypatch, writer):
+    """Mutation tried: dropping `_fsync_path(tmp)` in `_atomic_file` -> red."""
+    log = FileSystemLog(monkeypatch)
+    if writer == "json":
+        dest = write_json_atomic(tmp_path / "metrics.json", {"a": 1})
+    else:
+        dest = save_keras_atomic(tiny_model(0.0), tmp_path / "model.keras")
+    monkeypatch.undo()
+    swap = log.swap_index(dest)
+    assert log.events[swap][1] in log.fsynced(log.events[:swap])
+    assert str(tmp_path) in log.fsynced(log.events[swap + 1:])
+
+
+@pytest.mark.parametrize("exchange", [True, False], ids=["exchange", "two renames"])
+def test_failing_to_delete_the_old_copy_is_a_warning_and_the_new_export_stays(tmp_path, monkeypatch, exchange):
+    """Mutation tried: `shutil.rmtree(new)` without the try/warn in `_remove_old_copy` -> red (OSError)."""
+    import kerasce.export
+
+    export_tiny(tmp_path / "export", 0.5)
+    if not exchange:
+        monkeypatch.setattr(kerasce.export, "_exchange_directories", lambda a, b: False)
+    elif not _renameat2_works(tmp_path):
+        pytest.skip("renameat2(RENAME_EXCHANGE) is not supported here")
+    real_rmtree = shutil.rmtree
+
+    def rmtree(path, *args, **kwargs):
+        if os.path.basename(path).startswith(".export."):  # the previous copy, after the swap
+            raise PermissionError(13, "Permission denied (simulated)", str(path))
+        return real_rmtree(path, *args, **kwargs)
+
+    monkeypatch.setattr(shutil, "rmtree", rmtree)
+    with pytest.warns(RuntimeWarning, match="export succeeded, but its previous copy could not be removed"):
+        _, path = export_tiny(tmp_path / "export", 3.0)
+    monkeypatch.undo()
+    served = tf.saved_model.load(str(path)).signatures["serving_default"](tf.zeros([1, 3]))
+    np.testing.assert_allclose(served["logits"].numpy(), [[3.0, 3.0]])
+    leftovers = [p.name for p in tmp_path.iterdir() if p.name != "export"]
+    assert len(leftovers) == 1 and leftovers[0].startswith(".export."), leftovers  # the old copy, named
+
+
+@linux_only
+def test_the_destination_is_never_missing_or_partial_during_the_swap(tmp_path, monkeypatch):
+    """Observes the destination around every file-system call the export makes: always a whole export.
+
+    Mutation tried: replacing the exchange in `_replace_directory` by `shutil.rmtree(dest); os.replace(new, dest)`
+    -> red ("missing after rmtree"). The two-rename fallback (platforms without renameat2) leaves the
+    destination briefly absent by design and is not covered by this promise.
+    """
+    import kerasce.export
+
+    if not _renameat2_works(tmp_path):
+        pytest.skip("renameat2(RENAME_EXCHANGE) is not supported here")
+    dest = tmp_path / "export"
+    export_tiny(dest, 0.5)
+    states: list[str] = []
+
+    def observe(label):
+        whole = (dest / "saved_model.pb").is_file() and (dest / "variables").is_dir()
+        states.append(f"{'whole' if whole else 'missing'} after {label}")
+
+    def watched(name, real):
+        def call(*args, **kwargs):
+            observe(f"before {name}")
+            result = real(*args, **kwargs)
+            observe(name)
+            return result
+        return call
+
+    for module, name in [(os, "replace"), (os, "rename"), (os, "rmdir"), (os, "remove"), (os, "unlink"),
+                         (shutil, "rmtree"), (shutil, "move"), (kerasce.export, "_exchange_directories")]:
+        monkeypatch.setattr(module, name, watched(name, getattr(module, name)))
+    export_tiny(dest, 2.0)
+    monkeypatch.undo()
+
+    assert any("_exchange_directories" in s for s in states), states
+    assert all(s.startswith("whole") for s in states), [s for s in states if not s.startswith("whole")]
+    served = tf.saved_model.load(str(dest)).signatures["serving_default"](tf.zeros([1, 3]))
+    np.testing.assert_allclose(served["logits"].numpy(), [[2.0, 2.0]])
