@@ -19,71 +19,79 @@ export) holds:
 
 Training is resumable: every epoch is backed up to ``--backup-dir``; a run that is killed resumes from
 its last finished epoch when started again with the same flags (a run killed after training, while
-evaluating or exporting, only evaluates and exports again). The backup is deleted once the export is written.
+evaluating or exporting, only evaluates and exports again), and says so in one line. The backup records the
+flags it was made with (``kerasce.runs``): a run with other flags is refused, not silently resumed; only
+``--export-dir``, ``--backup-dir``, ``--data-dir`` and ``--download`` may differ (``--epochs`` may not: the
+learning rate's cosine schedule spans the epochs). ``--fresh`` discards the backup. The backup is deleted
+once the export is written.
+
+Flags are checked before TensorFlow is imported: ``--help`` and a bad value answer at once.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
-import os
 import platform
-import shutil
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
+# Light imports only: the flags are parsed and checked before TensorFlow (~5 s) is imported.
+from kerasce.runs import (
+    STRATEGIES,
+    HelpFormatter,
+    RunBackup,
+    non_negative_int,
+    open_backup,
+    positive_float,
+    positive_int,
+    quiet_tensorflow_startup,
+)
 
-import keras  # noqa: E402
-import matplotlib  # noqa: E402
+if TYPE_CHECKING:
+    import numpy as np
 
-matplotlib.use("Agg")  # files only, no display
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-import tensorflow_datasets as tfds  # noqa: E402
-from sklearn import metrics as skmetrics  # noqa: E402
-
-import kerasce  # noqa: E402
-from kerasce.callbacks import RaiseOnNonFiniteLoss  # noqa: E402
-from kerasce.classifiers import build_image_classifier, export_image_classifier  # noqa: E402
-from kerasce.datasets import ImageDataset, is_folder_name, load_image_dataset  # noqa: E402
-from kerasce.distribute import STRATEGIES, export_location, get_strategy, is_chief, worker_path  # noqa: E402
-from kerasce.export import save_keras_atomic, write_json_atomic  # noqa: E402
+    from kerasce.datasets import ImageDataset
 
 REPO = Path(__file__).resolve().parents[1]
 
 
+# Flags that may differ between a run and its resume: where things are read and written. Every other flag
+# defines the run (a flag added later too), so a backup made with other values is not resumed.
+MAY_CHANGE_ON_RESUME = ("export_dir", "backup_dir", "data_dir", "download", "fresh")
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    """Parses and checks the flags (no TensorFlow import); a bad value exits with ``error: ...`` (status 2)."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=HelpFormatter)
     parser.add_argument("--dataset", default="digits",
                         help="TFDS name (digits, multi_digits, mnist, bigearthnet/rgb, ...) or a folder with "
                              "one sub-folder of images per class (an existing directory, or a path starting "
                              "with ./, ../, / or ~)")
-    parser.add_argument("--epochs", type=int, default=15, help="passes over the training set")
-    parser.add_argument("--batch-size", type=int, default=64, help="global batch size (all replicas)")
-    parser.add_argument("--learning-rate", type=float, default=2e-3,
+    parser.add_argument("--epochs", type=positive_int, default=15, help="passes over the training set")
+    parser.add_argument("--batch-size", type=positive_int, default=64, help="global batch size (all replicas)")
+    parser.add_argument("--learning-rate", type=positive_float, default=2e-3,
                         help="Adam's initial learning rate, cosine-decayed to 0 over the run")
-    parser.add_argument("--seed", type=int, default=0, help="seed of weights, dropout and shuffling")
+    parser.add_argument("--seed", type=non_negative_int, default=0, help="seed of weights, dropout and shuffling")
     parser.add_argument("--export-dir", type=Path, default=None,
                         help="where the SavedModel, metrics.json and plot go (default saved_models/<dataset "
                              "name, or the folder's name>)")
     parser.add_argument("--backup-dir", type=Path, default=None,
                         help="per-epoch training backup for resuming after a kill (default <export-dir>.backup)")
+    parser.add_argument("--fresh", action="store_true",
+                        help="discard the backup of an earlier run instead of resuming it")
     parser.add_argument("--data-dir", default=None, help="TFDS data directory (default TFDS's own)")
     parser.add_argument("--download", action="store_true",
                         help="let TFDS download a dataset that is not prepared yet (needs network)")
-    parser.add_argument("--image-size", type=int, nargs=2, default=None, metavar=("H", "W"),
+    parser.add_argument("--image-size", type=positive_int, nargs=2, default=None, metavar=("H", "W"),
                         help="resize images to H×W (needed for datasets whose images vary in size)")
     parser.add_argument("--strategy", choices=STRATEGIES, default="default",
                         help="tf.distribute strategy; the model is built and compiled in its scope")
-    args = parser.parse_args(argv)
-    if args.epochs < 1:
-        parser.error(f"--epochs: expected an integer >= 1, got {args.epochs}")
-    if args.batch_size < 1:
-        parser.error(f"--batch-size: expected an integer >= 1, got {args.batch_size}")
-    return args
+    return parser.parse_args(argv)
 
 
 def default_export_dir(dataset: str) -> Path:
@@ -93,6 +101,8 @@ def default_export_dir(dataset: str) -> Path:
         ValueError: The slug would be empty (``--dataset /``): the export would replace ``saved_models``
             itself, deleting every other export in it.
     """
+    from kerasce.datasets import is_folder_name
+
     root = REPO / "saved_models"
     if is_folder_name(dataset):
         slug = Path(dataset).expanduser().resolve().name  # "." and "./" name the current directory
@@ -107,12 +117,17 @@ def default_export_dir(dataset: str) -> Path:
 
 def test_arrays(data: ImageDataset) -> tuple[np.ndarray, np.ndarray]:
     """The whole test split as NumPy: images ``uint8 [N, H, W, C]``, labels ``[N]`` or ``[N, K]``."""
+    import numpy as np
+
     images, labels = zip(*((x.numpy(), y.numpy()) for x, y in data.test))
     return np.concatenate(images), np.concatenate(labels)
 
 
 def test_metrics(labels: np.ndarray, probabilities: np.ndarray, multilabel: bool) -> dict[str, float]:
     """``test_accuracy`` (argmax) or ``test_micro_f1`` (at 0.5) and ``test_mean_auc`` (over labels)."""
+    import numpy as np
+    from sklearn import metrics as skmetrics
+
     if not multilabel:
         return {"test_accuracy": float(np.mean(probabilities.argmax(axis=1) == labels))}
     return {
@@ -123,6 +138,9 @@ def test_metrics(labels: np.ndarray, probabilities: np.ndarray, multilabel: bool
 
 def per_label_auc(labels: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
     """ROC AUC of every label; NaN for a label that is always (or never) present in the test set."""
+    import numpy as np
+    from sklearn import metrics as skmetrics
+
     return np.array([
         skmetrics.roc_auc_score(labels[:, k], probabilities[:, k]) if 0 < labels[:, k].sum() < len(labels) else np.nan
         for k in range(labels.shape[1])
@@ -131,6 +149,13 @@ def per_label_auc(labels: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
 
 def plot(path: Path, data: ImageDataset, labels: np.ndarray, probabilities: np.ndarray) -> None:
     """Confusion matrix (multi-class) or per-label precision / recall / F1 / AUC bars (multi-label)."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from sklearn import metrics as skmetrics
+
     names = data.class_names
     if not data.multilabel:
         matrix = skmetrics.confusion_matrix(labels, probabilities.argmax(axis=1), labels=range(len(names)))
@@ -168,12 +193,37 @@ def plot(path: Path, data: ImageDataset, labels: np.ndarray, probabilities: np.n
     plt.close(fig)
 
 
+def finished_epochs(backup: RunBackup) -> int | None:
+    """Epochs finished by the backed-up run (Keras's BackupAndRestore metadata); None if unreadable."""
+    try:
+        return int(json.loads((backup.state_dir / "training_metadata.json").read_text())["epoch"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def main(argv: list[str] | None = None) -> dict[str, float]:
-    args = parse_args(argv)
+    args = parse_args(argv)  # before any heavy import: --help and bad flags answer at once
+    with quiet_tensorflow_startup():
+        import keras
+        import numpy as np
+        import tensorflow as tf
+        import tensorflow_datasets as tfds
+
+        tf.config.list_physical_devices()  # the CUDA probe prints here, inside the filter
+
+    import kerasce
+    from kerasce.callbacks import RaiseOnNonFiniteLoss
+    from kerasce.classifiers import build_image_classifier, export_image_classifier
+    from kerasce.datasets import load_image_dataset
+    from kerasce.distribute import export_location, get_strategy, is_chief, worker_path
+    from kerasce.export import save_keras_atomic, write_json_atomic
+
     strategy = get_strategy(args.strategy)  # first TensorFlow work (MultiWorkerMirroredStrategy needs it)
     keras.utils.set_random_seed(args.seed)
     export_dir = args.export_dir or default_export_dir(args.dataset)
     backup_dir = worker_path(args.backup_dir or export_dir.with_name(export_dir.name + ".backup"), strategy)
+    # Refuses a backup made with other flags before any data is loaded or weights are built.
+    backup = open_backup(backup_dir, vars(args), may_change=MAY_CHANGE_ON_RESUME, fresh=args.fresh)
 
     print("settings: " + ", ".join(f"{key}={value}" for key, value in vars(args).items()))
     print(f"export to {export_dir}, backups in {backup_dir}, {strategy.num_replicas_in_sync} replica(s)")
@@ -191,17 +241,22 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         schedule = keras.optimizers.schedules.CosineDecay(args.learning_rate, args.epochs * steps_per_epoch)
         model = build_image_classifier(data.input_shape, data.num_classes, data.multilabel, learning_rate=schedule)
     print(f"model: {model.count_params():,} parameters, loss {type(model.loss).__name__}")
+    if backup.resuming:
+        epochs_done = finished_epochs(backup)
+        print(backup.resume_line(f"after epoch {epochs_done} of {args.epochs}" if epochs_done is not None
+                                 else "at its last finished epoch"))
 
     # Resumes a killed run at its last finished epoch (weights, optimizer state and epoch number); two
     # checkpoints, so a kill in the middle of writing one falls back to the previous one. Kept after fit
     # (Keras would delete it there) until the export is written: a kill in between loses no training.
-    backup = keras.callbacks.BackupAndRestore(str(backup_dir), double_checkpoint=True, delete_checkpoint=False)
+    restore = keras.callbacks.BackupAndRestore(str(backup.state_dir), double_checkpoint=True,
+                                               delete_checkpoint=False)
     start = time.perf_counter()
     history = model.fit(
         data.train,
         epochs=args.epochs,
         # First: a NaN loss fails the run (naming the step) before a bad state could be backed up.
-        callbacks=[RaiseOnNonFiniteLoss(), backup],
+        callbacks=[RaiseOnNonFiniteLoss(), restore],
         shuffle=False,  # the tf.data pipeline reshuffles the training set every epoch itself
         verbose=1 if sys.stdout.isatty() else 2,  # a progress bar in a terminal, one line per epoch in logs
     )
@@ -229,7 +284,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
     with export_location(export_dir, strategy) as location:  # only the chief's copy is kept
         export_image_classifier(location, model, write_extras=write_extras)
-    shutil.rmtree(backup_dir, ignore_errors=True)  # trained and exported: nothing left to resume
+    backup.discard()  # trained and exported: nothing left to resume
     if is_chief(strategy):
         print(f"exported SavedModel, model.keras, metrics.json and {plot_name} to {export_dir}")
     return results
