@@ -11,7 +11,12 @@ greedy_episode.gif (one greedy episode, rendered headless).
 
 Training is resumable: the agent is checkpointed to --backup-dir every 10 updates; a run that is killed
 continues from its last checkpoint (same optimizer state, update count and curve) when started again
-with the same flags. The backup is deleted once training ends.
+with the same flags, and says so in one line. The backup records the flags it was made with
+(kerasce.runs): a run with other flags is refused, not silently resumed. --export-dir, --backup-dir,
+--quiet and the stopping flags (--max-seconds, --max-updates, --target-return: they move where the same
+run stops) may differ; --fresh discards the backup. The backup is deleted once training ends.
+
+Flags are checked before TensorFlow is imported: --help and a bad value answer at once.
 """
 
 from __future__ import annotations
@@ -19,42 +24,54 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import shutil
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # pygame renders off-screen
 
-import gymnasium  # noqa: E402
-import keras  # noqa: E402
-import matplotlib  # noqa: E402
+# Light imports only: the flags are parsed and checked before TensorFlow (~5 s) is imported.
+from kerasce.runs import (  # noqa: E402
+    STRATEGIES,
+    HelpFormatter,
+    finite_float,
+    non_negative_int,
+    open_backup,
+    positive_float,
+    positive_int,
+    quiet_tensorflow_startup,
+)
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-from PIL import Image  # noqa: E402
+if TYPE_CHECKING:
+    from PIL import Image
 
-from kerasce import distribute  # noqa: E402
-from kerasce.export import write_json_atomic  # noqa: E402
-from kerasce.rl import ReinforceAgent, make_policy_sampler  # noqa: E402
+    from kerasce.rl import ReinforceAgent
+
+# Flags that may differ between a run and its resume: where output goes, verbosity, and when to stop (the
+# run's updates do not depend on them). Every other flag defines the run, a flag added later too.
+MAY_CHANGE_ON_RESUME = ("export_dir", "backup_dir", "quiet", "fresh", "max_seconds", "max_updates",
+                        "target_return")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    """Parses and checks the flags (no TensorFlow import); a bad value exits with ``error: ...`` (status 2)."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--env", default="CartPole-v1", help="gymnasium env id (Discrete actions, Box observations)")
-    parser.add_argument("--seed", type=int, default=0, help="seeds the networks, env resets and action sampling")
-    parser.add_argument("--num-envs", type=int, default=32, help="parallel envs of the vector env")
-    parser.add_argument("--target-return", type=float, default=None,
+    parser.add_argument("--seed", type=non_negative_int, default=0,
+                        help="seeds the networks, env resets and action sampling")
+    parser.add_argument("--num-envs", type=positive_int, default=32, help="parallel envs of the vector env")
+    parser.add_argument("--target-return", type=finite_float, default=None,
                         help="stop when the 100-episode mean return reaches it (default: the env's reward threshold)")
-    parser.add_argument("--max-seconds", type=float, default=120.0, help="stop after this much training time")
-    parser.add_argument("--max-updates", type=int, default=None, help="stop after this many updates in total")
+    parser.add_argument("--max-seconds", type=positive_float, default=120.0, help="stop after this much training time")
+    parser.add_argument("--max-updates", type=positive_int, default=None,
+                        help="stop after this many updates in total")
     parser.add_argument("--export-dir", default="saved_models/reinforce_cartpole",
                         help="where the SavedModel, metrics.json, plot and GIF go")
     parser.add_argument("--backup-dir", default=None,
                         help="checkpoints for resuming after a kill (default <export-dir>.backup)")
-    parser.add_argument("--strategy", default="default", choices=distribute.STRATEGIES,
+    parser.add_argument("--fresh", action="store_true",
+                        help="discard the backup of an earlier run instead of resuming it")
+    parser.add_argument("--strategy", default="default", choices=STRATEGIES,
                         help="tf.distribute strategy the agent is built and trained under")
     parser.add_argument("--quiet", action="store_true", help="no line per update")
     return parser.parse_args(argv)
@@ -64,6 +81,12 @@ def greedy_episode(
     agent: ReinforceAgent, env_id: str, seed: int, max_frames: int = 500
 ) -> tuple[list[Image.Image], float]:
     """Play one greedy episode with rendering; returns (frames, return). Every 2nd frame, half size."""
+    import gymnasium
+    import numpy as np
+    from PIL import Image
+
+    from kerasce.rl import make_policy_sampler
+
     env = gymnasium.make(env_id, render_mode="rgb_array")
     act = make_policy_sampler(agent.policy)
     frames, total = [], 0.0
@@ -82,6 +105,11 @@ def greedy_episode(
 
 
 def plot_learning_curve(agent: ReinforceAgent, target: float | None, title: str, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     log = agent.training_log
     steps = [row["env_steps"] for row in log]
     fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
@@ -100,10 +128,23 @@ def plot_learning_curve(agent: ReinforceAgent, target: float | None, title: str,
 
 
 def main(argv: list[str] | None = None) -> dict:
-    args = parse_args(argv)
+    args = parse_args(argv)  # before any heavy import: --help and bad flags answer at once
+    with quiet_tensorflow_startup():
+        import gymnasium
+        import keras
+        import numpy as np
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()  # the CUDA probe prints here, inside the filter
+    from kerasce import distribute
+    from kerasce.export import write_json_atomic
+    from kerasce.rl import ReinforceAgent
+
     strategy = distribute.get_strategy(args.strategy)
     # Every worker of a cluster checkpoints, each into a directory of its own.
-    backup_dir = str(distribute.worker_path(args.backup_dir or args.export_dir.rstrip("/") + ".backup", strategy))
+    backup = open_backup(distribute.worker_path(args.backup_dir or args.export_dir.rstrip("/") + ".backup", strategy),
+                         vars(args), may_change=MAY_CHANGE_ON_RESUME, fresh=args.fresh)
+    backup_dir = str(backup.state_dir)
     target = args.target_return
     if target is None:
         target = gymnasium.spec(args.env).reward_threshold if args.env in gymnasium.registry else None
@@ -118,9 +159,9 @@ def main(argv: list[str] | None = None) -> dict:
 
     with strategy.scope():
         agent = ReinforceAgent.from_env(args.env, num_envs=args.num_envs, seed=args.seed)
-    resumed = ReinforceAgent.has_checkpoint(backup_dir)
-    if resumed:
-        print(f"resuming from the checkpoint in {backup_dir}")
+    if backup.resuming and ReinforceAgent.has_checkpoint(backup_dir):
+        agent.load_checkpoint(backup_dir)  # to name the update here; learn() below resumes from it
+        print(backup.resume_line(f"after update {agent.updates}"))
     history = agent.learn(args.env, total_timesteps=None, max_seconds=args.max_seconds, max_updates=args.max_updates,
                 target_return=target, verbose=0 if args.quiet else 1, checkpoint_dir=backup_dir, resume=True)
 
@@ -159,7 +200,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     with distribute.export_location(args.export_dir, strategy) as export_dir:
         path = agent.export_policy(export_dir, write_extras=write_extras)
-    shutil.rmtree(backup_dir, ignore_errors=True)  # training is over and exported: nothing to resume
+    backup.discard()  # training is over and exported: nothing to resume
     if distribute.is_chief(strategy):
         print(f"greedy episode return {greedy_return:.0f}; wrote {path}/ (SavedModel, metrics.json, "
               f"learning_curve.png, greedy_episode.gif)")

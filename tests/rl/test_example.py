@@ -3,6 +3,10 @@
 import importlib.util
 import json
 import os
+import re
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -12,11 +16,16 @@ from PIL import Image
 EXAMPLE = os.path.join(os.path.dirname(__file__), "..", "..", "examples", "reinforce_cartpole.py")
 
 
-@pytest.mark.slow
-def test_example_solves_cartpole_and_exports(tmp_path):
+def _example_module():
     spec = importlib.util.spec_from_file_location("reinforce_cartpole_example", EXAMPLE)
     example = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(example)
+    return example
+
+
+@pytest.mark.slow
+def test_example_solves_cartpole_and_exports(tmp_path):
+    example = _example_module()
     export_dir = tmp_path / "reinforce_cartpole"
     metrics = example.main(["--export-dir", str(export_dir), "--quiet", "--max-seconds", "60"])
 
@@ -58,7 +67,7 @@ def test_run_killed_mid_training_resumes_as_the_same_run(tmp_path):
     try:
         while first.poll() is None and time.monotonic() < deadline:
             try:  # the checkpoint of update 10 is there: kill before update 20's
-                if json.loads((backup / "state.json").read_text())["updates"] >= 10:
+                if json.loads((backup / "state" / "state.json").read_text())["updates"] >= 10:
                     break
             except (OSError, ValueError, KeyError):
                 pass
@@ -68,13 +77,13 @@ def test_run_killed_mid_training_resumes_as_the_same_run(tmp_path):
         first.communicate()
     assert first.returncode == -signal.SIGKILL, "the first run should have been killed mid-training"
     assert not killed_dir.exists()
-    checkpointed = json.loads((backup / "state.json").read_text())["updates"]
+    checkpointed = json.loads((backup / "state" / "state.json").read_text())["updates"]
     assert 10 <= checkpointed < 30
 
     second = _example_process(*flags, "--export-dir", str(killed_dir))
     out, err = second.communicate(timeout=300)
     assert second.returncode == 0, err[-3000:]
-    assert f"resuming from the checkpoint in {backup}" in out
+    assert f"resuming {backup} after update {checkpointed} (started " in out
     # Only the updates after the checkpoint are trained again (a deterministic restart from scratch
     # would reach the same final state, so this is what shows that the work was not redone).
     assert f"30 updates ({30 - checkpointed} in this run)" in out
@@ -113,3 +122,92 @@ def test_two_worker_processes_train_and_only_the_chief_exports(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]  # no backups or worker copies left
     serve = tf.saved_model.load(str(export_dir)).signatures["serving_default"]
     assert serve(tf.zeros((2, 4), tf.float32))["action"].shape == (2,)
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--num-envs", "0"], "--num-envs: expected an integer >= 1, got 0"),
+        (["--max-updates", "0"], "--max-updates: expected an integer >= 1, got 0"),
+        (["--max-seconds", "-5"], "--max-seconds: expected a number > 0, got -5"),
+        (["--max-seconds", "0"], "--max-seconds: expected a number > 0, got 0"),
+        (["--seed", "-1"], "--seed: expected an integer >= 0, got -1"),
+        (["--target-return", "nan"], "--target-return: expected a finite number, got nan"),
+        (["--strategy", "tpu"], "argument --strategy: invalid choice: 'tpu'"),
+    ],
+)
+def test_bad_flags_exit_with_a_message(flags, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        _example_module().parse_args(flags)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_help_and_flag_errors_answer_without_importing_tensorflow():
+    """Mutation tried: moving `import tensorflow` back to the top of the example -> red."""
+    probe = (f"import importlib.util, sys\n"
+             f"spec = importlib.util.spec_from_file_location('example', {EXAMPLE!r})\n"
+             f"module = importlib.util.module_from_spec(spec); spec.loader.exec_module(module)\n"
+             f"module.parse_args(['--num-envs', '8', '--max-updates', '3'])\n"
+             f"print(sorted(m for m in ('tensorflow', 'keras', 'gymnasium') if m in sys.modules))\n")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True)
+    assert result.stdout.strip() == "[]"
+
+    start = time.monotonic()
+    help_text = subprocess.run([sys.executable, EXAMPLE, "--help"], capture_output=True, text=True, timeout=120,
+                               check=True).stdout
+    bad = subprocess.run([sys.executable, EXAMPLE, "--max-seconds", "0"], capture_output=True, text=True, timeout=120)
+    seconds = time.monotonic() - start
+    assert "(default: 32)" in help_text and "(default: 120.0)" in help_text and "--fresh" in help_text
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert bad.stderr.strip().splitlines()[-1].endswith("error: argument --max-seconds: expected a number > 0, got 0")
+    assert seconds < 5, f"two runs took {seconds:.1f} s: TensorFlow was imported?"  # ~0.1 s each here
+
+
+@pytest.mark.slow
+def test_a_backup_made_with_other_flags_is_not_resumed(tmp_path, monkeypatch, capsys):
+    """A backup is refused by a run with other flags, resumed (in one line) by the same flags, even with a
+    larger --max-updates (a stopping flag may change), and discarded by --fresh.
+
+    Mutation tried: comparing no flags in `kerasce.runs.open_backup` (`differences = []`) -> red.
+    """
+    from kerasce.rl import ReinforceAgent
+    from kerasce.runs import RunConfigMismatch
+
+    export_dir, backup = tmp_path / "export", tmp_path / "export.backup"
+    flags = ["--quiet", "--num-envs", "8", "--target-return", "1e9", "--export-dir", str(export_dir)]
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt("killed while exporting")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(ReinforceAgent, "export_policy", killed)
+        with pytest.raises(KeyboardInterrupt):
+            _example_module().main([*flags, "--max-updates", "10"])
+    assert json.loads((backup / "state" / "state.json").read_text())["updates"] == 10
+    state = {p.name: p.read_bytes() for p in (backup / "state").iterdir()}
+
+    with pytest.raises(RunConfigMismatch) as mismatch:
+        _example_module().main([*flags, "--max-updates", "10", "--seed", "1", "--num-envs", "4"])
+    assert (f"the backup in {backup} was made with other flags (--num-envs 8 -> 4, --seed 0 -> 1); it is not "
+            f"resumed. To resume it, run again with --num-envs 8 --seed 0; to start fresh, add --fresh") in str(mismatch.value)
+    assert {p.name: p.read_bytes() for p in (backup / "state").iterdir()} == state and not export_dir.exists()
+
+    capsys.readouterr()
+    _example_module().main([*flags, "--max-updates", "12"])
+    out = capsys.readouterr().out
+    resumes = [line for line in out.splitlines() if line.startswith("resuming")]
+    assert len(resumes) == 1 and re.fullmatch(
+        rf"resuming {re.escape(str(backup))} after update 10 \(started \d{{4}}-\d\d-\d\d [\d:]{{8}} UTC\)",
+        resumes[0]), resumes
+    assert "12 updates (2 in this run)" in out
+    assert (export_dir / "metrics.json").exists() and not backup.exists()
+
+    with monkeypatch.context() as patch:
+        patch.setattr(ReinforceAgent, "export_policy", killed)
+        with pytest.raises(KeyboardInterrupt):
+            _example_module().main([*flags, "--max-updates", "10"])
+    capsys.readouterr()
+    _example_module().main([*flags, "--max-updates", "3", "--seed", "1", "--fresh"])
+    out = capsys.readouterr().out
+    assert "resuming" not in out and "3 updates (3 in this run)" in out
