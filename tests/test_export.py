@@ -293,9 +293,9 @@ def test_failing_to_delete_the_old_copy_is_a_warning_and_the_new_export_stays(tm
 def test_the_destination_is_never_missing_or_partial_during_the_swap(tmp_path, monkeypatch):
     """Observes the destination around every file-system call the export makes: always a whole export.
 
-    Mutation tried: replacing the exchange in `_replace_directory` by `shutil.rmtree(dest); os.replace(new, dest)`
-    -> red ("missing after rmtree"). The two-rename fallback (platforms without renameat2) leaves the
-    destination briefly absent by design and is not covered by this promise.
+    Mutation tried: replacing the exchange in `_replace_directory` by
+    `shutil.rmtree(dest); os.replace(new, dest)` -> red ("missing after rmtree"). The two-rename fallback
+    (platforms without renameat2) leaves the destination briefly absent by design and is not covered here.
     """
     import kerasce.export
 

@@ -79,7 +79,7 @@ def test_killed_run_resumes_and_its_export_reproduces_without_kerasce(tmp_path):
 
     first = subprocess.Popen([sys.executable, str(EXAMPLE), *flags], env=ENV,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    metadata, deadline = backup_dir / "training_metadata.json", time.monotonic() + 240
+    metadata, deadline = backup_dir / "state" / "training_metadata.json", time.monotonic() + 240
     try:
         while time.monotonic() < deadline and first.poll() is None:
             try:
@@ -97,6 +97,7 @@ def test_killed_run_resumes_and_its_export_reproduces_without_kerasce(tmp_path):
     second = _run_example(*flags)
     epochs_seen = [int(e) for e in re.findall(r"^Epoch (\d+)/6$", second.stdout, flags=re.M)]
     assert epochs_seen and epochs_seen[0] >= 3 and epochs_seen[-1] == 6, second.stdout[-2000:]
+    assert f"resuming {backup_dir} after epoch {epochs_seen[0] - 1} of 6 (started " in second.stdout
     assert f"trained {len(epochs_seen)} epoch(s) in this run" in second.stdout
     assert not backup_dir.exists(), "the backup is deleted once training has finished"
 
@@ -332,7 +333,8 @@ def test_help_and_flag_errors_answer_without_importing_tensorflow(tmp_path):
     seconds = time.monotonic() - start
     assert "(default: 15)" in help_text and "(default: 0.002)" in help_text and "--fresh" in help_text
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
-    assert bad.stderr.strip().splitlines()[-1].endswith("error: argument --learning-rate: expected a number > 0, got -1")
+    last_line = bad.stderr.strip().splitlines()[-1]
+    assert last_line.endswith("error: argument --learning-rate: expected a number > 0, got -1")
     assert seconds < 5, f"two runs took {seconds:.1f} s: TensorFlow was imported?"  # ~0.1 s each here
 
 
