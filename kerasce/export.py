@@ -188,7 +188,7 @@ def export_saved_model(
     return Path(path)
 
 
-def _atomic_file(path: str | os.PathLike, write: Callable[[Path], None], suffix: str = "") -> Path:
+def _atomic_file(path: str | os.PathLike, write: Callable[[Path], object], suffix: str = "") -> Path:
     """Runs `write(tmp_file)` on a temporary file beside `path`, then renames it over `path`."""
     dest = Path(path)
     dest.parent.mkdir(parents=True, exist_ok=True)

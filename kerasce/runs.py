@@ -31,7 +31,8 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Collection, Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
+from typing import Any
 
 __all__ = [
     "RECORD_FILE",
@@ -188,14 +189,14 @@ def open_backup(
         raise ValueError(f"backup path {directory} exists and is not a directory; expected a directory or nothing.")
     if fresh:
         shutil.rmtree(directory, ignore_errors=True)
-    config = json.loads(json.dumps(dict(config), default=str))  # what run.json will hold: tuples -> lists, ...
+    flags: dict[str, Any] = json.loads(json.dumps(dict(config), default=str))  # as run.json holds them
     record_path, state_dir = directory / RECORD_FILE, directory / STATE_DIR
     has_state = state_dir.is_dir() and any(state_dir.iterdir())
     if not has_state:
         # Nothing to resume: a new run (a start killed before its first checkpoint is simply restarted).
         started = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
-        _write_record(record_path, {"config": config, "started": started})
-        return RunBackup(directory, state_dir, config, started, resuming=False)
+        _write_record(record_path, {"config": flags, "started": started})
+        return RunBackup(directory, state_dir, flags, started, resuming=False)
 
     try:
         record = json.loads(record_path.read_text())
@@ -206,10 +207,10 @@ def open_backup(
             f"so it cannot be checked to belong to this run; it is not resumed. To start fresh, add --fresh "
             f"(discards the backup) or delete {directory}."
         ) from None
-    differences = [key for key in sorted(set(recorded) | set(config))
-                   if key not in may_change and recorded.get(key, _UNSET) != config.get(key, _UNSET)]
+    differences = [key for key in sorted(set(recorded) | set(flags))
+                   if key not in may_change and recorded.get(key, _UNSET) != flags.get(key, _UNSET)]
     if differences:
-        changes = ", ".join(f"{_flag(k)} {_show(recorded.get(k, _UNSET))} -> {_show(config.get(k, _UNSET))}"
+        changes = ", ".join(f"{_flag(k)} {_show(recorded.get(k, _UNSET))} -> {_show(flags.get(k, _UNSET))}"
                             for k in differences)
         resume = " ".join(_as_flags(k, recorded.get(k, _UNSET)) for k in differences)
         raise RunConfigMismatch(
