@@ -66,7 +66,10 @@ def test_import_kerasce_does_not_import_tensorflow():
     """Command lines import kerasce before they parse flags: that must stay cheap."""
     code = "import sys, kerasce; print('tensorflow' in sys.modules, 'keras' in sys.modules)"
     out = subprocess.run(
-        [sys.executable, "-c", code], env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, text=True,
+        [sys.executable, "-c", code],
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        capture_output=True,
+        text=True,
         check=True,
     ).stdout
     assert out.split() == ["False", "False"]
@@ -90,8 +93,10 @@ def test_load_model_round_trip_and_missing_class_message(tmp_path):
     mine.save(tmp_path / "mine.keras")
     with pytest.raises(TypeError, match=r"(?s)'.*mine\.keras'.*Import the module.*custom_objects.*Unregistered"):
         kerasce.load_model(tmp_path / "mine.keras")
-    assert isinstance(kerasce.load_model(tmp_path / "mine.keras", custom_objects={"Unregistered": Unregistered})
-                      .layers[0], Unregistered)
+    assert isinstance(
+        kerasce.load_model(tmp_path / "mine.keras", custom_objects={"Unregistered": Unregistered}).layers[0],
+        Unregistered,
+    )
     with pytest.raises(ValueError, match="File not found"):
         kerasce.load_model(tmp_path / "missing.keras")
 
