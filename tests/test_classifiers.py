@@ -154,6 +154,7 @@ def test_built_and_trained_under_a_strategy_scope():
     assert any(not np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
 
 
+@pytest.mark.slow  # one of the heaviest: kept out of the quick subset (-m "not slow")
 def test_keras_file_round_trip(tmp_path):
     model = build_image_classifier((8, 8, 1), 4, multilabel=True)
     images = np.random.default_rng(1).integers(0, 256, (5, 8, 8, 1), dtype=np.uint8)

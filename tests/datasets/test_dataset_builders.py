@@ -127,6 +127,7 @@ def test_multi_digits_splits_use_disjoint_source_digits(multi_digits):
     assert not set(train[train >= 0].tolist()) & set(test[test >= 0].tolist())
 
 
+@pytest.mark.slow  # one of the heaviest: kept out of the quick subset (-m "not slow")
 def test_preparing_twice_gives_identical_datasets(tmp_path, digits, multi_digits):
     for name, first in (("digits", digits), ("multi_digits", multi_digits)):
         for split, arrays in first.items():

@@ -47,6 +47,7 @@ def test_digits_pipelines(data_dir):
     assert not np.array_equal(epoch1, epoch2), "the training set is reshuffled every epoch"
 
 
+@pytest.mark.slow  # one of the heaviest: kept out of the quick subset (-m "not slow")
 def test_multi_digits_labels_are_multi_hot_float(data_dir):
     data = load_image_dataset("multi_digits", batch_size=256, data_dir=data_dir)
     assert (data.input_shape, data.num_classes, data.multilabel) == ((16, 16, 1), 10, True)

@@ -1,0 +1,139 @@
+"""Habits of an installable library: one version, a py.typed marker in the wheel, loading saved models.
+
+The wheel itself is built and installed into a fresh environment by ``.ci/run`` (``.ci/smoke_test.py``);
+these tests check the configuration that produces it and ``kerasce.load_model``.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+from packaging.version import Version
+
+import kerasce
+from kerasce.losses import SoftmaxCrossEntropy
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    tomllib = pytest.importorskip("tomli")
+
+ROOT = Path(__file__).resolve().parent.parent
+PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+
+
+def test_the_version_is_written_once():
+    """pyproject.toml reads the version from kerasce.__version__ (setuptools parses it without importing)."""
+    project = PYPROJECT["project"]
+    assert "version" not in project and "version" in project["dynamic"]
+    assert PYPROJECT["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "kerasce.__version__"}
+    # setuptools reads the attribute statically only when it is a plain string literal in kerasce/__init__.py.
+    tree = ast.parse((ROOT / "kerasce" / "__init__.py").read_text(encoding="utf-8"))
+    literals = [
+        node.value.value
+        for node in tree.body
+        if isinstance(node, ast.Assign)
+        and [getattr(t, "id", None) for t in node.targets] == ["__version__"]
+        and isinstance(node.value, ast.Constant)
+    ]
+    assert literals == [kerasce.__version__]
+    Version(kerasce.__version__)  # PEP 440, or this raises
+
+
+def test_the_changelog_has_a_section_for_this_version():
+    changelog = (ROOT / "CHANGELOG.md").read_text(encoding="utf-8")
+    headings = re.findall(r"^## \[?([^\]\s]+)\]?(.*)$", changelog, flags=re.MULTILINE)
+    release = Version(kerasce.__version__).base_version  # 0.2.0.dev0 is recorded under 0.2.0
+    assert any(release in name + rest for name, rest in headings), (release, headings)
+    assert headings[-1][0] == "0.1.0"
+
+
+def test_py_typed_is_shipped_as_package_data():
+    assert (ROOT / "kerasce" / "py.typed").is_file()
+    assert "py.typed" in PYPROJECT["tool"]["setuptools"]["package-data"]["kerasce"]
+
+
+def test_import_kerasce_does_not_import_tensorflow():
+    """Command lines import kerasce before they parse flags: that must stay cheap."""
+    code = "import sys, kerasce; print('tensorflow' in sys.modules, 'keras' in sys.modules)"
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert out.split() == ["False", "False"]
+
+
+class Unregistered(keras.layers.Dense):
+    """A layer of the user's own that no module registers."""
+
+
+def test_load_model_round_trip_and_missing_class_message(tmp_path):
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    model.compile("sgd", loss=SoftmaxCrossEntropy(label_smoothing=0.2, class_weight=[1.0, 2.0, 3.0]))
+    model.save(tmp_path / "ok.keras")
+    loaded = kerasce.load_model(tmp_path / "ok.keras")
+    assert isinstance(loaded.loss, SoftmaxCrossEntropy)
+    assert loaded.loss.get_config() == model.loss.get_config()
+    x = np.random.default_rng(0).normal(size=(5, 4)).astype("float32")
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
+
+    mine = keras.Sequential([keras.Input((4,)), Unregistered(2)])
+    mine.save(tmp_path / "mine.keras")
+    with pytest.raises(TypeError, match=r"(?s)'.*mine\.keras'.*Import the module.*custom_objects.*Unregistered"):
+        kerasce.load_model(tmp_path / "mine.keras")
+    assert isinstance(
+        kerasce.load_model(tmp_path / "mine.keras", custom_objects={"Unregistered": Unregistered}).layers[0],
+        Unregistered,
+    )
+    with pytest.raises(ValueError, match="File not found"):
+        kerasce.load_model(tmp_path / "missing.keras")
+
+
+def _registering_modules() -> set[str]:
+    """Every kerasce module whose source registers a Keras serializable."""
+    modules = set()
+    for path in (ROOT / "kerasce").rglob("*.py"):
+        if "register_keras_serializable" in path.read_text(encoding="utf-8"):
+            parts = path.relative_to(ROOT).with_suffix("").parts
+            modules.add(".".join(parts[:-1] if parts[-1] == "__init__" else parts))
+    return modules
+
+
+@pytest.mark.slow
+def test_a_fresh_interpreter_loads_kerasce_models_with_load_model_only(tmp_path):
+    """What a user meets: keras.saving.load_model alone fails on kerasce classes, kerasce.load_model works,
+    and register_serializables imports every module that registers a serializable."""
+    from kerasce.classifiers import build_image_classifier
+
+    build_image_classifier((8, 8, 1), 3).save(tmp_path / "classifier.keras")
+    code = textwrap.dedent(
+        """
+        import sys, keras, kerasce
+        try:
+            keras.saving.load_model("classifier.keras")
+        except TypeError as err:
+            assert "Could not locate class 'ImageClassifier'" in str(err), err
+        else:
+            sys.exit("keras.saving.load_model found ImageClassifier without kerasce: the test is stale")
+        model = kerasce.load_model("classifier.keras")
+        assert type(model).__name__ == "ImageClassifier" and type(model.loss).__name__ == "SoftmaxCrossEntropy"
+        print(" ".join(sorted(m for m in sys.modules if m.startswith("kerasce"))))
+        """
+    )
+    env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="3")
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    loaded = set(result.stdout.split())
+    assert _registering_modules() <= loaded, _registering_modules() - loaded
