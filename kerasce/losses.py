@@ -209,8 +209,9 @@ def softmax_cross_entropy(
     (Leng et al., 2022). For labels that sum to 1 and no class weights the poly term is ``ε₁ (1 - Σ_c ỹ_c
     p_c)``, the paper's ``ε₁ (1 - p_t)`` with smoothed labels. It is weighted by ``w_c ỹ_c`` like the
     cross-entropy term, so a class of weight 0 adds nothing and an all-zero (masked) dense label row gives
-    loss 0. ``(1 - p)^γ`` is ``exp(γ log(1 - p))`` with ``log(1 - p)`` summed from the other classes' logits
-    where ``p > 1/2``: values and gradients stay finite for logits of any size. As ``p -> 1`` the focal
+    loss 0. ``(1 - p)^γ`` is ``exp(γ log(1 - p))``; where ``p > 1/2``, ``log p`` and ``log(1 - p)`` come from
+    the sum of the other classes' probabilities (no ``1 - p`` rounding to 0): values and gradients stay
+    finite, and accurate, for logits of any size. As ``p -> 1`` the focal
     term's gradient with respect to the logits tends to 0 for every ``γ > 0`` (also ``0 < γ < 1``, where
     ``d(1 - p)^γ / dp`` itself is infinite: it is multiplied by ``log p · dp/dz -> 0``), and that exact
     limit is what is returned. With ``from_logits=False``, ``1 - p`` is clipped to ``[eps, 1 - eps]`` like
@@ -356,38 +357,40 @@ def _check_focal_options(focal_gamma: float, poly_epsilon: float = 0.0, alpha: f
         raise ValueError(f"alpha must be in [0, 1] (or None for no balancing); got alpha={alpha}.")
 
 
-def _log1m_softmax(log_probs: tf.Tensor, selected: tf.Tensor | None = None) -> tf.Tensor:
-    """``log(1 - p)`` for ``p = exp(log_probs)`` (a log-softmax, class axis last), accurate as ``p -> 1``.
+def _softmax_log_p_and_log1m_p(log_probs: tf.Tensor, ids: tf.Tensor | None = None) -> tuple[tf.Tensor, tf.Tensor]:
+    """``(log p, log(1 - p))`` for ``p = exp(log_probs)`` (a log-softmax, class axis last), accurate as ``p -> 1``.
 
     ``log1p(-p)`` is accurate only while ``1 - p`` is not tiny: near ``p = 1`` it rounds to ``log(0)``
-    (value -inf, gradient NaN). Only the top class can have ``p > 1/2``, so the other classes use it, and
-    the top class uses ``1 - p_top = S / (1 + S)`` with ``S = Σ_{c ≠ top} p_c / p_top``, summed from the
-    other classes instead of subtracted from 1. ``S`` is floored at the dtype's smallest normal number
-    (``1 - p`` below about 1e-38 in float32), which keeps the value and the gradient finite for logits of
-    any size: the focal term ``(1 - p)^γ`` is 0 there either way.
+    (value -inf, gradient NaN), and a float32 log-softmax rounds ``log p`` to 0 once ``1 - p < 6e-8``.
+    Only the top class (``argmax``) can have ``p > 1/2``, so the other classes use ``log p`` as given and
+    ``log1p(-p)``, and the top class uses ``S = Σ_{c ≠ top} p_c / p_top``, summed from the other classes
+    instead of subtracted from 1: ``log p = -log1p(S)``, ``log(1 - p) = log S - log1p(S)``. One class is
+    the top even among tied logits (the others count 1 each in ``S``, with their gradients). ``S`` is
+    floored at the dtype's smallest normal number (``1 - p`` below about 1e-38 in float32), which keeps
+    values and gradients finite for logits of any size; the focal term is 0 there either way.
 
     Args:
         log_probs: ``[B, C]`` log-probabilities.
-        selected: Optional ``[B]`` entries of `log_probs` (the label's class, already gathered): then only
-            those are returned, and no ``[B, C]`` result is built.
+        ids: Optional ``[B]`` class ids: then only those classes' values are returned (gathered; no
+            ``[B, C]`` result and nothing of that shape built from the ids).
 
     Returns:
-        ``[B, C]``, or ``[B]`` when `selected` is given.
+        Two ``[B, C]`` tensors, or two ``[B]`` ones with `ids`.
     """
-    top = tf.reduce_max(log_probs, axis=-1, keepdims=True)
-    is_top = log_probs >= top
-    # Tied top classes count 1 each in S; the class itself is left out (its term is exactly 1).
-    ratios = tf.where(is_top, tf.zeros_like(log_probs), tf.exp(log_probs - top))
-    rest = tf.reduce_sum(ratios, axis=-1) + (tf.reduce_sum(tf.cast(is_top, log_probs.dtype), axis=-1) - 1.0)
-    rest = tf.maximum(rest, np.finfo(log_probs.dtype.as_numpy_dtype).tiny)
-    log1m_top = tf.math.log(rest) - tf.math.log1p(rest)
-    if selected is None:
-        at_top, log1m_top, lp = is_top, log1m_top[..., None], log_probs
+    top = tf.argmax(log_probs, axis=-1, output_type=tf.int32)
+    is_top = tf.equal(tf.range(tf.shape(log_probs)[-1]), top[..., None])
+    log_p_top = tf.gather(log_probs, top, batch_dims=top.shape.rank)
+    ratios = tf.where(is_top, tf.zeros_like(log_probs), tf.exp(log_probs - log_p_top[..., None]))
+    rest = tf.maximum(tf.reduce_sum(ratios, axis=-1), np.finfo(log_probs.dtype.as_numpy_dtype).tiny)
+    log_p_top = -tf.math.log1p(rest)
+    log1m_top = tf.math.log(rest) + log_p_top
+    if ids is None:
+        at_top, log_p_top, log1m_top, log_p = is_top, log_p_top[..., None], log1m_top[..., None], log_probs
     else:
-        at_top, lp = selected >= top[..., 0], selected
+        at_top, log_p = tf.equal(ids, top), tf.gather(log_probs, ids, batch_dims=ids.shape.rank)
     # The top entries get a dummy p in log1p: the unused branch of a where must not produce inf / NaN gradients.
-    p = tf.exp(tf.where(at_top, -tf.ones_like(lp), lp))
-    return tf.where(at_top, log1m_top, tf.math.log1p(-p))
+    p = tf.exp(tf.where(at_top, -tf.ones_like(log_p), log_p))
+    return tf.where(at_top, log_p_top, log_p), tf.where(at_top, log1m_top, tf.math.log1p(-p))
 
 
 def _focal_poly_terms(log_p: tf.Tensor, log1m_p: tf.Tensor, focal_gamma: float, poly_epsilon: float) -> tf.Tensor:
@@ -414,12 +417,11 @@ def _softmax_focal_poly(
         ``[B, C]`` terms, or ``[B]`` with `ids`.
     """
     gather = (lambda x: x) if ids is None else (lambda x: tf.gather(x, ids, batch_dims=ids.shape.rank))
-    log_p = gather(log_probs)
     if probs is None:
-        log1m_p = _log1m_softmax(log_probs, None if ids is None else log_p)
+        log_p, log1m_p = _softmax_log_p_and_log1m_p(log_probs, ids)
     else:
         # Probabilities as given: 1 - p is as accurate as the input; clipped like log p (value only).
-        log1m_p = _log_clipped(1.0 - gather(probs))
+        log_p, log1m_p = gather(log_probs), _log_clipped(1.0 - gather(probs))
     return _focal_poly_terms(log_p, log1m_p, focal_gamma, poly_epsilon)
 
 
