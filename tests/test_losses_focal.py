@@ -250,10 +250,13 @@ PLAIN_CASES = [
 
 @pytest.mark.parametrize("options", PLAIN_CASES)
 @pytest.mark.parametrize("form", ["sparse", "dense", "ignore_class"])
-@pytest.mark.parametrize("mode", ["eager", "tf.function"])
-def test_gamma_0_and_epsilon_0_is_the_plain_loss_bit_for_bit(options, form, mode):
+@pytest.mark.parametrize("mode,scale", [("eager", 2.5), ("tf.function", 2.5), ("eager", 12.0)])
+def test_gamma_0_and_epsilon_0_is_the_plain_loss_bit_for_bit(options, form, mode, scale):
+    # scale 12: confident predictions, where another formula for log p (e.g. -log1p of the other classes' sum)
+    # differs from the plain loss's log-softmax in the last bits.
     rng = np.random.default_rng(4)
-    pred, ids, soft = random_problem(rng, (3, 5, 4), -1, probabilities=options.get("from_logits") is False)
+    pred, ids, soft = random_problem(rng, (3, 5, 4), -1, probabilities=options.get("from_logits") is False,
+                                     scale=scale)
     pred = pred.astype(np.float32)
     if form == "ignore_class":
         options = {**options, "ignore_class": 255}
@@ -275,6 +278,26 @@ def test_gamma_0_and_epsilon_0_is_the_plain_loss_bit_for_bit(options, form, mode
     plain = L.sigmoid_cross_entropy(soft, pred, pos_weight=2.0, **sigmoid_options)
     zeroed = L.sigmoid_cross_entropy(soft, pred, pos_weight=2.0, focal_gamma=0.0, alpha=None, **sigmoid_options)
     np.testing.assert_array_equal(zeroed.numpy(), plain.numpy())
+
+
+@pytest.mark.parametrize("scale", [2.5, 12.0])
+def test_the_default_is_the_v0_1_formula_bit_for_bit(scale):
+    # The defaults (γ = 0, ε = 0, alpha=None) compute what kerasce 0.1 did, op for op: -log_softmax(z)[k]
+    # (times w_k), -Σ y log_softmax(z), softplus(z) - y z. A change of formula (even an exact one) shows here.
+    rng = np.random.default_rng(20)
+    z, ids, soft = random_problem(rng, (6, 5), -1, scale=scale)
+    z = tf.constant(z.astype(np.float32))
+    w = rng.uniform(0.5, 2.0, size=5).astype(np.float32)
+    log_probs = tf.nn.log_softmax(z)
+    np.testing.assert_array_equal(L.softmax_cross_entropy(ids, z).numpy(),
+                                  -tf.gather(log_probs, ids, batch_dims=1).numpy())
+    np.testing.assert_array_equal(L.softmax_cross_entropy(ids, z, class_weight=w).numpy(),
+                                  (-tf.gather(log_probs, ids, batch_dims=1) * tf.gather(w, ids)).numpy())
+    np.testing.assert_array_equal(L.softmax_cross_entropy(soft.astype(np.float32), z).numpy(),
+                                  -tf.reduce_sum(log_probs * soft.astype(np.float32), -1).numpy())
+    y = (soft > 0.2).astype(np.float32)
+    np.testing.assert_array_equal(L.sigmoid_cross_entropy(y, z).numpy(),
+                                  tf.reduce_mean(tf.nn.softplus(z) - y * z, -1).numpy())
 
 
 @pytest.mark.parametrize("gamma,epsilon", [(2.0, 0.0), (0.5, 1.0)])
@@ -345,6 +368,8 @@ def test_ignore_class_equals_dense_labels_with_those_positions_removed(gamma, ep
         kept = tf.boolean_mask(z_all, valid)
         dense = L.SoftmaxCrossEntropy(**opts)(np.eye(6)[ids[valid]], kept)
     np.testing.assert_allclose(sparse.numpy(), dense.numpy(), rtol=1e-6)
+    per_position = L.softmax_cross_entropy(ids, z_all, ignore_class=255, **opts).numpy()
+    assert np.all(per_position[~valid] == 0) and np.all(per_position[valid] > 0)
     grad_sparse, grad_dense = tape.gradient(sparse, z_all).numpy(), tape.gradient(dense, z_all).numpy()
     np.testing.assert_allclose(grad_sparse, grad_dense, rtol=1e-5, atol=1e-8)
     assert np.all(grad_sparse[~valid] == 0)
