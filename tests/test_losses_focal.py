@@ -382,7 +382,8 @@ def test_ignore_class_equals_dense_labels_with_those_positions_removed(gamma, ep
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32", "float64"])
 @pytest.mark.parametrize("form", ["sparse", "dense"])
-@pytest.mark.parametrize("gamma,epsilon,smoothing", [(2.0, 0.0, 0.0), (0.5, 1.0, 0.0), (0.25, 0.0, 0.1), (1.0, 2.0, 0.2)])
+@pytest.mark.parametrize("gamma,epsilon,smoothing",
+                         [(2.0, 0.0, 0.0), (0.5, 1.0, 0.0), (0.25, 0.0, 0.1), (1.0, 2.0, 0.2)])
 def test_softmax_extreme_logits_give_finite_exact_values_and_gradients(dtype, form, gamma, epsilon, smoothing):
     logits = tf.constant([[1e4, -1e4, 0.0], [-1e4, 1e4, 1e4], [0.0, 0.0, 0.0], [1e4, -1e4, -1e4]], dtype)
     ids = np.array([1, 0, 2, 0])
@@ -422,7 +423,8 @@ def test_softmax_focal_gradient_as_p_tends_to_1_is_the_finite_exact_limit(gamma,
     dp0_dz = p0[:, None] * np.concatenate([np.exp(log1m0)[:, None], -np.exp(log_p[:, 1:])], -1)  # 1 - p_0, exact
     want = v[:, None] * dl_dp[:, None] * dp0_dz
     np.testing.assert_allclose(loss, -np.exp(gamma * log1m0) * log_p0, rtol=1e-5, atol=1e-30)
-    np.testing.assert_allclose(grad, want, rtol=2e-5 if dtype == "float32" else 1e-9, atol=1e-30 if dtype == "float64" else 1e-37)
+    rtol, atol = (2e-5, 1e-37) if dtype == "float32" else (1e-9, 1e-30)
+    np.testing.assert_allclose(grad, want, rtol=rtol, atol=atol)
 
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32", "float64"])
@@ -655,7 +657,8 @@ def test_compile_fit_save_load_round_trip(tmp_path, multilabel):
 def test_keras_masks_of_padded_sequences_are_respected():
     # Padded steps (token 0) are left out of the mean, with a softmax head and from_logits=False (cached logits).
     keras.utils.set_random_seed(0)
-    embed = keras.layers.Embedding(10, 4, mask_zero=True, embeddings_initializer=keras.initializers.RandomNormal(stddev=3.0))
+    embed = keras.layers.Embedding(10, 4, mask_zero=True,
+                                   embeddings_initializer=keras.initializers.RandomNormal(stddev=3.0))
     model = keras.Sequential([keras.Input((5,)), embed, keras.layers.Dense(3, activation="softmax")])
     tokens = np.array([[3, 4, 5, 0, 0], [6, 7, 0, 0, 0]])
     valid = tokens != 0
@@ -752,8 +755,9 @@ def test_mixed_float16_policy_trains_finitely(loss_cls):
         else:
             y, loss = (x[:, :2] > 0).astype(np.float32), L.SigmoidCrossEntropy(focal_gamma=0.5, alpha=0.25)
         # Large initial weights: saturated float16 logits (p -> 1 and 0) from the first step.
+        big = keras.initializers.RandomNormal(stddev=50.0)
         model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, activation="relu"),
-                                  keras.layers.Dense(2, kernel_initializer=keras.initializers.RandomNormal(stddev=50.0))])
+                                  keras.layers.Dense(2, kernel_initializer=big)])
         model.compile(keras.optimizers.Adam(0.01), loss=loss)
         assert model.layers[-1].compute_dtype == "float16"
         history = model.fit(x, y, epochs=10, batch_size=16, verbose=0)
@@ -797,7 +801,8 @@ def _distributed_job_main() -> None:
     w = rng.uniform(0.5, 1.5, size=48).astype(np.float32)
     if args.task == "softmax":
         y = rng.integers(0, 4, size=48)
-        loss = L.SoftmaxCrossEntropy(focal_gamma=2.0, poly_epsilon=1.0, label_smoothing=0.1, class_weight=[1, 2, 1, 0.5])
+        loss = L.SoftmaxCrossEntropy(focal_gamma=2.0, poly_epsilon=1.0, label_smoothing=0.1,
+                                     class_weight=[1, 2, 1, 0.5])
     else:
         y = (rng.uniform(size=(48, 4)) < 0.3).astype(np.float32)
         loss = L.SigmoidCrossEntropy(focal_gamma=1.5, alpha=0.25, pos_weight=2.0)
