@@ -215,7 +215,9 @@ def softmax_cross_entropy(
     term's gradient with respect to the logits tends to 0 for every ``γ > 0`` (also ``0 < γ < 1``, where
     ``d(1 - p)^γ / dp`` itself is infinite: it is multiplied by ``log p · dp/dz -> 0``), and that exact
     limit is what is returned. With ``from_logits=False``, ``1 - p`` is clipped to ``[eps, 1 - eps]`` like
-    ``p`` (value only), so the gradient stays finite there too.
+    ``p`` (value only), so the gradient stays finite there too. With both options on, the poly term is
+    added as written, not as the paper's focal variant ``ε₁ (1 - p_t)^(γ+1)``. A masked class (logit
+    ``-inf``) with label 0 adds 0, with a finite gradient.
 
     Integer labels ``k`` mean ``y = one_hot(k)``, so the unsmoothed, unweighted sparse loss is
     ``logsumexp(z) - z_k``. Its gradient with respect to the logits is ``(Σ_c w_c ỹ_c) p - w ⊙ ỹ``
@@ -395,7 +397,14 @@ def _softmax_log_p_and_log1m_p(log_probs: tf.Tensor, ids: tf.Tensor | None = Non
 
 def _focal_poly_terms(log_p: tf.Tensor, log1m_p: tf.Tensor, focal_gamma: float, poly_epsilon: float) -> tf.Tensor:
     """Per class ``-(1 - p)^γ log p + ε (1 - p)``, with ``(1 - p)^γ = exp(γ log(1 - p))``."""
-    focal = log_p if focal_gamma == 0 else tf.exp(focal_gamma * log1m_p) * log_p
+    if focal_gamma == 0:
+        focal = log_p
+    else:
+        # A masked class (logit -inf, so log p = -inf) keeps its -inf value, which a label of 0 multiplies
+        # away; the inner where keeps -inf out of the product, whose gradient would be 0 x inf = NaN.
+        finite = tf.math.is_finite(log_p)
+        safe = tf.where(finite, log_p, tf.zeros_like(log_p))
+        focal = tf.where(finite, tf.exp(focal_gamma * log1m_p) * safe, log_p)
     return poly_epsilon * tf.exp(log1m_p) - focal if poly_epsilon else -focal
 
 

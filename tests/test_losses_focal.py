@@ -234,6 +234,28 @@ def test_a_class_of_weight_zero_and_an_all_zero_dense_row_add_nothing():
     assert dense.numpy()[0] == 0.0
 
 
+@pytest.mark.parametrize("form", ["sparse", "dense"])
+@pytest.mark.parametrize("gamma,epsilon", [(2.0, 0.0), (0.5, 1.0)])
+def test_masked_logits_add_nothing_and_keep_a_finite_gradient(form, gamma, epsilon):
+    # Action masking / impossible classes: a logit of -inf with label 0 is the loss over the other classes.
+    z = tf.constant([[1.0, 2.0, -np.inf, 0.5], [0.3, -np.inf, -1.0, 2.5]])
+    ids = np.array([1, 3])
+    labels = ids if form == "sparse" else np.eye(4)[ids]
+    loss, grad, v = value_and_grad(lambda q: L.softmax_cross_entropy(labels, q, focal_gamma=gamma,
+                                                                      poly_epsilon=epsilon), z)
+    assert np.all(np.isfinite(loss)) and np.all(np.isfinite(grad))
+    kept = [np.array([1.0, 2.0, 0.5]), np.array([0.3, -1.0, 2.5])]
+    kept_ids = [1, 2]
+    want = [ref_softmax_focal([k], z_row[None], sparse=True, gamma=gamma, epsilon=epsilon)[0]
+            for k, z_row in zip(kept_ids, kept)]
+    np.testing.assert_allclose(loss, want, rtol=1e-6)
+    assert grad[0, 2] == 0 and grad[1, 1] == 0
+    for row, (k, z_row, cols) in enumerate(zip(kept_ids, kept, [[0, 1, 3], [0, 2, 3]])):
+        ref = lambda q: v[row] * ref_softmax_focal([k], q[None], sparse=True, gamma=gamma,  # noqa: E731
+                                                   epsilon=epsilon)[0]
+        np.testing.assert_allclose(grad[row, cols], numeric_grad(ref, z_row), rtol=1e-4, atol=1e-6)
+
+
 # ------------------------------------------------------------------------------------------------
 # Properties
 # ------------------------------------------------------------------------------------------------
