@@ -23,6 +23,7 @@ Numerics shared by all functions:
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, Sequence
 
 import keras
@@ -189,13 +190,34 @@ def softmax_cross_entropy(
     class_weight: Sequence[float] | None = None,
     ignore_class: int | None = None,
     axis: int = -1,
+    focal_gamma: float = 0.0,
+    poly_epsilon: float = 0.0,
 ) -> tf.Tensor:
-    r"""Softmax cross-entropy per example, for integer class ids or one-hot / soft labels.
+    r"""Softmax cross-entropy per example, for integer class ids or one-hot / soft labels; focal and poly forms.
 
     With ``p = softmax(logits)`` over the class axis, smoothed labels
     ``ỹ = (1 - ε) y + ε / C`` and class weights ``w`` (all ones by default)::
 
         loss = -Σ_c w_c ỹ_c log p_c                      (computed as log p = z - logsumexp(z))
+
+    With ``focal_gamma = γ`` and ``poly_epsilon = ε₁`` (both 0 by default, which is the loss above, bit
+    for bit)::
+
+        loss = Σ_c w_c ỹ_c [-(1 - p_c)^γ log p_c + ε₁ (1 - p_c)]
+
+    the focal loss (Lin et al., 2017; ``w`` plays the role of its per-class ``α``) plus the Poly-1 term
+    (Leng et al., 2022). For labels that sum to 1 and no class weights the poly term is ``ε₁ (1 - Σ_c ỹ_c
+    p_c)``, the paper's ``ε₁ (1 - p_t)`` with smoothed labels. It is weighted by ``w_c ỹ_c`` like the
+    cross-entropy term, so a class of weight 0 adds nothing and an all-zero (masked) dense label row gives
+    loss 0. ``(1 - p)^γ`` is ``exp(γ log(1 - p))``; where ``p > 1/2``, ``log p`` and ``log(1 - p)`` come from
+    the sum of the other classes' probabilities (no ``1 - p`` rounding to 0): values and gradients stay
+    finite, and accurate, for logits of any size. As ``p -> 1`` the focal
+    term's gradient with respect to the logits tends to 0 for every ``γ > 0`` (also ``0 < γ < 1``, where
+    ``d(1 - p)^γ / dp`` itself is infinite: it is multiplied by ``log p · dp/dz -> 0``), and that exact
+    limit is what is returned. With ``from_logits=False``, ``1 - p`` is clipped to ``[eps, 1 - eps]`` like
+    ``p`` (value only), so the gradient stays finite there too. With both options on, the poly term is
+    added as written, not as the paper's focal variant ``ε₁ (1 - p_t)^(γ+1)``. A masked class (logit
+    ``-inf``) with label 0 adds 0, with a finite gradient.
 
     Integer labels ``k`` mean ``y = one_hot(k)``, so the unsmoothed, unweighted sparse loss is
     ``logsumexp(z) - z_k``. Its gradient with respect to the logits is ``(Σ_c w_c ỹ_c) p - w ⊙ ỹ``
@@ -215,6 +237,9 @@ def softmax_cross_entropy(
             loss 0 and are masked out of the Keras mean (the returned tensor carries a Keras mask). Only
             for integer labels.
         axis: The class axis of ``logits`` (and of dense labels).
+        focal_gamma: ``γ >= 0``, the focal exponent (2 in Lin et al.); 0 turns the focal factor off.
+        poly_epsilon: ``ε₁``, the Poly-1 coefficient (any finite number; the paper uses values in
+            ``[-1, ∞)``, where the loss stays a decreasing function of ``p``); 0 turns it off.
 
     Returns:
         Loss per example, shape ``[B]`` (``logits`` without its class axis); float32 for half-precision
@@ -223,16 +248,19 @@ def softmax_cross_entropy(
     Raises:
         ValueError: ``C < 2`` or unknown, label and prediction shapes that match neither form, a
             ``class_weight`` of the wrong length, ``label_smoothing`` outside ``[0, 1]``, ``ignore_class``
-            with dense labels.
+            with dense labels, ``focal_gamma`` negative or not finite, ``poly_epsilon`` not finite.
         tf.errors.InvalidArgumentError: sparse labels outside ``[0, C)`` (other than ``ignore_class``) or
             not integers; dense labels outside ``[0, 1]``; probabilities outside ``[0, 1]``.
 
     References:
         Goodfellow, Bengio & Courville, *Deep Learning* (2016), §6.2.2.3; Szegedy et al., *Rethinking the
-        Inception Architecture* (2016), §7, for label smoothing.
+        Inception Architecture* (2016), §7, for label smoothing; Lin et al., *Focal Loss for Dense Object
+        Detection* (2017), eq. 5; Leng et al., *PolyLoss* (ICLR 2022), eq. 3 (Poly-1).
     """
     fn = "softmax_cross_entropy"
     _check_smoothing(label_smoothing)
+    _check_focal_options(focal_gamma, poly_epsilon)
+    focal_poly = bool(focal_gamma or poly_epsilon)
     cached = None if from_logits else _cached_logits(logits)
     if cached is not None:
         logits, from_logits = cached, True
@@ -279,11 +307,18 @@ def softmax_cross_entropy(
 
     if sparse:
         ids, valid = _sparse_class_ids(labels, num_classes, ignore_class)
-        nll = -tf.gather(log_probs, ids, batch_dims=ids.shape.rank)
+        if focal_poly:
+            nll = _softmax_focal_poly(log_probs, None if from_logits else logits, focal_gamma, poly_epsilon, ids)
+        else:
+            nll = -tf.gather(log_probs, ids, batch_dims=ids.shape.rank)
         if weights is not None:
             nll *= tf.gather(weights, ids)
         if label_smoothing:
-            uniform_nll = -tf.reduce_mean(log_probs if weights is None else log_probs * weights, axis=-1)
+            if focal_poly:  # Σ_c over [B, C] terms from the log-probabilities: still no one-hot labels.
+                terms = _softmax_focal_poly(log_probs, None if from_logits else logits, focal_gamma, poly_epsilon)
+                uniform_nll = tf.reduce_mean(terms if weights is None else terms * weights, axis=-1)
+            else:
+                uniform_nll = -tf.reduce_mean(log_probs if weights is None else log_probs * weights, axis=-1)
             nll = (1.0 - label_smoothing) * nll + label_smoothing * uniform_nll
         if valid is not None:
             nll = tf.where(valid, nll, tf.zeros_like(nll))
@@ -304,8 +339,99 @@ def softmax_cross_entropy(
         labels = labels * (1.0 - label_smoothing) + label_smoothing / num_classes
     if weights is not None:
         labels *= weights
+    if focal_poly:
+        terms = _softmax_focal_poly(log_probs, None if from_logits else logits, focal_gamma, poly_epsilon)
+        return tf.reduce_sum(tf.math.multiply_no_nan(terms, labels), axis=-1)
     # A class with label 0 adds 0 even where its log-probability is -inf (a masked logit), not NaN.
     return -tf.reduce_sum(tf.math.multiply_no_nan(log_probs, labels), axis=-1)
+
+
+# Focal / poly terms (issue 11). Kept apart from the function above so that its check code stays as it is.
+
+
+def _check_focal_options(focal_gamma: float, poly_epsilon: float = 0.0, alpha: float | None = None) -> None:
+    """Rejects a negative or non-finite ``focal_gamma``, a non-finite ``poly_epsilon``, ``alpha`` outside [0, 1]."""
+    if not (math.isfinite(float(focal_gamma)) and float(focal_gamma) >= 0.0):
+        raise ValueError(f"focal_gamma must be a finite number >= 0 (0 turns the focal term off); got {focal_gamma}.")
+    if not math.isfinite(float(poly_epsilon)):
+        raise ValueError(f"poly_epsilon must be a finite number (0 turns the poly term off); got {poly_epsilon}.")
+    if alpha is not None and not 0.0 <= float(alpha) <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1] (or None for no balancing); got alpha={alpha}.")
+
+
+def _softmax_log_p_and_log1m_p(log_probs: tf.Tensor, ids: tf.Tensor | None = None) -> tuple[tf.Tensor, tf.Tensor]:
+    """``(log p, log(1 - p))`` for ``p = exp(log_probs)`` (a log-softmax, class axis last), accurate as ``p -> 1``.
+
+    ``log1p(-p)`` is accurate only while ``1 - p`` is not tiny: near ``p = 1`` it rounds to ``log(0)``
+    (value -inf, gradient NaN), and a float32 log-softmax rounds ``log p`` to 0 once ``1 - p < 6e-8``.
+    Only the top class (``argmax``) can have ``p > 1/2``, so the other classes use ``log p`` as given and
+    ``log1p(-p)``, and the top class uses ``S = Σ_{c ≠ top} p_c / p_top``, summed from the other classes
+    instead of subtracted from 1: ``log p = -log1p(S)``, ``log(1 - p) = log S - log1p(S)``. One class is
+    the top even among tied logits (the others count 1 each in ``S``, with their gradients). ``S`` is
+    floored at the dtype's smallest normal number (``1 - p`` below about 1e-38 in float32), which keeps
+    values and gradients finite for logits of any size; the focal term is 0 there either way.
+
+    Args:
+        log_probs: ``[B, C]`` log-probabilities.
+        ids: Optional ``[B]`` class ids: then only those classes' values are returned (gathered; no
+            ``[B, C]`` result and nothing of that shape built from the ids).
+
+    Returns:
+        Two ``[B, C]`` tensors, or two ``[B]`` ones with `ids`.
+    """
+    top = tf.argmax(log_probs, axis=-1, output_type=tf.int32)
+    is_top = tf.equal(tf.range(tf.shape(log_probs)[-1]), top[..., None])
+    log_p_top = tf.gather(log_probs, top, batch_dims=top.shape.rank)
+    ratios = tf.where(is_top, tf.zeros_like(log_probs), tf.exp(log_probs - log_p_top[..., None]))
+    rest = tf.maximum(tf.reduce_sum(ratios, axis=-1), np.finfo(log_probs.dtype.as_numpy_dtype).tiny)
+    log_p_top = -tf.math.log1p(rest)
+    log1m_top = tf.math.log(rest) + log_p_top
+    if ids is None:
+        at_top, log_p_top, log1m_top, log_p = is_top, log_p_top[..., None], log1m_top[..., None], log_probs
+    else:
+        at_top, log_p = tf.equal(ids, top), tf.gather(log_probs, ids, batch_dims=ids.shape.rank)
+    # The top entries get a dummy p in log1p: the unused branch of a where must not produce inf / NaN gradients.
+    p = tf.exp(tf.where(at_top, -tf.ones_like(log_p), log_p))
+    return tf.where(at_top, log_p_top, log_p), tf.where(at_top, log1m_top, tf.math.log1p(-p))
+
+
+def _focal_poly_terms(log_p: tf.Tensor, log1m_p: tf.Tensor, focal_gamma: float, poly_epsilon: float) -> tf.Tensor:
+    """Per class ``-(1 - p)^γ log p + ε (1 - p)``, with ``(1 - p)^γ = exp(γ log(1 - p))``."""
+    if focal_gamma == 0:
+        focal = log_p
+    else:
+        # A masked class (logit -inf, so log p = -inf) keeps its -inf value, which a label of 0 multiplies
+        # away; the inner where keeps -inf out of the product, whose gradient would be 0 x inf = NaN.
+        finite = tf.math.is_finite(log_p)
+        safe = tf.where(finite, log_p, tf.zeros_like(log_p))
+        focal = tf.where(finite, tf.exp(focal_gamma * log1m_p) * safe, log_p)
+    return poly_epsilon * tf.exp(log1m_p) - focal if poly_epsilon else -focal
+
+
+def _softmax_focal_poly(
+    log_probs: tf.Tensor,
+    probs: tf.Tensor | None,
+    focal_gamma: float,
+    poly_epsilon: float,
+    ids: tf.Tensor | None = None,
+) -> tf.Tensor:
+    """The focal / poly per-class terms of `softmax_cross_entropy`, for every class or at the ids.
+
+    Args:
+        log_probs: ``[B, C]`` log-probabilities.
+        probs: ``[B, C]`` probabilities when the input was probabilities (``from_logits=False``), else None.
+        ids: Optional ``[B]`` class ids: the terms of those classes only (gathered, no one-hot).
+
+    Returns:
+        ``[B, C]`` terms, or ``[B]`` with `ids`.
+    """
+    gather = (lambda x: x) if ids is None else (lambda x: tf.gather(x, ids, batch_dims=ids.shape.rank))
+    if probs is None:
+        log_p, log1m_p = _softmax_log_p_and_log1m_p(log_probs, ids)
+    else:
+        # Probabilities as given: 1 - p is as accurate as the input; clipped like log p (value only).
+        log_p, log1m_p = gather(log_probs), _log_clipped(1.0 - gather(probs))
+    return _focal_poly_terms(log_p, log1m_p, focal_gamma, poly_epsilon)
 
 
 def softmax_entropy(logits: Any, axis: int = -1) -> tf.Tensor:
@@ -357,8 +483,10 @@ def sigmoid_cross_entropy(
     label_smoothing: float = 0.0,
     pos_weight: Sequence[float] | float | None = None,
     axis: int = -1,
+    focal_gamma: float = 0.0,
+    alpha: float | None = None,
 ) -> tf.Tensor:
-    r"""Binary / multi-label sigmoid cross-entropy, averaged over the label axis.
+    r"""Binary / multi-label sigmoid cross-entropy, averaged over the label axis; focal form.
 
     With ``σ`` the logistic function, smoothed labels ``ỹ = (1 - ε) y + ε / 2`` and positive-class weights
     ``w`` (ones by default), per label::
@@ -369,6 +497,19 @@ def sigmoid_cross_entropy(
     and the result is the mean of ``l`` over the ``C`` labels. ``w > 1`` counts positives more (rare
     labels), ``w < 1`` less. Rank-1 inputs ``[B]`` are ``B`` binary examples: nothing is averaged.
 
+    With ``focal_gamma = γ`` and ``alpha = α`` (Lin et al., 2017, eq. 5, for soft labels too)::
+
+        l = -[α w ỹ (1 - p)^γ log p + (1 - α)(1 - ỹ) p^γ log(1 - p)],     p = σ(z)
+
+    ``alpha=None`` (default) means no balancing: both ``α`` and ``1 - α`` are replaced by 1 (with ``γ = 0``
+    that is the loss above, bit for bit). ``alpha`` and ``pos_weight`` combine by multiplying: the positive
+    term's weight is ``α w``, the negative term's ``1 - α``. For hard 0/1 labels this is
+    ``-α_t (1 - p_t)^γ log p_t`` of the paper, torchvision's and Optax's ``sigmoid_focal_loss``, and Keras's
+    ``BinaryFocalCrossentropy`` (``apply_class_balancing=True`` for an ``alpha``); for soft labels each side
+    keeps its own focal factor. Computed as ``log p = -softplus(-z)``, ``log(1 - p) = -softplus(z)``,
+    ``(1 - p)^γ = exp(-γ softplus(z))``: finite values and gradients for logits of any size, and the
+    gradient with respect to the logits tends to 0 as ``p -> 1`` for every ``γ > 0``.
+
     Args:
         labels: ``[B, C]`` targets in ``[0, 1]`` (multi-hot or soft); ``[B]`` also accepted for ``[B, 1]``
             predictions and vice versa.
@@ -377,21 +518,26 @@ def sigmoid_cross_entropy(
         label_smoothing: ``ε`` in ``[0, 1]``; pulls targets toward 1/2.
         pos_weight: Optional weight of the positive term: a scalar, or ``[C]`` one per label.
         axis: The label axis averaged over.
+        focal_gamma: ``γ >= 0``, the focal exponent; 0 turns the focal factors off.
+        alpha: ``α`` in ``[0, 1]`` balancing positives against negatives (0.25 in Lin et al.), or None.
 
     Returns:
         ``[B]`` losses (the label axis averaged); float32 for half-precision inputs.
 
     Raises:
         ValueError: label and prediction shapes differ, ``pos_weight`` of the wrong length,
-            ``label_smoothing`` outside ``[0, 1]``.
+            ``label_smoothing`` outside ``[0, 1]``, ``focal_gamma`` negative or not finite, ``alpha``
+            outside ``[0, 1]``.
         tf.errors.InvalidArgumentError: labels or probabilities outside ``[0, 1]``.
 
     References:
         Bishop, *Pattern Recognition and Machine Learning* (2006), §4.3.2;
-        ``tf.nn.weighted_cross_entropy_with_logits`` for the stable weighted form.
+        ``tf.nn.weighted_cross_entropy_with_logits`` for the stable weighted form; Lin et al., *Focal Loss
+        for Dense Object Detection* (2017).
     """
     fn = "sigmoid_cross_entropy"
     _check_smoothing(label_smoothing)
+    _check_focal_options(focal_gamma, alpha=alpha)
     cached = None if from_logits else _cached_logits(logits)
     if cached is not None:
         logits, from_logits = cached, True
@@ -428,7 +574,9 @@ def sigmoid_cross_entropy(
             # Broadcast a [C] vector along a label axis that is not the last one.
             weights = tf.reshape(weights, [-1] + [1] * (rank - 1 - label_axis))
 
-    if from_logits:
+    if focal_gamma or alpha is not None:
+        per_label = _sigmoid_focal(labels, logits, from_logits, weights, focal_gamma, alpha)
+    elif from_logits:
         if weights is None:
             per_label = tf.nn.softplus(logits) - labels * logits
         else:
@@ -441,6 +589,31 @@ def sigmoid_cross_entropy(
     if rank == 1:
         return per_label
     return tf.reduce_mean(per_label, axis=axis)
+
+
+def _sigmoid_focal(
+    labels: tf.Tensor,
+    logits: tf.Tensor,
+    from_logits: bool,
+    pos_weight: tf.Tensor | None,
+    focal_gamma: float,
+    alpha: float | None,
+) -> tf.Tensor:
+    """Per label ``-[α w y (1 - p)^γ log p + (1 - α)(1 - y) p^γ log(1 - p)]`` (see `sigmoid_cross_entropy`)."""
+    if from_logits:
+        # log σ(z) and log(1 - σ(z)) as softplus: no exp overflow and no log(0) for logits of any size.
+        log_p, log_q = -tf.nn.softplus(-logits), -tf.nn.softplus(logits)
+    else:
+        log_p, log_q = _log_clipped(logits), _log_clipped(1.0 - logits)
+    positive, negative = labels * log_p, (1.0 - labels) * log_q
+    if focal_gamma:
+        positive *= tf.exp(focal_gamma * log_q)
+        negative *= tf.exp(focal_gamma * log_p)
+    if pos_weight is not None:
+        positive *= pos_weight
+    if alpha is not None:
+        positive, negative = alpha * positive, (1.0 - alpha) * negative
+    return -(positive + negative)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -520,6 +693,9 @@ class SoftmaxCrossEntropy(_FunctionLoss):
         class_weight: Optional list of ``C`` non-negative weights, one per class.
         ignore_class: Optional class id masked out of the loss and of the mean.
         axis: The class axis.
+        focal_gamma: Focal exponent ``γ >= 0`` (0: off). With ``class_weight`` as the per-class ``α``, this
+            is Keras's ``CategoricalFocalCrossentropy`` for integer ids too, without a one-hot tensor.
+        poly_epsilon: Poly-1 coefficient ``ε₁`` (0: off).
         reduction: A Keras reduction: ``"sum_over_batch_size"`` (default), ``"sum"``, ``"mean"``,
             ``"mean_with_sample_weight"``, ``"none"`` or ``None``.
         name: Name of the loss.
@@ -535,17 +711,22 @@ class SoftmaxCrossEntropy(_FunctionLoss):
         class_weight: Sequence[float] | None = None,
         ignore_class: int | None = None,
         axis: int = -1,
+        focal_gamma: float = 0.0,
+        poly_epsilon: float = 0.0,
         reduction: str | None = "sum_over_batch_size",
         name: str = "softmax_cross_entropy",
         dtype: Any = None,
     ):
         _check_smoothing(label_smoothing)
+        _check_focal_options(focal_gamma, poly_epsilon)
         options = {
             "from_logits": bool(from_logits),
             "label_smoothing": float(label_smoothing),
             "class_weight": _check_nonnegative_weights(class_weight, "class_weight"),
             "ignore_class": None if ignore_class is None else int(ignore_class),
             "axis": int(axis),
+            "focal_gamma": float(focal_gamma),
+            "poly_epsilon": float(poly_epsilon),
         }
         super().__init__(options, reduction, name, dtype)
 
@@ -562,6 +743,9 @@ class SigmoidCrossEntropy(_FunctionLoss):
         label_smoothing: ``ε`` in ``[0, 1]``.
         pos_weight: Optional non-negative scalar or list of ``C`` weights for the positive term.
         axis: The label axis.
+        focal_gamma: Focal exponent ``γ >= 0`` (0: off).
+        alpha: Optional ``α`` in ``[0, 1]``: positives weighted ``α``, negatives ``1 - α`` (None: no balancing;
+            Keras's ``BinaryFocalCrossentropy(apply_class_balancing=True, alpha=α)``).
         reduction: A Keras reduction (see `SoftmaxCrossEntropy`).
         name: Name of the loss.
         dtype: Dtype of the loss computation (``None``: ``keras.config.floatx()``).
@@ -575,17 +759,22 @@ class SigmoidCrossEntropy(_FunctionLoss):
         label_smoothing: float = 0.0,
         pos_weight: Sequence[float] | float | None = None,
         axis: int = -1,
+        focal_gamma: float = 0.0,
+        alpha: float | None = None,
         reduction: str | None = "sum_over_batch_size",
         name: str = "sigmoid_cross_entropy",
         dtype: Any = None,
     ):
         _check_smoothing(label_smoothing)
+        _check_focal_options(focal_gamma, alpha=alpha)
         weights = _check_nonnegative_weights(pos_weight, "pos_weight")
         options = {
             "from_logits": bool(from_logits),
             "label_smoothing": float(label_smoothing),
             "pos_weight": weights[0] if weights is not None and np.ndim(pos_weight) == 0 else weights,
             "axis": int(axis),
+            "focal_gamma": float(focal_gamma),
+            "alpha": None if alpha is None else float(alpha),
         }
         super().__init__(options, reduction, name, dtype)
 
