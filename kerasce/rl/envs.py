@@ -10,22 +10,32 @@ import numpy as np
 __all__ = ["check_spaces", "make_vector_env"]
 
 
-def make_vector_env(env_id: str, num_envs: int, **kwargs: Any) -> gymnasium.vector.VectorEnv:
-    """A gymnasium vector env: the env's native vector implementation when it has one, else "sync".
+VECTOR_MODES = ("auto", "native", "sync", "async")
 
-    Both autoreset on the step after an episode ends (gymnasium's NEXT_STEP mode), which
+
+def make_vector_env(env_id: str, num_envs: int, mode: str = "auto", **kwargs: Any) -> gymnasium.vector.VectorEnv:
+    """A gymnasium vector env of ``num_envs`` copies of ``env_id``.
+
+    All modes autoreset on the step after an episode ends (gymnasium's NEXT_STEP mode), which
     :func:`kerasce.rl.rollout.collect_episodes` masks out.
 
     Args:
       env_id: a registered gymnasium id, e.g. ``"CartPole-v1"``.
       num_envs: number of sub-environments ``N >= 1``.
+      mode: ``"native"`` the env's own NumPy vector implementation; ``"sync"`` sub-envs stepped in
+        turn in this process (sub-env ``i`` reset with ``seed`` is the single env reset with
+        ``seed + i``); ``"async"`` one process per sub-env; ``"auto"`` native when the env has one,
+        else sync.
       **kwargs: passed to the env constructor (e.g. ``render_mode``).
 
     Raises:
-      ValueError: for an unknown id or ``num_envs < 1``.
+      ValueError: for an unknown id or mode, ``num_envs < 1``, ``native`` for an env without one, or
+        an env whose dependencies are missing (the message names the pip extra).
     """
     if not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
         raise ValueError(f"Expected `num_envs` to be an int >= 1, got {num_envs!r}.")
+    if mode not in VECTOR_MODES:
+        raise ValueError(f"Unknown vector env mode {mode!r}; expected one of {VECTOR_MODES}.")
     try:
         spec = gymnasium.spec(env_id)
     except gymnasium.error.Error as error:
@@ -33,17 +43,24 @@ def make_vector_env(env_id: str, num_envs: int, **kwargs: Any) -> gymnasium.vect
             f"Unknown gymnasium env id {env_id!r}; expected a registered id such as 'CartPole-v1' "
             f"({error})."
         ) from None
-    if spec.vector_entry_point is not None:
+    if mode == "native" and spec.vector_entry_point is None:
+        raise ValueError(f"{env_id!r} has no native vector implementation; use mode 'sync' or 'async'.")
+    try:
+        if mode in ("auto", "native") and spec.vector_entry_point is not None:
+            return gymnasium.make_vec(
+                env_id, num_envs=int(num_envs), vectorization_mode="vector_entry_point", **kwargs
+            )
         return gymnasium.make_vec(
-            env_id, num_envs=int(num_envs), vectorization_mode="vector_entry_point", **kwargs
+            env_id,
+            num_envs=int(num_envs),
+            vectorization_mode="async" if mode == "async" else "sync",
+            vector_kwargs={"autoreset_mode": gymnasium.vector.AutoresetMode.NEXT_STEP},
+            **kwargs,
         )
-    return gymnasium.make_vec(
-        env_id,
-        num_envs=int(num_envs),
-        vectorization_mode="sync",
-        vector_kwargs={"autoreset_mode": gymnasium.vector.AutoresetMode.NEXT_STEP},
-        **kwargs,
-    )
+    except gymnasium.error.DependencyNotInstalled as error:
+        extra = "box2d" if "box2d" in str(error).lower() else None
+        hint = f'pip install -e ".[{extra}]"' if extra else "install the package it names"
+        raise ValueError(f"{env_id!r} needs a package that is not installed: {hint} ({error}).") from None
 
 
 def check_spaces(

@@ -85,15 +85,18 @@ class NumpyPolicy:
 
     Args:
       model: a built ``keras.Model`` mapping ``[B, D]`` observations to ``[B, A]`` logits.
+      observation_shape: ``D...``; default the shape of the model's only input (functional and
+        Sequential models; a subclassed model has none and needs it).
 
     Raises:
       TypeError: if the model has other layers, unsupported activations, several inputs, or its
-        output is not reproduced by the NumPy forward pass (e.g. a non-chain topology or a float16
-        compute dtype). Use :class:`CompiledPolicy` for such models.
+        output is not reproduced by the NumPy forward pass (e.g. a non-chain topology, a layer used
+        twice, or a float16 compute dtype). Use :class:`CompiledPolicy` for such models.
     """
 
-    def __init__(self, model: keras.Model):
+    def __init__(self, model: keras.Model, observation_shape: tuple[int, ...] | None = None):
         self.model = model
+        self.observation_shape = _observation_shape(model, observation_shape)
         self._layers: list[tuple[keras.layers.Layer | None, Callable]] = []
         for layer in model.layers:
             if isinstance(layer, keras.layers.InputLayer):
@@ -140,9 +143,7 @@ class NumpyPolicy:
         return x
 
     def _check_matches_model(self) -> None:
-        if len(self.model.inputs) != 1:
-            raise TypeError(f"NumpyPolicy needs a model with one input, got {len(self.model.inputs)}.")
-        shape = (8,) + tuple(self.model.inputs[0].shape[1:])
+        shape = (8,) + self.observation_shape
         if None in shape:
             raise TypeError(f"NumpyPolicy needs a fixed observation shape, got {shape}.")
         probe = np.random.default_rng(0).normal(size=shape).astype(np.float32)
@@ -163,11 +164,16 @@ class CompiledPolicy:
 
     Args:
       model: a built ``keras.Model`` mapping ``[B, D...]`` observations to ``[B, A]`` logits.
+      observation_shape: ``D...``; default the shape of the model's only input (needed for a
+        subclassed model).
+
+    Raises:
+      TypeError: if the observation shape is not given and the model has not exactly one input.
     """
 
-    def __init__(self, model: keras.Model):
+    def __init__(self, model: keras.Model, observation_shape: tuple[int, ...] | None = None):
         self.model = model
-        spec = tf.TensorSpec((None,) + tuple(model.inputs[0].shape[1:]), tf.float32)
+        spec = tf.TensorSpec((None,) + _observation_shape(model, observation_shape), tf.float32)
         self._call = tf.function(
             lambda x: tf.cast(model(x, training=False), tf.float32), input_signature=[spec]
         )
@@ -180,19 +186,37 @@ class CompiledPolicy:
         return self._call(np.asarray(observations, np.float32)).numpy()
 
 
-def make_policy_sampler(model: keras.Model, fast: bool = True) -> NumpyPolicy | CompiledPolicy:
+def _observation_shape(model: keras.Model, observation_shape: tuple[int, ...] | None) -> tuple[int, ...]:
+    if observation_shape is not None:
+        return tuple(observation_shape)
+    try:
+        inputs = model.inputs
+    except AttributeError:  # a subclassed model has no symbolic inputs
+        inputs = None
+    if not inputs or len(inputs) != 1:
+        raise TypeError(
+            f"Expected a model with one input or an explicit observation_shape, got {type(model).__name__} "
+            f"with {len(inputs) if inputs else 'no'} symbolic inputs."
+        )
+    return tuple(inputs[0].shape[1:])
+
+
+def make_policy_sampler(
+    model: keras.Model, fast: bool = True, observation_shape: tuple[int, ...] | None = None
+) -> NumpyPolicy | CompiledPolicy:
     """The fastest sampler that reproduces ``model``: :class:`NumpyPolicy` when possible.
 
     Args:
       model: a built Keras policy returning logits.
       fast: False forces the general :class:`CompiledPolicy`.
+      observation_shape: ``D...``; needed for a subclassed model (no symbolic inputs).
     """
     if fast:
         try:
-            return NumpyPolicy(model)
+            return NumpyPolicy(model, observation_shape)
         except TypeError:
             pass
-    return CompiledPolicy(model)
+    return CompiledPolicy(model, observation_shape)
 
 
 @dataclasses.dataclass

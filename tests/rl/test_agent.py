@@ -14,6 +14,7 @@ import pytest
 from scripted_envs import ScriptedEnv
 from kerasce_free import run_without_kerasce
 from kerasce.rl import ReinforceAgent, StopAtMeanReturn
+from kerasce.rl.learner import Learner
 
 TIMING_KEYS = {"steps_per_second", "train_seconds"}
 
@@ -142,16 +143,13 @@ def test_the_train_step_gets_aligned_steps_of_complete_episodes(scripted_vec_env
     expected = expected[: len(expected) - len(expected) % replicas]  # 3 replicas: the first 6
     env = scripted_vec_env([1, 2, 4], start=1)
     agent = ReinforceAgent((2,), 2, gamma=0.5, normalize_returns=False, seed=0)
-    make_batch, train_on_batch, seen = agent._make_batch, agent._train_on_batch, []
-
-    def make_batch_for(rollout, action_offset, num_actions, _, update):  # as under a strategy
-        return make_batch(rollout, action_offset, num_actions, replicas, update)
+    train_on_batch, seen = agent._train_on_batch, []
 
     def spy(observations, actions, returns):
         seen.append((observations, actions, returns))
         return train_on_batch(observations, actions, returns)
 
-    monkeypatch.setattr(agent, "_make_batch", make_batch_for)
+    monkeypatch.setattr(Learner, "batch_multiple", lambda self: replicas)  # as under a strategy
     monkeypatch.setattr(agent, "_train_on_batch", spy)
     agent.learn(env, max_updates=1)
 
