@@ -5,9 +5,13 @@ with kerasce, then export it.
     python examples/reinforce_cartpole.py --env Acrobot-v1 --target-return -100 --max-seconds 120
 
 The update is `kerasce.losses.PolicyGradientLoss`: the classifier's sparse softmax cross-entropy,
-weighted by the discounted return. Writes into --export-dir: the SavedModel (serving_default:
-float32 observations -> `action`, `probabilities`), metrics.json, learning_curve.png and
-greedy_episode.gif (one greedy episode, rendered headless).
+weighted by the discounted return. Every --eval-every updates the greedy policy plays --eval-episodes
+episodes on fresh seeds of a separate env; a run is "solved" only when both the 100-episode training mean
+and a greedy evaluation reach the target, and the weights with the best greedy evaluation are exported.
+Writes into --export-dir (default saved_models/reinforce_<env>): the SavedModel (serving_default: float32
+observations -> greedy `action`, `probabilities`; signature `sample`: a sampled `action`), metrics.json,
+training_log.csv, learning_curve.png (training and greedy-evaluation curves) and greedy_episode.gif
+(one greedy episode, rendered headless).
 
 Training is resumable: the agent is checkpointed to --backup-dir every 10 updates; a run that is killed
 continues from its last checkpoint (same optimizer state, update count and curve) when started again
@@ -17,8 +21,10 @@ with the same flags. The backup is deleted once training ends.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import platform
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -38,7 +44,8 @@ from PIL import Image  # noqa: E402
 
 from kerasce import distribute  # noqa: E402
 from kerasce.export import write_json_atomic  # noqa: E402
-from kerasce.rl import ReinforceAgent, make_policy_sampler  # noqa: E402
+from kerasce.callbacks import EvalCallback  # noqa: E402
+from kerasce.rl import ReinforceAgent  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -50,14 +57,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="stop when the 100-episode mean return reaches it (default: the env's reward threshold)")
     parser.add_argument("--max-seconds", type=float, default=120.0, help="stop after this much training time")
     parser.add_argument("--max-updates", type=int, default=None, help="stop after this many updates in total")
-    parser.add_argument("--export-dir", default="saved_models/reinforce_cartpole",
-                        help="where the SavedModel, metrics.json, plot and GIF go")
+    parser.add_argument("--export-dir", default=None,
+                        help="where the SavedModel, metrics.json, plot and GIF go (default saved_models/reinforce_<env>)")
     parser.add_argument("--backup-dir", default=None,
                         help="checkpoints for resuming after a kill (default <export-dir>.backup)")
     parser.add_argument("--strategy", default="default", choices=distribute.STRATEGIES,
                         help="tf.distribute strategy the agent is built and trained under")
     parser.add_argument("--quiet", action="store_true", help="no line per update")
+    parser.add_argument("--eval-every", type=int, default=10, help="updates between greedy evaluations")
+    parser.add_argument("--eval-episodes", type=int, default=20, help="episodes (fresh seeds) per greedy evaluation")
     return parser.parse_args(argv)
+
+
+def env_slug(env_id: str) -> str:
+    """``"LunarLander-v3"`` -> ``"lunarlander_v3"``: a directory name for the env's default exports."""
+    return re.sub(r"[^a-z0-9]+", "_", env_id.lower()).strip("_")
+
+
+def finite_or_none(value: float | None) -> float | None:
+    """NaN/inf -> None, so that metrics.json is strict JSON."""
+    return value if value is not None and math.isfinite(value) else None
 
 
 def greedy_episode(
@@ -65,7 +84,7 @@ def greedy_episode(
 ) -> tuple[list[Image.Image], float]:
     """Play one greedy episode with rendering; returns (frames, return). Every 2nd frame, half size."""
     env = gymnasium.make(env_id, render_mode="rgb_array")
-    act = make_policy_sampler(agent.policy)
+    act = agent.policy_sampler()
     frames, total = [], 0.0
     obs, _ = env.reset(seed=seed)
     for step in range(env.spec.max_episode_steps or max_frames):
@@ -87,6 +106,11 @@ def plot_learning_curve(agent: ReinforceAgent, target: float | None, title: str,
     fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
     ax.plot(steps, [row["episode_return"] for row in log], ".", alpha=0.5, label="mean return of the update's episodes")
     ax.plot(steps, [row["mean_return_100"] for row in log], "-", lw=2, label="mean return, last 100 episodes")
+    evaluated = [row for row in log if row.get("evaluated")]
+    if evaluated:
+        ax.errorbar([row["env_steps"] for row in evaluated], [row["eval_return_mean"] for row in evaluated],
+                    yerr=[row["eval_return_std"] for row in evaluated], fmt="o-", ms=3, lw=1, capsize=2,
+                    label=f"greedy evaluation ({int(evaluated[-1]['eval_episodes'])} episodes, mean ± std)")
     if target is not None:
         ax.axhline(target, color="gray", ls="--", lw=1, label=f"target {target:g}")
     ax.set_xlabel("env steps")
@@ -101,6 +125,8 @@ def plot_learning_curve(agent: ReinforceAgent, target: float | None, title: str,
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
+    if args.export_dir is None:
+        args.export_dir = f"saved_models/reinforce_{env_slug(args.env)}"
     strategy = distribute.get_strategy(args.strategy)
     # Every worker of a cluster checkpoints, each into a directory of its own.
     backup_dir = str(distribute.worker_path(args.backup_dir or args.export_dir.rstrip("/") + ".backup", strategy))
@@ -121,15 +147,25 @@ def main(argv: list[str] | None = None) -> dict:
     resumed = ReinforceAgent.has_checkpoint(backup_dir)
     if resumed:
         print(f"resuming from the checkpoint in {backup_dir}")
+    # The CSV log lives beside the backup while training (appended to on resume), then goes into the export.
+    csv_log = os.path.join(backup_dir, "training_log.csv")
+    os.makedirs(backup_dir, exist_ok=True)
+    evaluation = EvalCallback(args.env, episodes=args.eval_episodes, eval_every=args.eval_every,
+                              target_return=target, verbose=0 if args.quiet else 1)
     history = agent.learn(args.env, total_timesteps=None, max_seconds=args.max_seconds, max_updates=args.max_updates,
-                target_return=target, verbose=0 if args.quiet else 1, checkpoint_dir=backup_dir, resume=True)
-
-    solved = target is not None and len(agent.episode_returns) >= 100 and agent.mean_return(100) >= target
+                          target_return=target, verbose=0 if args.quiet else 1, checkpoint_dir=backup_dir,
+                          resume=True, evaluation=evaluation,
+                          callbacks=[keras.callbacks.CSVLogger(csv_log)])
+    # The best evaluation's weights are the agent's now (EvalCallback.restore_best).
+    best = evaluation.best or {"mean": math.nan, "std": math.nan, "episodes": 0, "seed": None, "update": None}
+    trained = target is not None and len(agent.episode_returns) >= 100 and agent.mean_return(100) >= target
+    solved = trained and best is not None and best["mean"] >= target
     steps_per_second = agent.env_steps / max(agent.collect_seconds, 1e-9)
-    print(f"{'solved' if solved else 'not solved'}: mean return (100 episodes) {agent.mean_return(100):.1f} "
-          f"after {agent.train_seconds:.2f} s, {agent.env_steps} env steps, {len(agent.episode_returns)} "
-          f"episodes, {agent.updates} updates ({len(history.epoch)} in this run); collection "
-          f"{steps_per_second:,.0f} env steps/s")
+    print(f"{'solved' if solved else 'not solved'}: mean return (100 episodes) {agent.mean_return(100):.1f}, "
+          f"greedy evaluation {best['mean']:.1f} +- {best['std']:.1f} ({best['episodes']} episodes, update "
+          f"{best['update']}) after {agent.train_seconds:.2f} s, {agent.env_steps} env steps, "
+          f"{len(agent.episode_returns)} episodes, {agent.updates} updates ({len(history.epoch)} in this run); "
+          f"collection {steps_per_second:,.0f} env steps/s")
 
     frames, greedy_return = greedy_episode(agent, args.env, seed=args.seed)
     metrics = {
@@ -143,7 +179,12 @@ def main(argv: list[str] | None = None) -> dict:
         "env_steps": agent.env_steps,
         "updates": agent.updates,
         "train_seconds": agent.train_seconds,
-        "mean_return_100": agent.mean_return(100),
+        "mean_return_100": finite_or_none(agent.mean_return(100)),
+        "eval_return_mean": finite_or_none(best["mean"]),
+        "eval_return_std": finite_or_none(best["std"]),
+        "eval_episodes": best["episodes"],
+        "eval_seed": best["seed"],  # greedy episode i of the evaluation was reset with eval_seed + i
+        "eval_update": best["update"],  # the exported weights are those of this update
         "collect_steps_per_second": steps_per_second,
         "greedy_episode_return": greedy_return,
         "versions": {"tensorflow": tf.__version__, "keras": keras.__version__, "gymnasium": gymnasium.__version__},
@@ -153,6 +194,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     def write_extras(directory: Path) -> None:
         write_json_atomic(directory / "metrics.json", metrics)
+        shutil.copyfile(csv_log, directory / "training_log.csv")
         plot_learning_curve(agent, target, title, str(directory / "learning_curve.png"))
         frames[0].save(directory / "greedy_episode.gif", save_all=True, append_images=frames[1:],
                        duration=40, loop=0)
@@ -162,7 +204,7 @@ def main(argv: list[str] | None = None) -> dict:
     shutil.rmtree(backup_dir, ignore_errors=True)  # training is over and exported: nothing to resume
     if distribute.is_chief(strategy):
         print(f"greedy episode return {greedy_return:.0f}; wrote {path}/ (SavedModel, metrics.json, "
-              f"learning_curve.png, greedy_episode.gif)")
+              f"training_log.csv, learning_curve.png, greedy_episode.gif)")
     return metrics
 
 

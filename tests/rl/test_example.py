@@ -14,17 +14,19 @@ EXAMPLE = os.path.join(os.path.dirname(__file__), "..", "..", "examples", "reinf
 
 @pytest.mark.slow
 def test_example_solves_cartpole_and_exports(tmp_path):
-    spec = importlib.util.spec_from_file_location("reinforce_cartpole_example", EXAMPLE)
-    example = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(example)
+    example = load_example()
     export_dir = tmp_path / "reinforce_cartpole"
     metrics = example.main(["--export-dir", str(export_dir), "--quiet", "--max-seconds", "60"])
 
-    saved = json.loads((export_dir / "metrics.json").read_text())
+    saved = json.loads((export_dir / "metrics.json").read_text(), parse_constant=reject_non_strict_json)
     assert saved == json.loads(json.dumps(metrics))
-    for key in ("solved", "episodes", "env_steps", "train_seconds", "mean_return_100", "collect_steps_per_second"):
+    for key in ("solved", "episodes", "env_steps", "train_seconds", "mean_return_100", "collect_steps_per_second",
+                "eval_return_mean", "eval_return_std", "eval_episodes", "eval_seed", "eval_update"):
         assert key in saved
     assert saved["solved"] is True and saved["mean_return_100"] >= 475
+    assert saved["eval_return_mean"] >= 475 and saved["eval_episodes"] == 20  # solved = greedy play too
+    with open(export_dir / "training_log.csv") as f:
+        assert len(f.read().splitlines()) == saved["updates"] + 1
     assert saved["target_return"] == 475  # CartPole-v1's reward_threshold by default
     with Image.open(export_dir / "learning_curve.png") as png:
         assert png.size[0] > 300
@@ -34,6 +36,35 @@ def test_example_solves_cartpole_and_exports(tmp_path):
     out = serve(tf.zeros((3, 4), tf.float32))
     assert out["action"].dtype == tf.int64 and out["action"].shape == (3,)
     np.testing.assert_allclose(out["probabilities"].numpy().sum(-1), 1.0, rtol=1e-6)
+
+
+def reject_non_strict_json(constant):
+    raise ValueError(f"metrics.json is not strict JSON: {constant}")
+
+
+def load_example():
+    spec = importlib.util.spec_from_file_location("reinforce_cartpole_example", EXAMPLE)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    return example
+
+
+@pytest.mark.parametrize("env_id, slug", [("CartPole-v1", "cartpole_v1"), ("LunarLander-v3", "lunarlander_v3"),
+                                          ("ALE/Pong-v5", "ale_pong_v5")])
+def test_env_slug(env_id, slug):
+    assert load_example().env_slug(env_id) == slug
+
+
+@pytest.mark.slow
+def test_default_export_dir_is_named_after_the_env_and_metrics_are_strict_json(tmp_path, monkeypatch):
+    # One update: no 100-episode mean yet; it is null, not NaN, in metrics.json.
+    monkeypatch.chdir(tmp_path)
+    load_example().main(["--env", "Acrobot-v1", "--max-updates", "1", "--quiet", "--num-envs", "4",
+                         "--eval-episodes", "2"])
+    export_dir = tmp_path / "saved_models" / "reinforce_acrobot_v1"
+    saved = json.loads((export_dir / "metrics.json").read_text(), parse_constant=reject_non_strict_json)
+    assert saved["solved"] is False and saved["eval_episodes"] == 2 and saved["updates"] == 1
+    assert sorted(p.name for p in (tmp_path / "saved_models").iterdir()) == ["reinforce_acrobot_v1"]
 
 
 def _example_process(*flags: str, env: dict | None = None):
@@ -84,7 +115,8 @@ def test_run_killed_mid_training_resumes_as_the_same_run(tmp_path):
     # Same run: same counters and curve, and the same final policy (optimizer state and step count kept).
     got = json.loads((killed_dir / "metrics.json").read_text())
     want = json.loads((tmp_path / "reference" / "metrics.json").read_text())
-    for key in ("updates", "episodes", "env_steps", "mean_return_100", "greedy_episode_return"):
+    for key in ("updates", "episodes", "env_steps", "mean_return_100", "greedy_episode_return", "eval_return_mean",
+                "eval_seed", "eval_update"):
         assert got[key] == want[key], key
     assert got["updates"] == 30
     observations = tf.constant(np.random.default_rng(0).normal(size=(64, 4)), tf.float32)
@@ -93,6 +125,9 @@ def test_run_killed_mid_training_resumes_as_the_same_run(tmp_path):
         for d in (killed_dir, tmp_path / "reference")
     ]
     np.testing.assert_allclose(probabilities[0], probabilities[1], rtol=1e-6, atol=1e-7)
+    # The CSV log of the resumed run holds every update once (appended on resume, not truncated).
+    with open(killed_dir / "training_log.csv") as f:
+        assert [int(line.split(",")[0]) for line in f.read().splitlines()[1:]] == list(range(30))
 
 
 @pytest.mark.slow
