@@ -6,6 +6,7 @@ import json
 import math
 import os
 from pathlib import Path
+from typing import Callable
 
 import keras
 
@@ -138,6 +139,7 @@ class EvalCallback(keras.callbacks.Callback):
       restore_best: when training ends, load the weights with the best evaluation mean (ties: the
         later one) into the agent, as ``EarlyStopping(restore_best_weights=True)`` does.
       verbose: 1 prints one line per evaluation.
+      action_mask: ``(observations, infos) -> [N, A]`` valid actions (``learn`` sets the agent's).
 
     Attributes:
       evaluations: one dict per evaluation (``epoch``, ``update``, ``mean``, ``std``, ``episodes``, ``seed``).
@@ -155,6 +157,7 @@ class EvalCallback(keras.callbacks.Callback):
         trigger: str = "mean_return_100",
         restore_best: bool = True,
         verbose: int = 0,
+        action_mask: Callable | None = None,
     ):
         super().__init__()
         if int(episodes) < 1 or int(eval_every) < 1:
@@ -167,11 +170,13 @@ class EvalCallback(keras.callbacks.Callback):
         self.trigger = trigger
         self.restore_best = bool(restore_best)
         self.verbose = int(verbose)
+        self.action_mask = action_mask
         self.evaluations: list[dict[str, float]] = []
         self.best: dict[str, float] | None = None
         self.best_weights: list | None = None
         self.directory: Path | None = None
         self._carried: dict[str, float] = {}
+        self.latest_logs: dict[str, float] = {}  # what on_epoch_end added to the logs
 
     @property
     def last(self) -> dict[str, float] | None:
@@ -225,7 +230,8 @@ class EvalCallback(keras.callbacks.Callback):
         update = int(getattr(agent, "updates", epoch + 1))
         # Fresh seeds per evaluation, disjoint in practice from the training resets (another key).
         base = int(np.random.SeedSequence([int(run_seed), update, 1]).generate_state(1)[0] % 2**30)
-        result = evaluate_policy(agent.policy_sampler().logits, self.env, self.episodes, base)
+        result = evaluate_policy(agent.policy_sampler().logits, self.env, self.episodes, base,
+                                 action_mask=self.action_mask)
         summary = {"epoch": epoch, "update": update, "mean": result.mean, "std": result.std,
                    "episodes": result.episodes, "seed": base}
         self.evaluations.append(summary)
@@ -248,7 +254,8 @@ class EvalCallback(keras.callbacks.Callback):
         if last is not None:
             self._carried = dict(eval_return_mean=last["mean"], eval_return_std=last["std"],
                                  eval_episodes=float(last["episodes"]), eval_seed=float(last["seed"]))
-        logs.update(self._carried, evaluated=float(evaluated))
+        self.latest_logs = dict(self._carried, evaluated=float(evaluated))
+        logs.update(self.latest_logs)
 
     def on_train_end(self, logs: dict | None = None) -> None:
         if self.restore_best and self.best_weights is not None:

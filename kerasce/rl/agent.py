@@ -38,6 +38,12 @@ from kerasce.rl.rollout import CompiledPolicy, NumpyPolicy, make_policy_sampler
 __all__ = ["ReinforceAgent", "StopAtMeanReturn", "build_mlp"]
 
 
+def masked_logits(logits: Any, action_mask: Any) -> tf.Tensor:
+    """float32 ``logits`` ``[B, A]`` with ``-inf`` where ``action_mask`` ``[B, A]`` is 0/False."""
+    logits = tf.cast(logits, tf.float32)
+    return tf.where(tf.cast(action_mask, tf.bool), logits, tf.constant(-np.inf, tf.float32))
+
+
 def _replica_scale() -> float | tf.Tensor:
     """``1 / num_replicas``: what Keras ``Loss`` reductions apply under a ``tf.distribute`` strategy."""
     context = tf.distribute.get_replica_context()
@@ -75,6 +81,9 @@ class ReinforceAgent(keras.Model):
       num_envs: sub-envs of the vector env ``learn`` builds from an env id.
       max_rollout_steps: most vector steps per update; an update without a complete episode fails.
       fast_sampling: sample actions from a NumPy copy of the policy when it is a plain Dense stack.
+      use_action_mask: the model takes ``(observations, action_mask [B, A])`` and gives invalid actions
+        (mask 0) ``-inf`` logits, in sampling, in the loss and in the export; ``learn`` reads the mask
+        from ``info["action_mask"]`` unless given ``action_mask_fn``.
       seed: seeds the default networks, the env resets and the action sampling (``None``: random).
       **kwargs: passed to ``keras.Model`` (``name``, ``dtype``).
 
@@ -100,6 +109,7 @@ class ReinforceAgent(keras.Model):
         num_envs: int = 32,
         max_rollout_steps: int = 2000,
         fast_sampling: bool = True,
+        use_action_mask: bool = False,
         seed: int | None = None,
         **kwargs: Any,
     ):
@@ -129,6 +139,7 @@ class ReinforceAgent(keras.Model):
         self.num_envs = int(num_envs)
         self.max_rollout_steps = int(max_rollout_steps)
         self.fast_sampling = bool(fast_sampling)
+        self.use_action_mask = bool(use_action_mask)
         self.seed = None if seed is None else int(seed)
         self._custom_policy = policy is not None
 
@@ -196,9 +207,23 @@ class ReinforceAgent(keras.Model):
                 f"{tuple(logits.shape)[1:]} per batch of observations."
             )
 
-    def call(self, observations: tf.Tensor | np.ndarray, training: bool | None = None) -> tf.Tensor:
-        """Policy logits ``[B, A]`` for observations ``[B, D...]``."""
-        return self.policy(observations, training=training)
+    def _split_inputs(self, inputs: Any) -> tuple[Any, Any]:
+        """``inputs`` -> ``(observations, action_mask or None)``."""
+        if not self.use_action_mask:
+            return inputs, None
+        if not isinstance(inputs, (tuple, list)) or len(inputs) != 2:
+            raise ValueError(
+                "This agent uses action masks (use_action_mask=True): expected inputs (observations [B, D...], "
+                f"action_mask [B, {self.num_actions}]), got {type(inputs).__name__}."
+            )
+        return inputs[0], inputs[1]
+
+    def call(self, inputs: Any, training: bool | None = None) -> tf.Tensor:
+        """Policy logits ``[B, A]`` for observations ``[B, D...]``, or for ``(observations, action_mask)``
+        with ``use_action_mask`` (``-inf`` where the mask is 0; float32 then)."""
+        observations, mask = self._split_inputs(inputs)
+        logits = self.policy(observations, training=training)
+        return logits if mask is None else masked_logits(logits, mask)
 
     @property
     def metrics(self) -> list[keras.metrics.Metric]:
@@ -244,12 +269,15 @@ class ReinforceAgent(keras.Model):
         """One REINFORCE update on ``data = (observations [B, D...], actions [B], returns [B])``.
 
         This is the ``(x, y, sample_weight)`` triple of ``fit(observations, actions,
-        sample_weight=returns)``. The returns are used as given (``learn`` normalises them).
+        sample_weight=returns)``. The returns are used as given (``learn`` normalises them). With
+        ``use_action_mask``, ``x`` is ``(observations, action_mask)``: masked actions get ``-inf`` logits,
+        which ``softmax_cross_entropy`` and ``softmax_entropy`` handle exactly (probability 0, no NaN).
 
         Returns:
           ``{"loss", "policy_loss", "entropy"[, "value_loss"]}`` metric results.
         """
-        observations, actions, returns = keras.utils.unpack_x_y_sample_weight(data)
+        inputs, actions, returns = keras.utils.unpack_x_y_sample_weight(data)
+        observations, _ = self._split_inputs(inputs)
         if actions is None or returns is None:
             raise ValueError(
                 "ReinforceAgent.train_step expects (observations, actions, returns), e.g. "
@@ -259,7 +287,7 @@ class ReinforceAgent(keras.Model):
         returns = tf.stop_gradient(tf.cast(returns, tf.float32))
         scale = _replica_scale()
         with tf.GradientTape() as tape:
-            logits = tf.cast(self(observations, training=True), tf.float32)
+            logits = tf.cast(self(inputs, training=True), tf.float32)
             advantages = returns
             value_loss = 0.0
             if self.baseline:
@@ -301,6 +329,7 @@ class ReinforceAgent(keras.Model):
             num_envs=self.num_envs,
             max_rollout_steps=self.max_rollout_steps,
             fast_sampling=self.fast_sampling,
+            use_action_mask=self.use_action_mask,
             seed=self.seed,
         )
         return config
@@ -316,14 +345,16 @@ class ReinforceAgent(keras.Model):
     # Acting
     # ---------------------------------------------------------------------------------------------
 
-    def action_probabilities(self, observations: np.ndarray) -> np.ndarray:
-        """``softmax(policy(observations))`` as a NumPy ``[B, A]`` array."""
+    def action_probabilities(self, observations: np.ndarray, action_mask: np.ndarray | None = None) -> np.ndarray:
+        """``softmax(policy(observations))`` (masked: 0 where ``action_mask`` is 0) as NumPy ``[B, A]``."""
         logits = tf.cast(self.policy(np.asarray(observations, np.float32), training=False), tf.float32)
+        if action_mask is not None:
+            logits = masked_logits(logits, action_mask)
         return tf.nn.softmax(logits).numpy()
 
-    def greedy_action(self, observations: np.ndarray) -> np.ndarray:
-        """``argmax`` action ``[B]`` of the policy."""
-        return np.argmax(self.action_probabilities(observations), axis=-1)
+    def greedy_action(self, observations: np.ndarray, action_mask: np.ndarray | None = None) -> np.ndarray:
+        """``argmax`` action ``[B]`` of the policy (among the valid actions, with ``action_mask``)."""
+        return np.argmax(self.action_probabilities(observations, action_mask), axis=-1)
 
     def policy_sampler(self) -> NumpyPolicy | CompiledPolicy:
         """The fastest sampler of the policy (see :func:`kerasce.rl.rollout.make_policy_sampler`),
@@ -351,7 +382,10 @@ class ReinforceAgent(keras.Model):
           (the training returns are those of sampled play).
 
         ``action`` is the index ``0..A-1``; add ``env.action_space.start`` for a ``Discrete`` space
-        that does not start at 0.
+        that does not start at 0. With ``use_action_mask`` both signatures take a second input,
+        ``action_mask`` ``[B, A]`` int8 (gymnasium's ``info["action_mask"]`` as it comes): actions with
+        mask 0 get probability 0 and are never chosen. ``Discrete`` observations are fed one-hot
+        (``np.eye(n)[state]``), as in training.
 
         Args:
           path: the export directory, created or replaced as a whole.
@@ -365,18 +399,24 @@ class ReinforceAgent(keras.Model):
 
         policy = self.policy
 
-        def serve(observations):
+        def logits_of(observations, action_mask=None):
             logits = tf.cast(policy(observations, training=False), tf.float32)
+            return logits if action_mask is None else masked_logits(logits, action_mask)
+
+        def serve(*inputs):
+            logits = logits_of(*inputs)
             return {"action": tf.argmax(logits, axis=-1), "probabilities": tf.nn.softmax(logits)}
 
-        def sample(observations):
-            logits = tf.cast(policy(observations, training=False), tf.float32)
+        def sample(*inputs):
+            logits = logits_of(*inputs)
             action = tf.random.categorical(logits, 1, dtype=tf.int64)[:, 0]
             return {"action": action, "probabilities": tf.nn.softmax(logits)}
 
-        spec = tf.TensorSpec((None,) + self.observation_shape, tf.float32, name="observations")
-        return export_saved_model(path, policy, serve, [spec], write_extras=write_extras,
-                                  extra_endpoints={"sample": (sample, [spec])})
+        specs = [tf.TensorSpec((None,) + self.observation_shape, tf.float32, name="observations")]
+        if self.use_action_mask:
+            specs.append(tf.TensorSpec((None, self.num_actions), tf.int8, name="action_mask"))
+        return export_saved_model(path, policy, serve, specs, write_extras=write_extras,
+                                  extra_endpoints={"sample": (sample, specs)})
 
     # ---------------------------------------------------------------------------------------------
     # Checkpoints (kerasce.rl.checkpoints) and the training loop (kerasce.rl.learner)
@@ -417,18 +457,21 @@ class ReinforceAgent(keras.Model):
         recent = self.episode_returns[-window:]
         return float(np.mean(recent)) if recent else math.nan
 
-    def _train_on_batch(self, observations, actions, returns) -> dict[str, float]:
+    def _train_on_batch(self, observations, actions, returns, action_masks=None) -> dict[str, float]:
         """One compiled ``train_step`` on a NumPy batch, split evenly over the strategy's replicas."""
         self._ensure_optimizer()  # built in the strategy's scope before the step is traced
         strategy = self.distribute_strategy
         replicas = strategy.num_replicas_in_sync
-        data = (tf.constant(observations), tf.constant(actions), tf.constant(returns))
+        inputs = tf.constant(observations)
+        if self.use_action_mask:
+            inputs = (inputs, tf.constant(np.asarray(action_masks, bool)))
+        data = (inputs, tf.constant(actions), tf.constant(returns))
         if replicas > 1:
             shard = len(actions) // replicas  # the caller trims the batch to a multiple of replicas
 
             def split(context):
                 i = context.replica_id_in_sync_group
-                return tuple(x[i * shard:(i + 1) * shard] for x in data)
+                return tf.nest.map_structure(lambda x: x[i * shard:(i + 1) * shard], data)
 
             data = strategy.experimental_distribute_values_from_function(split)
         self.make_train_function()
@@ -453,6 +496,7 @@ class ReinforceAgent(keras.Model):
         eval_every: int = 10,
         eval_episodes: int = 20,
         evaluation: EvalCallback | None = None,
+        action_mask_fn: Callable[[np.ndarray, dict], np.ndarray] | None = None,
     ) -> keras.callbacks.History:
         """Train on the first episode of each sub-env of a vector env, one update per collection round.
 
@@ -496,6 +540,8 @@ class ReinforceAgent(keras.Model):
           eval_episodes: episodes per evaluation.
           evaluation: an ``EvalCallback`` of your own, instead of ``eval_env`` & co. (to read its
             ``best`` afterwards).
+          action_mask_fn: with ``use_action_mask``, ``(observations [N, D...], infos) -> [N, A]`` valid
+            actions (default :func:`kerasce.rl.envs.info_action_mask`, i.e. ``info["action_mask"]``).
 
         Returns:
           The ``keras.callbacks.History`` of this call (``history.history[key]`` per update).
@@ -521,7 +567,7 @@ class ReinforceAgent(keras.Model):
         try:
             learner = Learner(self, vec_env, callbacks=callbacks, verbose=verbose, checkpoint_dir=checkpoint_dir,
                               checkpoint_every=checkpoint_every, resume=resume, target_return=target_return,
-                              evaluation=evaluation)
+                              evaluation=evaluation, action_mask_fn=action_mask_fn)
             return learner.run(StopConditions(total_timesteps, max_updates, max_seconds))
         finally:
             if own_env:

@@ -15,7 +15,7 @@ import numpy as np
 
 from kerasce.rl.envs import make_vector_env
 from kerasce.rl.returns import first_episode_mask
-from kerasce.rl.rollout import collect_episodes, completed_episodes
+from kerasce.rl.rollout import collect_episodes, completed_episodes, mask_logits
 
 __all__ = ["Evaluation", "evaluate_policy", "greedy_actions"]
 
@@ -58,6 +58,7 @@ def evaluate_policy(
     episodes: int,
     seed: int,
     max_steps: int | None = None,
+    action_mask: Callable[[np.ndarray, dict], np.ndarray] | None = None,
 ) -> Evaluation:
     """Play ``episodes`` whole episodes, one per sub-env of a ``sync`` vector env, and return them.
 
@@ -72,6 +73,8 @@ def evaluate_policy(
       episodes: number ``E`` of episodes, one per sub-env.
       seed: reset seed of episode 0.
       max_steps: the most steps an episode may take (default: the env's time limit + 1, else 100,000).
+      action_mask: optional ``(observations, infos) -> [E, A]`` valid actions; the greedy action is the
+        best valid one.
 
     Returns:
       An :class:`Evaluation`.
@@ -90,10 +93,13 @@ def evaluate_policy(
             limit = getattr(vec_env.spec, "max_episode_steps", None) if vec_env.spec is not None else None
             max_steps = limit + 1 if limit else 100_000
         offset = int(vec_env.single_action_space.start)
-        observations, _ = vec_env.reset(seed=int(seed))
-        rollout, _ = collect_episodes(
-            vec_env, lambda obs: greedy_actions(logits(obs)) + offset, observations, int(max_steps)
-        )
+        observations, infos = vec_env.reset(seed=int(seed))
+
+        def act(obs, mask=None):
+            return greedy_actions(mask_logits(logits(obs), mask)) + offset
+
+        rollout, _ = collect_episodes(vec_env, act, observations, int(max_steps), action_mask=action_mask,
+                                      infos=infos)
     finally:
         if own:
             vec_env.close()

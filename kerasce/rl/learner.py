@@ -15,7 +15,7 @@ import dataclasses
 import math
 import os
 import time
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
 
 import gymnasium
 import keras
@@ -23,7 +23,7 @@ import numpy as np
 
 from kerasce.callbacks import EvalCallback, StopAtMeanReturn
 from kerasce.rl.checkpoints import CheckpointStore, has_checkpoint
-from kerasce.rl.envs import check_spaces
+from kerasce.rl.envs import check_spaces, info_action_mask, one_hot_observations
 from kerasce.rl.returns import complete_episode_mask, discounted_returns, first_episode_mask, normalize
 from kerasce.rl.rollout import Rollout, collect_episodes, completed_episodes, make_policy_sampler, sample_actions
 
@@ -72,6 +72,8 @@ class Learner:
       target_return: stop when the 100-episode training mean reaches it (and the evaluation too, with
         ``evaluation``).
       evaluation: an :class:`~kerasce.callbacks.EvalCallback`, run before the other callbacks.
+      action_mask_fn: valid-action masks for an agent with ``use_action_mask`` (default
+        ``info["action_mask"]``).
     """
 
     def __init__(
@@ -86,9 +88,14 @@ class Learner:
         resume: bool = False,
         target_return: float | None = None,
         evaluation: EvalCallback | None = None,
+        action_mask_fn: Callable[[np.ndarray, dict], np.ndarray] | None = None,
     ):
         self.agent = agent
-        self.env = env
+        self.env = env = one_hot_observations(env)
+        if action_mask_fn is not None and not agent.use_action_mask:
+            raise ValueError("Expected an agent built with use_action_mask=True for `action_mask_fn`; this one "
+                             "takes no mask.")
+        self.action_mask_fn = (action_mask_fn or info_action_mask) if agent.use_action_mask else None
         _, self.num_actions = check_spaces(env, agent.observation_shape, agent.num_actions)
         self.action_offset = int(env.single_action_space.start)
         self.verbose = int(verbose)
@@ -103,6 +110,8 @@ class Learner:
             if isinstance(callback, keras.callbacks.CSVLogger):
                 _continue_csv_log(callback, agent.updates if resumed else 0)
         if evaluation is not None:
+            if evaluation.action_mask is None:
+                evaluation.action_mask = self.action_mask_fn
             evaluation.attach(None if checkpoint_dir is None else os.path.join(checkpoint_dir, "best_eval"),
                               resumed)
         agent._ensure_optimizer()
@@ -110,6 +119,7 @@ class Learner:
             agent._run_seed = int(np.random.SeedSequence().generate_state(1)[0])
         self.sampler = make_policy_sampler(agent.policy, fast=agent.fast_sampling,
                                            observation_shape=agent.observation_shape)
+        self.evaluation = evaluation
         if evaluation is not None:
             callbacks.insert(0, evaluation)  # its eval_* keys are in the logs the others see
         if target_return is not None:
@@ -133,18 +143,20 @@ class Learner:
         agent = self.agent
         seeds = np.random.SeedSequence([agent._run_seed, update]).generate_state(2)
         rng = np.random.default_rng(seeds[1])
-        observations, _ = self.env.reset(seed=int(seeds[0]))
+        observations, infos = self.env.reset(seed=int(seeds[0]))
 
-        def act(obs):
-            return sample_actions(self.sampler.logits(obs), rng) + self.action_offset
+        def act(obs, mask=None):
+            return sample_actions(self.sampler.logits(obs), rng, mask) + self.action_offset
 
-        rollout, _ = collect_episodes(self.env, act, observations, agent.max_rollout_steps)
+        rollout, _ = collect_episodes(self.env, act, observations, agent.max_rollout_steps,
+                                      action_mask=self.action_mask_fn, infos=infos)
         first = first_episode_mask(rollout.terminated, rollout.truncated, rollout.valid)
         return dataclasses.replace(rollout, valid=first)
 
-    def make_batch(self, rollout: Rollout, update: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(observations [B, D...] float32, actions [B] int32 in [0, A), returns [B] float32)``: the
-        steps of the complete episodes, time-major, trimmed to a multiple of :meth:`batch_multiple`.
+    def make_batch(self, rollout: Rollout, update: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+        """``(observations [B, D...] float32, actions [B] int32 in [0, A), returns [B] float32, action masks
+        [B, A] bool or None)``: the steps of the complete episodes, time-major, trimmed to a multiple of
+        :meth:`batch_multiple`.
 
         Raises:
           ValueError: for non-finite observations, or no complete episode in the rollout.
@@ -169,8 +181,9 @@ class Learner:
         actions = rollout.actions.reshape(-1)[keep] - self.action_offset
         if actions.min() < 0 or actions.max() >= self.num_actions:
             raise ValueError(f"Expected actions in [0, {self.num_actions}), got {actions.min()}..{actions.max()}.")
+        masks = None if rollout.masks is None else rollout.masks.reshape(-1, self.num_actions)[keep]
         return (observations.astype(np.float32), actions.astype(np.int32),
-                returns.reshape(-1)[keep].astype(np.float32))
+                returns.reshape(-1)[keep].astype(np.float32), masks)
 
     def record(self, rollout: Rollout, metrics: dict[str, float], collect_seconds: float,
                update_seconds: float) -> dict[str, float]:
@@ -216,7 +229,9 @@ class Learner:
             self.sampler.refresh()
             logs = self.record(rollout, metrics, collect_seconds, time.perf_counter() - update_start)
             self.callbacks.on_train_batch_end(0, metrics)
-            self.callbacks.on_epoch_end(update, logs)  # an EvalCallback adds its eval_* keys here
+            self.callbacks.on_epoch_end(update, logs)
+            if self.evaluation is not None:  # CallbackList hands callbacks a copy of `logs`
+                logs.update(self.evaluation.latest_logs)
             agent.training_log.append(dict(logs, update=float(agent.updates)))
             if self.verbose:
                 _print_update(agent, logs)

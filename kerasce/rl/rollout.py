@@ -32,6 +32,7 @@ __all__ = [
     "NumpyPolicy",
     "Rollout",
     "autoreset_mode",
+    "mask_logits",
     "collect_episodes",
     "completed_episodes",
     "make_policy_sampler",
@@ -63,17 +64,37 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
-def sample_actions(logits: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def mask_logits(logits: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    """``logits`` with ``-inf`` where ``mask`` is False (invalid actions); ``mask=None`` keeps all.
+
+    Args:
+      logits: ``[N, A]``.
+      mask: ``[N, A]`` bool (or 0/1) valid-action mask, at least one valid action per row.
+
+    Raises:
+      ValueError: if a row allows no action.
+    """
+    if mask is None:
+        return logits
+    mask = np.asarray(mask, bool)
+    if not mask.any(axis=-1).all():
+        raise ValueError(f"Expected at least one valid action per row, got action mask rows {np.flatnonzero(~mask.any(-1))} "
+                         "with none.")
+    return np.where(mask, logits, -np.inf)
+
+
+def sample_actions(logits: np.ndarray, rng: np.random.Generator, mask: np.ndarray | None = None) -> np.ndarray:
     """Draw one action per row from ``softmax(logits)`` by inverting the cumulative distribution.
 
     Args:
       logits: ``[N, A]`` unnormalised log-probabilities.
       rng: the generator; exactly ``N`` uniform numbers are drawn per call.
+      mask: optional ``[N, A]`` valid-action mask: invalid actions get ``-inf`` logits, probability 0.
 
     Returns:
       ``[N]`` int64 actions in ``[0, A)``.
     """
-    cdf = np.cumsum(softmax(logits), axis=-1)
+    cdf = np.cumsum(softmax(mask_logits(logits, mask)), axis=-1)
     u = rng.random((cdf.shape[0], 1)) * cdf[:, -1:]
     return np.minimum((cdf < u).sum(axis=-1), cdf.shape[-1] - 1)
 
@@ -230,6 +251,7 @@ class Rollout:
       terminated: ``[T, N]`` bool.
       truncated: ``[T, N]`` bool.
       valid: ``[T, N]`` bool, False for next-step autoreset steps (they belong to no episode).
+      masks: ``[T, N, A]`` bool valid-action masks the actions were sampled under, or None.
     """
 
     observations: np.ndarray
@@ -238,6 +260,7 @@ class Rollout:
     terminated: np.ndarray
     truncated: np.ndarray
     valid: np.ndarray
+    masks: np.ndarray | None = None
 
     @property
     def env_steps(self) -> int:
@@ -265,6 +288,8 @@ def collect_episodes(
     act: Callable[[np.ndarray], np.ndarray],
     observations: np.ndarray,
     max_steps: int,
+    action_mask: Callable[[np.ndarray, dict], np.ndarray] | None = None,
+    infos: dict | None = None,
 ) -> tuple[Rollout, np.ndarray]:
     """Step ``env`` until every sub-env has finished at least one episode (or ``max_steps`` rows).
 
@@ -283,21 +308,31 @@ def collect_episodes(
       act: ``[N, D...]`` observations -> ``[N]`` actions.
       observations: ``[N, D...]`` the current observations (from ``env.reset``).
       max_steps: the most rows to collect.
+      action_mask: optional ``(observations [N, D...], infos) -> [N, A]`` valid-action mask, e.g.
+        :func:`kerasce.rl.envs.info_action_mask`; then ``act`` is called as ``act(observations, mask)``
+        and the masks are stored in the rollout.
+      infos: the infos that came with ``observations`` (from ``env.reset``), for ``action_mask``.
 
     Returns:
       ``(rollout, observations)``: the :class:`Rollout` and the observations after its last step.
     """
     same_step = autoreset_mode(env) is gymnasium.vector.AutoresetMode.SAME_STEP
     n = env.num_envs
-    rows: dict[str, list[np.ndarray]] = {k: [] for k in ("o", "a", "r", "te", "tr", "v")}
+    rows: dict[str, list[np.ndarray]] = {k: [] for k in ("o", "a", "r", "te", "tr", "v", "m")}
+    infos = {} if infos is None else infos
     prev_done = np.zeros(n, bool)
     finished = np.zeros(n, bool)
     for _ in range(max_steps):
         # Copied before env.step: a vector env may return one observation buffer that every step
         # overwrites in place (SyncVectorEnv(..., copy=False)).
         rows["o"].append(np.array(observations, copy=True))
-        actions = act(observations)
-        next_obs, rewards, terminated, truncated, _ = env.step(actions)
+        if action_mask is None:
+            actions = act(observations)
+        else:
+            mask = np.asarray(action_mask(observations, infos), bool)
+            rows["m"].append(mask)
+            actions = act(observations, mask)
+        next_obs, rewards, terminated, truncated, infos = env.step(actions)
         rows["a"].append(actions)
         rows["r"].append(rewards)
         rows["te"].append(terminated)
@@ -315,6 +350,7 @@ def collect_episodes(
         terminated=np.asarray(rows["te"], bool),
         truncated=np.asarray(rows["tr"], bool),
         valid=np.asarray(rows["v"], bool),
+        masks=np.asarray(rows["m"], bool) if action_mask is not None else None,
     )
     return rollout, observations
 

@@ -83,6 +83,7 @@ def test_learn_evaluates_logs_every_update_and_keeps_the_best_weights():
     assert [e["epoch"] for e in evaluation.evaluations] == [0, 2, 5]
     for key in ("eval_return_mean", "eval_return_std", "eval_episodes", "eval_seed"):
         assert len(history.history[key]) == 7  # every row has every key (CSVLogger)
+        assert [row[key] for row in agent.training_log] == history.history[key]  # and the run's own log
     seeds = [e["seed"] for e in evaluation.evaluations]
     assert len(set(seeds)) == 3  # fresh seeds each time
     best = max(evaluation.evaluations, key=lambda e: (e["mean"], e["epoch"]))
