@@ -46,13 +46,18 @@ from kerasce import distribute  # noqa: E402
 from kerasce.export import write_json_atomic  # noqa: E402
 from kerasce.callbacks import EvalCallback  # noqa: E402
 from kerasce.rl import ReinforceAgent  # noqa: E402
+from kerasce.rl.envs import info_action_mask, make_vector_env  # noqa: E402
+from kerasce.rl.evaluation import greedy_actions  # noqa: E402
+from kerasce.rl.presets import preset  # noqa: E402
+from kerasce.rl.rollout import mask_logits  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--env", default="CartPole-v1", help="gymnasium env id (Discrete actions, Box observations)")
     parser.add_argument("--seed", type=int, default=0, help="seeds the networks, env resets and action sampling")
-    parser.add_argument("--num-envs", type=int, default=32, help="parallel envs of the vector env")
+    parser.add_argument("--num-envs", type=int, default=None,
+                        help="parallel envs of the vector env (default: the env's preset, else 32)")
     parser.add_argument("--target-return", type=float, default=None,
                         help="stop when the 100-episode mean return reaches it (default: the env's reward threshold)")
     parser.add_argument("--max-seconds", type=float, default=120.0, help="stop after this much training time")
@@ -66,6 +71,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quiet", action="store_true", help="no line per update")
     parser.add_argument("--eval-every", type=int, default=10, help="updates between greedy evaluations")
     parser.add_argument("--eval-episodes", type=int, default=20, help="episodes (fresh seeds) per greedy evaluation")
+    parser.add_argument("--learning-rate", type=float, default=None, help="Adam learning rate (default: the preset's)")
+    parser.add_argument("--no-preset", action="store_true",
+                        help="ignore kerasce.rl.presets.PRESETS[env] and use the ReinforceAgent defaults")
     return parser.parse_args(argv)
 
 
@@ -82,19 +90,23 @@ def finite_or_none(value: float | None) -> float | None:
 def greedy_episode(
     agent: ReinforceAgent, env_id: str, seed: int, max_frames: int = 500
 ) -> tuple[list[Image.Image], float]:
-    """Play one greedy episode with rendering; returns (frames, return). Every 2nd frame, half size."""
-    env = gymnasium.make(env_id, render_mode="rgb_array")
-    act = agent.policy_sampler()
+    """Play one greedy episode with rendering; returns (frames, return). Every 2nd frame, half size.
+
+    A one-env vector env from `make_vector_env`, so observations are encoded (one-hot) and masked as in
+    training and evaluation."""
+    env = make_vector_env(env_id, 1, mode="sync", render_mode="rgb_array")
+    sampler = agent.policy_sampler()
     frames, total = [], 0.0
-    obs, _ = env.reset(seed=seed)
+    obs, infos = env.reset(seed=seed)
     for step in range(env.spec.max_episode_steps or max_frames):
         if step % 2 == 0 and len(frames) < max_frames:
-            frame = Image.fromarray(env.render())
+            frame = Image.fromarray(env.render()[0])
             frames.append(frame.resize((frame.width // 2, frame.height // 2)))
-        action = int(np.argmax(act.logits(obs[None].astype(np.float32))[0]))
-        obs, reward, terminated, truncated, _ = env.step(action + int(env.action_space.start))
-        total += float(reward)
-        if terminated or truncated:
+        mask = info_action_mask(obs, infos) if agent.use_action_mask else None
+        action = greedy_actions(mask_logits(sampler.logits(obs), mask)) + int(env.single_action_space.start)
+        obs, reward, terminated, truncated, infos = env.step(action)
+        total += float(reward[0])
+        if terminated[0] or truncated[0]:
             break
     env.close()
     return frames, total
@@ -137,13 +149,18 @@ def main(argv: list[str] | None = None) -> dict:
     # Seeding: one block. The agent derives env reset seeds and sampling streams from `seed`.
     keras.utils.set_random_seed(args.seed)
 
-    print(f"kerasce REINFORCE on {args.env}: seed={args.seed} num_envs={args.num_envs} target={target} "
+    # Settings: the env's preset (kerasce/rl/presets.py), then the flags given.
+    settings = {} if args.no_preset else preset(args.env)
+    for key in ("num_envs", "learning_rate"):
+        if getattr(args, key) is not None:
+            settings[key] = getattr(args, key)
+    print(f"kerasce REINFORCE on {args.env}: seed={args.seed} settings={settings} target={target} "
           f"max_seconds={args.max_seconds} strategy={args.strategy} export_dir={args.export_dir}")
     print(f"python {platform.python_version()}, tensorflow {tf.__version__}, keras {keras.__version__}, "
           f"gymnasium {gymnasium.__version__}, numpy {np.__version__}")
 
     with strategy.scope():
-        agent = ReinforceAgent.from_env(args.env, num_envs=args.num_envs, seed=args.seed)
+        agent = ReinforceAgent.from_env(args.env, **settings, seed=args.seed)
     resumed = ReinforceAgent.has_checkpoint(backup_dir)
     if resumed:
         print(f"resuming from the checkpoint in {backup_dir}")
@@ -171,7 +188,8 @@ def main(argv: list[str] | None = None) -> dict:
     metrics = {
         "env": args.env,
         "seed": args.seed,
-        "num_envs": args.num_envs,
+        "num_envs": agent.num_envs,
+        "settings": {**agent.get_config(), "policy": None},
         "strategy": args.strategy,
         "target_return": target,
         "solved": bool(solved),

@@ -33,6 +33,7 @@ from kerasce.losses import PolicyGradientLoss, softmax_entropy
 from kerasce.rl.checkpoints import CheckpointStore, has_checkpoint
 from kerasce.rl.envs import check_spaces, make_vector_env
 from kerasce.rl.networks import build_mlp
+from kerasce.rl.returns import RunningScale
 from kerasce.rl.rollout import CompiledPolicy, NumpyPolicy, make_policy_sampler
 
 __all__ = ["ReinforceAgent", "StopAtMeanReturn", "build_mlp"]
@@ -71,12 +72,15 @@ class ReinforceAgent(keras.Model):
         ``hidden_units`` and ``activation``.
       hidden_units: hidden widths of the default policy (and of the value network).
       activation: hidden activation of the default networks.
-      baseline: learn a state-value network ``V(s)`` and use ``G - V(s)`` as the policy weight.
+      baseline: learn a state-value network ``V(s)`` and use ``G - V(s)`` as the policy weight; ``learn``
+        also bootstraps the return of a time-limit-truncated episode with ``V`` of the state it reached.
       gamma: discount factor.
       learning_rate: of the default Adam optimizer (``compile()`` without an optimizer).
       ent_coef: weight of the entropy bonus.
       vf_coef: weight of the value loss (with ``baseline``).
-      normalize_returns: standardise the returns of each update's batch (collection side, in ``learn``).
+      normalize_returns: in ``learn``, without ``baseline``: standardise the returns of each update's
+        batch; with ``baseline``: divide them by the standard deviation of all returns seen so far
+        (``return_scale``), so that the value network's target does not change scale every update.
       max_grad_norm: clip the global gradient norm, through the optimizer's ``global_clipnorm``.
       num_envs: sub-envs of the vector env ``learn`` builds from an env id.
       max_rollout_steps: most vector steps per update; an update without a complete episode fails.
@@ -169,6 +173,7 @@ class ReinforceAgent(keras.Model):
         self.episode_returns: list[float] = []
         self.training_log: list[dict[str, float]] = []
         self._run_seed: int | None = self.seed
+        self.return_scale = RunningScale()
         self.built = True  # the networks above are built; call() needs nothing more
 
     # ---------------------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 import tensorflow as tf
 
 from kerasce.export import write_json_atomic
+from kerasce.rl.returns import RunningScale
 
 if TYPE_CHECKING:
     from kerasce.rl.agent import ReinforceAgent
@@ -97,6 +98,7 @@ class CheckpointStore:
             "train_seconds": agent.train_seconds,
             "collect_seconds": agent.collect_seconds,
             "run_seed": agent._run_seed,
+            "return_scale": agent.return_scale.get_state(),
             "checkpoint": os.path.basename(prefix),
             "history_rows": len(log),
             "history_bytes": history_bytes,
@@ -135,6 +137,7 @@ class CheckpointStore:
         agent.train_seconds = float(state["train_seconds"])
         agent.collect_seconds = float(state["collect_seconds"])
         agent._run_seed = state["run_seed"]
+        agent.return_scale = RunningScale(**state.get("return_scale", {}))
         agent.training_log = [row["log"] for row in rows]
         agent.episode_returns = [float(r) for row in rows for r in row["episode_returns"]]
         self._rows_written = len(rows)

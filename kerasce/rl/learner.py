@@ -170,9 +170,14 @@ class Learner:
                 f"update {update}; expected at least one complete episode per update (raise "
                 "max_rollout_steps or use an env with a time limit)."
             )
+        scale = agent.return_scale.scale if agent.baseline and agent.normalize_returns else 1.0
         returns = discounted_returns(rollout.rewards, rollout.terminated, rollout.truncated,
-                                     agent.gamma, rollout.valid)
-        if agent.normalize_returns:
+                                     agent.gamma, rollout.valid, bootstrap=self.bootstrap_values(rollout, scale))
+        if agent.baseline and agent.normalize_returns:
+            # The value network's target keeps its scale across updates: G / (std of all returns so far).
+            agent.return_scale.update(returns[mask])
+            returns = np.where(mask, returns / agent.return_scale.scale, 0.0)
+        elif agent.normalize_returns:
             returns = normalize(returns, mask)
         keep = np.flatnonzero(mask.reshape(-1))
         replicas = self.batch_multiple()
@@ -184,6 +189,21 @@ class Learner:
         masks = None if rollout.masks is None else rollout.masks.reshape(-1, self.num_actions)[keep]
         return (observations.astype(np.float32), actions.astype(np.int32),
                 returns.reshape(-1)[keep].astype(np.float32), masks)
+
+    def bootstrap_values(self, rollout: Rollout, scale: float) -> np.ndarray | None:
+        """``[T, N]`` ``scale * V(s')`` for the time-limit-truncated steps (``s'`` the state they reached),
+        for :func:`~kerasce.rl.returns.discounted_returns`; None without a baseline or truncations."""
+        agent = self.agent
+        truncated = rollout.truncated & ~rollout.terminated & rollout.valid
+        if not agent.baseline or rollout.last_observations is None or not truncated.any():
+            return None
+        # With next-step autoreset the observation after step t is row t + 1's (the reset step's row).
+        following = np.concatenate([rollout.observations[1:], rollout.last_observations[None]], axis=0)
+        t, n = np.nonzero(truncated)
+        values = keras.ops.convert_to_numpy(agent.value_network(following[t, n], training=False))[:, 0]
+        bootstrap = np.zeros(rollout.rewards.shape)
+        bootstrap[t, n] = values.astype(np.float64) * scale
+        return bootstrap
 
     def record(self, rollout: Rollout, metrics: dict[str, float], collect_seconds: float,
                update_seconds: float) -> dict[str, float]:

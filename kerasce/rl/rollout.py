@@ -252,6 +252,8 @@ class Rollout:
       truncated: ``[T, N]`` bool.
       valid: ``[T, N]`` bool, False for next-step autoreset steps (they belong to no episode).
       masks: ``[T, N, A]`` bool valid-action masks the actions were sampled under, or None.
+      last_observations: ``[N, D...]`` the observations after the last row (the state a truncated
+        last step reached), or None.
     """
 
     observations: np.ndarray
@@ -261,6 +263,7 @@ class Rollout:
     truncated: np.ndarray
     valid: np.ndarray
     masks: np.ndarray | None = None
+    last_observations: np.ndarray | None = None
 
     @property
     def env_steps(self) -> int:
@@ -351,6 +354,7 @@ def collect_episodes(
         truncated=np.asarray(rows["tr"], bool),
         valid=np.asarray(rows["v"], bool),
         masks=np.asarray(rows["m"], bool) if action_mask is not None else None,
+        last_observations=np.array(observations, np.float32, copy=True),
     )
     return rollout, observations
 

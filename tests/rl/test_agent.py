@@ -487,3 +487,38 @@ def test_jit_compiled_update_equals_the_plain_update(baseline):
         weights.append(agent.get_weights())
     for plain, xla in zip(*weights):
         np.testing.assert_allclose(xla, plain, rtol=1e-5, atol=1e-6)
+
+
+def test_baseline_bootstraps_truncated_episodes_with_the_value_of_the_state_reached(scripted_vec_env, monkeypatch):
+    # One 3-step episode ended by a time limit (truncated), rewards 1, 2, 3; obs [t, 3]. With a baseline
+    # the last return continues with gamma * V(s') for s' = [3, 3], the state the time limit cut off.
+    env = scripted_vec_env([3], truncate=True)
+    agent = ReinforceAgent((2,), 2, gamma=0.5, baseline=True, normalize_returns=False, seed=0)
+    v = float(agent.value_network(np.array([[3.0, 3.0]], np.float32))[0, 0])
+    train_on_batch, seen = agent._train_on_batch, []
+
+    def spy(observations, actions, returns, masks):
+        seen.append(returns)
+        return train_on_batch(observations, actions, returns, masks)
+
+    monkeypatch.setattr(agent, "_train_on_batch", spy)
+    agent.learn(env, max_updates=1)
+    g2 = 3 + 0.5 * v
+    np.testing.assert_allclose(seen[0], [1 + 0.5 * (2 + 0.5 * g2), 2 + 0.5 * g2, g2], rtol=1e-5)
+
+
+def test_baseline_targets_are_divided_by_the_running_std_of_returns(scripted_vec_env, monkeypatch):
+    env = scripted_vec_env([1, 2, 3])
+    agent = ReinforceAgent((2,), 2, gamma=1.0, baseline=True, seed=0)
+    train_on_batch, seen = agent._train_on_batch, []
+
+    def spy(observations, actions, returns, masks):
+        seen.append(returns)
+        return train_on_batch(observations, actions, returns, masks)
+
+    monkeypatch.setattr(agent, "_train_on_batch", spy)
+    agent.learn(env, max_updates=2)
+    raw = np.array([1.0, 3.0, 6.0, 2.0, 5.0, 3.0])  # time-major G of episodes of 1, 2, 3 steps (r_k = k + 1)
+    np.testing.assert_allclose(seen[0], raw / raw.std(), rtol=1e-5)
+    np.testing.assert_allclose(seen[1], raw / raw.std(), rtol=1e-5)  # the std of both batches: the same
+    np.testing.assert_allclose(agent.return_scale.scale, raw.std(), rtol=1e-12)

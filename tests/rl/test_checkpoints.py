@@ -41,14 +41,17 @@ def test_each_save_writes_only_the_new_updates(scripted_vec_env, tmp_path, monke
     assert len(list(tmp_path.glob("ckpt-*.index"))) == 2  # max_to_keep
 
 
-def test_restore_continues_with_the_same_state(scripted_vec_env, tmp_path):
+@pytest.mark.parametrize("baseline", [False, True])
+def test_restore_continues_with_the_same_state(scripted_vec_env, tmp_path, baseline):
     env = scripted_vec_env([1, 2, 3])
-    agent = ReinforceAgent((2,), 2, seed=0)
+    agent = ReinforceAgent((2,), 2, seed=0, baseline=baseline)
     agent.learn(env, max_updates=3, checkpoint_dir=tmp_path)
-    restored = ReinforceAgent((2,), 2, seed=1)  # other initial weights: all must come from the checkpoint
+    restored = ReinforceAgent((2,), 2, seed=1, baseline=baseline)  # other initial weights: all from the checkpoint
     restored.load_checkpoint(tmp_path)
     assert (restored.updates, restored.env_steps, restored._run_seed) == (3, agent.env_steps, agent._run_seed)
     assert restored.episode_returns == agent.episode_returns and restored.training_log == agent.training_log
+    assert restored.return_scale.get_state() == agent.return_scale.get_state()
+    assert (restored.return_scale.count > 0) is baseline
     for a, b in zip(agent.get_weights(), restored.get_weights()):
         np.testing.assert_array_equal(a, b)
     for a, b in zip(agent.optimizer.variables, restored.optimizer.variables):
