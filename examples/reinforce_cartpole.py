@@ -27,6 +27,7 @@ import platform
 import re
 import shutil
 import sys
+import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -169,10 +170,12 @@ def main(argv: list[str] | None = None) -> dict:
     os.makedirs(backup_dir, exist_ok=True)
     evaluation = EvalCallback(args.env, episodes=args.eval_episodes, eval_every=args.eval_every,
                               target_return=target, verbose=0 if args.quiet else 1)
+    learn_start = time.perf_counter()
     history = agent.learn(args.env, total_timesteps=None, max_seconds=args.max_seconds, max_updates=args.max_updates,
                           target_return=target, verbose=0 if args.quiet else 1, checkpoint_dir=backup_dir,
                           resume=True, evaluation=evaluation,
                           callbacks=[keras.callbacks.CSVLogger(csv_log)])
+    wall_seconds = time.perf_counter() - learn_start  # this run's learn(), evaluations included
     # The best evaluation's weights are the agent's now (EvalCallback.restore_best).
     best = evaluation.best or {"mean": math.nan, "std": math.nan, "episodes": 0, "seed": None, "update": None}
     trained = target is not None and len(agent.episode_returns) >= 100 and agent.mean_return(100) >= target
@@ -197,6 +200,7 @@ def main(argv: list[str] | None = None) -> dict:
         "env_steps": agent.env_steps,
         "updates": agent.updates,
         "train_seconds": agent.train_seconds,
+        "wall_seconds": wall_seconds,
         "mean_return_100": finite_or_none(agent.mean_return(100)),
         "eval_return_mean": finite_or_none(best["mean"]),
         "eval_return_std": finite_or_none(best["std"]),

@@ -92,7 +92,8 @@ def make_vector_env(env_id: str, num_envs: int, mode: str = "auto", **kwargs: An
     except gymnasium.error.DependencyNotInstalled as error:
         extra = "box2d" if "box2d" in str(error).lower() else None
         hint = f'pip install -e ".[{extra}]"' if extra else "install the package it names"
-        raise ValueError(f"{env_id!r} needs a package that is not installed: {hint} ({error}).") from None
+        detail = " ".join(str(error).split())  # one line
+        raise ValueError(f"{env_id!r} needs a package that is not installed: {hint} ({detail}).") from None
 
 
 def check_spaces(

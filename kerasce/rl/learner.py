@@ -206,8 +206,10 @@ class Learner:
         return bootstrap
 
     def record(self, rollout: Rollout, metrics: dict[str, float], collect_seconds: float,
-               update_seconds: float) -> dict[str, float]:
-        """Count the update's episodes and steps into the agent; return the update's logs."""
+               update_seconds: float, batch_steps: int) -> dict[str, float]:
+        """Count the update's episodes and steps into the agent; return the update's logs
+        (``batch_steps``: the env steps that entered the batch; the rest of ``rollout.env_steps`` are
+        autoreset steps and later episodes, collected because a vector env steps all sub-envs at once)."""
         agent = self.agent
         episode_returns, _ = completed_episodes(rollout)
         agent.episode_returns.extend(float(r) for r in episode_returns)
@@ -221,6 +223,7 @@ class Learner:
             episode_return=float(np.mean(episode_returns)),
             episodes=float(len(agent.episode_returns)),
             env_steps=float(agent.env_steps),
+            batch_steps=float(batch_steps),
             steps_per_second=rollout.env_steps / max(collect_seconds, 1e-9),
             train_seconds=agent.train_seconds,
         )
@@ -239,7 +242,8 @@ class Learner:
             self.callbacks.on_train_batch_begin(0)
             rollout = self.collect(update)
             collect_seconds = time.perf_counter() - update_start
-            metrics = agent._train_on_batch(*self.make_batch(rollout, update))
+            batch = self.make_batch(rollout, update)
+            metrics = agent._train_on_batch(*batch)
             if not all(math.isfinite(v) for v in metrics.values()):
                 raise FloatingPointError(
                     f"Non-finite loss at update {update} ({metrics}); training stopped. "
@@ -247,7 +251,7 @@ class Learner:
                        if self.checkpoint_dir is not None else "No checkpoint_dir was set.")
                 )
             self.sampler.refresh()
-            logs = self.record(rollout, metrics, collect_seconds, time.perf_counter() - update_start)
+            logs = self.record(rollout, metrics, collect_seconds, time.perf_counter() - update_start, len(batch[1]))
             self.callbacks.on_train_batch_end(0, metrics)
             self.callbacks.on_epoch_end(update, logs)
             if self.evaluation is not None:  # CallbackList hands callbacks a copy of `logs`

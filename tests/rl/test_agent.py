@@ -186,6 +186,7 @@ def test_each_env_contributes_its_first_episode_only(scripted_vec_env):
     history = agent.learn(env, max_updates=2)
     assert agent.episode_returns == [1.0, 15.0] * 2
     assert history.history["episode_return"] == [8.0, 8.0]
+    assert history.history["batch_steps"] == [6.0, 6.0]  # 1 + 5 steps of the first episodes, of 10 collected
     assert agent.env_steps == 2 * 5 * 2  # every collected step counts, used or not
 
 
