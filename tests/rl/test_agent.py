@@ -509,7 +509,6 @@ def test_baseline_bootstraps_truncated_episodes_with_the_value_of_the_state_reac
 
 
 def test_baseline_targets_are_divided_by_the_running_std_of_returns(scripted_vec_env, monkeypatch):
-    env = scripted_vec_env([1, 2, 3])
     agent = ReinforceAgent((2,), 2, gamma=1.0, baseline=True, seed=0)
     train_on_batch, seen = agent._train_on_batch, []
 
@@ -518,8 +517,12 @@ def test_baseline_targets_are_divided_by_the_running_std_of_returns(scripted_vec
         return train_on_batch(observations, actions, returns, masks)
 
     monkeypatch.setattr(agent, "_train_on_batch", spy)
-    agent.learn(env, max_updates=2)
-    raw = np.array([1.0, 3.0, 6.0, 2.0, 5.0, 3.0])  # time-major G of episodes of 1, 2, 3 steps (r_k = k + 1)
-    np.testing.assert_allclose(seen[0], raw / raw.std(), rtol=1e-5)
-    np.testing.assert_allclose(seen[1], raw / raw.std(), rtol=1e-5)  # the std of both batches: the same
-    np.testing.assert_allclose(agent.return_scale.scale, raw.std(), rtol=1e-12)
+    agent.learn(scripted_vec_env([1, 2, 3]), max_updates=1)
+    agent.learn(scripted_vec_env([4]), max_updates=2)
+    first = np.array([1.0, 3.0, 6.0, 2.0, 5.0, 3.0])  # time-major G of episodes of 1, 2, 3 steps (r_k = k + 1)
+    second = np.array([10.0, 9.0, 7.0, 4.0])  # one episode of 4 steps
+    np.testing.assert_allclose(seen[0], first / first.std(), rtol=1e-5)
+    # Not second / second.std(): the scale is that of every return so far, so the value target keeps its scale.
+    running = np.concatenate([first, second]).std()
+    np.testing.assert_allclose(seen[1], second / running, rtol=1e-5)
+    np.testing.assert_allclose(agent.return_scale.scale, running, rtol=1e-12)

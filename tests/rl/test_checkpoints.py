@@ -103,3 +103,16 @@ def test_strict_json_everywhere(scripted_vec_env, tmp_path):
     for line in (tmp_path / HISTORY_FILE).read_text().splitlines():
         json.loads(line, parse_constant=reject)
     keras.backend.clear_session()
+
+
+def test_a_resumed_csv_log_keeps_the_rows_before_the_checkpoint_and_appends(tmp_path):
+    from kerasce.rl.learner import _continue_csv_log
+
+    path = tmp_path / "log.csv"
+    path.write_text("epoch,loss\n" + "".join(f"{e},{e / 10}\n" for e in range(6)))
+    logger = keras.callbacks.CSVLogger(str(path))
+    _continue_csv_log(logger, 3)  # checkpoint at update 3: rows of epochs 3..5 are trained again
+    assert path.read_text() == "epoch,loss\n0,0.0\n1,0.1\n2,0.2\n" and logger.append
+    fresh = keras.callbacks.CSVLogger(str(path))
+    _continue_csv_log(fresh, 0)  # a fresh run leaves the logger's own setting alone
+    assert not fresh.append
