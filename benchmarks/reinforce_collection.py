@@ -28,8 +28,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def steps_per_second(env, sampler, rng, steps: int) -> float:
-    import numpy as np
-
     from kerasce.rl.rollout import sample_actions
 
     observations, _ = env.reset(seed=int(rng.integers(2**31)))

@@ -50,7 +50,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"python {platform.python_version()}, keras {keras.__version__}, seed {args.seed}, "
           f"budget {args.max_seconds:.0f} s per run")
     runs = {masks: run(masks, args.seed, args.max_seconds) for masks in (True, False)}
-    print("\n| action masks | solved | train s | wall s | env steps | updates | mean_return_100 | best greedy eval (20) |")
+    print("\n| action masks | solved | train s | wall s | env steps | updates | mean_return_100 "
+          "| best greedy eval (20) |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for masks, (agent, evaluation, wall, solved) in runs.items():
         best = evaluation.best

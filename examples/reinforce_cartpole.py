@@ -64,7 +64,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-seconds", type=float, default=120.0, help="stop after this much training time")
     parser.add_argument("--max-updates", type=int, default=None, help="stop after this many updates in total")
     parser.add_argument("--export-dir", default=None,
-                        help="where the SavedModel, metrics.json, plot and GIF go (default saved_models/reinforce_<env>)")
+                        help="where the SavedModel, metrics.json, plot and GIF go "
+                             "(default saved_models/reinforce_<env>)")
     parser.add_argument("--backup-dir", default=None,
                         help="checkpoints for resuming after a kill (default <export-dir>.backup)")
     parser.add_argument("--strategy", default="default", choices=distribute.STRATEGIES,

@@ -32,10 +32,10 @@ __all__ = [
     "NumpyPolicy",
     "Rollout",
     "autoreset_mode",
-    "mask_logits",
     "collect_episodes",
     "completed_episodes",
     "make_policy_sampler",
+    "mask_logits",
     "sample_actions",
     "softmax",
 ]
@@ -78,8 +78,8 @@ def mask_logits(logits: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
         return logits
     mask = np.asarray(mask, bool)
     if not mask.any(axis=-1).all():
-        raise ValueError(f"Expected at least one valid action per row, got action mask rows {np.flatnonzero(~mask.any(-1))} "
-                         "with none.")
+        empty = np.flatnonzero(~mask.any(-1))
+        raise ValueError(f"Expected at least one valid action per row, got action mask rows {empty} with none.")
     return np.where(mask, logits, -np.inf)
 
 

@@ -175,8 +175,10 @@ def test_collect_cartpole_invariants():
 
 def test_a_missing_box2d_is_one_line_naming_the_extra(monkeypatch):
     def make_vec(*args, **kwargs):
-        raise gymnasium.error.DependencyNotInstalled('Box2D is not installed, you can install it by run `pip install swig` '
-                                                     'followed by `pip install "gymnasium[box2d]"`')
+        raise gymnasium.error.DependencyNotInstalled(
+            'Box2D is not installed, you can install it by run `pip install swig` followed by '
+            '`pip install "gymnasium[box2d]"`'
+        )
 
     monkeypatch.setattr(gymnasium, "make_vec", make_vec)
     with pytest.raises(ValueError, match=r'LunarLander-v3.*pip install -e "\.\[box2d\]"') as error:
