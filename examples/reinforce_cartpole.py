@@ -5,9 +5,13 @@ with kerasce, then export it.
     python examples/reinforce_cartpole.py --env Acrobot-v1 --target-return -100 --max-seconds 120
 
 The update is `kerasce.losses.PolicyGradientLoss`: the classifier's sparse softmax cross-entropy,
-weighted by the discounted return. Writes into --export-dir: the SavedModel (serving_default:
-float32 observations -> `action`, `probabilities`), metrics.json, learning_curve.png and
-greedy_episode.gif (one greedy episode, rendered headless).
+weighted by the discounted return. Every --eval-every updates the greedy policy plays --eval-episodes
+episodes on fresh seeds of a separate env; a run is "solved" only when both the 100-episode training mean
+and a greedy evaluation reach the target, and the weights with the best greedy evaluation are exported.
+Writes into --export-dir (default saved_models/reinforce_<env>): the SavedModel (serving_default: float32
+observations -> greedy `action`, `probabilities`; signature `sample`: a sampled `action`), metrics.json,
+training_log.csv, learning_curve.png (training and greedy-evaluation curves) and greedy_episode.gif
+(one greedy episode, rendered headless).
 
 Training is resumable: the agent is checkpointed to --backup-dir every 10 updates; a run that is killed
 continues from its last checkpoint (same optimizer state, update count and curve) when started again
@@ -22,9 +26,13 @@ Flags are checked before TensorFlow is imported: --help and a bad value answer a
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import platform
+import re
+import shutil
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -59,14 +67,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--env", default="CartPole-v1", help="gymnasium env id (Discrete actions, Box observations)")
     parser.add_argument("--seed", type=non_negative_int, default=0,
                         help="seeds the networks, env resets and action sampling")
-    parser.add_argument("--num-envs", type=positive_int, default=32, help="parallel envs of the vector env")
+    parser.add_argument("--num-envs", type=positive_int, default=None,
+                        help="parallel envs of the vector env (default: the env's preset, else 32)")
     parser.add_argument("--target-return", type=finite_float, default=None,
                         help="stop when the 100-episode mean return reaches it (default: the env's reward threshold)")
     parser.add_argument("--max-seconds", type=positive_float, default=120.0, help="stop after this much training time")
     parser.add_argument("--max-updates", type=positive_int, default=None,
                         help="stop after this many updates in total")
-    parser.add_argument("--export-dir", default="saved_models/reinforce_cartpole",
-                        help="where the SavedModel, metrics.json, plot and GIF go")
+    parser.add_argument("--export-dir", default=None,
+                        help="where the SavedModel, metrics.json, plot and GIF go "
+                             "(default saved_models/reinforce_<env>)")
     parser.add_argument("--backup-dir", default=None,
                         help="checkpoints for resuming after a kill (default <export-dir>.backup)")
     parser.add_argument("--fresh", action="store_true",
@@ -74,31 +84,52 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--strategy", default="default", choices=STRATEGIES,
                         help="tf.distribute strategy the agent is built and trained under")
     parser.add_argument("--quiet", action="store_true", help="no line per update")
+    parser.add_argument("--eval-every", type=positive_int, default=10, help="updates between greedy evaluations")
+    parser.add_argument("--eval-episodes", type=positive_int, default=20,
+                        help="episodes (fresh seeds) per greedy evaluation")
+    parser.add_argument("--learning-rate", type=positive_float, default=None,
+                        help="Adam learning rate (default: the preset's)")
+    parser.add_argument("--no-preset", action="store_true",
+                        help="ignore kerasce.rl.presets.PRESETS[env] and use the ReinforceAgent defaults")
     return parser.parse_args(argv)
+
+
+def env_slug(env_id: str) -> str:
+    """``"LunarLander-v3"`` -> ``"lunarlander_v3"``: a directory name for the env's default exports."""
+    return re.sub(r"[^a-z0-9]+", "_", env_id.lower()).strip("_")
+
+
+def finite_or_none(value: float | None) -> float | None:
+    """NaN/inf -> None, so that metrics.json is strict JSON."""
+    return value if value is not None and math.isfinite(value) else None
 
 
 def greedy_episode(
     agent: ReinforceAgent, env_id: str, seed: int, max_frames: int = 500
 ) -> tuple[list[Image.Image], float]:
-    """Play one greedy episode with rendering; returns (frames, return). Every 2nd frame, half size."""
-    import gymnasium
-    import numpy as np
+    """Play one greedy episode with rendering; returns (frames, return). Every 2nd frame, half size.
+
+    A one-env vector env from `make_vector_env`, so observations are encoded (one-hot) and masked as in
+    training and evaluation."""
     from PIL import Image
 
-    from kerasce.rl import make_policy_sampler
+    from kerasce.rl.envs import info_action_mask, make_vector_env
+    from kerasce.rl.evaluation import greedy_actions
+    from kerasce.rl.rollout import mask_logits
 
-    env = gymnasium.make(env_id, render_mode="rgb_array")
-    act = make_policy_sampler(agent.policy)
+    env = make_vector_env(env_id, 1, mode="sync", render_mode="rgb_array")
+    sampler = agent.policy_sampler()
     frames, total = [], 0.0
-    obs, _ = env.reset(seed=seed)
+    obs, infos = env.reset(seed=seed)
     for step in range(env.spec.max_episode_steps or max_frames):
         if step % 2 == 0 and len(frames) < max_frames:
-            frame = Image.fromarray(env.render())
+            frame = Image.fromarray(env.render()[0])
             frames.append(frame.resize((frame.width // 2, frame.height // 2)))
-        action = int(np.argmax(act.logits(obs[None].astype(np.float32))[0]))
-        obs, reward, terminated, truncated, _ = env.step(action + int(env.action_space.start))
-        total += float(reward)
-        if terminated or truncated:
+        mask = info_action_mask(obs, infos) if agent.use_action_mask else None
+        action = greedy_actions(mask_logits(sampler.logits(obs), mask)) + int(env.single_action_space.start)
+        obs, reward, terminated, truncated, infos = env.step(action)
+        total += float(reward[0])
+        if terminated[0] or truncated[0]:
             break
     env.close()
     return frames, total
@@ -115,6 +146,11 @@ def plot_learning_curve(agent: ReinforceAgent, target: float | None, title: str,
     fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
     ax.plot(steps, [row["episode_return"] for row in log], ".", alpha=0.5, label="mean return of the update's episodes")
     ax.plot(steps, [row["mean_return_100"] for row in log], "-", lw=2, label="mean return, last 100 episodes")
+    evaluated = [row for row in log if row.get("evaluated")]
+    if evaluated:
+        ax.errorbar([row["env_steps"] for row in evaluated], [row["eval_return_mean"] for row in evaluated],
+                    yerr=[row["eval_return_std"] for row in evaluated], fmt="o-", ms=3, lw=1, capsize=2,
+                    label=f"greedy evaluation ({int(evaluated[-1]['eval_episodes'])} episodes, mean ± std)")
     if target is not None:
         ax.axhline(target, color="gray", ls="--", lw=1, label=f"target {target:g}")
     ax.set_xlabel("env steps")
@@ -129,6 +165,8 @@ def plot_learning_curve(agent: ReinforceAgent, target: float | None, title: str,
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)  # before any heavy import: --help and bad flags answer at once
+    if args.export_dir is None:
+        args.export_dir = f"saved_models/reinforce_{env_slug(args.env)}"
     with quiet_tensorflow_startup():
         import gymnasium
         import keras
@@ -137,8 +175,10 @@ def main(argv: list[str] | None = None) -> dict:
 
         tf.config.list_physical_devices()  # the CUDA probe prints here, inside the filter
     from kerasce import distribute
+    from kerasce.callbacks import EvalCallback
     from kerasce.export import write_json_atomic
     from kerasce.rl import ReinforceAgent
+    from kerasce.rl.presets import preset
 
     strategy = distribute.get_strategy(args.strategy)
     # Every worker of a cluster checkpoints, each into a directory of its own.
@@ -152,31 +192,49 @@ def main(argv: list[str] | None = None) -> dict:
     # Seeding: one block. The agent derives env reset seeds and sampling streams from `seed`.
     keras.utils.set_random_seed(args.seed)
 
-    print(f"kerasce REINFORCE on {args.env}: seed={args.seed} num_envs={args.num_envs} target={target} "
+    # Settings: the env's preset (kerasce/rl/presets.py), then the flags given.
+    settings = {} if args.no_preset else preset(args.env)
+    for key in ("num_envs", "learning_rate"):
+        if getattr(args, key) is not None:
+            settings[key] = getattr(args, key)
+    print(f"kerasce REINFORCE on {args.env}: seed={args.seed} settings={settings} target={target} "
           f"max_seconds={args.max_seconds} strategy={args.strategy} export_dir={args.export_dir}")
     print(f"python {platform.python_version()}, tensorflow {tf.__version__}, keras {keras.__version__}, "
           f"gymnasium {gymnasium.__version__}, numpy {np.__version__}")
 
     with strategy.scope():
-        agent = ReinforceAgent.from_env(args.env, num_envs=args.num_envs, seed=args.seed)
+        agent = ReinforceAgent.from_env(args.env, **settings, seed=args.seed)
     if backup.resuming and ReinforceAgent.has_checkpoint(backup_dir):
         agent.load_checkpoint(backup_dir)  # to name the update here; learn() below resumes from it
         print(backup.resume_line(f"after update {agent.updates}"))
+    # The CSV log lives beside the backup while training (appended to on resume), then goes into the export.
+    csv_log = os.path.join(backup_dir, "training_log.csv")
+    os.makedirs(backup_dir, exist_ok=True)
+    evaluation = EvalCallback(args.env, episodes=args.eval_episodes, eval_every=args.eval_every,
+                              target_return=target, verbose=0 if args.quiet else 1)
+    learn_start = time.perf_counter()
     history = agent.learn(args.env, total_timesteps=None, max_seconds=args.max_seconds, max_updates=args.max_updates,
-                target_return=target, verbose=0 if args.quiet else 1, checkpoint_dir=backup_dir, resume=True)
-
-    solved = target is not None and len(agent.episode_returns) >= 100 and agent.mean_return(100) >= target
+                          target_return=target, verbose=0 if args.quiet else 1, checkpoint_dir=backup_dir,
+                          resume=True, evaluation=evaluation,
+                          callbacks=[keras.callbacks.CSVLogger(csv_log)])
+    wall_seconds = time.perf_counter() - learn_start  # this run's learn(), evaluations included
+    # The best evaluation's weights are the agent's now (EvalCallback.restore_best).
+    best = evaluation.best or {"mean": math.nan, "std": math.nan, "episodes": 0, "seed": None, "update": None}
+    trained = target is not None and len(agent.episode_returns) >= 100 and agent.mean_return(100) >= target
+    solved = trained and best is not None and best["mean"] >= target
     steps_per_second = agent.env_steps / max(agent.collect_seconds, 1e-9)
-    print(f"{'solved' if solved else 'not solved'}: mean return (100 episodes) {agent.mean_return(100):.1f} "
-          f"after {agent.train_seconds:.2f} s, {agent.env_steps} env steps, {len(agent.episode_returns)} "
-          f"episodes, {agent.updates} updates ({len(history.epoch)} in this run); collection "
-          f"{steps_per_second:,.0f} env steps/s")
+    print(f"{'solved' if solved else 'not solved'}: mean return (100 episodes) {agent.mean_return(100):.1f}, "
+          f"greedy evaluation {best['mean']:.1f} +- {best['std']:.1f} ({best['episodes']} episodes, update "
+          f"{best['update']}) after {agent.train_seconds:.2f} s, {agent.env_steps} env steps, "
+          f"{len(agent.episode_returns)} episodes, {agent.updates} updates ({len(history.epoch)} in this run); "
+          f"collection {steps_per_second:,.0f} env steps/s")
 
     frames, greedy_return = greedy_episode(agent, args.env, seed=args.seed)
     metrics = {
         "env": args.env,
         "seed": args.seed,
-        "num_envs": args.num_envs,
+        "num_envs": agent.num_envs,
+        "settings": {**agent.get_config(), "policy": None},
         "strategy": args.strategy,
         "target_return": target,
         "solved": bool(solved),
@@ -184,7 +242,13 @@ def main(argv: list[str] | None = None) -> dict:
         "env_steps": agent.env_steps,
         "updates": agent.updates,
         "train_seconds": agent.train_seconds,
-        "mean_return_100": agent.mean_return(100),
+        "wall_seconds": wall_seconds,
+        "mean_return_100": finite_or_none(agent.mean_return(100)),
+        "eval_return_mean": finite_or_none(best["mean"]),
+        "eval_return_std": finite_or_none(best["std"]),
+        "eval_episodes": best["episodes"],
+        "eval_seed": best["seed"],  # greedy episode i of the evaluation was reset with eval_seed + i
+        "eval_update": best["update"],  # the exported weights are those of this update
         "collect_steps_per_second": steps_per_second,
         "greedy_episode_return": greedy_return,
         "versions": {"tensorflow": tf.__version__, "keras": keras.__version__, "gymnasium": gymnasium.__version__},
@@ -194,6 +258,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     def write_extras(directory: Path) -> None:
         write_json_atomic(directory / "metrics.json", metrics)
+        shutil.copyfile(csv_log, directory / "training_log.csv")
         plot_learning_curve(agent, target, title, str(directory / "learning_curve.png"))
         frames[0].save(directory / "greedy_episode.gif", save_all=True, append_images=frames[1:],
                        duration=40, loop=0)
@@ -203,7 +268,7 @@ def main(argv: list[str] | None = None) -> dict:
     backup.discard()  # training is over and exported: nothing to resume
     if distribute.is_chief(strategy):
         print(f"greedy episode return {greedy_return:.0f}; wrote {path}/ (SavedModel, metrics.json, "
-              f"learning_curve.png, greedy_episode.gif)")
+              f"training_log.csv, learning_curve.png, greedy_episode.gif)")
     return metrics
 
 

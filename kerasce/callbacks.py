@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import math
+import os
+from pathlib import Path
+from typing import Callable
 
 import keras
 
-__all__ = ["RaiseOnNonFiniteLoss"]
+_BEST_JSON = "best.json"
+_BEST_WEIGHTS = "best_weights.npz"
+
+__all__ = ["EvalCallback", "RaiseOnNonFiniteLoss", "StopAtMeanReturn"]
 
 
 class RaiseOnNonFiniteLoss(keras.callbacks.Callback):
@@ -39,3 +46,217 @@ class RaiseOnNonFiniteLoss(keras.callbacks.Callback):
             f"step {step}); training stopped and the last good checkpoint was kept. Expected a finite "
             f"{self.monitor}: check the inputs for NaN/inf or lower the learning rate."
         )
+
+
+class StopAtMeanReturn(keras.callbacks.Callback):
+    """Stop training once the running mean return (``monitor``) reaches ``target_return``.
+
+    Checked after every update, and also when training begins, against the last row of the agent's
+    ``training_log`` (restored by ``load_checkpoint``): a run resumed from a checkpoint that already
+    met the target stops before doing another update.
+
+    With ``evaluation`` (an :class:`EvalCallback` placed before this one), training stops only at an
+    update whose greedy evaluation also reached the target: the stochastic training episodes alone do
+    not say how the greedy (exported) policy plays.
+
+    Args:
+      target_return: e.g. 475 for CartPole-v1 (its ``reward_threshold``).
+      monitor: the log key holding the running mean (``"mean_return_100"`` in ``learn``).
+      min_episodes: episodes needed before stopping (``logs["episodes"]``), so that a 100-episode
+        mean is over 100 episodes.
+      evaluation: optional :class:`EvalCallback` whose evaluation must reach the target too.
+
+    Attributes:
+      reached_at: the index of the update that reached the target, or None.
+    """
+
+    def __init__(
+        self,
+        target_return: float,
+        monitor: str = "mean_return_100",
+        min_episodes: int = 100,
+        evaluation: "EvalCallback | None" = None,
+    ):
+        super().__init__()
+        self.target_return = float(target_return)
+        self.monitor = monitor
+        self.min_episodes = int(min_episodes)
+        self.evaluation = evaluation
+        self.reached_at: int | None = None
+
+    def _reached(self, logs: dict[str, float]) -> bool:
+        value = logs.get(self.monitor)
+        enough = logs.get("episodes", math.inf) >= self.min_episodes
+        return value is not None and enough and value >= self.target_return
+
+    def _evaluation_reached(self, epoch: int | None) -> bool:
+        if self.evaluation is None:
+            return True
+        last = self.evaluation.last
+        fresh = last is not None and (epoch is None or last["epoch"] == epoch)
+        return fresh and last["mean"] >= self.target_return
+
+    def on_train_begin(self, logs: dict[str, float] | None = None) -> None:
+        history = getattr(self.model, "training_log", None)
+        # A resumed run re-evaluates before its first update; the restored row's eval must have passed.
+        if history and self._reached(history[-1]) and (
+            self.evaluation is None
+            or (history[-1].get("evaluated") == 1.0
+                and history[-1].get("eval_return_mean", -math.inf) >= self.target_return)
+        ):
+            self.reached_at = int(history[-1].get("update", len(history))) - 1
+            self.model.stop_training = True
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+        if self._reached(logs or {}) and self._evaluation_reached(epoch):
+            self.reached_at = epoch
+            self.model.stop_training = True
+
+
+class EvalCallback(keras.callbacks.Callback):
+    """Evaluate the agent's greedy policy on a separate env every ``eval_every`` updates; keep the best.
+
+    Like Stable-Baselines3's ``EvalCallback``: ``episodes`` whole episodes, each on a fresh reset seed
+    (derived from the run seed and the update, never a training seed), played with the ``argmax``
+    action -- what the exported ``serving_default`` does. Each evaluation adds ``eval_return_mean``,
+    ``eval_return_std``, ``eval_episodes`` and ``eval_seed`` (episode ``i`` was reset with
+    ``eval_seed + i``) to the update's logs (the latest evaluation's values on the updates between two
+    evaluations, so every row has the same keys for ``CSVLogger``); ``evaluated`` is 1 on updates that
+    evaluated. Put it before the callbacks that read these keys. With :meth:`attach` (``learn`` does it)
+    the best evaluation survives a kill: it is saved next to the checkpoints whenever it improves.
+
+    An evaluation also runs after the first update of a run and whenever ``trigger`` (a log key,
+    default the training mean) reaches ``target_return`` with a full 100-episode window, so that a
+    stop condition needing both can be met without waiting ``eval_every`` updates.
+
+    Args:
+      env: the env id to evaluate on (a ``sync`` vector env of ``episodes`` sub-envs is made).
+      episodes: episodes per evaluation (``N >= 20`` gives a usable mean; the example uses 20).
+      eval_every: updates between evaluations.
+      seed: base of the evaluation seeds (default: the agent's run seed).
+      target_return: with ``trigger``, evaluate as soon as the training mean reaches it.
+      trigger: the log key compared with ``target_return``.
+      restore_best: when training ends, load the weights with the best evaluation mean (ties: the
+        later one) into the agent, as ``EarlyStopping(restore_best_weights=True)`` does.
+      verbose: 1 prints one line per evaluation.
+      action_mask: ``(observations, infos) -> [N, A]`` valid actions (``learn`` sets the agent's).
+
+    Attributes:
+      evaluations: one dict per evaluation (``epoch``, ``update``, ``mean``, ``std``, ``episodes``, ``seed``).
+      last: the latest of them, or None.
+      best: the one with the highest mean, or None; ``best_weights`` holds the agent's weights then.
+    """
+
+    def __init__(
+        self,
+        env: str,
+        episodes: int = 20,
+        eval_every: int = 10,
+        seed: int | None = None,
+        target_return: float | None = None,
+        trigger: str = "mean_return_100",
+        restore_best: bool = True,
+        verbose: int = 0,
+        action_mask: Callable | None = None,
+    ):
+        super().__init__()
+        if int(episodes) < 1 or int(eval_every) < 1:
+            raise ValueError(f"Expected `episodes` >= 1 and `eval_every` >= 1, got {episodes} and {eval_every}.")
+        self.env = env
+        self.episodes = int(episodes)
+        self.eval_every = int(eval_every)
+        self.seed = seed
+        self.target_return = target_return
+        self.trigger = trigger
+        self.restore_best = bool(restore_best)
+        self.verbose = int(verbose)
+        self.action_mask = action_mask
+        self.evaluations: list[dict[str, float]] = []
+        self.best: dict[str, float] | None = None
+        self.best_weights: list | None = None
+        self.directory: Path | None = None
+        self._carried: dict[str, float] = {}
+        self.latest_logs: dict[str, float] = {}  # what on_epoch_end added to the logs
+
+    @property
+    def last(self) -> dict[str, float] | None:
+        return self.evaluations[-1] if self.evaluations else None
+
+    def attach(self, directory: str | os.PathLike | None, resumed: bool) -> None:
+        """Keep the best evaluation in ``directory`` (``learn`` passes ``<checkpoint_dir>/best_eval``),
+        and with ``resumed``, start from the best saved there: a resumed run keeps the best weights its
+        killed part found."""
+        self.directory = None if directory is None else Path(directory)
+        if resumed and self.directory is not None and (self.directory / _BEST_JSON).is_file():
+            import numpy as np
+
+            self.best = json.loads((self.directory / _BEST_JSON).read_text())
+            with np.load(self.directory / _BEST_WEIGHTS) as arrays:
+                self.best_weights = [arrays[f"w{i}"] for i in range(len(arrays.files))]
+
+    def _save_best(self) -> None:
+        import numpy as np
+
+        from kerasce.export import write_json_atomic
+
+        self.directory.mkdir(parents=True, exist_ok=True)
+        tmp = self.directory / (_BEST_WEIGHTS + ".tmp.npz")
+        np.savez(tmp, **{f"w{i}": w for i, w in enumerate(self.best_weights)})
+        os.replace(tmp, self.directory / _BEST_WEIGHTS)  # then the json that describes them
+        write_json_atomic(self.directory / _BEST_JSON, self.best)
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        # Carry the last evaluation of a resumed run forward, so every row has the eval_* keys.
+        history = getattr(self.model, "training_log", None) or [{}]
+        self._carried = {k: v for k, v in history[-1].items() if k.startswith("eval_")}
+
+    def _due(self, epoch: int, logs: dict) -> bool:
+        # Evaluation updates depend on the update index only: a resumed run evaluates where the
+        # uninterrupted one did.
+        if epoch == 0 or (epoch + 1) % self.eval_every == 0:
+            return True
+        value = logs.get(self.trigger)
+        return (self.target_return is not None and value is not None and logs.get("episodes", 0) >= 100
+                and value >= self.target_return)
+
+    def evaluate(self, epoch: int) -> dict[str, float]:
+        """Run one evaluation of the current weights now; returns (and records) its summary."""
+        import numpy as np
+
+        from kerasce.rl.evaluation import evaluate_policy
+
+        agent = self.model
+        run_seed = self.seed if self.seed is not None else (getattr(agent, "_run_seed", None) or 0)
+        update = int(getattr(agent, "updates", epoch + 1))
+        # Fresh seeds per evaluation, disjoint in practice from the training resets (another key).
+        base = int(np.random.SeedSequence([int(run_seed), update, 1]).generate_state(1)[0] % 2**30)
+        result = evaluate_policy(agent.policy_sampler().logits, self.env, self.episodes, base,
+                                 action_mask=self.action_mask)
+        summary = {"epoch": epoch, "update": update, "mean": result.mean, "std": result.std,
+                   "episodes": result.episodes, "seed": base}
+        self.evaluations.append(summary)
+        if self.best is None or summary["mean"] >= self.best["mean"]:
+            self.best = summary
+            self.best_weights = [w.copy() for w in agent.get_weights()]
+            if self.directory is not None:
+                self._save_best()
+        if self.verbose:
+            print(f"eval at update {update}: greedy return {result.mean:.1f} +- {result.std:.1f} "
+                  f"over {result.episodes} episodes", flush=True)
+        return summary
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        logs = logs if logs is not None else {}
+        evaluated = self._due(epoch, logs)
+        if evaluated:
+            self.evaluate(epoch)
+        last = self.last
+        if last is not None:
+            self._carried = dict(eval_return_mean=last["mean"], eval_return_std=last["std"],
+                                 eval_episodes=float(last["episodes"]), eval_seed=float(last["seed"]))
+        self.latest_logs = dict(self._carried, evaluated=float(evaluated))
+        logs.update(self.latest_logs)
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        if self.restore_best and self.best_weights is not None:
+            self.model.set_weights(self.best_weights)

@@ -160,6 +160,7 @@ def export_saved_model(
     input_signature: Sequence[tf.TensorSpec],
     *,
     write_extras: Callable[[Path], None] | None = None,
+    extra_endpoints: dict[str, tuple[Callable[..., dict[str, tf.Tensor]], Sequence[tf.TensorSpec]]] | None = None,
 ) -> Path:
     """Writes a SavedModel whose ``serving_default`` (and ``serve``) signature is `fn`, atomically.
 
@@ -174,6 +175,7 @@ def export_saved_model(
         write_extras: Optional callback given the temporary export directory before it is renamed into
             place, to add files that belong to the same export (``metrics.json``, plots); they appear
             together with the SavedModel or not at all.
+        extra_endpoints: Optional further signatures, ``{name: (fn, input_signature)}``.
 
     Returns:
         The export directory.
@@ -181,6 +183,8 @@ def export_saved_model(
     archive = keras.export.ExportArchive()
     archive.track(model)
     archive.add_endpoint(name="serve", fn=fn, input_signature=list(input_signature))
+    for name, (extra_fn, extra_signature) in (extra_endpoints or {}).items():
+        archive.add_endpoint(name=name, fn=extra_fn, input_signature=list(extra_signature))
     with atomic_directory(path) as tmp:
         archive.write_out(str(tmp), verbose=False)  # "serve" is aliased as "serving_default"
         if write_extras is not None:

@@ -6,8 +6,12 @@
     agent.export_policy("saved_models/reinforce_cartpole")
 """
 
-from kerasce.rl.agent import ReinforceAgent, StopAtMeanReturn, build_mlp
+from kerasce.callbacks import EvalCallback, StopAtMeanReturn
+from kerasce.rl.agent import ReinforceAgent
 from kerasce.rl.envs import check_spaces, make_vector_env
+from kerasce.rl.evaluation import Evaluation, evaluate_policy
+from kerasce.rl.learner import Learner, StopConditions
+from kerasce.rl.networks import build_mlp
 from kerasce.rl.returns import complete_episode_mask, discounted_returns, first_episode_mask, normalize
 from kerasce.rl.rollout import (
     CompiledPolicy,
@@ -21,16 +25,21 @@ from kerasce.rl.rollout import (
 
 __all__ = [
     "CompiledPolicy",
+    "EvalCallback",
+    "Evaluation",
+    "Learner",
     "NumpyPolicy",
     "ReinforceAgent",
     "Rollout",
     "StopAtMeanReturn",
+    "StopConditions",
     "build_mlp",
     "check_spaces",
     "collect_episodes",
     "complete_episode_mask",
     "completed_episodes",
     "discounted_returns",
+    "evaluate_policy",
     "first_episode_mask",
     "make_policy_sampler",
     "make_vector_env",

@@ -9,17 +9,17 @@ classifiers use, with the return as the Keras sample weight. So
     agent.compile()
     agent.fit(observations, actions, sample_weight=returns)
 
-is one REINFORCE update, and :meth:`ReinforceAgent.learn` is the loop that collects the data from a
-gymnasium vector env and calls the same compiled train step once per update.
+is one REINFORCE update, and :meth:`ReinforceAgent.learn` runs :class:`kerasce.rl.learner.Learner`, the
+loop that collects the data from a gymnasium vector env and calls the same compiled train step once per
+update. This module holds the model (``call``, ``train_step``, config, export); the networks are in
+``networks.py``, the loop in ``learner.py``, checkpoints in ``checkpoints.py`` and the callbacks in
+``kerasce/callbacks.py``.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import math
 import os
-import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
@@ -28,101 +28,27 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from kerasce.callbacks import EvalCallback, StopAtMeanReturn
 from kerasce.losses import PolicyGradientLoss, softmax_entropy
+from kerasce.rl.checkpoints import CheckpointStore, has_checkpoint
 from kerasce.rl.envs import check_spaces, make_vector_env
-from kerasce.rl.returns import complete_episode_mask, discounted_returns, first_episode_mask, normalize
-from kerasce.rl.rollout import (
-    Rollout,
-    collect_episodes,
-    completed_episodes,
-    make_policy_sampler,
-    sample_actions,
-)
+from kerasce.rl.networks import build_mlp
+from kerasce.rl.returns import RunningScale
+from kerasce.rl.rollout import CompiledPolicy, NumpyPolicy, make_policy_sampler
 
 __all__ = ["ReinforceAgent", "StopAtMeanReturn", "build_mlp"]
 
-_CHECKPOINT_ARRAYS = "arrays.npz"
-_CHECKPOINT_STATE = "state.json"
 
-
-def build_mlp(
-    input_shape: Sequence[int],
-    outputs: int,
-    hidden_units: Sequence[int] = (32, 32),
-    activation: str = "tanh",
-    seed: int | None = None,
-    name: str = "policy",
-) -> keras.Sequential:
-    """A plain Dense stack ``[B, D...] -> [B, outputs]`` (flattened input, float32 output layer).
-
-    Args:
-      input_shape: observation shape ``D...``.
-      outputs: size of the linear output layer (``A`` logits, or 1 for a value head).
-      hidden_units: widths of the hidden layers.
-      activation: activation of the hidden layers.
-      seed: seeds the Glorot initialisers (layer ``i`` uses ``seed + i``) for a reproducible network.
-      name: model name.
-    """
-
-    def init(i):
-        return keras.initializers.GlorotUniform(seed=None if seed is None else seed + i)
-
-    layers: list[keras.layers.Layer] = [keras.Input(tuple(input_shape))]
-    if len(input_shape) != 1:
-        layers.append(keras.layers.Flatten())
-    for i, units in enumerate(hidden_units):
-        layers.append(keras.layers.Dense(units, activation=activation, kernel_initializer=init(i)))
-    layers.append(
-        keras.layers.Dense(outputs, kernel_initializer=init(len(hidden_units)), dtype="float32")
-    )
-    return keras.Sequential(layers, name=name)
+def masked_logits(logits: Any, action_mask: Any) -> tf.Tensor:
+    """float32 ``logits`` ``[B, A]`` with ``-inf`` where ``action_mask`` ``[B, A]`` is 0/False."""
+    logits = tf.cast(logits, tf.float32)
+    return tf.where(tf.cast(action_mask, tf.bool), logits, tf.constant(-np.inf, tf.float32))
 
 
 def _replica_scale() -> float | tf.Tensor:
     """``1 / num_replicas``: what Keras ``Loss`` reductions apply under a ``tf.distribute`` strategy."""
     context = tf.distribute.get_replica_context()
     return 1.0 if context is None else 1.0 / context.num_replicas_in_sync
-
-
-class StopAtMeanReturn(keras.callbacks.Callback):
-    """Stop training once the running mean return (``monitor``) reaches ``target_return``.
-
-    Checked after every update, and also when training begins, against the last row of the agent's
-    ``training_log`` (restored by ``load_checkpoint``): a run resumed from a checkpoint that already
-    met the target stops before doing another update.
-
-    Args:
-      target_return: e.g. 475 for CartPole-v1 (its ``reward_threshold``).
-      monitor: the log key holding the running mean (``"mean_return_100"`` in ``learn``).
-      min_episodes: episodes needed before stopping (``logs["episodes"]``), so that a 100-episode
-        mean is over 100 episodes.
-
-    Attributes:
-      reached_at: the index of the update that reached the target, or None.
-    """
-
-    def __init__(self, target_return: float, monitor: str = "mean_return_100", min_episodes: int = 100):
-        super().__init__()
-        self.target_return = float(target_return)
-        self.monitor = monitor
-        self.min_episodes = int(min_episodes)
-        self.reached_at: int | None = None
-
-    def _reached(self, logs: dict[str, float]) -> bool:
-        value = logs.get(self.monitor)
-        enough = logs.get("episodes", math.inf) >= self.min_episodes
-        return value is not None and enough and value >= self.target_return
-
-    def on_train_begin(self, logs: dict[str, float] | None = None) -> None:
-        history = getattr(self.model, "training_log", None)
-        if history and self._reached(history[-1]):
-            self.reached_at = int(history[-1].get("update", len(history))) - 1
-            self.model.stop_training = True
-
-    def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
-        if self._reached(logs or {}):
-            self.reached_at = epoch
-            self.model.stop_training = True
 
 
 @keras.saving.register_keras_serializable(package="kerasce")
@@ -146,16 +72,22 @@ class ReinforceAgent(keras.Model):
         ``hidden_units`` and ``activation``.
       hidden_units: hidden widths of the default policy (and of the value network).
       activation: hidden activation of the default networks.
-      baseline: learn a state-value network ``V(s)`` and use ``G - V(s)`` as the policy weight.
+      baseline: learn a state-value network ``V(s)`` and use ``G - V(s)`` as the policy weight; ``learn``
+        also bootstraps the return of a time-limit-truncated episode with ``V`` of the state it reached.
       gamma: discount factor.
       learning_rate: of the default Adam optimizer (``compile()`` without an optimizer).
       ent_coef: weight of the entropy bonus.
       vf_coef: weight of the value loss (with ``baseline``).
-      normalize_returns: standardise the returns of each update's batch (collection side, in ``learn``).
+      normalize_returns: in ``learn``, without ``baseline``: standardise the returns of each update's
+        batch; with ``baseline``: divide them by the standard deviation of all returns seen so far
+        (``return_scale``), so that the value network's target does not change scale every update.
       max_grad_norm: clip the global gradient norm, through the optimizer's ``global_clipnorm``.
       num_envs: sub-envs of the vector env ``learn`` builds from an env id.
       max_rollout_steps: most vector steps per update; an update without a complete episode fails.
       fast_sampling: sample actions from a NumPy copy of the policy when it is a plain Dense stack.
+      use_action_mask: the model takes ``(observations, action_mask [B, A])`` and gives invalid actions
+        (mask 0) ``-inf`` logits, in sampling, in the loss and in the export; ``learn`` reads the mask
+        from ``info["action_mask"]`` unless given ``action_mask_fn``.
       seed: seeds the default networks, the env resets and the action sampling (``None``: random).
       **kwargs: passed to ``keras.Model`` (``name``, ``dtype``).
 
@@ -181,6 +113,7 @@ class ReinforceAgent(keras.Model):
         num_envs: int = 32,
         max_rollout_steps: int = 2000,
         fast_sampling: bool = True,
+        use_action_mask: bool = False,
         seed: int | None = None,
         **kwargs: Any,
     ):
@@ -210,6 +143,7 @@ class ReinforceAgent(keras.Model):
         self.num_envs = int(num_envs)
         self.max_rollout_steps = int(max_rollout_steps)
         self.fast_sampling = bool(fast_sampling)
+        self.use_action_mask = bool(use_action_mask)
         self.seed = None if seed is None else int(seed)
         self._custom_policy = policy is not None
 
@@ -239,6 +173,7 @@ class ReinforceAgent(keras.Model):
         self.episode_returns: list[float] = []
         self.training_log: list[dict[str, float]] = []
         self._run_seed: int | None = self.seed
+        self.return_scale = RunningScale()
         self.built = True  # the networks above are built; call() needs nothing more
 
     # ---------------------------------------------------------------------------------------------
@@ -277,9 +212,23 @@ class ReinforceAgent(keras.Model):
                 f"{tuple(logits.shape)[1:]} per batch of observations."
             )
 
-    def call(self, observations: tf.Tensor | np.ndarray, training: bool | None = None) -> tf.Tensor:
-        """Policy logits ``[B, A]`` for observations ``[B, D...]``."""
-        return self.policy(observations, training=training)
+    def _split_inputs(self, inputs: Any) -> tuple[Any, Any]:
+        """``inputs`` -> ``(observations, action_mask or None)``."""
+        if not self.use_action_mask:
+            return inputs, None
+        if not isinstance(inputs, (tuple, list)) or len(inputs) != 2:
+            raise ValueError(
+                "This agent uses action masks (use_action_mask=True): expected inputs (observations [B, D...], "
+                f"action_mask [B, {self.num_actions}]), got {type(inputs).__name__}."
+            )
+        return inputs[0], inputs[1]
+
+    def call(self, inputs: Any, training: bool | None = None) -> tf.Tensor:
+        """Policy logits ``[B, A]`` for observations ``[B, D...]``, or for ``(observations, action_mask)``
+        with ``use_action_mask`` (``-inf`` where the mask is 0; float32 then)."""
+        observations, mask = self._split_inputs(inputs)
+        logits = self.policy(observations, training=training)
+        return logits if mask is None else masked_logits(logits, mask)
 
     @property
     def metrics(self) -> list[keras.metrics.Metric]:
@@ -325,12 +274,15 @@ class ReinforceAgent(keras.Model):
         """One REINFORCE update on ``data = (observations [B, D...], actions [B], returns [B])``.
 
         This is the ``(x, y, sample_weight)`` triple of ``fit(observations, actions,
-        sample_weight=returns)``. The returns are used as given (``learn`` normalises them).
+        sample_weight=returns)``. The returns are used as given (``learn`` normalises them). With
+        ``use_action_mask``, ``x`` is ``(observations, action_mask)``: masked actions get ``-inf`` logits,
+        which ``softmax_cross_entropy`` and ``softmax_entropy`` handle exactly (probability 0, no NaN).
 
         Returns:
           ``{"loss", "policy_loss", "entropy"[, "value_loss"]}`` metric results.
         """
-        observations, actions, returns = keras.utils.unpack_x_y_sample_weight(data)
+        inputs, actions, returns = keras.utils.unpack_x_y_sample_weight(data)
+        observations, _ = self._split_inputs(inputs)
         if actions is None or returns is None:
             raise ValueError(
                 "ReinforceAgent.train_step expects (observations, actions, returns), e.g. "
@@ -340,7 +292,7 @@ class ReinforceAgent(keras.Model):
         returns = tf.stop_gradient(tf.cast(returns, tf.float32))
         scale = _replica_scale()
         with tf.GradientTape() as tape:
-            logits = tf.cast(self(observations, training=True), tf.float32)
+            logits = tf.cast(self(inputs, training=True), tf.float32)
             advantages = returns
             value_loss = 0.0
             if self.baseline:
@@ -382,6 +334,7 @@ class ReinforceAgent(keras.Model):
             num_envs=self.num_envs,
             max_rollout_steps=self.max_rollout_steps,
             fast_sampling=self.fast_sampling,
+            use_action_mask=self.use_action_mask,
             seed=self.seed,
         )
         return config
@@ -397,23 +350,47 @@ class ReinforceAgent(keras.Model):
     # Acting
     # ---------------------------------------------------------------------------------------------
 
-    def action_probabilities(self, observations: np.ndarray) -> np.ndarray:
-        """``softmax(policy(observations))`` as a NumPy ``[B, A]`` array."""
+    def action_probabilities(self, observations: np.ndarray, action_mask: np.ndarray | None = None) -> np.ndarray:
+        """``softmax(policy(observations))`` (masked: 0 where ``action_mask`` is 0) as NumPy ``[B, A]``."""
         logits = tf.cast(self.policy(np.asarray(observations, np.float32), training=False), tf.float32)
+        if action_mask is not None:
+            logits = masked_logits(logits, action_mask)
         return tf.nn.softmax(logits).numpy()
 
-    def greedy_action(self, observations: np.ndarray) -> np.ndarray:
-        """``argmax`` action ``[B]`` of the policy."""
-        return np.argmax(self.action_probabilities(observations), axis=-1)
+    def greedy_action(self, observations: np.ndarray, action_mask: np.ndarray | None = None) -> np.ndarray:
+        """``argmax`` action ``[B]`` of the policy (among the valid actions, with ``action_mask``)."""
+        return np.argmax(self.action_probabilities(observations, action_mask), axis=-1)
+
+    def policy_sampler(self) -> NumpyPolicy | CompiledPolicy:
+        """The fastest sampler of the policy (see :func:`kerasce.rl.rollout.make_policy_sampler`),
+        holding the current weights: ``policy_sampler().logits(observations [N, D...]) -> [N, A]``."""
+        sampler = getattr(self, "_sampler", None)
+        if sampler is None:
+            sampler = make_policy_sampler(self.policy, fast=self.fast_sampling,
+                                          observation_shape=self.observation_shape)
+            object.__setattr__(self, "_sampler", sampler)  # a cache, not a tracked Keras attribute
+        sampler.refresh()
+        return sampler
 
     def export_policy(
         self, path: str | os.PathLike, write_extras: Callable[[Path], None] | None = None
     ) -> Path:
-        """Write a SavedModel whose ``serving_default`` maps float32 observations ``[B, D...]`` to
-        ``action`` (``[B]`` int64, greedy) and ``probabilities`` (``[B, A]`` float32), atomically,
-        through ``kerasce.export``. It loads with plain TensorFlow (``tf.saved_model.load``).
+        """Write a SavedModel of the policy, atomically, through ``kerasce.export``.
+
+        It loads with plain TensorFlow (``tf.saved_model.load(path).signatures[name]``) and has two
+        signatures, both taking float32 ``observations`` ``[B, D...]``:
+
+        * ``serving_default``: ``action`` ``[B]`` int64, the greedy ``argmax`` of the logits (what
+          ``EvalCallback`` evaluates), and ``probabilities`` ``[B, A]`` float32.
+        * ``sample``: ``action`` ``[B]`` int64 drawn from ``probabilities`` (``tf.random.categorical``),
+          and ``probabilities``. Use it for a policy whose sampled play is better than its greedy play
+          (the training returns are those of sampled play).
+
         ``action`` is the index ``0..A-1``; add ``env.action_space.start`` for a ``Discrete`` space
-        that does not start at 0.
+        that does not start at 0. With ``use_action_mask`` both signatures take a second input,
+        ``action_mask`` ``[B, A]`` int8 (gymnasium's ``info["action_mask"]`` as it comes): actions with
+        mask 0 get probability 0 and are never chosen. ``Discrete`` observations are fed one-hot
+        (``np.eye(n)[state]``), as in training.
 
         Args:
           path: the export directory, created or replaced as a whole.
@@ -427,15 +404,27 @@ class ReinforceAgent(keras.Model):
 
         policy = self.policy
 
-        def serve(observations):
-            probabilities = tf.nn.softmax(tf.cast(policy(observations, training=False), tf.float32))
-            return {"action": tf.argmax(probabilities, axis=-1), "probabilities": probabilities}
+        def logits_of(observations, action_mask=None):
+            logits = tf.cast(policy(observations, training=False), tf.float32)
+            return logits if action_mask is None else masked_logits(logits, action_mask)
 
-        spec = tf.TensorSpec((None,) + self.observation_shape, tf.float32, name="observations")
-        return export_saved_model(path, policy, serve, [spec], write_extras=write_extras)
+        def serve(*inputs):
+            logits = logits_of(*inputs)
+            return {"action": tf.argmax(logits, axis=-1), "probabilities": tf.nn.softmax(logits)}
+
+        def sample(*inputs):
+            logits = logits_of(*inputs)
+            action = tf.random.categorical(logits, 1, dtype=tf.int64)[:, 0]
+            return {"action": action, "probabilities": tf.nn.softmax(logits)}
+
+        specs = [tf.TensorSpec((None,) + self.observation_shape, tf.float32, name="observations")]
+        if self.use_action_mask:
+            specs.append(tf.TensorSpec((None, self.num_actions), tf.int8, name="action_mask"))
+        return export_saved_model(path, policy, serve, specs, write_extras=write_extras,
+                                  extra_endpoints={"sample": (sample, specs)})
 
     # ---------------------------------------------------------------------------------------------
-    # Checkpoints: weights + optimizer state + counters + episode history, written atomically
+    # Checkpoints (kerasce.rl.checkpoints) and the training loop (kerasce.rl.learner)
     # ---------------------------------------------------------------------------------------------
 
     def _ensure_optimizer(self) -> None:
@@ -447,37 +436,18 @@ class ReinforceAgent(keras.Model):
                 self.optimizer.build(self.trainable_variables)
 
     def save_checkpoint(self, directory: str | os.PathLike) -> None:
-        """Write the training state into ``directory``, replacing it atomically.
+        """Save the training state into ``directory`` (see :mod:`kerasce.rl.checkpoints`).
 
-        Saved: every model weight, every optimizer variable (step count, moments, loss scale),
-        ``updates``, ``env_steps``, ``train_seconds``, the run seed, ``episode_returns`` and
-        ``training_log``. A crash while writing leaves the previous checkpoint intact.
+        Saved: every model and optimizer variable (step count, moments, loss scale), ``updates``,
+        ``env_steps``, ``train_seconds``, the run seed, ``episode_returns`` and ``training_log``.
+        A crash while writing leaves the previous checkpoint intact.
         """
-        from kerasce.export import atomic_directory
-
-        self._ensure_optimizer()
-        arrays = {f"w{i}": v.numpy() for i, v in enumerate(self.weights)}
-        arrays.update({f"o{i}": v.numpy() for i, v in enumerate(self.optimizer.variables)})
-        state = {
-            "updates": self.updates,
-            "env_steps": self.env_steps,
-            "train_seconds": self.train_seconds,
-            "collect_seconds": self.collect_seconds,
-            "run_seed": self._run_seed,
-            "episode_returns": self.episode_returns,
-            "training_log": self.training_log,
-            "num_weights": len(self.weights),
-            "num_optimizer_variables": len(self.optimizer.variables),
-        }
-        with atomic_directory(directory) as tmp:
-            np.savez(os.path.join(tmp, _CHECKPOINT_ARRAYS), **arrays)
-            with open(os.path.join(tmp, _CHECKPOINT_STATE), "w") as f:
-                json.dump(state, f)
+        CheckpointStore(self, directory).save()
 
     @staticmethod
     def has_checkpoint(directory: str | os.PathLike) -> bool:
-        """Whether ``directory`` holds a checkpoint written by :meth:`save_checkpoint`."""
-        return os.path.isfile(os.path.join(directory, _CHECKPOINT_STATE))
+        """Whether ``directory`` holds a checkpoint written by :meth:`save_checkpoint` or ``learn``."""
+        return has_checkpoint(directory)
 
     def load_checkpoint(self, directory: str | os.PathLike) -> None:
         """Restore weights, optimizer state, counters and history saved by :meth:`save_checkpoint`.
@@ -485,55 +455,28 @@ class ReinforceAgent(keras.Model):
         Raises:
           ValueError: if there is no checkpoint or it was written by a differently shaped agent.
         """
-        if not self.has_checkpoint(directory):
-            raise ValueError(f"Expected a checkpoint (from save_checkpoint) in {directory!r}, found none.")
-        self._ensure_optimizer()
-        with open(os.path.join(directory, _CHECKPOINT_STATE)) as f:
-            state = json.load(f)
-        expected = (len(self.weights), len(self.optimizer.variables))
-        found = (state["num_weights"], state["num_optimizer_variables"])
-        if expected != found:
-            raise ValueError(
-                f"Checkpoint in {directory!r} has {found[0]} weights and {found[1]} optimizer variables; "
-                f"this agent has {expected[0]} and {expected[1]}."
-            )
-        with np.load(os.path.join(directory, _CHECKPOINT_ARRAYS)) as arrays:
-            for i, v in enumerate(self.weights):
-                if tuple(v.shape) != arrays[f"w{i}"].shape:
-                    raise ValueError(
-                        f"Checkpoint weight {i} ({v.path}) has shape {arrays[f'w{i}'].shape}, expected {tuple(v.shape)}."
-                    )
-                v.assign(arrays[f"w{i}"])
-            for i, v in enumerate(self.optimizer.variables):
-                v.assign(arrays[f"o{i}"])
-        self.updates = int(state["updates"])
-        self.env_steps = int(state["env_steps"])
-        self.train_seconds = float(state["train_seconds"])
-        self.collect_seconds = float(state["collect_seconds"])
-        self._run_seed = state["run_seed"]
-        self.episode_returns = [float(r) for r in state["episode_returns"]]
-        self.training_log = list(state["training_log"])
-
-    # ---------------------------------------------------------------------------------------------
-    # The training loop
-    # ---------------------------------------------------------------------------------------------
+        CheckpointStore(self, directory).restore()
 
     def mean_return(self, window: int = 100) -> float:
         """Mean undiscounted return of the last ``window`` episodes (fewer early on; NaN before any)."""
         recent = self.episode_returns[-window:]
         return float(np.mean(recent)) if recent else math.nan
 
-    def _train_on_batch(self, observations, actions, returns) -> dict[str, float]:
+    def _train_on_batch(self, observations, actions, returns, action_masks=None) -> dict[str, float]:
+        """One compiled ``train_step`` on a NumPy batch, split evenly over the strategy's replicas."""
         self._ensure_optimizer()  # built in the strategy's scope before the step is traced
         strategy = self.distribute_strategy
         replicas = strategy.num_replicas_in_sync
-        data = (tf.constant(observations), tf.constant(actions), tf.constant(returns))
+        inputs = tf.constant(observations)
+        if self.use_action_mask:
+            inputs = (inputs, tf.constant(np.asarray(action_masks, bool)))
+        data = (inputs, tf.constant(actions), tf.constant(returns))
         if replicas > 1:
             shard = len(actions) // replicas  # the caller trims the batch to a multiple of replicas
 
             def split(context):
                 i = context.replica_id_in_sync_group
-                return tuple(x[i * shard:(i + 1) * shard] for x in data)
+                return tf.nest.map_structure(lambda x: x[i * shard:(i + 1) * shard], data)
 
             data = strategy.experimental_distribute_values_from_function(split)
         self.make_train_function()
@@ -554,40 +497,56 @@ class ReinforceAgent(keras.Model):
         checkpoint_dir: str | os.PathLike | None = None,
         checkpoint_every: int = 10,
         resume: bool = False,
+        eval_env: str | None = None,
+        eval_every: int = 10,
+        eval_episodes: int = 20,
+        evaluation: EvalCallback | None = None,
+        action_mask_fn: Callable[[np.ndarray, dict], np.ndarray] | None = None,
     ) -> keras.callbacks.History:
         """Train on the first episode of each sub-env of a vector env, one update per collection round.
 
-        Each update: reset every sub-env (seeded from ``(seed, update)``), step them with actions
-        sampled from the current policy until every sub-env has finished its first episode, keep the
-        steps of those first episodes (one per sub-env), compute discounted returns, normalise them
-        (``normalize_returns``) and run the compiled ``train_step`` once on that batch. Because every
-        update starts from seeds derived from the update index, a resumed run continues exactly as
-        the uninterrupted one.
+        Each update (:class:`kerasce.rl.learner.Learner`): reset every sub-env (seeded from ``(seed,
+        update)``), step them with actions sampled from the current policy until every sub-env has
+        finished its first episode, keep the steps of those first episodes (one per sub-env), compute
+        discounted returns, normalise them (``normalize_returns``) and run the compiled ``train_step``
+        once on that batch. Because every update starts from seeds derived from the update index, a
+        resumed run continues exactly as the uninterrupted one.
 
         Only the first episode of each sub-env is used (and logged in ``episode_returns``): a fast
         sub-env's 2nd, 3rd, ... episodes finish before the slowest sub-env's first one only when they
         are short, so keeping them would bias the gradient and ``mean_return_100`` toward short
-        episodes. First episodes all start at the update's reset and are all waited for (unless
-        ``max_rollout_steps`` cuts one off), so they are an unbiased sample of the current policy's
         episodes. The later steps are still collected (a vector env steps all sub-envs at once) and
         counted in ``env_steps``.
 
+        With ``eval_env``, an :class:`kerasce.callbacks.EvalCallback` plays ``eval_episodes`` greedy
+        episodes on fresh seeds every ``eval_every`` updates; ``target_return`` then stops training only
+        when the greedy evaluation reaches it too, and the best-evaluated weights are loaded into the
+        agent when ``learn`` returns (the checkpoint keeps the last weights, to resume from).
+
         Callbacks see one update as one epoch; logs hold ``loss``, ``policy_loss``, ``entropy``,
         (``value_loss``), ``mean_return_100``, ``episode_return`` (this update's mean), ``episodes``,
-        ``env_steps``, ``steps_per_second`` (collection) and ``train_seconds``.
+        ``env_steps``, ``steps_per_second`` (collection), ``train_seconds`` and, with ``eval_env``,
+        ``eval_return_mean``, ``eval_return_std``, ``eval_episodes``, ``eval_seed``, ``evaluated``.
 
         Args:
           env: a gymnasium id (a vector env of ``num_envs`` is made and closed here) or a vector env.
           total_timesteps: stop after this many env steps in total (``None``: no limit).
           max_updates: stop after this many updates in total.
           max_seconds: stop after this much training wall time (this call).
-          target_return: stop when the mean return of the last 100 episodes reaches it.
+          target_return: stop when the mean return of the last 100 episodes reaches it (and the
+            greedy evaluation, with ``eval_env``).
           callbacks: Keras callbacks (``CSVLogger``, ``TensorBoard``, ``EarlyStopping``, ...).
           verbose: 1 prints one line per update.
-          checkpoint_dir: save :meth:`save_checkpoint` there every ``checkpoint_every`` updates and
-            at the end.
+          checkpoint_dir: save the training state there every ``checkpoint_every`` updates and at the end.
           checkpoint_every: updates between checkpoints.
           resume: load the checkpoint in ``checkpoint_dir`` first, if there is one.
+          eval_env: env id for greedy evaluation (``None``: no evaluation).
+          eval_every: updates between evaluations.
+          eval_episodes: episodes per evaluation.
+          evaluation: an ``EvalCallback`` of your own, instead of ``eval_env`` & co. (to read its
+            ``best`` afterwards).
+          action_mask_fn: with ``use_action_mask``, ``(observations [N, D...], infos) -> [N, A]`` valid
+            actions (default :func:`kerasce.rl.envs.info_action_mask`, i.e. ``info["action_mask"]``).
 
         Returns:
           The ``keras.callbacks.History`` of this call (``history.history[key]`` per update).
@@ -595,144 +554,26 @@ class ReinforceAgent(keras.Model):
         Raises:
           ValueError: bad env / spaces / observations (NaN), or no complete episode in
             ``max_rollout_steps``.
-          FloatingPointError: a non-finite loss; training stops, the last checkpoint is kept.
+          FloatingPointError: a non-finite loss; training stopped, the last checkpoint is kept.
         """
+        from kerasce.rl.learner import Learner, StopConditions
+
         if all(x is None for x in (total_timesteps, max_updates, max_seconds, target_return)):
             raise ValueError(
                 "Expected a stopping condition: total_timesteps, max_updates, max_seconds or target_return."
             )
+        if evaluation is not None and eval_env is not None:
+            raise ValueError("Expected `eval_env` or `evaluation`, got both.")
+        if eval_env is not None:
+            evaluation = EvalCallback(eval_env, episodes=eval_episodes, eval_every=eval_every,
+                                      target_return=target_return, verbose=verbose)
         own_env = isinstance(env, str)
         vec_env = make_vector_env(env, self.num_envs) if own_env else env
         try:
-            return self._learn(vec_env, total_timesteps, max_updates, max_seconds, target_return,
-                               callbacks, verbose, checkpoint_dir, checkpoint_every, resume)
+            learner = Learner(self, vec_env, callbacks=callbacks, verbose=verbose, checkpoint_dir=checkpoint_dir,
+                              checkpoint_every=checkpoint_every, resume=resume, target_return=target_return,
+                              evaluation=evaluation, action_mask_fn=action_mask_fn)
+            return learner.run(StopConditions(total_timesteps, max_updates, max_seconds))
         finally:
             if own_env:
                 vec_env.close()
-
-    def _learn(self, env, total_timesteps, max_updates, max_seconds, target_return, callbacks,
-               verbose, checkpoint_dir, checkpoint_every, resume):
-        _, num_actions = check_spaces(env, self.observation_shape, self.num_actions)
-        action_offset = int(env.single_action_space.start)
-        if checkpoint_dir is not None and resume and self.has_checkpoint(checkpoint_dir):
-            self.load_checkpoint(checkpoint_dir)
-        self._ensure_optimizer()
-        if self._run_seed is None:
-            self._run_seed = int(np.random.SeedSequence().generate_state(1)[0])
-        replicas = self.distribute_strategy.num_replicas_in_sync
-        sampler = make_policy_sampler(self.policy, fast=self.fast_sampling)
-
-        callbacks = list(callbacks or [])
-        if target_return is not None:
-            callbacks.append(StopAtMeanReturn(target_return))
-        callback_list = keras.callbacks.CallbackList(
-            callbacks, add_history=True, add_progbar=False, model=self, verbose=verbose,
-            epochs=max_updates or 0, steps=1,
-        )
-        self.stop_training = False
-        callback_list.on_train_begin()
-        start = time.perf_counter()
-        logs: dict[str, float] = {}
-        while not self.stop_training:
-            if max_updates is not None and self.updates >= max_updates:
-                break
-            if total_timesteps is not None and self.env_steps >= total_timesteps:
-                break
-            if max_seconds is not None and time.perf_counter() - start >= max_seconds:
-                break
-            update_start = time.perf_counter()
-            update = self.updates
-            callback_list.on_epoch_begin(update)
-            callback_list.on_train_batch_begin(0)
-
-            seeds = np.random.SeedSequence([self._run_seed, update]).generate_state(2)
-            rng = np.random.default_rng(seeds[1])
-            observations, _ = env.reset(seed=int(seeds[0]))
-
-            def act(obs):
-                return sample_actions(sampler.logits(obs), rng) + action_offset
-
-            rollout, _ = collect_episodes(env, act, observations, self.max_rollout_steps)
-            # Each sub-env's first episode only (see `learn`): later ones become invalid steps, like
-            # the autoreset steps, so they get no return, no batch row and no logged episode.
-            first = first_episode_mask(rollout.terminated, rollout.truncated, rollout.valid)
-            rollout = dataclasses.replace(rollout, valid=first)
-            collect_seconds = time.perf_counter() - update_start
-            self._check_observations(rollout.observations, update)
-            batch = self._make_batch(rollout, action_offset, num_actions, replicas, update)
-            metrics = self._train_on_batch(*batch)
-            if not all(math.isfinite(v) for v in metrics.values()):
-                raise FloatingPointError(
-                    f"Non-finite loss at update {update} ({metrics}); training stopped. "
-                    + (f"The last good checkpoint is in {checkpoint_dir!r}."
-                       if checkpoint_dir is not None else "No checkpoint_dir was set.")
-                )
-            sampler.refresh()
-
-            episode_returns, _ = completed_episodes(rollout)
-            self.episode_returns.extend(float(r) for r in episode_returns)
-            self.updates += 1
-            self.env_steps += rollout.env_steps
-            self.train_seconds += time.perf_counter() - update_start
-            self.collect_seconds += collect_seconds
-            logs = dict(
-                metrics,
-                mean_return_100=self.mean_return(100),
-                episode_return=float(np.mean(episode_returns)),
-                episodes=float(len(self.episode_returns)),
-                env_steps=float(self.env_steps),
-                steps_per_second=rollout.env_steps / max(collect_seconds, 1e-9),
-                train_seconds=self.train_seconds,
-            )
-            self.training_log.append(dict(logs, update=float(self.updates)))
-            callback_list.on_train_batch_end(0, metrics)
-            callback_list.on_epoch_end(update, logs)
-            if verbose:
-                print(
-                    f"update {self.updates:4d}  mean_return_100 {logs['mean_return_100']:7.1f}  "
-                    f"episodes {len(self.episode_returns):6d}  env_steps {self.env_steps:8d}  "
-                    f"loss {logs['loss']:+.4f}  entropy {logs['entropy']:.3f}  "
-                    f"{logs['steps_per_second']:,.0f} steps/s",
-                    flush=True,
-                )
-            if checkpoint_dir is not None and self.updates % max(checkpoint_every, 1) == 0:
-                self.save_checkpoint(checkpoint_dir)
-        if checkpoint_dir is not None and logs:
-            self.save_checkpoint(checkpoint_dir)
-        callback_list.on_train_end(logs)
-        return self.history
-
-    @staticmethod
-    def _check_observations(observations: np.ndarray, update: int) -> None:
-        finite = np.isfinite(observations).reshape(observations.shape[0], observations.shape[1], -1)
-        if not finite.all():
-            t, n = np.argwhere(~finite.all(axis=-1))[0]
-            raise ValueError(
-                f"Expected finite observations, got NaN/inf at update {update}, rollout step {t}, env {n}: "
-                f"{observations[t, n]}. Training stopped; the last checkpoint (if any) is kept."
-            )
-
-    def _make_batch(
-        self, rollout: Rollout, action_offset: int, num_actions: int, replicas: int, update: int
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(observations [B, D...] float32, actions [B] int32 in [0, A), returns [B] float32)``: the
-        steps of the complete episodes, time-major, trimmed to a multiple of ``replicas``."""
-        mask = complete_episode_mask(rollout.terminated, rollout.truncated, rollout.valid)
-        if not mask.any():
-            raise ValueError(
-                f"No episode ended within max_rollout_steps={self.max_rollout_steps} vector steps at "
-                f"update {update}; expected at least one complete episode per update (raise "
-                "max_rollout_steps or use an env with a time limit)."
-            )
-        returns = discounted_returns(rollout.rewards, rollout.terminated, rollout.truncated,
-                                     self.gamma, rollout.valid)
-        if self.normalize_returns:
-            returns = normalize(returns, mask)
-        keep = np.flatnonzero(mask.reshape(-1))
-        keep = keep[: len(keep) - len(keep) % replicas]  # equal shards under a strategy
-        observations = rollout.observations.reshape((-1,) + self.observation_shape)[keep]
-        actions = rollout.actions.reshape(-1)[keep] - action_offset
-        if actions.min() < 0 or actions.max() >= num_actions:
-            raise ValueError(f"Expected actions in [0, {num_actions}), got {actions.min()}..{actions.max()}.")
-        return (observations.astype(np.float32), actions.astype(np.int32),
-                returns.reshape(-1)[keep].astype(np.float32))

@@ -7,25 +7,67 @@ from typing import Any
 import gymnasium
 import numpy as np
 
-__all__ = ["check_spaces", "make_vector_env"]
+__all__ = ["check_spaces", "info_action_mask", "make_vector_env", "one_hot_observations"]
 
 
-def make_vector_env(env_id: str, num_envs: int, **kwargs: Any) -> gymnasium.vector.VectorEnv:
-    """A gymnasium vector env: the env's native vector implementation when it has one, else "sync".
+def one_hot_observations(env: gymnasium.vector.VectorEnv) -> gymnasium.vector.VectorEnv:
+    """``env`` with ``Discrete(n)`` observations replaced by float32 one-hot vectors ``[N, n]`` (as
+    Stable-Baselines3 encodes them); other envs are returned unchanged.
 
-    Both autoreset on the step after an episode ends (gymnasium's NEXT_STEP mode), which
-    :func:`kerasce.rl.rollout.collect_episodes` masks out.
+    State ``s`` of ``Discrete(n, start=k)`` becomes ``np.eye(n)[s - k]``: feed the exported policy the same.
+    """
+    space = env.single_observation_space
+    if not isinstance(space, gymnasium.spaces.Discrete):
+        return env
+    n, start = int(space.n), int(space.start)
+    eye = np.eye(n, dtype=np.float32)
+    return gymnasium.wrappers.vector.TransformObservation(
+        env, lambda obs: eye[np.asarray(obs, np.int64) - start],
+        single_observation_space=gymnasium.spaces.Box(0.0, 1.0, (n,), np.float32),
+    )
+
+
+def info_action_mask(observations: np.ndarray, infos: dict) -> np.ndarray:
+    """gymnasium's action-mask convention: ``infos["action_mask"]`` ``[N, A]`` (Taxi-v4 provides it).
+
+    Raises:
+      ValueError: if the env's infos have no ``action_mask``.
+    """
+    if "action_mask" not in infos:
+        raise ValueError(
+            f"Expected the env's info to hold 'action_mask' [N, A] (gymnasium's convention), got keys "
+            f"{sorted(k for k in infos if not k.startswith('_'))}; pass action_mask_fn=... for another source."
+        )
+    return np.asarray(infos["action_mask"]).astype(bool)
+
+
+VECTOR_MODES = ("auto", "native", "sync", "async")
+
+
+def make_vector_env(env_id: str, num_envs: int, mode: str = "auto", **kwargs: Any) -> gymnasium.vector.VectorEnv:
+    """A gymnasium vector env of ``num_envs`` copies of ``env_id``.
+
+    All modes autoreset on the step after an episode ends (gymnasium's NEXT_STEP mode), which
+    :func:`kerasce.rl.rollout.collect_episodes` masks out. ``Discrete`` observations arrive one-hot
+    (:func:`one_hot_observations`).
 
     Args:
       env_id: a registered gymnasium id, e.g. ``"CartPole-v1"``.
       num_envs: number of sub-environments ``N >= 1``.
+      mode: ``"native"`` the env's own NumPy vector implementation; ``"sync"`` sub-envs stepped in
+        turn in this process (sub-env ``i`` reset with ``seed`` is the single env reset with
+        ``seed + i``); ``"async"`` one process per sub-env; ``"auto"`` native when the env has one,
+        else sync.
       **kwargs: passed to the env constructor (e.g. ``render_mode``).
 
     Raises:
-      ValueError: for an unknown id or ``num_envs < 1``.
+      ValueError: for an unknown id or mode, ``num_envs < 1``, ``native`` for an env without one, or
+        an env whose dependencies are missing (the message names the pip extra).
     """
     if not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
         raise ValueError(f"Expected `num_envs` to be an int >= 1, got {num_envs!r}.")
+    if mode not in VECTOR_MODES:
+        raise ValueError(f"Unknown vector env mode {mode!r}; expected one of {VECTOR_MODES}.")
     try:
         spec = gymnasium.spec(env_id)
     except gymnasium.error.Error as error:
@@ -33,17 +75,25 @@ def make_vector_env(env_id: str, num_envs: int, **kwargs: Any) -> gymnasium.vect
             f"Unknown gymnasium env id {env_id!r}; expected a registered id such as 'CartPole-v1' "
             f"({error})."
         ) from None
-    if spec.vector_entry_point is not None:
-        return gymnasium.make_vec(
-            env_id, num_envs=int(num_envs), vectorization_mode="vector_entry_point", **kwargs
-        )
-    return gymnasium.make_vec(
-        env_id,
-        num_envs=int(num_envs),
-        vectorization_mode="sync",
-        vector_kwargs={"autoreset_mode": gymnasium.vector.AutoresetMode.NEXT_STEP},
-        **kwargs,
-    )
+    if mode == "native" and spec.vector_entry_point is None:
+        raise ValueError(f"{env_id!r} has no native vector implementation; use mode 'sync' or 'async'.")
+    try:
+        if mode in ("auto", "native") and spec.vector_entry_point is not None:
+            return one_hot_observations(gymnasium.make_vec(
+                env_id, num_envs=int(num_envs), vectorization_mode="vector_entry_point", **kwargs
+            ))
+        return one_hot_observations(gymnasium.make_vec(
+            env_id,
+            num_envs=int(num_envs),
+            vectorization_mode="async" if mode == "async" else "sync",
+            vector_kwargs={"autoreset_mode": gymnasium.vector.AutoresetMode.NEXT_STEP},
+            **kwargs,
+        ))
+    except gymnasium.error.DependencyNotInstalled as error:
+        extra = "box2d" if "box2d" in str(error).lower() else None
+        hint = f'pip install -e ".[{extra}]"' if extra else "install the package it names"
+        detail = " ".join(str(error).split())  # one line
+        raise ValueError(f"{env_id!r} needs a package that is not installed: {hint} ({detail}).") from None
 
 
 def check_spaces(
@@ -77,8 +127,8 @@ def check_spaces(
         )
     if not isinstance(observation_space, gymnasium.spaces.Box):
         raise ValueError(
-            f"ReinforceAgent supports Box observation spaces, got {observation_space} "
-            f"({type(observation_space).__name__})."
+            f"ReinforceAgent supports Box observation spaces (and Discrete ones, one-hot encoded by "
+            f"make_vector_env / one_hot_observations), got {observation_space} ({type(observation_space).__name__})."
         )
     env_shape, env_actions = tuple(observation_space.shape), int(action_space.n)
     if observation_shape is not None and tuple(observation_shape) != env_shape:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["complete_episode_mask", "discounted_returns", "first_episode_mask", "normalize"]
+__all__ = ["RunningScale", "complete_episode_mask", "discounted_returns", "first_episode_mask", "normalize"]
 
 
 def _as_bool(name: str, value: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
@@ -36,6 +36,7 @@ def discounted_returns(
     truncated: np.ndarray,
     gamma: float,
     valid: np.ndarray | None = None,
+    bootstrap: np.ndarray | None = None,
 ) -> np.ndarray:
     """Reward-to-go of every step, cut at episode boundaries.
 
@@ -44,8 +45,10 @@ def discounted_returns(
 
     Boundaries:
       * ``terminated[t]`` (the MDP ended): the return stops after ``r[t]``.
-      * ``truncated[t]`` (a time limit): the episode also stops there. REINFORCE has nothing to
-        bootstrap from, so the return is the discounted sum of the rewards actually observed.
+      * ``truncated[t]`` (a time limit): the episode also stops there. Without ``bootstrap`` the
+        return is the discounted sum of the rewards actually observed; with it (a learned baseline
+        ``V`` of the observation after the step), ``G[t] = r[t] + gamma * bootstrap[t]``, as
+        Stable-Baselines3 does: a time limit is not a terminal state. ``terminated`` wins when both are set.
       * ``valid[t] == False`` marks a step that belongs to no episode, e.g. the reset step of
         gymnasium's next-step autoreset (action ignored, reward 0). Its return is 0 and it never
         links two episodes: such a step always follows a ``done`` step.
@@ -58,6 +61,8 @@ def discounted_returns(
       truncated: ``[T, N]`` bool, True where the step ended the episode by a time limit.
       gamma: discount factor in ``[0, 1]``.
       valid: optional ``[T, N]`` bool, False for steps outside any episode (see above).
+      bootstrap: optional ``[T, N]`` float, the value estimate of the state reached by a truncated step
+        (read only where ``truncated & ~terminated``).
 
     Returns:
       ``[T, N]`` returns, float64 (or the floating dtype of ``rewards`` if wider); 0 where not valid.
@@ -70,10 +75,17 @@ def discounted_returns(
         raise ValueError(f"Expected `gamma` in [0, 1], got {gamma}.")
     dtype = np.result_type(rewards.dtype, np.float64)
     continues = ~(terminated | truncated)
+    if bootstrap is None:
+        tail = np.zeros(rewards.shape, dtype)
+    else:
+        bootstrap = np.asarray(bootstrap, dtype)
+        if bootstrap.shape != rewards.shape:
+            raise ValueError(f"Expected `bootstrap` of shape {rewards.shape} (like `rewards`), got {bootstrap.shape}.")
+        tail = np.where(truncated & ~terminated, bootstrap, 0.0)
     returns = np.zeros(rewards.shape, dtype)
     running = np.zeros(rewards.shape[1], dtype)
     for t in range(rewards.shape[0] - 1, -1, -1):
-        running = np.where(valid[t], rewards[t] + gamma * running * continues[t], 0.0)
+        running = np.where(valid[t], rewards[t] + gamma * (running * continues[t] + tail[t]), 0.0)
         returns[t] = running
     return returns
 
@@ -161,3 +173,42 @@ def normalize(values: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
     eps = np.finfo(values.dtype).eps
     out = (values - selected.mean()) / (selected.std() + eps)
     return np.where(mask, out, 0.0).astype(values.dtype)
+
+
+class RunningScale:
+    """The standard deviation of every value seen so far (Chan et al.'s parallel variance update).
+
+    The value network of a baseline regresses on ``G / scale``: unlike per-batch normalisation, the
+    scale of that target changes slowly, so the network is not chasing a target that is re-scaled
+    every update.
+
+    Attributes:
+      count: values seen.
+      mean: their mean.
+      m2: their sum of squared deviations from ``mean``.
+    """
+
+    def __init__(self, count: float = 0.0, mean: float = 0.0, m2: float = 0.0):
+        self.count, self.mean, self.m2 = float(count), float(mean), float(m2)
+
+    @property
+    def scale(self) -> float:
+        """``std`` of the values seen (1 before any, and at least 1e-8)."""
+        if self.count < 2:
+            return 1.0
+        return max(float(np.sqrt(self.m2 / self.count)), 1e-8)
+
+    def update(self, values: np.ndarray) -> None:
+        """Fold ``values`` (any shape) into the running statistics."""
+        values = np.asarray(values, np.float64).reshape(-1)
+        if values.size == 0:
+            return
+        n, mean = values.size, float(values.mean())
+        m2 = float(((values - mean) ** 2).sum())
+        delta, total = mean - self.mean, self.count + n
+        self.mean += delta * n / total
+        self.m2 += m2 + delta**2 * self.count * n / total
+        self.count = total
+
+    def get_state(self) -> dict[str, float]:
+        return {"count": self.count, "mean": self.mean, "m2": self.m2}

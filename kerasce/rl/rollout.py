@@ -35,6 +35,7 @@ __all__ = [
     "collect_episodes",
     "completed_episodes",
     "make_policy_sampler",
+    "mask_logits",
     "sample_actions",
     "softmax",
 ]
@@ -63,17 +64,37 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
-def sample_actions(logits: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def mask_logits(logits: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    """``logits`` with ``-inf`` where ``mask`` is False (invalid actions); ``mask=None`` keeps all.
+
+    Args:
+      logits: ``[N, A]``.
+      mask: ``[N, A]`` bool (or 0/1) valid-action mask, at least one valid action per row.
+
+    Raises:
+      ValueError: if a row allows no action.
+    """
+    if mask is None:
+        return logits
+    mask = np.asarray(mask, bool)
+    if not mask.any(axis=-1).all():
+        empty = np.flatnonzero(~mask.any(-1))
+        raise ValueError(f"Expected at least one valid action per row, got action mask rows {empty} with none.")
+    return np.where(mask, logits, -np.inf)
+
+
+def sample_actions(logits: np.ndarray, rng: np.random.Generator, mask: np.ndarray | None = None) -> np.ndarray:
     """Draw one action per row from ``softmax(logits)`` by inverting the cumulative distribution.
 
     Args:
       logits: ``[N, A]`` unnormalised log-probabilities.
       rng: the generator; exactly ``N`` uniform numbers are drawn per call.
+      mask: optional ``[N, A]`` valid-action mask: invalid actions get ``-inf`` logits, probability 0.
 
     Returns:
       ``[N]`` int64 actions in ``[0, A)``.
     """
-    cdf = np.cumsum(softmax(logits), axis=-1)
+    cdf = np.cumsum(softmax(mask_logits(logits, mask)), axis=-1)
     u = rng.random((cdf.shape[0], 1)) * cdf[:, -1:]
     return np.minimum((cdf < u).sum(axis=-1), cdf.shape[-1] - 1)
 
@@ -85,15 +106,18 @@ class NumpyPolicy:
 
     Args:
       model: a built ``keras.Model`` mapping ``[B, D]`` observations to ``[B, A]`` logits.
+      observation_shape: ``D...``; default the shape of the model's only input (functional and
+        Sequential models; a subclassed model has none and needs it).
 
     Raises:
       TypeError: if the model has other layers, unsupported activations, several inputs, or its
-        output is not reproduced by the NumPy forward pass (e.g. a non-chain topology or a float16
-        compute dtype). Use :class:`CompiledPolicy` for such models.
+        output is not reproduced by the NumPy forward pass (e.g. a non-chain topology, a layer used
+        twice, or a float16 compute dtype). Use :class:`CompiledPolicy` for such models.
     """
 
-    def __init__(self, model: keras.Model):
+    def __init__(self, model: keras.Model, observation_shape: tuple[int, ...] | None = None):
         self.model = model
+        self.observation_shape = _observation_shape(model, observation_shape)
         self._layers: list[tuple[keras.layers.Layer | None, Callable]] = []
         for layer in model.layers:
             if isinstance(layer, keras.layers.InputLayer):
@@ -140,9 +164,7 @@ class NumpyPolicy:
         return x
 
     def _check_matches_model(self) -> None:
-        if len(self.model.inputs) != 1:
-            raise TypeError(f"NumpyPolicy needs a model with one input, got {len(self.model.inputs)}.")
-        shape = (8,) + tuple(self.model.inputs[0].shape[1:])
+        shape = (8,) + self.observation_shape
         if None in shape:
             raise TypeError(f"NumpyPolicy needs a fixed observation shape, got {shape}.")
         probe = np.random.default_rng(0).normal(size=shape).astype(np.float32)
@@ -163,11 +185,16 @@ class CompiledPolicy:
 
     Args:
       model: a built ``keras.Model`` mapping ``[B, D...]`` observations to ``[B, A]`` logits.
+      observation_shape: ``D...``; default the shape of the model's only input (needed for a
+        subclassed model).
+
+    Raises:
+      TypeError: if the observation shape is not given and the model has not exactly one input.
     """
 
-    def __init__(self, model: keras.Model):
+    def __init__(self, model: keras.Model, observation_shape: tuple[int, ...] | None = None):
         self.model = model
-        spec = tf.TensorSpec((None,) + tuple(model.inputs[0].shape[1:]), tf.float32)
+        spec = tf.TensorSpec((None,) + _observation_shape(model, observation_shape), tf.float32)
         self._call = tf.function(
             lambda x: tf.cast(model(x, training=False), tf.float32), input_signature=[spec]
         )
@@ -180,19 +207,37 @@ class CompiledPolicy:
         return self._call(np.asarray(observations, np.float32)).numpy()
 
 
-def make_policy_sampler(model: keras.Model, fast: bool = True) -> NumpyPolicy | CompiledPolicy:
+def _observation_shape(model: keras.Model, observation_shape: tuple[int, ...] | None) -> tuple[int, ...]:
+    if observation_shape is not None:
+        return tuple(observation_shape)
+    try:
+        inputs = model.inputs
+    except AttributeError:  # a subclassed model has no symbolic inputs
+        inputs = None
+    if not inputs or len(inputs) != 1:
+        raise TypeError(
+            f"Expected a model with one input or an explicit observation_shape, got {type(model).__name__} "
+            f"with {len(inputs) if inputs else 'no'} symbolic inputs."
+        )
+    return tuple(inputs[0].shape[1:])
+
+
+def make_policy_sampler(
+    model: keras.Model, fast: bool = True, observation_shape: tuple[int, ...] | None = None
+) -> NumpyPolicy | CompiledPolicy:
     """The fastest sampler that reproduces ``model``: :class:`NumpyPolicy` when possible.
 
     Args:
       model: a built Keras policy returning logits.
       fast: False forces the general :class:`CompiledPolicy`.
+      observation_shape: ``D...``; needed for a subclassed model (no symbolic inputs).
     """
     if fast:
         try:
-            return NumpyPolicy(model)
+            return NumpyPolicy(model, observation_shape)
         except TypeError:
             pass
-    return CompiledPolicy(model)
+    return CompiledPolicy(model, observation_shape)
 
 
 @dataclasses.dataclass
@@ -206,6 +251,9 @@ class Rollout:
       terminated: ``[T, N]`` bool.
       truncated: ``[T, N]`` bool.
       valid: ``[T, N]`` bool, False for next-step autoreset steps (they belong to no episode).
+      masks: ``[T, N, A]`` bool valid-action masks the actions were sampled under, or None.
+      last_observations: ``[N, D...]`` the observations after the last row (the state a truncated
+        last step reached), or None.
     """
 
     observations: np.ndarray
@@ -214,6 +262,8 @@ class Rollout:
     terminated: np.ndarray
     truncated: np.ndarray
     valid: np.ndarray
+    masks: np.ndarray | None = None
+    last_observations: np.ndarray | None = None
 
     @property
     def env_steps(self) -> int:
@@ -241,6 +291,8 @@ def collect_episodes(
     act: Callable[[np.ndarray], np.ndarray],
     observations: np.ndarray,
     max_steps: int,
+    action_mask: Callable[[np.ndarray, dict], np.ndarray] | None = None,
+    infos: dict | None = None,
 ) -> tuple[Rollout, np.ndarray]:
     """Step ``env`` until every sub-env has finished at least one episode (or ``max_steps`` rows).
 
@@ -259,21 +311,31 @@ def collect_episodes(
       act: ``[N, D...]`` observations -> ``[N]`` actions.
       observations: ``[N, D...]`` the current observations (from ``env.reset``).
       max_steps: the most rows to collect.
+      action_mask: optional ``(observations [N, D...], infos) -> [N, A]`` valid-action mask, e.g.
+        :func:`kerasce.rl.envs.info_action_mask`; then ``act`` is called as ``act(observations, mask)``
+        and the masks are stored in the rollout.
+      infos: the infos that came with ``observations`` (from ``env.reset``), for ``action_mask``.
 
     Returns:
       ``(rollout, observations)``: the :class:`Rollout` and the observations after its last step.
     """
     same_step = autoreset_mode(env) is gymnasium.vector.AutoresetMode.SAME_STEP
     n = env.num_envs
-    rows: dict[str, list[np.ndarray]] = {k: [] for k in ("o", "a", "r", "te", "tr", "v")}
+    rows: dict[str, list[np.ndarray]] = {k: [] for k in ("o", "a", "r", "te", "tr", "v", "m")}
+    infos = {} if infos is None else infos
     prev_done = np.zeros(n, bool)
     finished = np.zeros(n, bool)
     for _ in range(max_steps):
         # Copied before env.step: a vector env may return one observation buffer that every step
         # overwrites in place (SyncVectorEnv(..., copy=False)).
         rows["o"].append(np.array(observations, copy=True))
-        actions = act(observations)
-        next_obs, rewards, terminated, truncated, _ = env.step(actions)
+        if action_mask is None:
+            actions = act(observations)
+        else:
+            mask = np.asarray(action_mask(observations, infos), bool)
+            rows["m"].append(mask)
+            actions = act(observations, mask)
+        next_obs, rewards, terminated, truncated, infos = env.step(actions)
         rows["a"].append(actions)
         rows["r"].append(rewards)
         rows["te"].append(terminated)
@@ -291,6 +353,8 @@ def collect_episodes(
         terminated=np.asarray(rows["te"], bool),
         truncated=np.asarray(rows["tr"], bool),
         valid=np.asarray(rows["v"], bool),
+        masks=np.asarray(rows["m"], bool) if action_mask is not None else None,
+        last_observations=np.array(observations, np.float32, copy=True),
     )
     return rollout, observations
 

@@ -36,3 +36,35 @@ class ScriptedEnv(gymnasium.Env):
         self.t += 1
         done = self.t >= self.length
         return self._obs(), reward, done and not self.truncate, done and self.truncate, {}
+
+
+class PixelEnv(gymnasium.Env):
+    """Image observations for conv policies: an 8x8x1 float image with one bright pixel in the left or
+    right half; action 0 ("left") or 1 ("right") earns 1 when it names that half. Episodes of 5 steps.
+    Registered as ``kerasce-test/Pixels-v0``."""
+
+    def __init__(self):
+        self.observation_space = gymnasium.spaces.Box(0.0, 1.0, (8, 8, 1), np.float32)
+        self.action_space = gymnasium.spaces.Discrete(2)
+        self.t, self.side = 0, 0
+
+    def _obs(self):
+        self.side = int(self.np_random.integers(2))
+        image = np.zeros((8, 8, 1), np.float32)
+        image[int(self.np_random.integers(8)), 4 * self.side + int(self.np_random.integers(4)), 0] = 1.0
+        return image
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return self._obs(), {}
+
+    def step(self, action):
+        reward = float(int(action) == self.side)
+        self.t += 1
+        return self._obs(), reward, self.t >= 5, False, {}
+
+
+PIXELS_ID = "kerasce-test/Pixels-v0"
+if PIXELS_ID not in gymnasium.registry:
+    gymnasium.register(PIXELS_ID, entry_point=PixelEnv, max_episode_steps=5)

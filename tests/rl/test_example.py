@@ -16,24 +16,21 @@ from PIL import Image
 EXAMPLE = os.path.join(os.path.dirname(__file__), "..", "..", "examples", "reinforce_cartpole.py")
 
 
-def _example_module():
-    spec = importlib.util.spec_from_file_location("reinforce_cartpole_example", EXAMPLE)
-    example = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(example)
-    return example
-
-
 @pytest.mark.slow
 def test_example_solves_cartpole_and_exports(tmp_path):
-    example = _example_module()
+    example = load_example()
     export_dir = tmp_path / "reinforce_cartpole"
     metrics = example.main(["--export-dir", str(export_dir), "--quiet", "--max-seconds", "60"])
 
-    saved = json.loads((export_dir / "metrics.json").read_text())
+    saved = json.loads((export_dir / "metrics.json").read_text(), parse_constant=reject_non_strict_json)
     assert saved == json.loads(json.dumps(metrics))
-    for key in ("solved", "episodes", "env_steps", "train_seconds", "mean_return_100", "collect_steps_per_second"):
+    for key in ("solved", "episodes", "env_steps", "train_seconds", "mean_return_100", "collect_steps_per_second",
+                "eval_return_mean", "eval_return_std", "eval_episodes", "eval_seed", "eval_update"):
         assert key in saved
     assert saved["solved"] is True and saved["mean_return_100"] >= 475
+    assert saved["eval_return_mean"] >= 475 and saved["eval_episodes"] == 20  # solved = greedy play too
+    with open(export_dir / "training_log.csv") as f:
+        assert len(f.read().splitlines()) == saved["updates"] + 1
     assert saved["target_return"] == 475  # CartPole-v1's reward_threshold by default
     with Image.open(export_dir / "learning_curve.png") as png:
         assert png.size[0] > 300
@@ -43,6 +40,35 @@ def test_example_solves_cartpole_and_exports(tmp_path):
     out = serve(tf.zeros((3, 4), tf.float32))
     assert out["action"].dtype == tf.int64 and out["action"].shape == (3,)
     np.testing.assert_allclose(out["probabilities"].numpy().sum(-1), 1.0, rtol=1e-6)
+
+
+def reject_non_strict_json(constant):
+    raise ValueError(f"metrics.json is not strict JSON: {constant}")
+
+
+def load_example():
+    spec = importlib.util.spec_from_file_location("reinforce_cartpole_example", EXAMPLE)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    return example
+
+
+@pytest.mark.parametrize("env_id, slug", [("CartPole-v1", "cartpole_v1"), ("LunarLander-v3", "lunarlander_v3"),
+                                          ("ALE/Pong-v5", "ale_pong_v5")])
+def test_env_slug(env_id, slug):
+    assert load_example().env_slug(env_id) == slug
+
+
+@pytest.mark.slow
+def test_default_export_dir_is_named_after_the_env_and_metrics_are_strict_json(tmp_path, monkeypatch):
+    # One update: no 100-episode mean yet; it is null, not NaN, in metrics.json.
+    monkeypatch.chdir(tmp_path)
+    load_example().main(["--env", "Acrobot-v1", "--max-updates", "1", "--quiet", "--num-envs", "4",
+                         "--eval-episodes", "2"])
+    export_dir = tmp_path / "saved_models" / "reinforce_acrobot_v1"
+    saved = json.loads((export_dir / "metrics.json").read_text(), parse_constant=reject_non_strict_json)
+    assert saved["solved"] is False and saved["eval_episodes"] == 2 and saved["updates"] == 1
+    assert sorted(p.name for p in (tmp_path / "saved_models").iterdir()) == ["reinforce_acrobot_v1"]
 
 
 def _example_process(*flags: str, env: dict | None = None):
@@ -93,7 +119,8 @@ def test_run_killed_mid_training_resumes_as_the_same_run(tmp_path):
     # Same run: same counters and curve, and the same final policy (optimizer state and step count kept).
     got = json.loads((killed_dir / "metrics.json").read_text())
     want = json.loads((tmp_path / "reference" / "metrics.json").read_text())
-    for key in ("updates", "episodes", "env_steps", "mean_return_100", "greedy_episode_return"):
+    for key in ("updates", "episodes", "env_steps", "mean_return_100", "greedy_episode_return", "eval_return_mean",
+                "eval_seed", "eval_update"):
         assert got[key] == want[key], key
     assert got["updates"] == 30
     observations = tf.constant(np.random.default_rng(0).normal(size=(64, 4)), tf.float32)
@@ -102,6 +129,9 @@ def test_run_killed_mid_training_resumes_as_the_same_run(tmp_path):
         for d in (killed_dir, tmp_path / "reference")
     ]
     np.testing.assert_allclose(probabilities[0], probabilities[1], rtol=1e-6, atol=1e-7)
+    # The CSV log of the resumed run holds every update once (appended on resume, not truncated).
+    with open(killed_dir / "training_log.csv") as f:
+        assert [int(line.split(",")[0]) for line in f.read().splitlines()[1:]] == list(range(30))
 
 
 @pytest.mark.slow
@@ -138,7 +168,7 @@ def test_two_worker_processes_train_and_only_the_chief_exports(tmp_path):
 )
 def test_bad_flags_exit_with_a_message(flags, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        _example_module().parse_args(flags)
+        load_example().parse_args(flags)
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
 
@@ -184,19 +214,19 @@ def test_a_backup_made_with_other_flags_is_not_resumed(tmp_path, monkeypatch, ca
     with monkeypatch.context() as patch:
         patch.setattr(ReinforceAgent, "export_policy", killed)
         with pytest.raises(KeyboardInterrupt):
-            _example_module().main([*flags, "--max-updates", "10"])
+            load_example().main([*flags, "--max-updates", "10"])
     assert json.loads((backup / "state" / "state.json").read_text())["updates"] == 10
     state = {p.name: p.read_bytes() for p in (backup / "state").iterdir()}
 
     with pytest.raises(RunConfigMismatch) as mismatch:
-        _example_module().main([*flags, "--max-updates", "10", "--seed", "1", "--num-envs", "4"])
+        load_example().main([*flags, "--max-updates", "10", "--seed", "1", "--num-envs", "4"])
     assert (f"the backup in {backup} was made with other flags (--num-envs 8 -> 4, --seed 0 -> 1); it is not "
             f"resumed. To resume it, run again with --num-envs 8 --seed 0; to start fresh, add --fresh"
             ) in str(mismatch.value)
     assert {p.name: p.read_bytes() for p in (backup / "state").iterdir()} == state and not export_dir.exists()
 
     capsys.readouterr()
-    _example_module().main([*flags, "--max-updates", "12"])
+    load_example().main([*flags, "--max-updates", "12"])
     out = capsys.readouterr().out
     resumes = [line for line in out.splitlines() if line.startswith("resuming")]
     assert len(resumes) == 1 and re.fullmatch(
@@ -208,8 +238,8 @@ def test_a_backup_made_with_other_flags_is_not_resumed(tmp_path, monkeypatch, ca
     with monkeypatch.context() as patch:
         patch.setattr(ReinforceAgent, "export_policy", killed)
         with pytest.raises(KeyboardInterrupt):
-            _example_module().main([*flags, "--max-updates", "10"])
+            load_example().main([*flags, "--max-updates", "10"])
     capsys.readouterr()
-    _example_module().main([*flags, "--max-updates", "3", "--seed", "1", "--fresh"])
+    load_example().main([*flags, "--max-updates", "3", "--seed", "1", "--fresh"])
     out = capsys.readouterr().out
     assert "resuming" not in out and "3 updates (3 in this run)" in out

@@ -4,7 +4,7 @@ values and a float64 per-episode reference written from the docstring formula.""
 import numpy as np
 import pytest
 
-from kerasce.rl.returns import complete_episode_mask, discounted_returns, first_episode_mask, normalize
+from kerasce.rl.returns import RunningScale, complete_episode_mask, discounted_returns, first_episode_mask, normalize
 
 
 def col(*values):
@@ -156,3 +156,31 @@ def test_normalize_over_mask():
 def test_bad_inputs_raise(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+def test_truncated_steps_bootstrap_and_terminated_ones_do_not():
+    # Column 0 is truncated at t=1, column 1 both terminated and truncated there (terminated wins),
+    # column 2 truncated at t=0 and then runs a new episode. Bootstrap entries elsewhere must be ignored.
+    gamma = 0.5
+    rewards = np.array([[1.0, 1.0, 1.0], [2.0, 2.0, 2.0]])
+    terminated = np.array([[0, 0, 0], [0, 1, 0]], bool)
+    truncated = np.array([[0, 0, 1], [1, 1, 0]], bool)
+    bootstrap = np.array([[100.0, 100.0, 8.0], [10.0, 10.0, 100.0]])
+    returns = discounted_returns(rewards, terminated, truncated, gamma, bootstrap=bootstrap)
+    expected = np.array([[1 + gamma * (2 + gamma * 10), 1 + gamma * 2, 1 + gamma * 8], [2 + gamma * 10, 2, 2]])
+    np.testing.assert_allclose(returns, expected)
+    with pytest.raises(ValueError, match="bootstrap"):
+        discounted_returns(rewards, terminated, truncated, gamma, bootstrap=bootstrap[:1])
+
+
+def test_running_scale_is_the_std_of_everything_seen():
+    rng = np.random.default_rng(0)
+    chunks = [rng.normal(3.0, 2.0, size=n) for n in (1, 7, 50, 3)]
+    scale = RunningScale()
+    assert scale.scale == 1.0
+    for chunk in chunks:
+        scale.update(chunk)
+    everything = np.concatenate(chunks)
+    np.testing.assert_allclose(scale.scale, everything.std(), rtol=1e-12)
+    np.testing.assert_allclose(scale.mean, everything.mean(), rtol=1e-12)
+    assert RunningScale(**scale.get_state()).scale == scale.scale

@@ -171,3 +171,23 @@ def test_collect_cartpole_invariants():
     np.testing.assert_array_equal(returns, lengths)  # CartPole pays 1 per step
     mask = complete_episode_mask(rollout.terminated, rollout.truncated, rollout.valid)
     assert lengths.sum() == mask.sum()
+
+
+def test_a_missing_box2d_is_one_line_naming_the_extra(monkeypatch):
+    def make_vec(*args, **kwargs):
+        raise gymnasium.error.DependencyNotInstalled(
+            'Box2D is not installed, you can install it by run `pip install swig` followed by '
+            '`pip install "gymnasium[box2d]"`'
+        )
+
+    monkeypatch.setattr(gymnasium, "make_vec", make_vec)
+    with pytest.raises(ValueError, match=r'LunarLander-v3.*pip install -e "\.\[box2d\]"') as error:
+        make_vector_env("LunarLander-v3", 2)
+    assert "\n" not in str(error.value)
+
+
+def test_unknown_vector_mode_is_rejected():
+    with pytest.raises(ValueError, match="Unknown vector env mode 'threads'"):
+        make_vector_env("CartPole-v1", 2, mode="threads")
+    with pytest.raises(ValueError, match="no native vector implementation"):
+        make_vector_env("Acrobot-v1", 2, mode="native")

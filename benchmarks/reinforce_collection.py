@@ -1,0 +1,73 @@
+"""Collection speed of the vector env modes for envs without a native vector implementation.
+
+    python benchmarks/reinforce_collection.py --envs Acrobot-v1 LunarLander-v3 --num-envs 16 --rounds 5
+
+For each env, "sync" (sub-envs stepped in turn in this process) and "async" (one process per sub-env,
+gymnasium's AsyncVectorEnv) step the same number of vector steps with actions from the agent's NumPy
+policy (as `learn` samples them), interleaved round by round; the table shows env steps per second
+(median over rounds) and the ratio async / sync measured side by side.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--envs", nargs="+", default=["Acrobot-v1", "LunarLander-v3"], help="gymnasium env ids")
+    parser.add_argument("--num-envs", type=int, default=16, help="sub-envs per vector env")
+    parser.add_argument("--steps", type=int, default=300, help="vector steps per round")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds per mode")
+    return parser.parse_args(argv)
+
+
+def steps_per_second(env, sampler, rng, steps: int) -> float:
+    from kerasce.rl.rollout import sample_actions
+
+    observations, _ = env.reset(seed=int(rng.integers(2**31)))
+    start = time.perf_counter()
+    for _ in range(steps):
+        observations, *_ = env.step(sample_actions(sampler.logits(observations), rng))
+    return steps * env.num_envs / (time.perf_counter() - start)
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    args = parse_args(argv)
+    import numpy as np
+
+    from kerasce.rl import ReinforceAgent, make_vector_env
+
+    print(f"python {platform.python_version()}, {os.cpu_count()} CPUs; num_envs={args.num_envs}, "
+          f"{args.steps} vector steps x {args.rounds} rounds")
+    rows = []
+    for env_id in args.envs:
+        agent = ReinforceAgent.from_env(env_id, seed=0)
+        sampler = agent.policy_sampler()
+        envs = {mode: make_vector_env(env_id, args.num_envs, mode=mode) for mode in ("sync", "async")}
+        rng = np.random.default_rng(0)
+        measured = {mode: [] for mode in envs}
+        try:
+            for _ in range(args.rounds):
+                for mode, env in envs.items():
+                    measured[mode].append(steps_per_second(env, sampler, rng, args.steps))
+        finally:
+            for env in envs.values():
+                env.close()
+        ratios = [a / s for a, s in zip(measured["async"], measured["sync"])]
+        rows.append({"env": env_id, "sync": float(np.median(measured["sync"])),
+                     "async": float(np.median(measured["async"])), "ratio": float(np.median(ratios))})
+    print("\n| env | sync env steps/s | async env steps/s | async / sync (median of rounds) |")
+    print("| --- | --- | --- | --- |")
+    for row in rows:
+        print(f"| {row['env']} | {row['sync']:,.0f} | {row['async']:,.0f} | {row['ratio']:.2f} |")
+    return rows
+
+
+if __name__ == "__main__":
+    main()

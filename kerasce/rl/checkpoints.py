@@ -1,0 +1,143 @@
+"""Training checkpoints of a ReinforceAgent whose cost does not grow with the run.
+
+A checkpoint directory holds:
+
+* ``ckpt-<update>.*`` -- every variable of the agent and its optimizer, written by
+  ``tf.train.CheckpointManager`` (keyed by the object graph, i.e. by variable path, not by position);
+  the last ``max_to_keep`` are kept.
+* ``history.jsonl`` -- one line per update (the log row and that update's episode returns), *appended*:
+  a save writes only the updates since the previous save.
+* ``state.json`` -- a small sidecar written atomically last: counters, the run seed, which
+  ``ckpt-*`` it goes with and how many bytes of ``history.jsonl`` belong to it. A crash at any
+  point leaves the previous ``state.json`` and everything it names valid; a restore cuts off history
+  lines written after it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import tensorflow as tf
+
+from kerasce.export import write_json_atomic
+from kerasce.rl.returns import RunningScale
+
+if TYPE_CHECKING:
+    from kerasce.rl.agent import ReinforceAgent
+
+__all__ = ["CheckpointStore", "has_checkpoint"]
+
+STATE_FILE = "state.json"
+HISTORY_FILE = "history.jsonl"
+
+
+def has_checkpoint(directory: str | os.PathLike) -> bool:
+    """Whether ``directory`` holds a checkpoint written by :class:`CheckpointStore`."""
+    return os.path.isfile(os.path.join(directory, STATE_FILE))
+
+
+class CheckpointStore:
+    """Saves and restores an agent's whole training state in one directory.
+
+    Args:
+      agent: the agent (its optimizer is built on first use).
+      directory: the checkpoint directory (created).
+      max_to_keep: variable checkpoints kept on disk.
+    """
+
+    def __init__(self, agent: "ReinforceAgent", directory: str | os.PathLike, max_to_keep: int = 2):
+        self.agent = agent
+        self.directory = Path(directory)
+        self.max_to_keep = int(max_to_keep)
+        self._manager: tf.train.CheckpointManager | None = None
+        self._rows_written: int | None = None  # history lines on disk that match the agent's log
+
+    def _checkpoint(self) -> tf.train.Checkpoint:
+        self.agent._ensure_optimizer()
+        return tf.train.Checkpoint(model=self.agent, optimizer=self.agent.optimizer)
+
+    def _manager_for_save(self) -> tf.train.CheckpointManager:
+        if self._manager is None:
+            self._manager = tf.train.CheckpointManager(self._checkpoint(), str(self.directory), self.max_to_keep)
+        return self._manager
+
+    def _read_state(self) -> dict:
+        with open(self.directory / STATE_FILE) as f:
+            return json.load(f)
+
+    def save(self) -> None:
+        """Write the agent's state: new history lines, the variables, then ``state.json``."""
+        agent = self.agent
+        self.directory.mkdir(parents=True, exist_ok=True)
+        history = self.directory / HISTORY_FILE
+        if self._rows_written is None:  # a fresh run here: nothing on disk belongs to it
+            for path in self.directory.glob("ckpt-*"):
+                path.unlink()
+            for name in (STATE_FILE, "checkpoint"):
+                (self.directory / name).unlink(missing_ok=True)
+            history.write_bytes(b"")
+            self._rows_written = 0
+        log, returns = agent.training_log, agent.episode_returns
+        with open(history, "a") as f:
+            for u in range(self._rows_written, len(log)):
+                start = int(log[u - 1]["episodes"]) if u > 0 else 0
+                end = int(log[u]["episodes"])
+                f.write(json.dumps({"log": log[u], "episode_returns": returns[start:end]},
+                                   allow_nan=False) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+            history_bytes = f.tell()
+        self._rows_written = len(log)
+        prefix = self._manager_for_save().save(checkpoint_number=agent.updates)
+        state = {
+            "updates": agent.updates,
+            "env_steps": agent.env_steps,
+            "train_seconds": agent.train_seconds,
+            "collect_seconds": agent.collect_seconds,
+            "run_seed": agent._run_seed,
+            "return_scale": agent.return_scale.get_state(),
+            "checkpoint": os.path.basename(prefix),
+            "history_rows": len(log),
+            "history_bytes": history_bytes,
+        }
+        write_json_atomic(self.directory / STATE_FILE, state)
+
+    def restore(self) -> None:
+        """Load the state ``state.json`` names into the agent.
+
+        Raises:
+          ValueError: if there is no checkpoint, or it was written by an agent of another shape (the
+            message says how to start fresh).
+        """
+        if not has_checkpoint(self.directory):
+            raise ValueError(f"Expected a checkpoint (from save_checkpoint) in {str(self.directory)!r}, found none.")
+        agent = self.agent
+        state = self._read_state()
+        try:
+            status = self._checkpoint().restore(str(self.directory / state["checkpoint"]))
+            status.assert_existing_objects_matched()
+        except (ValueError, AssertionError, tf.errors.OpError) as error:
+            raise ValueError(
+                f"The checkpoint in {str(self.directory)!r} does not fit this agent (written with another "
+                f"env, network or optimizer?): {str(error).splitlines()[0]} Delete that directory (or choose "
+                "another one) to start a fresh run."
+            ) from None
+        history = self.directory / HISTORY_FILE
+        with open(history, "r+b") as f:
+            f.truncate(state["history_bytes"])  # lines appended after the last complete save
+            f.seek(0)
+            rows = [json.loads(line) for line in f.read().decode().splitlines()]
+        if len(rows) != state["history_rows"]:
+            raise ValueError(f"{history} has {len(rows)} updates, {STATE_FILE} expects {state['history_rows']}.")
+        agent.updates = int(state["updates"])
+        agent.env_steps = int(state["env_steps"])
+        agent.train_seconds = float(state["train_seconds"])
+        agent.collect_seconds = float(state["collect_seconds"])
+        agent._run_seed = state["run_seed"]
+        agent.return_scale = RunningScale(**state.get("return_scale", {}))
+        agent.training_log = [row["log"] for row in rows]
+        agent.episode_returns = [float(r) for row in rows for r in row["episode_returns"]]
+        self._rows_written = len(rows)

@@ -1,0 +1,45 @@
+"""Per-env settings of the REINFORCE agent, in the spirit of RL Zoo's ``hyperparams/*.yml``.
+
+``PRESETS[env_id]`` holds ``ReinforceAgent`` constructor knobs (SB3 vocabulary) plus ``eval_every``
+for the example. Read them, copy them, override them:
+
+    from kerasce.rl import ReinforceAgent
+    from kerasce.rl.presets import preset
+
+    agent = ReinforceAgent.from_env("LunarLander-v3", **{**preset("LunarLander-v3"), "learning_rate": 1e-3})
+
+An env without an entry gets ``{}``: the constructor defaults (tuned on CartPole-v1).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+__all__ = ["PRESETS", "preset"]
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # The constructor defaults: 32 envs, 2x32 tanh MLP, Adam 1e-2, per-batch normalised returns.
+    "CartPole-v1": {},
+    "Acrobot-v1": {"num_envs": 32, "learning_rate": 1e-2},
+    # Tabular problems: a linear policy on the one-hot state; Taxi-v4 gives info["action_mask"].
+    "Taxi-v4": {"hidden_units": (), "use_action_mask": True, "num_envs": 64, "learning_rate": 0.05},
+    "FrozenLake-v1": {"hidden_units": (), "num_envs": 64, "learning_rate": 0.05},
+    # Long episodes with a time limit (1000 steps; a hovering lander is truncated): a learned baseline,
+    # which also bootstraps the truncated returns.
+    "LunarLander-v3": {
+        "baseline": True,
+        "gamma": 0.99,
+        "num_envs": 16,
+        "hidden_units": (64, 64),
+        "learning_rate": 3e-3,
+        "ent_coef": 0.01,
+        "max_grad_norm": 1.0,
+        "max_rollout_steps": 1001,
+    },
+}
+
+
+def preset(env_id: str) -> dict[str, Any]:
+    """A copy of ``PRESETS[env_id]`` (``{}`` for an env without one), safe to modify."""
+    return copy.deepcopy(PRESETS.get(env_id, {}))
