@@ -144,8 +144,9 @@ class DistributedLearner(Learner):
         if (rows[:, 1] != rows[0, 1]).any():
             raise ValueError(
                 f"The workers resumed from different updates ({rows[:, 1].astype(int).tolist()}, worker order); "
-                "expected one update for the whole cluster. Delete the checkpoint directories of all workers "
-                "to start afresh, or restore them from the same save."
+                "expected one update for the whole cluster (a worker died while saving). Every worker's "
+                "checkpoint of an update is the same state: copy one worker's checkpoint directory over the "
+                "others' to resume from it, or delete them all to start afresh."
             )
         agent._run_seed = int(rows[0, 0])  # the chief's: one run, whichever seed each worker drew
         # First episodes only: at most one completed episode per sub-env and update.
@@ -195,6 +196,12 @@ class DistributedLearner(Learner):
         episodes = np.concatenate([r[4:4 + int(r[3])] for r in rows])  # worker order
         # Workers collect in parallel: the slowest one's time is the cluster's; the chief's for the update.
         return episodes, int(rows[:, 0].sum()), float(rows[:, 1].max()), float(rows[0, 2])
+
+    def save_checkpoint(self) -> None:
+        # A barrier first: no worker saves update u before every worker has finished it, so a worker that
+        # dies during an update leaves all checkpoints at the same, earlier update.
+        all_gather(self.strategy, [self.agent.updates])
+        super().save_checkpoint()
 
     def stop_reason(self, stop: StopConditions, elapsed: float) -> str | None:
         # The chief's clock and callbacks decide, for everyone; counters are already global.

@@ -214,6 +214,10 @@ class Learner:
         """Why training stops before the next update (a callback set ``stop_training``, a limit), or None."""
         return "callback" if self.agent.stop_training else stop.reached(self.agent, elapsed)
 
+    def save_checkpoint(self) -> None:
+        """Save the training state into ``checkpoint_dir``."""
+        self.store.save()
+
     def record(self, rollout: Rollout, metrics: dict[str, float], collect_seconds: float,
                update_seconds: float) -> dict[str, float]:
         """Count the update's episodes and steps into the agent; return the update's logs."""
@@ -266,9 +270,9 @@ class Learner:
             if self.verbose:
                 _print_update(agent, logs)
             if self.store is not None and agent.updates % self.checkpoint_every == 0:
-                self.store.save()
+                self.save_checkpoint()
         if self.store is not None and logs:
-            self.store.save()
+            self.save_checkpoint()
         self.callbacks.on_train_end(logs)
         return agent.history
 

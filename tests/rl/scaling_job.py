@@ -38,7 +38,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--max-seconds", type=float, default=None)
     parser.add_argument("--max-updates", type=int, default=None)
     parser.add_argument("--total-timesteps", type=int, default=None)
-    parser.add_argument("--checkpoint-dir", default=None)
+    parser.add_argument("--checkpoint-dir", default=None, help="learn: checkpoints (a directory per worker)")
+    parser.add_argument("--die-at-update", type=int, default=None,
+                        help="learn: worker 1 exits with code 7 at the end of this update (a crash)")
     return parser.parse_args()
 
 
@@ -109,9 +111,17 @@ def learn_task(args, strategy) -> dict:
         learner_module.time = type("Clock", (), {"perf_counter": staticmethod(lambda: real() * args.clock_scale)})
     agent = build_agent(strategy)
     agent.max_rollout_steps = 500
+    import keras
+
+    class Die(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if worker_index(strategy)[0] == 1 and epoch + 1 == args.die_at_update:
+                os._exit(7)
+
+    checkpoint_dir = None if args.checkpoint_dir is None else distribute.worker_path(args.checkpoint_dir, strategy)
     agent.learn("CartPole-v1", total_timesteps=args.total_timesteps, max_updates=args.max_updates,
-                max_seconds=args.max_seconds, checkpoint_dir=args.checkpoint_dir, resume=True,
-                checkpoint_every=1)
+                max_seconds=args.max_seconds, checkpoint_dir=checkpoint_dir, resume=True,
+                checkpoint_every=1, callbacks=[Die()])
     return {"worker": worker_index(strategy)[0], "updates": agent.updates, "env_steps": agent.env_steps,
             "episodes": len(agent.episode_returns), "episode_returns": agent.episode_returns,
             "log": agent.training_log, "weights": [v.tolist() for v in agent.get_weights()]}

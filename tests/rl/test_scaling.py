@@ -122,3 +122,63 @@ def test_the_comparison_catches_per_worker_scaling(mutation, one_device):
     workers = cluster("--task", "update", "--split", "9", "--mutation", mutation)
     with pytest.raises(AssertionError):
         assert_same_weights(workers[0], one_device)
+
+
+# --- learn on two workers -------------------------------------------------------------------------
+
+NUM_ENVS = 4  # per worker (scaling_job.build_agent)
+
+
+@pytest.fixture(scope="module")
+def three_updates():
+    """Two workers, three updates; worker 1's clock runs 1000x fast (its max_seconds would pass at once)."""
+    return cluster("--task", "learn", "--max-updates", "3", "--max-seconds", "60",
+                   per_worker=((), ("--clock-scale", "1000")))
+
+
+@pytest.mark.slow
+def test_disagreeing_clocks_stop_every_worker_at_the_same_update(three_updates):
+    # Deciding max_seconds on worker 1's own clock would stop it after update 1 and leave the chief waiting.
+    chief, other = three_updates
+    assert chief["updates"] == other["updates"] == 3
+    assert_same_weights(other, chief)
+
+
+@pytest.mark.slow
+def test_workers_collect_their_own_episodes_and_count_all_of_them(three_updates):
+    chief, other = three_updates
+    for key in ("env_steps", "episodes", "episode_returns", "log"):
+        assert chief[key] == other[key], key
+    # First episodes only: one per sub-env and update, on both workers.
+    assert chief["episodes"] == 3 * 2 * NUM_ENVS
+    assert [row["episodes"] for row in chief["log"]] == [2.0 * NUM_ENVS * u for u in (1, 2, 3)]
+    assert chief["log"][-1]["env_steps"] == chief["env_steps"]
+    # The chief's episodes come first, then worker 1's: different seeds, different episodes.
+    first = chief["episode_returns"][:2 * NUM_ENVS]
+    assert first[:NUM_ENVS] != first[NUM_ENVS:]
+
+
+@pytest.mark.slow
+def test_total_timesteps_counts_every_workers_steps():
+    workers = cluster("--task", "learn", "--total-timesteps", "300", "--max-updates", "50")
+    log = workers[0]["log"]
+    assert workers[0]["updates"] == workers[1]["updates"] == len(log)
+    assert log[-1]["env_steps"] >= 300 and (len(log) == 1 or log[-2]["env_steps"] < 300)
+
+
+@pytest.mark.slow
+def test_a_crashed_worker_fails_the_launch_and_a_rerun_resumes_the_cluster(tmp_path, three_updates):
+    backup = str(tmp_path / "backup")
+    cmd = [sys.executable, "-m", "kerasce.launch", "--workers", "2", "--grace", "30", str(JOB), "--task", "learn",
+           "--strategy", "multiworker", "--max-updates", "3", "--checkpoint-dir", backup]
+    crashed = subprocess.run(cmd + ["--die-at-update", "2"], capture_output=True, text=True, timeout=TIMEOUT)
+    assert crashed.returncode == 7, crashed.stderr[-2000:]
+    assert "worker 1" in crashed.stderr and "exited with code 7" in crashed.stderr
+    resumed = subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT)
+    assert resumed.returncode == 0, resumed.stdout[-3000:]
+    lines = [line for line in resumed.stdout.splitlines() if line.startswith("[w0] {")]
+    chief = json.loads(lines[-1][len("[w0] "):])
+    # The same run as the uninterrupted one: same episodes, same weights.
+    assert chief["updates"] == 3
+    assert chief["episode_returns"] == three_updates[0]["episode_returns"]
+    assert_same_weights(chief, three_updates[0])
