@@ -46,6 +46,7 @@ from kerasce import distribute  # noqa: E402
 from kerasce.export import write_json_atomic  # noqa: E402
 from kerasce.callbacks import EvalCallback  # noqa: E402
 from kerasce.rl import ReinforceAgent  # noqa: E402
+from kerasce.rl.distributed import worker_index  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -173,6 +174,7 @@ def main(argv: list[str] | None = None) -> dict:
         "seed": args.seed,
         "num_envs": args.num_envs,
         "strategy": args.strategy,
+        "workers": worker_index(strategy)[1],  # env_steps, episodes and steps/s count every worker's
         "target_return": target,
         "solved": bool(solved),
         "episodes": len(agent.episode_returns),
