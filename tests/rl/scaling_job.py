@@ -31,6 +31,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--devices", type=int, default=1, help="logical CPU devices")
     parser.add_argument("--split", type=int, default=2,
                         help="update: worker 0 keeps the union's first SPLIT kept steps, worker 1 the rest")
+    parser.add_argument("--kept", type=int, default=None, help="update: keep only the union's first KEPT steps")
     parser.add_argument("--mutation", default="none", choices=("none", "per_worker_mean", "local_count"),
                         help="update: a known bug, to show the comparison catches it")
     parser.add_argument("--clock-scale", type=float, default=1.0,
@@ -73,6 +74,8 @@ def update_task(args, strategy) -> dict:
     from kerasce.rl.learner import Learner
 
     returns, mask, observations, actions = union_data()
+    if args.kept is not None:
+        mask = np.isin(np.arange(T * N), np.flatnonzero(mask.reshape(-1))[:args.kept]).reshape(T, N)
     w, workers = worker_index(strategy)
     if workers > 1:  # this worker keeps its share of the union's kept steps
         order = np.flatnonzero(mask.reshape(-1))

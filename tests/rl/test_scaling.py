@@ -182,3 +182,27 @@ def test_a_crashed_worker_fails_the_launch_and_a_rerun_resumes_the_cluster(tmp_p
     assert chief["updates"] == 3
     assert chief["episode_returns"] == three_updates[0]["episode_returns"]
     assert_same_weights(chief, three_updates[0])
+
+
+@pytest.mark.slow
+def test_without_the_launcher_a_dead_worker_fails_the_survivor_with_an_error_naming_it():
+    # Across machines no launcher watches the workers: TensorFlow's coordination service (heartbeats) must.
+    procs = [start("--task", "learn", "--strategy", "multiworker", "--max-updates", "6", "--die-at-update", "2",
+                   config=config) for config in tf_configs(2)]
+    _, err = procs[0].communicate(timeout=TIMEOUT)
+    procs[1].communicate(timeout=TIMEOUT)
+    assert procs[1].returncode == 7
+    assert procs[0].returncode != 0
+    assert "task:1" in err and ("unhealthy" in err or "UNAVAILABLE" in err), err[-2000:]
+
+
+@pytest.mark.slow
+def test_a_replica_without_steps_contributes_zeros_and_no_steps_anywhere_is_a_clear_error():
+    # One kept step on two replicas: replica 1 holds only padding.
+    one = result(start("--task", "update", "--kept", "1"))
+    mirrored = result(start("--task", "update", "--kept", "1", "--strategy", "mirrored", "--devices", "2"))
+    assert_same_weights(mirrored, one)
+    empty = start("--task", "update", "--kept", "0", "--strategy", "mirrored", "--devices", "2")
+    _, err = empty.communicate(timeout=TIMEOUT)
+    assert empty.returncode != 0
+    assert "No episode ended within max_rollout_steps" in err and "zero-size array" not in err
