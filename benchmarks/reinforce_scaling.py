@@ -1,7 +1,7 @@
 """REINFORCE on 1 vs 2 local workers (kerasce.launch + MultiWorkerMirroredStrategy), in one invocation.
 
-    python benchmarks/reinforce_scaling.py                                   # Acrobot-v1 (+ LunarLander-v3), seeds 0 1 2
-    python benchmarks/reinforce_scaling.py --envs Acrobot-v1 --seeds 0 --max-seconds 60   # a short run
+    python benchmarks/reinforce_scaling.py            # Acrobot-v1 (+ LunarLander-v3), seeds 0 1 2
+    python benchmarks/reinforce_scaling.py --envs Acrobot-v1 --seeds 0 --max-seconds 60     # a short run
 
 For each env and seed, runs examples/reinforce_cartpole.py through ``python -m kerasce.launch --workers W``
 for W = 1 and W = 2, interleaved, with the same GLOBAL number of envs (``--num-envs`` split across the
@@ -57,7 +57,8 @@ def run(env: str, seed: int, workers: int, args: argparse.Namespace, scratch: Pa
                           env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=args.max_seconds * 3 + 300)
     wall = time.perf_counter() - start
     if done.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed ({done.returncode}):\n{done.stdout[-3000:]}{done.stderr[-2000:]}")
+        raise RuntimeError(f"{' '.join(cmd)} failed ({done.returncode}):\n"
+                           f"{done.stdout[-3000:]}{done.stderr[-2000:]}")
     metrics = json.loads((export / "metrics.json").read_text())
     return {
         "steps_per_second": metrics["collect_steps_per_second"],
@@ -88,12 +89,13 @@ def main() -> None:
                     assert result["workers"] == workers, result
                     rows.append({"env": env, "seed": seed, **result})
                     print(f"  {env:15s} seed {seed} workers {workers}: {result['steps_per_second']:9,.0f} steps/s  "
-                          f"{result['seconds_per_update'] * 1e3:7.1f} ms/update  train {result['train_seconds']:6.1f} s "
+                          f"{result['seconds_per_update'] * 1e3:7.1f} ms/update  "
+                          f"train {result['train_seconds']:6.1f} s "
                           f"({'solved' if result['solved'] else 'not solved'}, {result['updates']} updates, "
                           f"{result['env_steps']:,} steps)  wall {result['wall']:.0f} s", flush=True)
     print(f"load average after: {os.getloadavg()}")
     base = args.workers[0]
-    print(f"\n| env | workers | env steps/s | ratio | ms/update | ratio | time to target (s) | ratio | solved |")
+    print("\n| env | workers | env steps/s | ratio | ms/update | ratio | time to target (s) | ratio | solved |")
     print("|---|---|---|---|---|---|---|---|---|")
     summary = {}
     for env in args.envs:
@@ -107,7 +109,8 @@ def main() -> None:
             m, b = med[workers], med[base]
             ttt = m["time_to_target"]
             ratio = ttt / b["time_to_target"] if b["time_to_target"] not in (0, float("inf")) else float("nan")
-            print(f"| {env} | {workers} | {m['steps_per_second']:,.0f} | {m['steps_per_second'] / b['steps_per_second']:.2f} "
+            print(f"| {env} | {workers} | {m['steps_per_second']:,.0f} "
+                  f"| {m['steps_per_second'] / b['steps_per_second']:.2f} "
                   f"| {m['seconds_per_update'] * 1e3:.1f} | {m['seconds_per_update'] / b['seconds_per_update']:.2f} "
                   f"| {ttt:.1f} | {ratio:.2f} | {m['solved']}/{len(args.seeds)} |")
             summary[(env, workers)] = (m["steps_per_second"] / b["steps_per_second"], ratio)
