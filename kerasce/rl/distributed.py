@@ -62,10 +62,9 @@ def worker_index(strategy: tf.distribute.Strategy) -> tuple[int, int]:
 
 
 def all_gather(strategy: tf.distribute.Strategy, row: Sequence[float]) -> np.ndarray:
-    """Every worker's ``row`` ``[k]``, as ``[W, k]`` float64 on every worker (a collective: all call it).
+    """Every worker's ``row`` ``[k]``, as ``[W, k]`` float64 on every worker.
 
-    Raises:
-      ValueError: the workers' rows have different lengths cannot be seen here; pass the same ``k``.
+    A collective: every worker must call it, in the same order and with the same ``k``.
     """
     row = np.asarray(row, np.float64).reshape(-1)
     w, workers = worker_index(strategy)

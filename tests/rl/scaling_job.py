@@ -40,6 +40,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--max-updates", type=int, default=None)
     parser.add_argument("--total-timesteps", type=int, default=None)
     parser.add_argument("--checkpoint-dir", default=None, help="learn: checkpoints (a directory per worker)")
+    parser.add_argument("--chief-stops-at", type=int, default=None,
+                        help="learn: a callback on the chief only sets stop_training after this update")
     parser.add_argument("--die-at-update", type=int, default=None,
                         help="learn: worker 1 exits with code 7 at the end of this update (a crash)")
     return parser.parse_args()
@@ -120,6 +122,8 @@ def learn_task(args, strategy) -> dict:
         def on_epoch_end(self, epoch, logs=None):
             if worker_index(strategy)[0] == 1 and epoch + 1 == args.die_at_update:
                 os._exit(7)
+            if worker_index(strategy)[0] == 0 and epoch + 1 == args.chief_stops_at:
+                self.model.stop_training = True  # as EarlyStopping does
 
     checkpoint_dir = None if args.checkpoint_dir is None else distribute.worker_path(args.checkpoint_dir, strategy)
     agent.learn("CartPole-v1", total_timesteps=args.total_timesteps, max_updates=args.max_updates,

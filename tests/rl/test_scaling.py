@@ -206,3 +206,11 @@ def test_a_replica_without_steps_contributes_zeros_and_no_steps_anywhere_is_a_cl
     _, err = empty.communicate(timeout=TIMEOUT)
     assert empty.returncode != 0
     assert "No episode ended within max_rollout_steps" in err and "zero-size array" not in err
+
+
+@pytest.mark.slow
+def test_a_callback_stopping_the_chief_stops_every_worker_at_the_same_update():
+    # Only the chief's callback says stop (as an EarlyStopping on the chief would): worker 1 must follow.
+    workers = cluster("--task", "learn", "--max-updates", "6", "--chief-stops-at", "2")
+    assert [w["updates"] for w in workers] == [2, 2]
+    assert_same_weights(workers[1], workers[0])
