@@ -524,7 +524,9 @@ class ReinforceAgent(keras.Model):
         finished its first episode, keep the steps of those first episodes (one per sub-env), compute
         discounted returns, normalise them (``normalize_returns``) and run the compiled ``train_step``
         once on that batch. Because every update starts from seeds derived from the update index, a
-        resumed run continues exactly as the uninterrupted one.
+        resumed run continues exactly as the uninterrupted one. Under a strategy with several replicas
+        (``MultiWorkerMirroredStrategy``, ``MirroredStrategy``) each worker collects its own episodes and
+        the update, counts and stop decisions are global: see :mod:`kerasce.rl.distributed`.
 
         Only the first episode of each sub-env is used (and logged in ``episode_returns``): a fast
         sub-env's 2nd, 3rd, ... episodes finish before the slowest sub-env's first one only when they
