@@ -178,6 +178,7 @@ def main(argv: list[str] | None = None) -> dict:
     from kerasce.callbacks import EvalCallback
     from kerasce.export import write_json_atomic
     from kerasce.rl import ReinforceAgent
+    from kerasce.rl.distributed import worker_index
     from kerasce.rl.presets import preset
 
     strategy = distribute.get_strategy(args.strategy)
@@ -236,6 +237,7 @@ def main(argv: list[str] | None = None) -> dict:
         "num_envs": agent.num_envs,
         "settings": {**agent.get_config(), "policy": None},
         "strategy": args.strategy,
+        "workers": worker_index(strategy)[1],  # env_steps, episodes and steps/s count every worker's
         "target_return": target,
         "solved": bool(solved),
         "episodes": len(agent.episode_returns),

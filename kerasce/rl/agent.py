@@ -278,11 +278,19 @@ class ReinforceAgent(keras.Model):
         ``use_action_mask``, ``x`` is ``(observations, action_mask)``: masked actions get ``-inf`` logits,
         which ``softmax_cross_entropy`` and ``softmax_entropy`` handle exactly (probability 0, no NaN).
 
+        ``sample_weight`` may also be ``{"returns": [B], "step_weights": [B]}``: every step's terms are
+        multiplied by its step weight ``k`` before the mean. :mod:`kerasce.rl.distributed` uses it to make
+        replicas with different numbers of real steps (zero-padded to one size, ``k = 0`` on padding) sum
+        to the mean over the global batch; without it ``k = 1``.
+
         Returns:
           ``{"loss", "policy_loss", "entropy"[, "value_loss"]}`` metric results.
         """
         inputs, actions, returns = keras.utils.unpack_x_y_sample_weight(data)
         observations, _ = self._split_inputs(inputs)
+        step_weights = None
+        if isinstance(returns, dict):
+            returns, step_weights = returns["returns"], tf.cast(returns["step_weights"], tf.float32)
         if actions is None or returns is None:
             raise ValueError(
                 "ReinforceAgent.train_step expects (observations, actions, returns), e.g. "
@@ -298,11 +306,14 @@ class ReinforceAgent(keras.Model):
             if self.baseline:
                 values = tf.cast(self.value_network(observations, training=True), tf.float32)
                 advantages = returns - tf.stop_gradient(values[:, 0])
-                value_loss = self.value_mse(returns[:, None], values)
+                value_loss = self.value_mse(returns[:, None], values, sample_weight=step_weights)
+            if step_weights is not None:
+                advantages = advantages * step_weights
             # The REINFORCE term: the project's cross-entropy, weighted by the return (advantage).
             policy_loss = self.policy_gradient_loss(actions, logits, advantages)
             # A mean per replica, scaled like a Keras Loss so that replicas sum to the global mean.
-            entropy = tf.reduce_mean(softmax_entropy(logits)) * scale
+            entropies = softmax_entropy(logits)
+            entropy = tf.reduce_mean(entropies if step_weights is None else entropies * step_weights) * scale
             loss = policy_loss - self.ent_coef * entropy + self.vf_coef * value_loss
             scaled_loss = self.optimizer.scale_loss(loss)
         gradients = tape.gradient(scaled_loss, self.trainable_variables)
@@ -462,20 +473,28 @@ class ReinforceAgent(keras.Model):
         recent = self.episode_returns[-window:]
         return float(np.mean(recent)) if recent else math.nan
 
-    def _train_on_batch(self, observations, actions, returns, action_masks=None) -> dict[str, float]:
-        """One compiled ``train_step`` on a NumPy batch, split evenly over the strategy's replicas."""
+    def _train_on_batch(self, observations, actions, returns, action_masks=None,
+                        step_weights=None) -> dict[str, float]:
+        """One compiled ``train_step`` on this worker's NumPy batch, split evenly over its local replicas
+        (every replica on one machine; under a multi-worker strategy each worker passes its own batch).
+        ``step_weights`` ``[B]``: see :meth:`train_step`."""
         self._ensure_optimizer()  # built in the strategy's scope before the step is traced
         strategy = self.distribute_strategy
         replicas = strategy.num_replicas_in_sync
         inputs = tf.constant(observations)
         if self.use_action_mask:
             inputs = (inputs, tf.constant(np.asarray(action_masks, bool)))
-        data = (inputs, tf.constant(actions), tf.constant(returns))
+        weights = tf.constant(returns)
+        if step_weights is not None:
+            weights = {"returns": weights, "step_weights": tf.constant(step_weights, tf.float32)}
+        data = (inputs, tf.constant(actions), weights)
         if replicas > 1:
-            shard = len(actions) // replicas  # the caller trims the batch to a multiple of replicas
+            # Replicas of worker w are w * L ... w * L + L - 1 (L local devices, the same on every worker).
+            local = len(strategy.extended.worker_devices)
+            shard = len(actions) // local  # the caller trims (or pads) the batch to a multiple of L
 
             def split(context):
-                i = context.replica_id_in_sync_group
+                i = context.replica_id_in_sync_group % local
                 return tf.nest.map_structure(lambda x: x[i * shard:(i + 1) * shard], data)
 
             data = strategy.experimental_distribute_values_from_function(split)
@@ -510,7 +529,9 @@ class ReinforceAgent(keras.Model):
         finished its first episode, keep the steps of those first episodes (one per sub-env), compute
         discounted returns, normalise them (``normalize_returns``) and run the compiled ``train_step``
         once on that batch. Because every update starts from seeds derived from the update index, a
-        resumed run continues exactly as the uninterrupted one.
+        resumed run continues exactly as the uninterrupted one. Under a strategy with several replicas
+        (``MultiWorkerMirroredStrategy``, ``MirroredStrategy``) each worker collects its own episodes and
+        the update, counts and stop decisions are global: see :mod:`kerasce.rl.distributed`.
 
         Only the first episode of each sub-env is used (and logged in ``episode_returns``): a fast
         sub-env's 2nd, 3rd, ... episodes finish before the slowest sub-env's first one only when they
@@ -556,6 +577,7 @@ class ReinforceAgent(keras.Model):
             ``max_rollout_steps``.
           FloatingPointError: a non-finite loss; training stopped, the last checkpoint is kept.
         """
+        from kerasce.rl.distributed import DistributedLearner
         from kerasce.rl.learner import Learner, StopConditions
 
         if all(x is None for x in (total_timesteps, max_updates, max_seconds, target_return)):
@@ -570,9 +592,11 @@ class ReinforceAgent(keras.Model):
         own_env = isinstance(env, str)
         vec_env = make_vector_env(env, self.num_envs) if own_env else env
         try:
-            learner = Learner(self, vec_env, callbacks=callbacks, verbose=verbose, checkpoint_dir=checkpoint_dir,
-                              checkpoint_every=checkpoint_every, resume=resume, target_return=target_return,
-                              evaluation=evaluation, action_mask_fn=action_mask_fn)
+            # Under a strategy with several replicas, each worker collects its own episodes.
+            driver = DistributedLearner if self.distribute_strategy.num_replicas_in_sync > 1 else Learner
+            learner = driver(self, vec_env, callbacks=callbacks, verbose=verbose, checkpoint_dir=checkpoint_dir,
+                             checkpoint_every=checkpoint_every, resume=resume, target_return=target_return,
+                             evaluation=evaluation, action_mask_fn=action_mask_fn)
             return learner.run(StopConditions(total_timesteps, max_updates, max_seconds))
         finally:
             if own_env:

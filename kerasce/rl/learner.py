@@ -141,7 +141,7 @@ class Learner:
         ``mean_return_100`` toward short episodes.
         """
         agent = self.agent
-        seeds = np.random.SeedSequence([agent._run_seed, update]).generate_state(2)
+        seeds = np.random.SeedSequence(self.seed_entropy(update)).generate_state(2)
         rng = np.random.default_rng(seeds[1])
         observations, infos = self.env.reset(seed=int(seeds[0]))
 
@@ -164,27 +164,16 @@ class Learner:
         agent = self.agent
         _check_observations(rollout.observations, update)
         mask = complete_episode_mask(rollout.terminated, rollout.truncated, rollout.valid)
-        if not mask.any():
-            raise ValueError(
-                f"No episode ended within max_rollout_steps={agent.max_rollout_steps} vector steps at "
-                f"update {update}; expected at least one complete episode per update (raise "
-                "max_rollout_steps or use an env with a time limit)."
-            )
         scale = agent.return_scale.scale if agent.baseline and agent.normalize_returns else 1.0
         returns = discounted_returns(rollout.rewards, rollout.terminated, rollout.truncated,
                                      agent.gamma, rollout.valid, bootstrap=self.bootstrap_values(rollout, scale))
-        if agent.baseline and agent.normalize_returns:
-            # The value network's target keeps its scale across updates: G / (std of all returns so far).
-            agent.return_scale.update(returns[mask])
-            returns = np.where(mask, returns / agent.return_scale.scale, 0.0)
-        elif agent.normalize_returns:
-            returns = normalize(returns, mask)
+        returns = self.finish_returns(returns, mask, update)
         keep = np.flatnonzero(mask.reshape(-1))
         replicas = self.batch_multiple()
         keep = keep[: len(keep) - len(keep) % replicas]  # equal shards under a strategy
         observations = rollout.observations.reshape((-1,) + agent.observation_shape)[keep]
         actions = rollout.actions.reshape(-1)[keep] - self.action_offset
-        if actions.min() < 0 or actions.max() >= self.num_actions:
+        if actions.size and (actions.min() < 0 or actions.max() >= self.num_actions):
             raise ValueError(f"Expected actions in [0, {self.num_actions}), got {actions.min()}..{actions.max()}.")
         masks = None if rollout.masks is None else rollout.masks.reshape(-1, self.num_actions)[keep]
         return (observations.astype(np.float32), actions.astype(np.int32),
@@ -205,26 +194,73 @@ class Learner:
         bootstrap[t, n] = values.astype(np.float64) * scale
         return bootstrap
 
+    # Hooks: one process decides alone here; kerasce.rl.distributed.DistributedLearner overrides them so
+    # that every worker of a cluster collects its own episodes and all of them take the same decisions.
+
+    def seed_entropy(self, update: int) -> list[int]:
+        """What seeds the env resets and the action sampling of ``update``."""
+        return [self.agent._run_seed, update]
+
+    def finish_returns(self, returns: np.ndarray, mask: np.ndarray, update: int) -> np.ndarray:
+        """Checks that an episode ended (``mask [T, N]`` has a kept step) and scales ``returns [T, N]``
+        (with ``normalize_returns``): normalised over the kept steps, or, with a baseline, divided by the
+        running std of all returns so far (``agent.return_scale``).
+
+        Raises:
+          ValueError: no complete episode in the rollout.
+        """
+        if not mask.any():
+            raise ValueError(
+                f"No episode ended within max_rollout_steps={self.agent.max_rollout_steps} vector steps at "
+                f"update {update}; expected at least one complete episode per update (raise "
+                "max_rollout_steps or use an env with a time limit)."
+            )
+        agent = self.agent
+        if agent.baseline and agent.normalize_returns:
+            # The value network's target keeps its scale across updates: G / (std of all returns so far).
+            agent.return_scale.update(returns[mask])
+            return np.where(mask, returns / agent.return_scale.scale, 0.0)
+        return normalize(returns, mask) if agent.normalize_returns else returns
+
+    def train_on_batch(self, batch: tuple) -> dict[str, float]:
+        """One update on ``make_batch``'s output; returns the loss metrics."""
+        return self.agent._train_on_batch(*batch)
+
+    def gather_counts(self, rollout: Rollout, collect_seconds: float,
+                      update_seconds: float) -> tuple[np.ndarray, int, float, float]:
+        """``(episode returns, env steps, collection seconds, update seconds)`` of this update."""
+        episode_returns, _ = completed_episodes(rollout)
+        return np.asarray(episode_returns, np.float64), int(rollout.env_steps), collect_seconds, update_seconds
+
+    def stop_reason(self, stop: StopConditions, elapsed: float) -> str | None:
+        """Why training stops before the next update (a callback set ``stop_training``, a limit), or None."""
+        return "callback" if self.agent.stop_training else stop.reached(self.agent, elapsed)
+
+    def save_checkpoint(self) -> None:
+        """Save the training state into ``checkpoint_dir``."""
+        self.store.save()
+
     def record(self, rollout: Rollout, metrics: dict[str, float], collect_seconds: float,
                update_seconds: float, batch_steps: int) -> dict[str, float]:
         """Count the update's episodes and steps into the agent; return the update's logs
         (``batch_steps``: the env steps that entered the batch; the rest of ``rollout.env_steps`` are
         autoreset steps and later episodes, collected because a vector env steps all sub-envs at once)."""
         agent = self.agent
-        episode_returns, _ = completed_episodes(rollout)
+        episode_returns, env_steps, collect_seconds, update_seconds = self.gather_counts(
+            rollout, collect_seconds, update_seconds)
         agent.episode_returns.extend(float(r) for r in episode_returns)
         agent.updates += 1
-        agent.env_steps += rollout.env_steps
+        agent.env_steps += env_steps
         agent.train_seconds += update_seconds
         agent.collect_seconds += collect_seconds
         return dict(
             metrics,
             mean_return_100=agent.mean_return(100),
-            episode_return=float(np.mean(episode_returns)),
+            episode_return=float(np.mean(episode_returns)) if len(episode_returns) else math.nan,
             episodes=float(len(agent.episode_returns)),
             env_steps=float(agent.env_steps),
             batch_steps=float(batch_steps),
-            steps_per_second=rollout.env_steps / max(collect_seconds, 1e-9),
+            steps_per_second=env_steps / max(collect_seconds, 1e-9),
             train_seconds=agent.train_seconds,
         )
 
@@ -235,7 +271,7 @@ class Learner:
         self.callbacks.on_train_begin()
         start = time.perf_counter()
         logs: dict[str, float] = {}
-        while not agent.stop_training and stop.reached(agent, time.perf_counter() - start) is None:
+        while self.stop_reason(stop, time.perf_counter() - start) is None:
             update_start = time.perf_counter()
             update = agent.updates
             self.callbacks.on_epoch_begin(update)
@@ -243,7 +279,7 @@ class Learner:
             rollout = self.collect(update)
             collect_seconds = time.perf_counter() - update_start
             batch = self.make_batch(rollout, update)
-            metrics = agent._train_on_batch(*batch)
+            metrics = self.train_on_batch(batch)
             if not all(math.isfinite(v) for v in metrics.values()):
                 raise FloatingPointError(
                     f"Non-finite loss at update {update} ({metrics}); training stopped. "
@@ -260,9 +296,9 @@ class Learner:
             if self.verbose:
                 _print_update(agent, logs)
             if self.store is not None and agent.updates % self.checkpoint_every == 0:
-                self.store.save()
+                self.save_checkpoint()
         if self.store is not None and logs:
-            self.store.save()
+            self.save_checkpoint()
         self.callbacks.on_train_end(logs)
         return agent.history
 

@@ -203,8 +203,14 @@ class RunningScale:
         values = np.asarray(values, np.float64).reshape(-1)
         if values.size == 0:
             return
-        n, mean = values.size, float(values.mean())
-        m2 = float(((values - mean) ** 2).sum())
+        mean = float(values.mean())
+        self.merge(values.size, mean, float(((values - mean) ** 2).sum()))
+
+    def merge(self, count: float, mean: float, m2: float) -> None:
+        """Fold in a group of ``count`` values given by their ``mean`` and ``m2`` (sum of squared deviations)."""
+        if count <= 0:
+            return
+        n = float(count)
         delta, total = mean - self.mean, self.count + n
         self.mean += delta * n / total
         self.m2 += m2 + delta**2 * self.count * n / total

@@ -189,7 +189,7 @@ def test_help_and_flag_errors_answer_without_importing_tensorflow():
     bad = subprocess.run([sys.executable, EXAMPLE, "--max-seconds", "0"], capture_output=True, text=True, timeout=120,
                          check=False)
     seconds = time.monotonic() - start
-    assert "(default: 32)" in help_text and "(default: 120.0)" in help_text and "--fresh" in help_text
+    assert "(default: 10)" in help_text and "(default: 120.0)" in help_text and "--fresh" in help_text
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert bad.stderr.strip().splitlines()[-1].endswith("error: argument --max-seconds: expected a number > 0, got 0")
     assert seconds < 5, f"two runs took {seconds:.1f} s: TensorFlow was imported?"  # ~0.1 s each here

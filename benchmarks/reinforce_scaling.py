@@ -1,0 +1,128 @@
+"""REINFORCE on 1 vs 2 local workers (kerasce.launch + MultiWorkerMirroredStrategy), in one invocation.
+
+    python benchmarks/reinforce_scaling.py            # Acrobot-v1 (+ LunarLander-v3), seeds 0 1 2
+    python benchmarks/reinforce_scaling.py --envs Acrobot-v1 --seeds 0 --max-seconds 60     # a short run
+
+For each env and seed, runs examples/reinforce_cartpole.py through ``python -m kerasce.launch --workers W``
+for W = 1 and W = 2, interleaved, with the same GLOBAL number of envs (``--num-envs`` split across the
+workers), one thread per worker (TensorFlow intra/inter-op, OpenMP, BLAS: ``--threads 1``) and the env's
+one-process vectorization (native or ``sync``), so that the figures measure the workers, not the env's own
+parallelism. Reads each run's metrics.json: aggregate collection env steps/s (all workers' steps over
+the slowest worker's collection time), time per update, time to the target (the training stops when the
+100-episode mean and the greedy evaluation reach the env's reward threshold). Prints a table and the
+ratios 2 workers / 1 worker (medians over seeds), and the uptime load average: timings taken while other
+work runs on the machine are not the machine's.
+
+Targets on a 2-core machine: steps/s ratio >= 1.7, time-to-target ratio (Acrobot-v1) <= 0.65.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "examples" / "reinforce_cartpole.py"
+TARGETS = {"steps_per_second_ratio": 1.7, "time_to_target_ratio": 0.65}
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    default_envs = ["Acrobot-v1"] + (["LunarLander-v3"] if importlib.util.find_spec("Box2D") else [])
+    parser.add_argument("--envs", nargs="+", default=default_envs, help="gymnasium ids")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--num-envs", type=int, default=16, help="global envs, split across the workers")
+    parser.add_argument("--max-seconds", type=float, default=180.0, help="training time limit of one run")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="worker counts to compare")
+    return parser.parse_args()
+
+
+def run(env: str, seed: int, workers: int, args: argparse.Namespace, scratch: Path) -> dict:
+    export = scratch / f"{env}-{seed}-{workers}"
+    cmd = [sys.executable, "-m", "kerasce.launch", "--workers", str(workers), "--threads", "1", str(EXAMPLE),
+           "--strategy", "multiworker", "--env", env, "--seed", str(seed), "--num-envs",
+           str(args.num_envs // workers), "--max-seconds", str(args.max_seconds), "--quiet",
+           "--export-dir", str(export)]
+    start = time.perf_counter()
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT,
+                          env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=args.max_seconds * 3 + 300)
+    wall = time.perf_counter() - start
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({done.returncode}):\n"
+                           f"{done.stdout[-3000:]}{done.stderr[-2000:]}")
+    metrics = json.loads((export / "metrics.json").read_text())
+    return {
+        "steps_per_second": metrics["collect_steps_per_second"],
+        "seconds_per_update": metrics["train_seconds"] / max(metrics["updates"], 1),
+        "time_to_target": metrics["train_seconds"] if metrics["solved"] else float("inf"),
+        "train_seconds": metrics["train_seconds"],
+        "updates": metrics["updates"],
+        "env_steps": metrics["env_steps"],
+        "workers": metrics["workers"],
+        "solved": metrics["solved"],
+        "wall": wall,
+    }
+
+
+def main() -> None:
+    args = parse_args()
+    if any(args.num_envs % w for w in args.workers):
+        sys.exit(f"error: --num-envs {args.num_envs} must split evenly across {args.workers} workers")
+    print(f"python {platform.python_version()} on {platform.machine()}, {os.cpu_count()} cores; "
+          f"load average before: {os.getloadavg()}")
+    print(f"envs {args.envs}, seeds {args.seeds}, {args.num_envs} envs in all, max {args.max_seconds:g} s per run")
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="kerasce-scaling-") as scratch:
+        for env in args.envs:
+            for seed in args.seeds:
+                for workers in args.workers:  # interleaved: both counts see the same load
+                    result = run(env, seed, workers, args, Path(scratch))
+                    assert result["workers"] == workers, result
+                    rows.append({"env": env, "seed": seed, **result})
+                    print(f"  {env:15s} seed {seed} workers {workers}: {result['steps_per_second']:9,.0f} steps/s  "
+                          f"{result['seconds_per_update'] * 1e3:7.1f} ms/update  "
+                          f"train {result['train_seconds']:6.1f} s "
+                          f"({'solved' if result['solved'] else 'not solved'}, {result['updates']} updates, "
+                          f"{result['env_steps']:,} steps)  wall {result['wall']:.0f} s", flush=True)
+    print(f"load average after: {os.getloadavg()}")
+    base = args.workers[0]
+    print("\n| env | workers | env steps/s | ratio | ms/update | ratio | time to target (s) | ratio | solved |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    summary = {}
+    for env in args.envs:
+        med = {}
+        for workers in args.workers:
+            mine = [r for r in rows if r["env"] == env and r["workers"] == workers]
+            med[workers] = {k: statistics.median(r[k] for r in mine)
+                            for k in ("steps_per_second", "seconds_per_update", "time_to_target")}
+            med[workers]["solved"] = sum(r["solved"] for r in mine)
+        for workers in args.workers:
+            m, b = med[workers], med[base]
+            ttt = m["time_to_target"]
+            ratio = ttt / b["time_to_target"] if b["time_to_target"] not in (0, float("inf")) else float("nan")
+            print(f"| {env} | {workers} | {m['steps_per_second']:,.0f} "
+                  f"| {m['steps_per_second'] / b['steps_per_second']:.2f} "
+                  f"| {m['seconds_per_update'] * 1e3:.1f} | {m['seconds_per_update'] / b['seconds_per_update']:.2f} "
+                  f"| {ttt:.1f} | {ratio:.2f} | {m['solved']}/{len(args.seeds)} |")
+            summary[(env, workers)] = (m["steps_per_second"] / b["steps_per_second"], ratio)
+    if 2 in args.workers and base == 1:
+        for env in args.envs:
+            steps_ratio, ttt_ratio = summary[(env, 2)]
+            verdict = "meets" if steps_ratio >= TARGETS["steps_per_second_ratio"] else "misses"
+            print(f"{env}: 2 workers collect {steps_ratio:.2f}x the env steps/s of one ({verdict} the "
+                  f">= {TARGETS['steps_per_second_ratio']}x target)"
+                  + (f"; time to target {ttt_ratio:.2f}x (target <= {TARGETS['time_to_target_ratio']}x)"
+                     if env == "Acrobot-v1" else ""))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,216 @@
+"""REINFORCE on several workers (kerasce.rl.distributed): the update is the one-device update on the union of
+the workers' batches; counts and stop decisions are global. Each run is its own process
+(tests/rl/scaling_job.py), as splitting the CPU or joining a cluster must precede TensorFlow's start-up.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kerasce.launch import tf_configs
+from kerasce.rl.distributed import combine_moments, pad_batch
+
+JOB = Path(__file__).with_name("scaling_job.py")
+TIMEOUT = 240  # seconds for one job; a worker left waiting in an all-reduce fails the test instead of hanging it
+
+
+def start(*args: str, config: str | None = None) -> subprocess.Popen:
+    env = dict(os.environ, TF_CONFIG=config) if config else dict(os.environ)
+    return subprocess.Popen([sys.executable, str(JOB), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env)
+
+
+def result(proc: subprocess.Popen) -> dict:
+    try:
+        out, err = proc.communicate(timeout=TIMEOUT)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        raise AssertionError(f"job did not finish in {TIMEOUT} s (a worker waiting forever?):\n{err[-2000:]}")
+    if proc.returncode != 0:
+        raise AssertionError(f"job failed ({proc.returncode}):\n{err[-3000:]}")
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def cluster(*args: str, per_worker: tuple = ((), ())) -> list[dict]:
+    procs = [start(*args, *extra, "--strategy", "multiworker", config=config)
+             for config, extra in zip(tf_configs(2), per_worker)]
+    return [result(p) for p in procs]
+
+
+def assert_same_weights(got: dict, want: dict) -> None:
+    for g, w in zip(got["weights"], want["weights"]):
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
+
+
+# --- pure helpers ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sizes", [(5, 3), (1, 9, 4), (0, 6), (7,)])
+def test_combine_moments_equals_moments_of_the_union(sizes):
+    rng = np.random.default_rng(len(sizes))
+    groups = [rng.normal(3.0, 2.0, size=n) for n in sizes]
+    counts = np.array([g.size for g in groups])
+    means = np.array([g.mean() if g.size else 0.0 for g in groups])
+    m2s = np.array([np.sum((g - g.mean()) ** 2) if g.size else 0.0 for g in groups])
+    union = np.concatenate(groups)
+    mean, std = combine_moments(counts, means, m2s)
+    np.testing.assert_allclose([mean, std], [union.mean(), union.std()], rtol=1e-12)
+
+
+def test_combine_moments_of_nothing_is_a_clear_error():
+    with pytest.raises(ValueError, match="at least one value"):
+        combine_moments(np.zeros(2), np.zeros(2), np.zeros(2))
+
+
+@pytest.mark.parametrize("kept", [0, 1, 5])
+@pytest.mark.parametrize("with_masks", [False, True])
+def test_pad_batch_adds_zero_weight_rows(kept, with_masks):
+    rng = np.random.default_rng(kept)
+    batch = (rng.normal(size=(kept, 3)).astype(np.float32), np.ones(kept, np.int32),
+             rng.normal(size=kept).astype(np.float32), np.zeros((kept, 2), bool) if with_masks else None)
+    obs, actions, returns, masks, weights = pad_batch(batch, 6, 2.5)
+    assert obs.shape == (6, 3) and actions.shape == returns.shape == weights.shape == (6,)
+    np.testing.assert_array_equal(weights, [2.5] * kept + [0.0] * (6 - kept))
+    np.testing.assert_array_equal(obs[:kept], batch[0])
+    assert not obs[kept:].any() and not actions[kept:].any() and not returns[kept:].any()
+    if with_masks:
+        assert masks[kept:].all() and not masks[:kept].any()  # padding: every action valid, finite logits
+    else:
+        assert masks is None
+    with pytest.raises(ValueError, match="at most 6 rows"):
+        pad_batch(batch[:3] + (None,) if kept > 6 else (np.zeros((7, 3)), np.zeros(7), np.zeros(7), None), 6, 1.0)
+
+
+# --- one update ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def one_device():
+    return result(start("--task", "update"))
+
+
+@pytest.mark.slow
+def test_mirrored_uneven_replicas_equal_one_device(one_device):
+    # 13 kept steps over 2 replicas: 7 and 6 real rows, padded to 7.
+    mirrored = result(start("--task", "update", "--strategy", "mirrored", "--devices", "2"))
+    assert mirrored["replicas"] == 2 and one_device["kept"] == 13
+    assert_same_weights(mirrored, one_device)
+    np.testing.assert_allclose(list(mirrored["metrics"].values()), list(one_device["metrics"].values()), rtol=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("split", [9, 13])  # 9 + 4 kept steps; 13 + 0 (worker 1 has no step at all)
+def test_two_workers_with_different_batch_sizes_equal_one_device_on_the_union(split, one_device):
+    workers = cluster("--task", "update", "--split", str(split))
+    assert [w["kept"] for w in workers] == [split, 13 - split]
+    for worker in workers:
+        assert worker["replicas"] == 2
+        assert_same_weights(worker, one_device)
+        np.testing.assert_allclose(worker["metrics"]["loss"], one_device["metrics"]["loss"], rtol=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mutation", ["per_worker_mean", "local_count"])
+def test_the_comparison_catches_per_worker_scaling(mutation, one_device):
+    # Negative control: averaging each worker's own mean (or scaling by its own count) is not the union's mean.
+    workers = cluster("--task", "update", "--split", "9", "--mutation", mutation)
+    with pytest.raises(AssertionError):
+        assert_same_weights(workers[0], one_device)
+
+
+# --- learn on two workers -------------------------------------------------------------------------
+
+NUM_ENVS = 4  # per worker (scaling_job.build_agent)
+
+
+@pytest.fixture(scope="module")
+def three_updates():
+    """Two workers, three updates; worker 1's clock runs 1000x fast (its max_seconds would pass at once)."""
+    return cluster("--task", "learn", "--max-updates", "3", "--max-seconds", "60",
+                   per_worker=((), ("--clock-scale", "1000")))
+
+
+@pytest.mark.slow
+def test_disagreeing_clocks_stop_every_worker_at_the_same_update(three_updates):
+    # Deciding max_seconds on worker 1's own clock would stop it after update 1 and leave the chief waiting.
+    chief, other = three_updates
+    assert chief["updates"] == other["updates"] == 3
+    assert_same_weights(other, chief)
+
+
+@pytest.mark.slow
+def test_workers_collect_their_own_episodes_and_count_all_of_them(three_updates):
+    chief, other = three_updates
+    for key in ("env_steps", "episodes", "episode_returns", "log"):
+        assert chief[key] == other[key], key
+    # First episodes only: one per sub-env and update, on both workers.
+    assert chief["episodes"] == 3 * 2 * NUM_ENVS
+    assert [row["episodes"] for row in chief["log"]] == [2.0 * NUM_ENVS * u for u in (1, 2, 3)]
+    assert chief["log"][-1]["env_steps"] == chief["env_steps"]
+    # The chief's episodes come first, then worker 1's: different seeds, different episodes.
+    first = chief["episode_returns"][:2 * NUM_ENVS]
+    assert first[:NUM_ENVS] != first[NUM_ENVS:]
+
+
+@pytest.mark.slow
+def test_total_timesteps_counts_every_workers_steps():
+    workers = cluster("--task", "learn", "--total-timesteps", "300", "--max-updates", "50")
+    log = workers[0]["log"]
+    assert workers[0]["updates"] == workers[1]["updates"] == len(log)
+    assert log[-1]["env_steps"] >= 300 and (len(log) == 1 or log[-2]["env_steps"] < 300)
+
+
+@pytest.mark.slow
+def test_a_crashed_worker_fails_the_launch_and_a_rerun_resumes_the_cluster(tmp_path, three_updates):
+    backup = str(tmp_path / "backup")
+    cmd = [sys.executable, "-m", "kerasce.launch", "--workers", "2", "--grace", "30", str(JOB), "--task", "learn",
+           "--strategy", "multiworker", "--max-updates", "3", "--checkpoint-dir", backup]
+    crashed = subprocess.run(cmd + ["--die-at-update", "2"], capture_output=True, text=True, timeout=TIMEOUT)
+    assert crashed.returncode == 7, crashed.stderr[-2000:]
+    assert "worker 1" in crashed.stderr and "exited with code 7" in crashed.stderr
+    resumed = subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT)
+    assert resumed.returncode == 0, resumed.stdout[-3000:]
+    lines = [line for line in resumed.stdout.splitlines() if line.startswith("[w0] {")]
+    chief = json.loads(lines[-1][len("[w0] "):])
+    # The same run as the uninterrupted one: same episodes, same weights.
+    assert chief["updates"] == 3
+    assert chief["episode_returns"] == three_updates[0]["episode_returns"]
+    assert_same_weights(chief, three_updates[0])
+
+
+@pytest.mark.slow
+def test_without_the_launcher_a_dead_worker_fails_the_survivor_with_an_error_naming_it():
+    # Across machines no launcher watches the workers: TensorFlow's coordination service (heartbeats) must.
+    procs = [start("--task", "learn", "--strategy", "multiworker", "--max-updates", "6", "--die-at-update", "2",
+                   config=config) for config in tf_configs(2)]
+    _, err = procs[0].communicate(timeout=TIMEOUT)
+    procs[1].communicate(timeout=TIMEOUT)
+    assert procs[1].returncode == 7
+    assert procs[0].returncode != 0
+    assert "task:1" in err and ("unhealthy" in err or "UNAVAILABLE" in err), err[-2000:]
+
+
+@pytest.mark.slow
+def test_a_replica_without_steps_contributes_zeros_and_no_steps_anywhere_is_a_clear_error():
+    # One kept step on two replicas: replica 1 holds only padding.
+    one = result(start("--task", "update", "--kept", "1"))
+    mirrored = result(start("--task", "update", "--kept", "1", "--strategy", "mirrored", "--devices", "2"))
+    assert_same_weights(mirrored, one)
+    empty = start("--task", "update", "--kept", "0", "--strategy", "mirrored", "--devices", "2")
+    _, err = empty.communicate(timeout=TIMEOUT)
+    assert empty.returncode != 0
+    assert "No episode ended within max_rollout_steps" in err and "zero-size array" not in err
+
+
+@pytest.mark.slow
+def test_a_callback_stopping_the_chief_stops_every_worker_at_the_same_update():
+    # Only the chief's callback says stop (as an EarlyStopping on the chief would): worker 1 must follow.
+    workers = cluster("--task", "learn", "--max-updates", "6", "--chief-stops-at", "2")
+    assert [w["updates"] for w in workers] == [2, 2]
+    assert_same_weights(workers[1], workers[0])
