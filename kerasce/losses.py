@@ -28,6 +28,7 @@ from typing import Any, Callable, Sequence
 import keras
 import numpy as np
 import tensorflow as tf
+from tensorflow.python.ops import control_flow_util  # noqa: the XLA-context test has no public API
 
 __all__ = [
     "softmax_cross_entropy",
@@ -111,6 +112,8 @@ class _Checks:
     def __init__(self) -> None:
         self._ok: list[tf.Tensor] = []
         self._asserts: list[tf.Operation] = []
+        # Traced for XLA: asserts would be compiled out, and their guarding conditionals still cost time.
+        self._xla = _in_xla()
 
     def require(self, ok: tf.Tensor, message: str, *data: tf.Tensor) -> None:
         """Records the check `ok` (scalar bool); `data` are numeric tensors reported after `message`."""
@@ -120,7 +123,8 @@ class _Checks:
                 raise tf.errors.InvalidArgumentError(None, None, f"{message} {details}".strip())
             return
         self._ok.append(ok)
-        self._asserts.append(tf.debugging.Assert(ok, [message, *data], summarize=8))
+        if not self._xla:
+            self._asserts.append(tf.debugging.Assert(ok, [message, *data], summarize=8))
 
     def require_range(
         self, values: tf.Tensor, high: float, message: str, *, high_inclusive: bool = True,
@@ -131,6 +135,10 @@ class _Checks:
         Two reductions, no elementwise pass. NaN propagates through min / max and fails the comparison,
         so NaN is rejected too.
         """
+        if self._xla:  # no message to report: one fused elementwise test and reduction
+            ok = tf.reduce_all((values >= 0) & ((values <= high) if high_inclusive else (values < high)))
+            self.require(ok if also is None else ok & also, message)
+            return
         low, top = tf.reduce_min(values), tf.reduce_max(values)
         ok = (low >= 0) & ((top <= high) if high_inclusive else (top < high))
         if also is not None:
@@ -157,6 +165,28 @@ class _Checks:
         if mask is not None:
             gated._keras_mask = mask
         return gated
+
+
+def _in_xla() -> bool:
+    """Whether the code is being traced for XLA (``tf.function(jit_compile=True)``, Keras's ``jit_compile``)."""
+    return not tf.executing_eagerly() and control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
+
+
+def _true_class_nll(log_probs: tf.Tensor, logits: tf.Tensor, ids: tf.Tensor, from_logits: bool) -> tf.Tensor:
+    """``-log p[id]`` per example (class axis last). Under XLA, from logits, the fused
+    ``sparse_softmax_cross_entropy_with_logits`` (XLA compiles it better than log_softmax + gather: measured
+    in benchmarks/losses.py); elsewhere the gather, which the fused op does not beat on CPU."""
+    if from_logits and _in_xla():
+        return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=ids, logits=logits)
+    return -tf.gather(log_probs, ids, batch_dims=ids.shape.rank)
+
+
+def _softplus_minus_product(labels: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
+    """``softplus(z) - y z``, the unweighted sigmoid cross-entropy; under XLA the fused TF op's form
+    (``max(z, 0) - y z + log1p(exp(-|z|))``), which XLA compiles faster than its softplus."""
+    if _in_xla():
+        return tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits)
+    return tf.nn.softplus(logits) - labels * logits
 
 
 def _format_value(value: Any) -> str:
@@ -390,7 +420,7 @@ def softmax_cross_entropy(
 
     if sparse:
         ids, valid = _sparse_class_ids(checks, labels, num_classes, ignore_class)
-        nll = -tf.gather(log_probs, ids, batch_dims=ids.shape.rank)
+        nll = _true_class_nll(log_probs, logits, ids, from_logits)
         if weights is not None:
             nll *= tf.gather(weights, ids)
         if label_smoothing:
@@ -565,7 +595,7 @@ def sigmoid_cross_entropy(
 
     if from_logits:
         if weights is None:
-            per_label = tf.nn.softplus(logits) - labels * logits
+            per_label = _softplus_minus_product(labels, logits)
         else:
             per_label = (1.0 + (weights - 1.0) * labels) * tf.nn.softplus(logits) - weights * labels * logits
     else:
