@@ -17,8 +17,17 @@ Numerics shared by all functions:
   probability of exactly 0 still gets the (large, finite) gradient ``-1 / eps`` instead of the zero that a
   plain ``clip`` gives. When the probabilities come from a Keras ``softmax``/``sigmoid`` activation, the
   logits Keras caches on that tensor are used instead (as Keras's own losses do), which is exact.
-* Bad input raises: shapes (``ValueError``, when traced) and values (``tf.errors.InvalidArgumentError``,
-  at run time, eager or inside ``tf.function``). XLA (``jit_compile=True``) compiles run-time checks out.
+* Bad input is reported and never reaches the weights. Shapes: ``ValueError`` when traced. Values (and
+  shapes known only at run time): ``tf.errors.InvalidArgumentError``, eagerly or inside ``tf.function``,
+  and the returned loss *and its gradient* depend on the check, so Keras's ``fit`` raises before
+  ``apply_gradients``. Under XLA (``jit_compile=True``; Keras's default ``"auto"`` on a GPU) nothing can
+  raise: the loss and its gradients are NaN for that batch instead; `kerasce.training` skips such updates
+  in kerasce's own models and says what a model of your own gets (the stock optimizer applies the NaN).
+* The label form of `softmax_cross_entropy` (class ids or one-hot / soft) is read from the shapes, at run
+  time where the traced shapes fit both (``[None, None]`` labels for ``[None, C]`` predictions), or stated
+  with ``label_form``.
+* Every loss and option compiles under XLA (no string ops) and gives the non-XLA values; under XLA the
+  fused TF cross-entropy ops are used where they compile faster.
 """
 
 from __future__ import annotations
