@@ -93,8 +93,8 @@ def main() -> None:
     rng = np.random.default_rng(args.seed)
     print(f"tensorflow {tf.__version__}, keras {keras.__version__}, python {platform.python_version()}, "
           f"{os.cpu_count()} CPUs; rounds={args.rounds}, calls={args.calls}")
-    header = (f"{'case':<30} {'kerasce ms':>10} {'keras ms':>9} {'tf.nn ms':>9} {'kerasce/keras':>14} {'kerasce/tf.nn':>14}"
-              f" {'XLA kerasce ms':>15} {'XLA keras ms':>13} {'XLA kerasce/keras':>18}")
+    header = (f"{'case':<30} {'kerasce ms':>10} {'keras ms':>9} {'tf.nn ms':>9} {'kerasce/keras':>14} "
+              f"{'kerasce/tf.nn':>14} {'XLA kerasce ms':>15} {'XLA keras ms':>13} {'XLA kerasce/keras':>18}")
     print(header)
     print("-" * len(header))
     for name, labels, logits, variants in cases(rng):

@@ -137,29 +137,43 @@ class _Checks:
 
     def require_range(
         self, values: tf.Tensor, high: float, message: str, *, high_inclusive: bool = True,
-        also: tf.Tensor | None = None,
-    ) -> None:
+        also: tf.Tensor | None = None, poison: bool = False,
+    ) -> tf.Tensor:
         """Checks ``0 <= values <= high`` (``< high``) and `also`; the message reports min and max.
 
         Two reductions, no elementwise pass. NaN propagates through min / max and fails the comparison,
-        so NaN is rejected too.
+        so NaN is rejected too. Returns `values`; under XLA with `poison`, NaN where out of range instead
+        of a separate reduction (an elementwise product that XLA fuses into the loss's own pass over them;
+        the NaN then reaches the loss and its gradients through the math).
         """
-        if self._xla:  # no message to report: one fused elementwise test and reduction
-            ok = tf.reduce_all((values >= 0) & ((values <= high) if high_inclusive else (values < high)))
+        if self._xla:  # no message to report
+            good = (values >= 0) & ((values <= high) if high_inclusive else (values < high))
+            if poison and also is None:
+                return values * tf.where(good, tf.ones([], values.dtype), tf.constant(float("nan"), values.dtype))
+            ok = tf.reduce_all(good)
             self.require(ok if also is None else ok & also, message)
-            return
+            return values
         low, top = tf.reduce_min(values), tf.reduce_max(values)
         ok = (low >= 0) & ((top <= high) if high_inclusive else (top < high))
         if also is not None:
             ok &= also
         self.require(ok, message, "Got values from", low, "to", top)
+        return values
 
-    def require_same_shape(self, labels: tf.Tensor, predictions: tf.Tensor, message: str) -> None:
-        """Run-time shape equality, for shapes not fully known when the graph is traced."""
+    def require_same_shape(self, labels: tf.Tensor, predictions: tf.Tensor, message: str) -> tf.Tensor:
+        """Run-time shape equality, for shapes not fully known when the graph is traced; returns `labels`.
+
+        The returned labels wait for the check (no copy): the math that uses them would otherwise fail first
+        with its own broadcasting error.
+        """
         if labels.shape.is_fully_defined() and predictions.shape.is_fully_defined():
-            return  # already checked statically by the caller
+            return labels  # already checked statically by the caller
         got, want = tf.shape(labels), tf.shape(predictions)
         self.require(tf.reduce_all(tf.equal(got, want)), message, "Got labels of shape", got, "predictions", want)
+        if not self._asserts:
+            return labels
+        with tf.control_dependencies(self._asserts[-1:]):
+            return tf.identity(labels)
 
     def gate(self, values: tf.Tensor) -> tf.Tensor:
         """`values` after every check has passed; NaN (value and gradient) where a check fails under XLA."""
@@ -208,9 +222,9 @@ def _format_value(value: Any) -> str:
     return str(array.tolist())
 
 
-def _check_unit_interval(checks: _Checks, x: tf.Tensor, what: str, fn: str) -> None:
-    """Run-time check that every entry of `x` lies in [0, 1]."""
-    checks.require_range(x, 1.0 + _PROBABILITY_TOLERANCE, f"{fn}: {what} must be in [0, 1].")
+def _check_unit_interval(checks: _Checks, x: tf.Tensor, what: str, fn: str) -> tf.Tensor:
+    """Run-time check that every entry of `x` lies in [0, 1]; returns `x` (NaN where not, under XLA)."""
+    return checks.require_range(x, 1.0 + _PROBABILITY_TOLERANCE, f"{fn}: {what} must be in [0, 1].", poison=True)
 
 
 def _log_clipped(p: tf.Tensor) -> tf.Tensor:
@@ -424,7 +438,7 @@ def softmax_cross_entropy(
     logits_in = logits
     logits = _move_axis_last(logits, class_axis)
     if not from_logits:
-        _check_unit_interval(checks, logits, "probabilities (from_logits=False)", fn)
+        logits = _check_unit_interval(checks, logits, "probabilities (from_logits=False)", fn)
     log_probs = tf.nn.log_softmax(logits) if from_logits else _log_clipped(logits)
 
     if sparse:
@@ -448,9 +462,11 @@ def softmax_cross_entropy(
             f"{label_shape}. Mask dense labels with sample_weight instead."
         )
     labels = _as_float_tensor(labels)
-    checks.require_same_shape(labels, logits_in, f"{fn}: one-hot / soft labels must have the predictions' shape.")
+    labels = checks.require_same_shape(
+        labels, logits_in, f"{fn}: one-hot / soft labels must have the predictions' shape."
+    )
     labels = tf.cast(_move_axis_last(labels, class_axis), log_probs.dtype)
-    _check_unit_interval(checks, labels, "one-hot / soft labels", fn)
+    labels = _check_unit_interval(checks, labels, "one-hot / soft labels", fn)
     if label_smoothing:
         labels = labels * (1.0 - label_smoothing) + label_smoothing / num_classes
     if weights is not None:
@@ -584,10 +600,10 @@ def sigmoid_cross_entropy(
     label_axis = axis % rank
     labels = tf.cast(labels, logits.dtype)
     checks = _Checks()
-    checks.require_same_shape(labels, logits, f"{fn}: labels must have the predictions' shape.")
-    _check_unit_interval(checks, labels, "labels", fn)
+    labels = checks.require_same_shape(labels, logits, f"{fn}: labels must have the predictions' shape.")
+    labels = _check_unit_interval(checks, labels, "labels", fn)
     if not from_logits:
-        _check_unit_interval(checks, logits, "probabilities (from_logits=False)", fn)
+        logits = _check_unit_interval(checks, logits, "probabilities (from_logits=False)", fn)
     if label_smoothing:
         labels = labels * (1.0 - label_smoothing) + 0.5 * label_smoothing
 

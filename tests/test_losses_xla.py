@@ -49,6 +49,7 @@ def _problem(name):
         return lambda z: ref_softmax_ce(labels, z, sparse=sparse, **kw)[0].mean()
 
     with_ignored = np.where(np.arange(B) % 3 == 0, 255, ids)
+    valid = with_ignored != 255
     table = {
         "sparse ids [B]": (L.SoftmaxCrossEntropy(), (3,), ids, None, softmax(ids, True)),
         "sparse ids [B, 1]": (L.SoftmaxCrossEntropy(), (3,), ids[:, None], None, softmax(ids, True)),
@@ -62,7 +63,7 @@ def _problem(name):
         "class_weight dense": (L.SoftmaxCrossEntropy(class_weight=[1.0, 3.0, 0.5]), (3,), soft, None,
                                softmax(soft, False, weights=[1.0, 3.0, 0.5])),
         "ignore_class": (L.SoftmaxCrossEntropy(ignore_class=255), (3,), with_ignored, None,
-                         lambda z: ref_softmax_ce(with_ignored, z, sparse=True, ignore=255)[0][with_ignored != 255].mean()),
+                         lambda z: ref_softmax_ce(with_ignored, z, sparse=True, ignore=255)[0][valid].mean()),
         "axis=1": (L.SoftmaxCrossEntropy(axis=1), (3, 2), seg_ids, None,
                    lambda z: ref_softmax_ce(seg_ids, z, sparse=True, axis=1)[0].mean()),
         "from_logits=False": (L.SoftmaxCrossEntropy(from_logits=False), (3,), ids, None,
