@@ -30,9 +30,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 from keras import layers, ops
+from keras.src.losses.loss import unscale_loss_for_distribution
 
 from kerasce.export import export_saved_model
 from kerasce.losses import SigmoidCrossEntropy, SoftmaxCrossEntropy
+from kerasce.training import apply_gradients_if_finite
 
 __all__ = [
     "ClassAccuracy",
@@ -70,6 +72,29 @@ class ImageClassifier(keras.Model):
                 f"{tuple(inputs.shape)}."
             )
         return super().call(inputs, training=training, mask=mask)
+
+    def train_step(self, data: Any) -> dict[str, Any]:
+        """Keras's TensorFlow train step, with the update applied only when the loss and gradients are finite.
+
+        Under XLA a bad batch (a class id out of range, a label outside ``[0, 1]``) cannot raise: kerasce's
+        losses make its loss NaN instead. This step then leaves the weights and the optimizer's variables
+        as they were (`kerasce.training.apply_gradients_if_finite`) and reports the NaN loss, which
+        `kerasce.callbacks.RaiseOnNonFiniteLoss` turns into an error naming the step. Without XLA the
+        loss's checks raise before the update, as with Keras's own step.
+        """
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        with tf.GradientTape() as tape:
+            y_pred = self(x, training=True)
+            # Keras's compute_loss: the compiled loss, regularisation losses, 1/num_replicas scaling.
+            loss = self.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True)
+            # The "loss" entry of the logs, as Keras's own TensorFlow train_step updates it.
+            self._loss_tracker.update_state(
+                unscale_loss_for_distribution(loss), sample_weight=tf.shape(tf.nest.flatten(x)[0])[0]
+            )
+            scaled_loss = self.optimizer.scale_loss(loss)
+        gradients = tape.gradient(scaled_loss, self.trainable_variables)
+        apply_gradients_if_finite(self.optimizer, gradients, self.trainable_variables, loss)
+        return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
     def probabilities(self, logits: tf.Tensor | np.ndarray) -> tf.Tensor:
         """Softmax (multi-class) or sigmoid (multi-label) of logits ``[B, K]``."""
@@ -205,11 +230,10 @@ def build_image_classifier(
         dropout: Dropout rate before each dense layer, in ``[0, 1)``.
         learning_rate: Adam's learning rate, a number or a Keras schedule (e.g. ``CosineDecay``).
         label_smoothing: Passed to the loss, in ``[0, 1]``.
-        jit_compile: Passed to ``compile``. Off by default, unlike Keras's ``"auto"`` (XLA whenever a GPU
-            exists): XLA compiles the loss's run-time checks out, so bad labels (a class id outside
-            ``[0, K)``, a one-hot or multi-hot value outside ``[0, 1]``) no longer raise, and an
-            out-of-range id is silently clamped by the gather. Opt in (``True`` or ``"auto"``) for speed
-            once the data is trusted.
+        jit_compile: Passed to ``compile`` (``True``, ``"auto"``: XLA on a GPU, or ``False``). Off by
+            default. Under XLA bad labels (a class id outside ``[0, K)``, a one-hot or multi-hot value
+            outside ``[0, 1]``) cannot raise: the step's loss is NaN and its update is skipped (see
+            `ImageClassifier.train_step`); add `kerasce.callbacks.RaiseOnNonFiniteLoss` to stop there.
         name: Model name.
 
     Returns:

@@ -17,8 +17,17 @@ Numerics shared by all functions:
   probability of exactly 0 still gets the (large, finite) gradient ``-1 / eps`` instead of the zero that a
   plain ``clip`` gives. When the probabilities come from a Keras ``softmax``/``sigmoid`` activation, the
   logits Keras caches on that tensor are used instead (as Keras's own losses do), which is exact.
-* Bad input raises: shapes (``ValueError``, when traced) and values (``tf.errors.InvalidArgumentError``,
-  at run time, eager or inside ``tf.function``). XLA (``jit_compile=True``) compiles run-time checks out.
+* Bad input is reported and never reaches the weights. Shapes: ``ValueError`` when traced. Values (and
+  shapes known only at run time): ``tf.errors.InvalidArgumentError``, eagerly or inside ``tf.function``,
+  and the returned loss *and its gradient* depend on the check, so Keras's ``fit`` raises before
+  ``apply_gradients``. Under XLA (``jit_compile=True``; Keras's default ``"auto"`` on a GPU) nothing can
+  raise: the loss and its gradients are NaN for that batch instead; `kerasce.training` skips such updates
+  in kerasce's own models and says what a model of your own gets (the stock optimizer applies the NaN).
+* The label form of `softmax_cross_entropy` (class ids or one-hot / soft) is read from the shapes, at run
+  time where the traced shapes fit both (``[None, None]`` labels for ``[None, C]`` predictions), or stated
+  with ``label_form``.
+* Every loss and option compiles under XLA (no string ops) and gives the non-XLA values; under XLA the
+  fused TF cross-entropy ops are used where they compile faster.
 """
 
 from __future__ import annotations
@@ -29,6 +38,7 @@ from typing import Any, Callable, Sequence
 import keras
 import numpy as np
 import tensorflow as tf
+from tensorflow.python.ops import control_flow_util  # noqa: the XLA-context test has no public API
 
 __all__ = [
     "softmax_cross_entropy",
@@ -91,34 +101,131 @@ def _check_nonnegative_weights(weights: Sequence[float] | None, name: str) -> li
     return values
 
 
-def _check_range(
-    values: tf.Tensor, high: float, message: str, *, high_inclusive: bool = True, also: tf.Tensor | None = None
-) -> tf.Operation | None:
-    """Fails (InvalidArgumentError) unless ``0 <= values <= high`` (``< high``) and `also` hold.
+class _Checks:
+    """The run-time checks of one loss call, and the gate that ties the loss value to them.
 
-    The bounds are checked on ``min`` and ``max`` (two reductions, no elementwise pass) and reported in
-    the message; NaN propagates through both and fails the comparison, so NaN is rejected too. One
-    Assert op whose data are strings: TensorFlow adds no ``tf.cond`` guard around it (as it does for
-    ``tf.debugging.assert_*``). Eagerly it raises at once; inside ``tf.function`` every stateful op runs,
-    so a failed check fails the call without a control dependency serialising the loss behind it.
-    Returns the op (None eagerly) for the one place that needs ordering.
+    Each check is a scalar boolean ``ok`` plus a message. What a failed check does depends on the path:
+
+    * eagerly, `require` raises ``InvalidArgumentError`` at once;
+    * inside ``tf.function`` (no XLA), one ``Assert`` op per check fails the call. `gate` makes the loss
+      value *and its gradient* depend on those asserts (through a control dependency on the factor the
+      values are multiplied by), so Keras's ``fit`` raises before ``apply_gradients``: a check with no data
+      dependency on the loss was measured to fire only after the optimizer had changed the weights;
+    * under XLA (``jit_compile=True``) asserts are compiled out and nothing can raise, so `gate` multiplies
+      the values by NaN when a check fails: the loss and its gradients are NaN, and a train step that skips
+      non-finite updates (`kerasce.training.apply_gradients_if_finite`) leaves the weights untouched.
+
+    Assert data are the message and numeric tensors only: XLA has no kernel for string formatting
+    (``tf.strings.as_string``), which would make every ``jit_compile=True`` step fail to compile.
     """
-    low, top = tf.reduce_min(values), tf.reduce_max(values)
-    ok = (low >= 0) & ((top <= high) if high_inclusive else (top < high))
-    if also is not None:
-        ok &= also
-    if tf.executing_eagerly():
-        if not bool(ok):
-            raise tf.errors.InvalidArgumentError(None, None, f"{message} Got values from {float(low):.6g} to {float(top):.6g}.")
-        return None
-    return tf.debugging.Assert(
-        ok, [message, "Got values from", tf.strings.as_string(low), "to", tf.strings.as_string(top)]
-    )
+
+    def __init__(self) -> None:
+        self._ok: list[tf.Tensor] = []
+        self._asserts: list[tf.Operation] = []
+        # Traced for XLA: asserts would be compiled out, and their guarding conditionals still cost time.
+        self._xla = _in_xla()
+
+    def require(self, ok: tf.Tensor, message: str, *data: tf.Tensor) -> None:
+        """Records the check `ok` (scalar bool); `data` are numeric tensors reported after `message`."""
+        if tf.executing_eagerly():
+            if not bool(ok):
+                details = " ".join(_format_value(d) for d in data)
+                raise tf.errors.InvalidArgumentError(None, None, f"{message} {details}".strip())
+            return
+        self._ok.append(ok)
+        if not self._xla:
+            self._asserts.append(tf.debugging.Assert(ok, [message, *data], summarize=8))
+
+    def require_range(
+        self, values: tf.Tensor, high: float, message: str, *, high_inclusive: bool = True,
+        also: tf.Tensor | None = None, poison: bool = False,
+    ) -> tf.Tensor:
+        """Checks ``0 <= values <= high`` (``< high``) and `also`; the message reports min and max.
+
+        Two reductions, no elementwise pass. NaN propagates through min / max and fails the comparison,
+        so NaN is rejected too. Returns `values`; under XLA with `poison`, NaN where out of range instead
+        of a separate reduction (an elementwise product that XLA fuses into the loss's own pass over them;
+        the NaN then reaches the loss and its gradients through the math).
+        """
+        if self._xla:  # no message to report
+            good = (values >= 0) & ((values <= high) if high_inclusive else (values < high))
+            if poison and also is None:
+                return values * tf.where(good, tf.ones([], values.dtype), tf.constant(float("nan"), values.dtype))
+            ok = tf.reduce_all(good)
+            self.require(ok if also is None else ok & also, message)
+            return values
+        low, top = tf.reduce_min(values), tf.reduce_max(values)
+        ok = (low >= 0) & ((top <= high) if high_inclusive else (top < high))
+        if also is not None:
+            ok &= also
+        self.require(ok, message, "Got values from", low, "to", top)
+        return values
+
+    def require_same_shape(self, labels: tf.Tensor, predictions: tf.Tensor, message: str) -> tf.Tensor:
+        """Run-time shape equality, for shapes not fully known when the graph is traced; returns `labels`.
+
+        The returned labels wait for the check (no copy): the math that uses them would otherwise fail first
+        with its own broadcasting error.
+        """
+        if labels.shape.is_fully_defined() and predictions.shape.is_fully_defined():
+            return labels  # already checked statically by the caller
+        got, want = tf.shape(labels), tf.shape(predictions)
+        self.require(tf.reduce_all(tf.equal(got, want)), message, "Got labels of shape", got, "predictions", want)
+        if not self._asserts:
+            return labels
+        with tf.control_dependencies(self._asserts[-1:]):
+            return tf.identity(labels)
+
+    def gate(self, values: tf.Tensor) -> tf.Tensor:
+        """`values` after every check has passed; NaN (value and gradient) where a check fails under XLA."""
+        if not self._ok:
+            return values
+        ok = tf.reduce_all(tf.stack(self._ok))
+        with tf.control_dependencies(self._asserts):
+            # The gradient of values * factor is upstream * factor: it waits for the asserts too.
+            factor = tf.where(ok, tf.ones([], values.dtype), tf.constant(float("nan"), values.dtype))
+        gated = values * factor
+        mask = getattr(values, "_keras_mask", None)
+        if mask is not None:
+            gated._keras_mask = mask
+        return gated
 
 
-def _check_unit_interval(x: tf.Tensor, what: str, fn: str) -> None:
-    """Run-time check that every entry of `x` lies in [0, 1]."""
-    _check_range(x, 1.0 + _PROBABILITY_TOLERANCE, f"{fn}: {what} must be in [0, 1].")
+def _in_xla() -> bool:
+    """Whether the code is being traced for XLA (``tf.function(jit_compile=True)``, Keras's ``jit_compile``)."""
+    return not tf.executing_eagerly() and control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
+
+
+def _true_class_nll(log_probs: tf.Tensor, logits: tf.Tensor, ids: tf.Tensor, from_logits: bool) -> tf.Tensor:
+    """``-log p[id]`` per example (class axis last). Under XLA, from logits, the fused
+    ``sparse_softmax_cross_entropy_with_logits`` (XLA compiles it better than log_softmax + gather: measured
+    in benchmarks/losses.py); elsewhere the gather, which the fused op does not beat on CPU."""
+    if from_logits and _in_xla():
+        return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=ids, logits=logits)
+    return -tf.gather(log_probs, ids, batch_dims=ids.shape.rank)
+
+
+def _softplus_minus_product(labels: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
+    """``softplus(z) - y z``, the unweighted sigmoid cross-entropy; under XLA the fused TF op's form
+    (``max(z, 0) - y z + log1p(exp(-|z|))``), which XLA compiles faster than its softplus."""
+    if _in_xla():
+        return tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits)
+    return tf.nn.softplus(logits) - labels * logits
+
+
+def _format_value(value: Any) -> str:
+    """One datum of a check's message, eagerly: strings as they are, numbers with 6 significant digits."""
+    if isinstance(value, str):
+        return value
+    array = np.asarray(value)
+    if array.ndim == 0:
+        return f"{array.item():.6g}" if array.dtype.kind == "f" else str(array.item())
+    return str(array.tolist())
+
+
+def _check_unit_interval(checks: _Checks, x: tf.Tensor, what: str, fn: str) -> tf.Tensor:
+    """Run-time check that every entry of `x` lies in [0, 1]; returns `x` (NaN where not, under XLA)."""
+    return checks.require_range(x, 1.0 + _PROBABILITY_TOLERANCE, f"{fn}: {what} must be in [0, 1].", poison=True)
 
 
 def _log_clipped(p: tf.Tensor) -> tf.Tensor:
@@ -157,7 +264,7 @@ def _class_axis(pred: tf.Tensor, axis: int, fn: str) -> int:
 
 
 def _sparse_class_ids(
-    labels: tf.Tensor, num_classes: int, ignore_class: int | None
+    checks: _Checks, labels: tf.Tensor, num_classes: int, ignore_class: int | None
 ) -> tuple[tf.Tensor, tf.Tensor | None]:
     """Checks sparse labels and returns (int32 ids safe to gather, valid mask or None)."""
     valid = None
@@ -167,7 +274,7 @@ def _sparse_class_ids(
     # Keras's Loss.__call__ hands integer class ids over as floats: they must still be integers.
     integral = tf.reduce_all(tf.equal(labels, tf.round(labels))) if labels.dtype.is_floating else None
     ignored = "" if ignore_class is None else f" (or ignore_class={ignore_class})"
-    check = _check_range(
+    checks.require_range(
         labels,
         num_classes,
         f"softmax_cross_entropy: sparse labels must be integer class ids in [0, {num_classes}){ignored}. "
@@ -175,10 +282,66 @@ def _sparse_class_ids(
         high_inclusive=False,
         also=integral,
     )
-    ids = tf.cast(labels, tf.int32)
-    # Only the gather waits for the check (on CPU it would otherwise fail first with its own message).
-    with tf.control_dependencies([check] if check is not None else []):
-        return tf.identity(ids), valid
+    # Clipped, so that a bad id never reaches the gather (on CPU it would raise its own error before the
+    # check's; under XLA the check cannot raise and the gated value is NaN anyway).
+    return tf.clip_by_value(tf.cast(labels, tf.int32), 0, num_classes - 1), valid
+
+
+_LABEL_FORMS = ("auto", "sparse", "dense")
+
+
+def _softmax_label_form(
+    labels: tf.Tensor, logits: tf.Tensor, class_axis: int, label_form: str, ignore_class: int | None,
+    checks: _Checks, fn: str,
+) -> tuple[bool | None, tf.Tensor]:
+    """Decides sparse (True) or dense (False) labels from the shapes, or None: only the run time can tell.
+
+    Sparse: the predictions' shape without the class axis, or with a size-1 class axis (returned squeezed).
+    Dense: the predictions' shape. Labels of the predictions' rank whose class axis has an unknown size
+    (``[None, None]`` for ``[None, C]`` predictions: a ``from_generator`` dataset, a ``tf.function`` with a
+    ``TensorSpec([None, None])``) fit both; ``label_form="auto"`` then returns None and the caller decides on
+    the run-time size of that axis (1: ids), unless ``ignore_class`` is set (it only works with ids).
+    """
+    if label_form not in _LABEL_FORMS:
+        raise ValueError(f"{fn}: expected label_form in {_LABEL_FORMS}; got label_form={label_form!r}.")
+    pred_dims = logits.shape.as_list()
+    sparse_dims = pred_dims[:class_axis] + pred_dims[class_axis + 1 :]
+    shape = labels.shape
+    dims = shape.as_list()
+    same_rank = shape.rank == len(pred_dims)
+    # Same rank, and every axis but the class axis compatible with the predictions'.
+    squeezable = same_rank and tf.TensorShape(dims[:class_axis] + dims[class_axis + 1 :]).is_compatible_with(
+        sparse_dims
+    )
+    sparse_ok = shape.is_compatible_with(sparse_dims) or (squeezable and dims[class_axis] in (1, None))
+    dense_ok = shape.is_compatible_with(pred_dims)
+    expected = (
+        f"integer class ids of shape {sparse_dims} (or with a size-1 class axis) or one-hot / soft labels of "
+        f"shape {pred_dims}"
+    )
+    if label_form == "sparse" and not sparse_ok or label_form == "dense" and not dense_ok:
+        wanted = expected.split(" or one-hot")[0] if label_form == "sparse" else f"labels of shape {pred_dims}"
+        raise ValueError(
+            f"{fn}: label_form={label_form!r} expects {wanted}; got labels of shape {shape} for predictions of "
+            f"shape {logits.shape} (class axis {class_axis})."
+        )
+    if not (sparse_ok or dense_ok):
+        raise ValueError(
+            f"{fn}: labels of shape {shape} match predictions of shape {logits.shape} (class axis "
+            f"{class_axis}) in neither form: expected {expected}."
+        )
+    if label_form == "auto" and sparse_ok and dense_ok and same_rank and ignore_class is None:
+        return None, labels  # [B, ?] for [B, C]: size 1 or C, known at run time only
+    if label_form == "dense" or not sparse_ok:
+        return False, labels
+    if not same_rank:
+        return True, labels
+    if dims[class_axis] is None:
+        size = tf.shape(labels)[class_axis]
+        checks.require(tf.equal(size, 1), f"{fn}: sparse labels need a class axis of size 1.", "Got size", size)
+    # A gather rather than a squeeze: it also compiles for a size other than 1 (the branch of a run-time
+    # decision that is not taken), and the check above rejects that size where it would be used.
+    return True, tf.gather(labels, 0, axis=class_axis)
 
 
 def softmax_cross_entropy(
@@ -190,6 +353,7 @@ def softmax_cross_entropy(
     class_weight: Sequence[float] | None = None,
     ignore_class: int | None = None,
     axis: int = -1,
+    label_form: str = "auto",
     focal_gamma: float = 0.0,
     poly_epsilon: float = 0.0,
 ) -> tf.Tensor:
@@ -226,7 +390,8 @@ def softmax_cross_entropy(
     Args:
         labels: Either integer class ids of shape ``[B]`` (the predictions' shape without the class axis)
             or ``[B, 1]`` (a size-1 class axis), int or integer-valued float; or one-hot / soft labels of
-            the predictions' shape ``[B, C]`` with values in ``[0, 1]``. The form is read from the shapes.
+            the predictions' shape ``[B, C]`` with values in ``[0, 1]``. The form is read from the shapes (see
+            `label_form`).
         logits: Predictions ``[B, C]``: logits, or probabilities if ``from_logits=False``. ``C >= 2``
             and known statically. Any rank; ``axis`` names the class axis.
         from_logits: Whether ``logits`` are logits (default) or probabilities in ``[0, 1]`` (used as
@@ -237,20 +402,26 @@ def softmax_cross_entropy(
             loss 0 and are masked out of the Keras mean (the returned tensor carries a Keras mask). Only
             for integer labels.
         axis: The class axis of ``logits`` (and of dense labels).
+        label_form: ``"auto"`` (default) reads the form from the shapes; where they fit both forms when the
+            graph is traced (labels ``[B, ?]`` for predictions ``[B, C]``), it decides at run time on the size
+            of the labels' class axis: 1 means class ids. ``"sparse"`` or ``"dense"`` state the form.
         focal_gamma: ``γ >= 0``, the focal exponent (2 in Lin et al.); 0 turns the focal factor off.
         poly_epsilon: ``ε₁``, the Poly-1 coefficient (any finite number; the paper uses values in
             ``[-1, ∞)``, where the loss stays a decreasing function of ``p``); 0 turns it off.
 
     Returns:
         Loss per example, shape ``[B]`` (``logits`` without its class axis); float32 for half-precision
-        inputs, else the dtype of ``logits``.
+        inputs, else the dtype of ``logits``. Under XLA, where nothing can raise at run time, bad values make
+        the whole result NaN instead (see the module docstring).
 
     Raises:
         ValueError: ``C < 2`` or unknown, label and prediction shapes that match neither form, a
             ``class_weight`` of the wrong length, ``label_smoothing`` outside ``[0, 1]``, ``ignore_class``
-            with dense labels, ``focal_gamma`` negative or not finite, ``poly_epsilon`` not finite.
+            with dense labels, an unknown `label_form` or labels that do not have its shape, ``focal_gamma``
+            negative or not finite, ``poly_epsilon`` not finite.
         tf.errors.InvalidArgumentError: sparse labels outside ``[0, C)`` (other than ``ignore_class``) or
-            not integers; dense labels outside ``[0, 1]``; probabilities outside ``[0, 1]``.
+            not integers; dense labels outside ``[0, 1]`` or (shapes known at run time only) not of the
+            predictions' shape; probabilities outside ``[0, 1]``.
 
     References:
         Goodfellow, Bengio & Courville, *Deep Learning* (2016), §6.2.2.3; Szegedy et al., *Rethinking the
@@ -279,38 +450,33 @@ def softmax_cross_entropy(
             "SigmoidCrossEntropy with one logit, or two softmax logits."
         )
 
-    # Which label form? Sparse: the predictions' shape without the class axis, or with a size-1 class axis.
-    pred_dims = logits.shape.as_list()
-    sparse_dims = pred_dims[:class_axis] + pred_dims[class_axis + 1 :]
+    checks = _Checks()
+    sparse, labels = _softmax_label_form(labels, logits, class_axis, label_form, ignore_class, checks, fn)
+    if sparse is None:
+        def with_form(form: str) -> Callable[[], tf.Tensor]:
+            return lambda: softmax_cross_entropy(
+                labels, logits, from_logits=from_logits, label_smoothing=label_smoothing,
+                class_weight=class_weight, axis=axis, label_form=form, focal_gamma=focal_gamma,
+                poly_epsilon=poly_epsilon,
+            )
+
+        is_sparse = tf.equal(tf.shape(labels)[class_axis], 1)
+        return tf.cond(is_sparse, with_form("sparse"), with_form("dense"))
     label_shape = labels.shape
-    if label_shape.is_compatible_with(sparse_dims):
-        sparse = True
-    elif label_shape.rank == len(pred_dims) and label_shape[class_axis] == 1 and tf.TensorShape(
-        label_shape.as_list()[:class_axis] + label_shape.as_list()[class_axis + 1 :]
-    ).is_compatible_with(sparse_dims):
-        sparse = True
-        labels = tf.squeeze(labels, axis=class_axis)
-    elif label_shape.is_compatible_with(pred_dims):
-        sparse = False
-    else:
-        raise ValueError(
-            f"{fn}: labels of shape {label_shape} match predictions of shape {logits.shape} (class axis "
-            f"{axis}) in neither form: expected integer class ids of shape {sparse_dims} or one-hot / soft "
-            f"labels of shape {pred_dims}."
-        )
 
     weights = _weights_vector(class_weight, num_classes, "class_weight", logits.dtype)
+    logits_in = logits
     logits = _move_axis_last(logits, class_axis)
     if not from_logits:
-        _check_unit_interval(logits, "probabilities (from_logits=False)", fn)
+        logits = _check_unit_interval(checks, logits, "probabilities (from_logits=False)", fn)
     log_probs = tf.nn.log_softmax(logits) if from_logits else _log_clipped(logits)
 
     if sparse:
-        ids, valid = _sparse_class_ids(labels, num_classes, ignore_class)
+        ids, valid = _sparse_class_ids(checks, labels, num_classes, ignore_class)
         if focal_poly:
             nll = _softmax_focal_poly(log_probs, None if from_logits else logits, focal_gamma, poly_epsilon, ids)
         else:
-            nll = -tf.gather(log_probs, ids, batch_dims=ids.shape.rank)
+            nll = _true_class_nll(log_probs, logits, ids, from_logits)
         if weights is not None:
             nll *= tf.gather(weights, ids)
         if label_smoothing:
@@ -325,7 +491,7 @@ def softmax_cross_entropy(
             # Keras's Loss.__call__ reads this attribute and averages over the unmasked positions only
             # (what its own sparse_categorical_crossentropy does for ignore_class).
             nll._keras_mask = valid
-        return nll
+        return checks.gate(nll)
 
     if ignore_class is not None:
         raise ValueError(
@@ -333,17 +499,20 @@ def softmax_cross_entropy(
             f"{label_shape}. Mask dense labels with sample_weight instead."
         )
     labels = _as_float_tensor(labels)
+    labels = checks.require_same_shape(
+        labels, logits_in, f"{fn}: one-hot / soft labels must have the predictions' shape."
+    )
     labels = tf.cast(_move_axis_last(labels, class_axis), log_probs.dtype)
-    _check_unit_interval(labels, "one-hot / soft labels", fn)
+    labels = _check_unit_interval(checks, labels, "one-hot / soft labels", fn)
     if label_smoothing:
         labels = labels * (1.0 - label_smoothing) + label_smoothing / num_classes
     if weights is not None:
         labels *= weights
     if focal_poly:
         terms = _softmax_focal_poly(log_probs, None if from_logits else logits, focal_gamma, poly_epsilon)
-        return tf.reduce_sum(tf.math.multiply_no_nan(terms, labels), axis=-1)
+        return checks.gate(tf.reduce_sum(tf.math.multiply_no_nan(terms, labels), axis=-1))
     # A class with label 0 adds 0 even where its log-probability is -inf (a masked logit), not NaN.
-    return -tf.reduce_sum(tf.math.multiply_no_nan(log_probs, labels), axis=-1)
+    return checks.gate(-tf.reduce_sum(tf.math.multiply_no_nan(log_probs, labels), axis=-1))
 
 
 # Focal / poly terms (issue 11). Kept apart from the function above so that its check code stays as it is.
@@ -451,6 +620,19 @@ def softmax_entropy(logits: Any, axis: int = -1) -> tf.Tensor:
     return -tf.reduce_sum(probs * tf.where(probs > 0, log_probs, tf.zeros_like(log_probs)), axis=axis)
 
 
+def _per_step(returns: Any, cross_entropy: tf.Tensor) -> tf.Tensor:
+    """`returns` shaped like the per-step losses: a trailing size-1 axis is dropped, other shapes rejected."""
+    returns = tf.convert_to_tensor(returns)
+    if returns.shape.rank == cross_entropy.shape.rank + 1 and returns.shape[-1] == 1:
+        returns = tf.squeeze(returns, -1)
+    if returns.shape.rank != cross_entropy.shape.rank or not returns.shape.is_compatible_with(cross_entropy.shape):
+        raise ValueError(
+            f"policy_gradient_loss: expected returns of shape {cross_entropy.shape.as_list()} (one per step), "
+            f"got {returns.shape.as_list()}."
+        )
+    return returns
+
+
 def policy_gradient_loss(actions: Any, logits: Any, returns: Any) -> tf.Tensor:
     r"""REINFORCE loss per step: sparse softmax cross-entropy of the taken action times the return.
 
@@ -458,16 +640,23 @@ def policy_gradient_loss(actions: Any, logits: Any, returns: Any) -> tf.Tensor:
     REINFORCE estimator ``-G_t ∇ log π(a_t | s_t)`` (Williams, 1992). A classifier is the special case
     ``G_t = 1``.
 
+    This function is what `PolicyGradientLoss` runs for its per-step values.
+
     Args:
-        actions: ``[B]`` integer actions taken.
+        actions: ``[B]`` (or ``[B, 1]``) integer actions taken.
         logits: ``[B, A]`` policy logits.
-        returns: ``[B]`` returns (or advantages) ``G_t``; any sign. Treated as constants.
+        returns: ``[B]`` (or ``[B, 1]``) returns (or advantages) ``G_t``; any sign. Treated as constants.
 
     Returns:
         ``[B]`` per-step losses.
+
+    Raises:
+        ValueError: `returns` of a shape other than the per-step losses' (a ``[B]`` by ``[B, 1]`` product
+            would broadcast to ``[B, B]``), and the errors of `softmax_cross_entropy`.
     """
     cross_entropy = softmax_cross_entropy(actions, logits)
-    return tf.stop_gradient(tf.cast(returns, cross_entropy.dtype)) * cross_entropy
+    returns = _per_step(returns, cross_entropy)
+    return tf.stop_gradient(tf.cast(returns, cross_entropy.dtype)) * cross_entropy  # G_t is a constant weight
 
 
 # --------------------------------------------------------------------------------------------------
@@ -528,7 +717,8 @@ def sigmoid_cross_entropy(
         ValueError: label and prediction shapes differ, ``pos_weight`` of the wrong length,
             ``label_smoothing`` outside ``[0, 1]``, ``focal_gamma`` negative or not finite, ``alpha``
             outside ``[0, 1]``.
-        tf.errors.InvalidArgumentError: labels or probabilities outside ``[0, 1]``.
+        tf.errors.InvalidArgumentError: labels or probabilities outside ``[0, 1]``; label and prediction
+            shapes that differ at run time (when not known statically). Under XLA the result is NaN instead.
 
     References:
         Bishop, *Pattern Recognition and Machine Learning* (2006), §4.3.2;
@@ -557,9 +747,11 @@ def sigmoid_cross_entropy(
     rank = logits.shape.rank
     label_axis = axis % rank
     labels = tf.cast(labels, logits.dtype)
-    _check_unit_interval(labels, "labels", fn)
+    checks = _Checks()
+    labels = checks.require_same_shape(labels, logits, f"{fn}: labels must have the predictions' shape.")
+    labels = _check_unit_interval(checks, labels, "labels", fn)
     if not from_logits:
-        _check_unit_interval(logits, "probabilities (from_logits=False)", fn)
+        logits = _check_unit_interval(checks, logits, "probabilities (from_logits=False)", fn)
     if label_smoothing:
         labels = labels * (1.0 - label_smoothing) + 0.5 * label_smoothing
 
@@ -578,7 +770,7 @@ def sigmoid_cross_entropy(
         per_label = _sigmoid_focal(labels, logits, from_logits, weights, focal_gamma, alpha)
     elif from_logits:
         if weights is None:
-            per_label = tf.nn.softplus(logits) - labels * logits
+            per_label = _softplus_minus_product(labels, logits)
         else:
             per_label = (1.0 + (weights - 1.0) * labels) * tf.nn.softplus(logits) - weights * labels * logits
     else:
@@ -587,8 +779,8 @@ def sigmoid_cross_entropy(
             positive *= weights
         per_label = -(positive + (1.0 - labels) * _log_clipped(1.0 - logits))
     if rank == 1:
-        return per_label
-    return tf.reduce_mean(per_label, axis=axis)
+        return checks.gate(per_label)
+    return checks.gate(tf.reduce_mean(per_label, axis=axis))
 
 
 def _sigmoid_focal(
@@ -700,6 +892,8 @@ class SoftmaxCrossEntropy(_FunctionLoss):
             ``"mean_with_sample_weight"``, ``"none"`` or ``None``.
         name: Name of the loss.
         dtype: Dtype of the loss computation (``None``: ``keras.config.floatx()``).
+        label_form: ``"auto"`` (from the shapes, at run time where they fit both forms), ``"sparse"`` (class
+            ids) or ``"dense"`` (one-hot / soft labels).
     """
 
     fn = staticmethod(softmax_cross_entropy)
@@ -716,15 +910,19 @@ class SoftmaxCrossEntropy(_FunctionLoss):
         reduction: str | None = "sum_over_batch_size",
         name: str = "softmax_cross_entropy",
         dtype: Any = None,
+        label_form: str = "auto",
     ):
         _check_smoothing(label_smoothing)
         _check_focal_options(focal_gamma, poly_epsilon)
+        if label_form not in _LABEL_FORMS:
+            raise ValueError(f"Expected label_form in {_LABEL_FORMS}; got label_form={label_form!r}.")
         options = {
             "from_logits": bool(from_logits),
             "label_smoothing": float(label_smoothing),
             "class_weight": _check_nonnegative_weights(class_weight, "class_weight"),
             "ignore_class": None if ignore_class is None else int(ignore_class),
             "axis": int(axis),
+            "label_form": label_form,
             "focal_gamma": float(focal_gamma),
             "poly_epsilon": float(poly_epsilon),
         }
@@ -783,10 +981,10 @@ class SigmoidCrossEntropy(_FunctionLoss):
 class PolicyGradientLoss(_FunctionLoss):
     """The REINFORCE loss: sparse softmax cross-entropy of the taken actions, weighted by the returns.
 
-    ``loss(actions, logits, returns)`` reduces `policy_gradient_loss` the Keras way: the returns are the
-    sample weights (negative ones included), so reductions and ``tf.distribute`` scaling are Keras's own.
-    Because the return *is* a sample weight, a policy compiled with this loss learns by REINFORCE from
-    ``model.fit(observations, actions, sample_weight=returns)``.
+    ``loss(actions, logits, returns)`` is `policy_gradient_loss` (the per-step values come from that one
+    function) reduced by Keras's own ``Loss.__call__``: masks, reductions and the ``1 / num_replicas`` scaling
+    under ``tf.distribute`` are Keras's. The returns come in as the sample weight, so a policy compiled with
+    this loss learns by REINFORCE from ``model.fit(observations, actions, sample_weight=returns)``.
 
     Args:
         reduction: A Keras reduction (see `SoftmaxCrossEntropy`).
@@ -794,8 +992,7 @@ class PolicyGradientLoss(_FunctionLoss):
         dtype: Dtype of the loss computation (``None``: ``keras.config.floatx()``).
     """
 
-    # The return enters as the sample weight in __call__: policy_gradient_loss = returns * this.
-    fn = staticmethod(softmax_cross_entropy)
+    fn = staticmethod(policy_gradient_loss)
 
     def __init__(
         self,
@@ -820,4 +1017,10 @@ class PolicyGradientLoss(_FunctionLoss):
                 "sample_weight=returns to fit(). Without them it is plain cross-entropy (use "
                 "SoftmaxCrossEntropy for behaviour cloning)."
             )
-        return super().__call__(y_true, y_pred, sample_weight=tf.stop_gradient(sample_weight))
+        # The returns travel with the actions as y_true (Keras converts both to the loss dtype); no sample
+        # weight is left for Keras to multiply by, so the returns weigh each step once, in `call`.
+        return super().__call__((y_true, sample_weight), y_pred)
+
+    def call(self, y_true: tuple[tf.Tensor, tf.Tensor], y_pred: tf.Tensor) -> tf.Tensor:
+        actions, returns = y_true
+        return policy_gradient_loss(actions, y_pred, returns)
