@@ -17,7 +17,8 @@ Mutations tried, each turned tests here red:
   test_stock_keras_step_under_xla_applies_the_nan, test_dense_labels_of_another_shape_*[True];
 * apply_gradients_if_finite always applying: test_apply_gradients_if_finite[nan*/inf*] (9) and
   test_bad_data_never_reaches_the_weights[xla-*] (7), test_under_xla_raise_on_non_finite_loss_names_the_step;
-* PolicyGradientLoss.call computing returns * softmax_cross_entropy itself: test_policy_gradient_loss_class_runs_the_function.
+* PolicyGradientLoss.call computing returns * softmax_cross_entropy itself:
+  test_policy_gradient_loss_class_runs_the_function.
 """
 
 import math
