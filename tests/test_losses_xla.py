@@ -7,12 +7,18 @@
 * Bad data is reported and never reaches the weights nor the optimizer's variables: eagerly, inside
   ``tf.function`` and under XLA.
 
-Mutations tried (each turned a test here red; see the report of the change that added this file):
-the control dependency of the checks dropped from ``_Checks.gate`` (test_bad_data_never_reaches_the_weights
-[tf.function-*] red: Adam's variables moved before the error); the run-time label-form decision replaced by
-"dense" (test_label_form_is_decided_at_run_time*, test_from_generator_* red); the NaN poisoning dropped
-(test_bad_data_never_reaches_the_weights[xla-*] red); apply_gradients_if_finite always applying
-(test_apply_gradients_if_finite_*, test_bad_data_never_reaches_the_weights[xla-*] red).
+Mutations tried, each turned tests here red:
+* the control dependency of the checks dropped from ``_Checks.gate``: test_bad_data_never_reaches_the_weights
+  [tf.function-Model-*] (7 of 8 bad inputs: Adam's moments / the weights moved before the error);
+* the run-time label-form decision replaced by "dense": test_label_form_is_decided_at_run_time_*[ids [B, 1]-*]
+  and test_from_generator_dataset_fit_and_evaluate_*[ids [B, 1]-*];
+* the NaN poisoning dropped (both NaN constants in losses.py set to 1): test_bad_data_never_reaches_the_weights
+  [xla-*] (6 of 8; a NaN label is NaN anyway), test_under_xla_raise_on_non_finite_loss_names_the_step,
+  test_stock_keras_step_under_xla_applies_the_nan, test_dense_labels_of_another_shape_*[True];
+* apply_gradients_if_finite always applying: test_apply_gradients_if_finite[nan*/inf*] (9) and
+  test_bad_data_never_reaches_the_weights[xla-*] (7), test_under_xla_raise_on_non_finite_loss_names_the_step;
+* PolicyGradientLoss.call computing returns * softmax_cross_entropy itself:
+  test_policy_gradient_loss_class_runs_the_function.
 """
 
 import math
