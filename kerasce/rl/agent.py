@@ -34,6 +34,7 @@ from kerasce.rl.checkpoints import CheckpointStore, has_checkpoint
 from kerasce.rl.envs import check_spaces, make_vector_env
 from kerasce.rl.networks import build_mlp
 from kerasce.rl.returns import RunningScale
+from kerasce.training import apply_gradients_if_finite
 from kerasce.rl.rollout import CompiledPolicy, NumpyPolicy, make_policy_sampler
 
 __all__ = ["ReinforceAgent", "StopAtMeanReturn", "build_mlp"]
@@ -317,7 +318,9 @@ class ReinforceAgent(keras.Model):
             loss = policy_loss - self.ent_coef * entropy + self.vf_coef * value_loss
             scaled_loss = self.optimizer.scale_loss(loss)
         gradients = tape.gradient(scaled_loss, self.trainable_variables)
-        self.optimizer.apply_gradients(zip(gradients, self.trainable_variables))
+        # Bad data (e.g. out-of-range actions under XLA) makes the loss NaN: the update is skipped, and learn()
+        # turns the NaN loss into an error naming the update.
+        apply_gradients_if_finite(self.optimizer, gradients, self.trainable_variables, loss)
 
         # Trackers average over replicas: undo the 1/num_replicas so they show global values.
         self.loss_tracker.update_state(loss / scale)

@@ -201,6 +201,9 @@ class DistributedLearner(Learner):
         # Workers collect in parallel: the slowest one's time is the cluster's; the chief's for the update.
         return episodes, int(rows[:, 0].sum()), float(rows[:, 1].max()), float(rows[0, 2])
 
+    def batch_steps(self, batch: tuple) -> int:
+        return int(self._kept.sum())  # every worker's kept steps (gathered in finish_returns)
+
     def save_checkpoint(self) -> None:
         # A barrier first: no worker saves update u before every worker has finished it, so a worker that
         # dies during an update leaves all checkpoints at the same, earlier update.

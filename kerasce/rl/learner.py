@@ -236,6 +236,10 @@ class Learner:
         """Why training stops before the next update (a callback set ``stop_training``, a limit), or None."""
         return "callback" if self.agent.stop_training else stop.reached(self.agent, elapsed)
 
+    def batch_steps(self, batch: tuple) -> int:
+        """The env steps that entered this update's batch (every worker's in a cluster)."""
+        return len(batch[1])
+
     def save_checkpoint(self) -> None:
         """Save the training state into ``checkpoint_dir``."""
         self.store.save()
@@ -287,7 +291,8 @@ class Learner:
                        if self.checkpoint_dir is not None else "No checkpoint_dir was set.")
                 )
             self.sampler.refresh()
-            logs = self.record(rollout, metrics, collect_seconds, time.perf_counter() - update_start, len(batch[1]))
+            logs = self.record(rollout, metrics, collect_seconds, time.perf_counter() - update_start,
+                               self.batch_steps(batch))
             self.callbacks.on_train_batch_end(0, metrics)
             self.callbacks.on_epoch_end(update, logs)
             if self.evaluation is not None:  # CallbackList hands callbacks a copy of `logs`

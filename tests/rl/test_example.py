@@ -216,14 +216,14 @@ def test_a_backup_made_with_other_flags_is_not_resumed(tmp_path, monkeypatch, ca
         with pytest.raises(KeyboardInterrupt):
             load_example().main([*flags, "--max-updates", "10"])
     assert json.loads((backup / "state" / "state.json").read_text())["updates"] == 10
-    state = {p.name: p.read_bytes() for p in (backup / "state").iterdir()}
+    state = {p.relative_to(backup): p.read_bytes() for p in (backup / "state").rglob("*") if p.is_file()}
 
     with pytest.raises(RunConfigMismatch) as mismatch:
         load_example().main([*flags, "--max-updates", "10", "--seed", "1", "--num-envs", "4"])
     assert (f"the backup in {backup} was made with other flags (--num-envs 8 -> 4, --seed 0 -> 1); it is not "
             f"resumed. To resume it, run again with --num-envs 8 --seed 0; to start fresh, add --fresh"
             ) in str(mismatch.value)
-    assert {p.name: p.read_bytes() for p in (backup / "state").iterdir()} == state and not export_dir.exists()
+    assert {p.relative_to(backup): p.read_bytes() for p in (backup / "state").rglob("*") if p.is_file()} == state and not export_dir.exists()
 
     capsys.readouterr()
     load_example().main([*flags, "--max-updates", "12"])
