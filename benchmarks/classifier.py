@@ -24,11 +24,11 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import keras
+import numpy as np
+import tensorflow as tf
 
-from kerasce.classifiers import ImageClassifier, build_image_classifier, classifier_metrics  # noqa: E402
+from kerasce.classifiers import ImageClassifier, build_image_classifier, classifier_metrics
 
 TARGET_RATIO = 1.02
 # (case, input shape, classes, multi-label, batch): the example's two datasets and a CIFAR-sized input.
@@ -107,10 +107,14 @@ def main() -> None:
     args = parse_args()
     keras.utils.set_random_seed(args.seed)
     rng = np.random.default_rng(args.seed)
-    print(f"tensorflow {tf.__version__}, keras {keras.__version__}, python {platform.python_version()}, "
-          f"{os.cpu_count()} CPUs; rounds={args.rounds}, steps={args.steps}")
-    header = (f"{'case':<32} {'batch':>5} {'kerasce ms':>10} {'keras ms':>9} {'kerasce/keras (IQR)':>22} "
-              f"{'<= ' + str(TARGET_RATIO):>7} {'noise: keras/keras':>19}")
+    print(
+        f"tensorflow {tf.__version__}, keras {keras.__version__}, python {platform.python_version()}, "
+        f"{os.cpu_count()} CPUs; rounds={args.rounds}, steps={args.steps}"
+    )
+    header = (
+        f"{'case':<32} {'batch':>5} {'kerasce ms':>10} {'keras ms':>9} {'kerasce/keras (IQR)':>22} "
+        f"{'<= ' + str(TARGET_RATIO):>7} {'noise: keras/keras':>19}"
+    )
     print(header)
     print("-" * len(header))
     for name, input_shape, num_classes, multilabel, size in CASES:
@@ -120,14 +124,18 @@ def main() -> None:
         first = {k: float(m.compute_loss(*data, y_pred=m(data[0], training=False))) for k, m in variants.items()}
         np.testing.assert_allclose(first["kerasce"], first["keras"], rtol=1e-5)
         # kerasce: its own gated train_step; keras: the stock Keras step that ImageClassifier overrides.
-        steps = {k: tf.function(m.train_step if k == "kerasce" else super(ImageClassifier, m).train_step)
-                 for k, m in variants.items()}
+        steps = {
+            k: tf.function(m.train_step if k == "kerasce" else super(ImageClassifier, m).train_step)
+            for k, m in variants.items()
+        }
         samples = time_interleaved(steps, data, args.rounds, args.steps)
         ratio, q1, q3 = paired_ratio(samples["kerasce"], samples["keras"])
         noise, _, _ = paired_ratio(samples["keras copy"], samples["keras"])
         ms = {k: statistics.median(v) for k, v in samples.items()}
-        print(f"{name:<32} {size:>5} {ms['kerasce']:>10.3f} {ms['keras']:>9.3f} "
-              f"{f'{ratio:.3f} ({q1:.3f}-{q3:.3f})':>22} {'yes' if ratio <= TARGET_RATIO else 'NO':>7} {noise:>19.3f}")
+        print(
+            f"{name:<32} {size:>5} {ms['kerasce']:>10.3f} {ms['keras']:>9.3f} "
+            f"{f'{ratio:.3f} ({q1:.3f}-{q3:.3f})':>22} {'yes' if ratio <= TARGET_RATIO else 'NO':>7} {noise:>19.3f}"
+        )
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ and 21 classes, each variant in its own process (see `measure_peak_memory`).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -26,11 +27,11 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import keras
+import numpy as np
+import tensorflow as tf
 
-from kerasce import losses  # noqa: E402
+from kerasce import losses
 
 
 def parse_args() -> argparse.Namespace:
@@ -104,8 +105,10 @@ def main() -> None:
         measure_peak_memory(args.memory_variant, args.seed)
         return
     rng = np.random.default_rng(args.seed)
-    print(f"tensorflow {tf.__version__}, keras {keras.__version__}, python {platform.python_version()}, "
-          f"{os.cpu_count()} CPUs; rounds={args.rounds}, calls={args.calls}")
+    print(
+        f"tensorflow {tf.__version__}, keras {keras.__version__}, python {platform.python_version()}, "
+        f"{os.cpu_count()} CPUs; rounds={args.rounds}, calls={args.calls}"
+    )
     if not args.skip_plain:
         plain_table(args, rng)
     if not args.skip_focal:
@@ -114,8 +117,10 @@ def main() -> None:
 
 
 def plain_table(args: argparse.Namespace, rng: np.random.Generator) -> None:
-    header = (f"{'case':<30} {'kerasce ms':>10} {'keras ms':>9} {'tf.nn ms':>9} {'kerasce/keras':>14} "
-              f"{'kerasce/tf.nn':>14} {'XLA kerasce ms':>15} {'XLA keras ms':>13} {'XLA kerasce/keras':>18}")
+    header = (
+        f"{'case':<30} {'kerasce ms':>10} {'keras ms':>9} {'tf.nn ms':>9} {'kerasce/keras':>14} "
+        f"{'kerasce/tf.nn':>14} {'XLA kerasce ms':>15} {'XLA keras ms':>13} {'XLA kerasce/keras':>18}"
+    )
     print(header)
     print("-" * len(header))
     for name, labels, logits, variants in cases(rng):
@@ -126,9 +131,11 @@ def plain_table(args: argparse.Namespace, rng: np.random.Generator) -> None:
         for variant, step in steps.items():
             np.testing.assert_allclose(step(labels, logits)[0].numpy(), ref, rtol=2e-5, err_msg=variant)
         ms = time_interleaved(steps, labels, logits, args.rounds, args.calls)
-        print(f"{name:<30} {ms['kerasce']:>10.3f} {ms['keras']:>9.3f} {ms['tf.nn']:>9.3f} "
-              f"{ms['kerasce'] / ms['keras']:>14.2f} {ms['kerasce'] / ms['tf.nn']:>14.2f} "
-              f"{ms['xla kerasce']:>15.3f} {ms['xla keras']:>13.3f} {ms['xla kerasce'] / ms['xla keras']:>18.2f}")
+        print(
+            f"{name:<30} {ms['kerasce']:>10.3f} {ms['keras']:>9.3f} {ms['tf.nn']:>9.3f} "
+            f"{ms['kerasce'] / ms['keras']:>14.2f} {ms['kerasce'] / ms['tf.nn']:>14.2f} "
+            f"{ms['xla kerasce']:>15.3f} {ms['xla keras']:>13.3f} {ms['xla kerasce'] / ms['xla keras']:>18.2f}"
+        )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -159,16 +166,20 @@ def focal_cases(rng: np.random.Generator):
     logits = tf.constant(rng.normal(size=(4096, 80)) * 2, tf.float32)
     variants = {
         "kerasce": (losses.SigmoidCrossEntropy(focal_gamma=GAMMA, alpha=0.25), labels),
-        "keras": (keras.losses.BinaryFocalCrossentropy(apply_class_balancing=True, alpha=0.25, gamma=GAMMA,
-                                                      from_logits=True), labels),
+        "keras": (
+            keras.losses.BinaryFocalCrossentropy(apply_class_balancing=True, alpha=0.25, gamma=GAMMA, from_logits=True),
+            labels,
+        ),
         "plain": (losses.SigmoidCrossEntropy(), labels),
     }
     yield "sigmoid focal 4096x80", logits, variants
 
 
 def focal_table(args: argparse.Namespace, rng: np.random.Generator) -> None:
-    header = (f"{'case (gamma=2)':<30} {'kerasce ms':>10} {'keras ms':>9} {'plain CE ms':>11} "
-              f"{'kerasce/keras':>14} {'kerasce/plain':>14}")
+    header = (
+        f"{'case (gamma=2)':<30} {'kerasce ms':>10} {'keras ms':>9} {'plain CE ms':>11} "
+        f"{'kerasce/keras':>14} {'kerasce/plain':>14}"
+    )
     print()
     print(header)
     print("-" * len(header))
@@ -177,12 +188,14 @@ def focal_table(args: argparse.Namespace, rng: np.random.Generator) -> None:
         steps = {}
         for variant, (fn, labels) in variants.items():
             step = forward_backward(fn)
-            steps[variant] = (lambda step, labels: lambda _, z: step(labels, z))(step, labels)
+            steps[variant] = functools.partial(lambda step, labels, _, z: step(labels, z), step, labels)
         ref = steps["keras"](None, logits)[0].numpy()
         np.testing.assert_allclose(steps["kerasce"](None, logits)[0].numpy(), ref, rtol=1e-4, err_msg=name)
         ms = time_interleaved(steps, None, logits, args.rounds, args.calls)
-        print(f"{name:<30} {ms['kerasce']:>10.3f} {ms['keras']:>9.3f} {ms['plain']:>11.3f} "
-              f"{ms['kerasce'] / ms['keras']:>14.2f} {ms['kerasce'] / ms['plain']:>14.2f}")
+        print(
+            f"{name:<30} {ms['kerasce']:>10.3f} {ms['keras']:>9.3f} {ms['plain']:>11.3f} "
+            f"{ms['kerasce'] / ms['keras']:>14.2f} {ms['kerasce'] / ms['plain']:>14.2f}"
+        )
 
 
 PIXEL_SHAPE, PIXEL_CLASSES = (8, 128, 128), 21
@@ -190,7 +203,9 @@ PIXEL_SHAPE, PIXEL_CLASSES = (8, 128, 128), 21
 MEMORY_VARIANTS = {
     "kerasce focal, ids": (lambda: losses.SoftmaxCrossEntropy(focal_gamma=GAMMA), False),
     "keras CategoricalFocal, one-hot": (
-        lambda: keras.losses.CategoricalFocalCrossentropy(alpha=1.0, gamma=GAMMA, from_logits=True), True),
+        lambda: keras.losses.CategoricalFocalCrossentropy(alpha=1.0, gamma=GAMMA, from_logits=True),
+        True,
+    ),
     "kerasce focal, one-hot": (lambda: losses.SoftmaxCrossEntropy(focal_gamma=GAMMA), True),
     "kerasce plain CE, ids": (lambda: losses.SoftmaxCrossEntropy(), False),
 }
@@ -248,16 +263,23 @@ def memory_table(args: argparse.Namespace) -> None:
     for variant in MEMORY_VARIANTS:
         samples = []
         for _ in range(3):  # three processes per variant, the median reported
-            out = subprocess.run([sys.executable, __file__, "--memory-variant", variant, "--seed", str(args.seed)],
-                                 capture_output=True, text=True, env=env, check=True)
+            out = subprocess.run(
+                [sys.executable, __file__, "--memory-variant", variant, "--seed", str(args.seed)],
+                capture_output=True,
+                text=True,
+                env=env,
+                check=True,
+            )
             samples.append(json.loads(out.stdout.strip().splitlines()[-1])["peak_mib"])
         peaks[variant] = statistics.median(samples)
     steps = {variant: (lambda step: lambda y, z: step(y, z))(_pixel_step(variant)) for variant in MEMORY_VARIANTS}
     ms = time_interleaved(steps, ids, logits, max(3, args.rounds // 3), max(3, args.calls // 10))
     keras_peak = peaks["keras CategoricalFocal, one-hot"]
     print()
-    print(f"per-pixel focal (gamma=2), ids {list(PIXEL_SHAPE)}, {PIXEL_CLASSES} classes: one [8, 128, 128, 21] "
-          f"float32 tensor is {logits_mib:.1f} MiB; peak = resident memory added during forward + backward")
+    print(
+        f"per-pixel focal (gamma=2), ids {list(PIXEL_SHAPE)}, {PIXEL_CLASSES} classes: one [8, 128, 128, 21] "
+        f"float32 tensor is {logits_mib:.1f} MiB; peak = resident memory added during forward + backward"
+    )
     header = f"{'variant':<34} {'ms':>8} {'peak MiB':>9} {'peak / keras':>13}"
     print(header)
     print("-" * len(header))

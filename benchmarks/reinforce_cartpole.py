@@ -20,12 +20,12 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import gymnasium  # noqa: E402
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import gymnasium
+import keras
+import numpy as np
+import tensorflow as tf
 
-from kerasce.rl import ReinforceAgent  # noqa: E402
+from kerasce.rl import ReinforceAgent
 
 TARGET = 475.0
 TARGETS = {"median_seconds": 3.0, "median_ratio": 0.4, "collect_steps_per_second": 150_000}
@@ -55,12 +55,14 @@ def run_hand_written(seed: int, max_seconds: float, num_envs: int = 16) -> dict:
     """The plain loop: a compiled TF policy call at every vector step."""
     keras.utils.set_random_seed(seed)
     env = gymnasium.make_vec("CartPole-v1", num_envs, vectorization_mode="vector_entry_point")
-    model = keras.Sequential([
-        keras.Input((4,)),
-        keras.layers.Dense(32, activation="tanh"),
-        keras.layers.Dense(32, activation="tanh"),
-        keras.layers.Dense(2),
-    ])
+    model = keras.Sequential(
+        [
+            keras.Input((4,)),
+            keras.layers.Dense(32, activation="tanh"),
+            keras.layers.Dense(32, activation="tanh"),
+            keras.layers.Dense(2),
+        ]
+    )
     optimizer = keras.optimizers.Adam(1e-2)
 
     @tf.function
@@ -130,11 +132,15 @@ def run_hand_written(seed: int, max_seconds: float, num_envs: int = 16) -> dict:
 
 def main() -> None:
     args = parse_args()
-    print(f"CartPole-v1 to a 100-episode mean >= {TARGET:g}; seeds {args.seeds}; {os.cpu_count()} CPUs; "
-          f"python {platform.python_version()}, tensorflow {tf.__version__}, keras {keras.__version__}, "
-          f"gymnasium {gymnasium.__version__}")
-    header = (f"{'seed':>4} | {'kerasce s':>9} {'steps':>8} {'episodes':>8} {'steps/s':>9} | "
-              f"{'hand-written s':>14} {'steps':>8} {'episodes':>8} {'steps/s':>9} | {'ratio':>5}")
+    print(
+        f"CartPole-v1 to a 100-episode mean >= {TARGET:g}; seeds {args.seeds}; {os.cpu_count()} CPUs; "
+        f"python {platform.python_version()}, tensorflow {tf.__version__}, keras {keras.__version__}, "
+        f"gymnasium {gymnasium.__version__}"
+    )
+    header = (
+        f"{'seed':>4} | {'kerasce s':>9} {'steps':>8} {'episodes':>8} {'steps/s':>9} | "
+        f"{'hand-written s':>14} {'steps':>8} {'episodes':>8} {'steps/s':>9} | {'ratio':>5}"
+    )
     print(header)
     print("-" * len(header))
     rows = []
@@ -146,8 +152,10 @@ def main() -> None:
 
         def cell(r, width):
             flag = "" if r["solved"] else "*"
-            return (f"{r['seconds']:>{width - 1}.2f}{flag or ' '} {r['env_steps']:>8d} {r['episodes']:>8d} "
-                    f"{r['steps_per_second']:>9,.0f}")
+            return (
+                f"{r['seconds']:>{width - 1}.2f}{flag or ' '} {r['env_steps']:>8d} {r['episodes']:>8d} "
+                f"{r['steps_per_second']:>9,.0f}"
+            )
 
         print(f"{seed:>4} | {cell(ours, 9)} | {cell(plain, 14)} | {ratio:>5.2f}", flush=True)
     print("(* = not solved within --max-seconds)")
@@ -157,12 +165,14 @@ def main() -> None:
     slowest_collection = min(r[0]["steps_per_second"] for r in rows)
     checks = {
         "every seed solves (kerasce)": all(r[0]["solved"] for r in rows),
-        f"median time to solve {median_seconds:.2f} s <= {TARGETS['median_seconds']} s":
-            median_seconds <= TARGETS["median_seconds"],
-        f"median ratio kerasce / hand-written {median_ratio:.2f} <= {TARGETS['median_ratio']}":
-            median_ratio <= TARGETS["median_ratio"],
-        f"collection >= {TARGETS['collect_steps_per_second']:,} env steps/s (slowest seed {slowest_collection:,.0f})":
-            slowest_collection >= TARGETS["collect_steps_per_second"],
+        f"median time to solve {median_seconds:.2f} s <= {TARGETS['median_seconds']} s": median_seconds
+        <= TARGETS["median_seconds"],
+        f"median ratio kerasce / hand-written {median_ratio:.2f} <= {TARGETS['median_ratio']}": median_ratio
+        <= TARGETS["median_ratio"],
+        (
+            f"collection >= {TARGETS['collect_steps_per_second']:,} env steps/s "
+            f"(slowest seed {slowest_collection:,.0f})"
+        ): slowest_collection >= TARGETS["collect_steps_per_second"],
     }
     for name, ok in checks.items():
         print(f"[{'ok' if ok else 'MISSED'}] {name}")

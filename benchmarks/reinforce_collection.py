@@ -43,8 +43,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
     from kerasce.rl import ReinforceAgent, make_vector_env
 
-    print(f"python {platform.python_version()}, {os.cpu_count()} CPUs; num_envs={args.num_envs}, "
-          f"{args.steps} vector steps x {args.rounds} rounds")
+    print(
+        f"python {platform.python_version()}, {os.cpu_count()} CPUs; num_envs={args.num_envs}, "
+        f"{args.steps} vector steps x {args.rounds} rounds"
+    )
     rows = []
     for env_id in args.envs:
         agent = ReinforceAgent.from_env(env_id, seed=0)
@@ -60,8 +62,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
             for env in envs.values():
                 env.close()
         ratios = [a / s for a, s in zip(measured["async"], measured["sync"])]
-        rows.append({"env": env_id, "sync": float(np.median(measured["sync"])),
-                     "async": float(np.median(measured["async"])), "ratio": float(np.median(ratios))})
+        rows.append(
+            {
+                "env": env_id,
+                "sync": float(np.median(measured["sync"])),
+                "async": float(np.median(measured["async"])),
+                "ratio": float(np.median(ratios)),
+            }
+        )
     print("\n| env | sync env steps/s | async env steps/s | async / sync (median of rounds) |")
     print("| --- | --- | --- | --- |")
     for row in rows:

@@ -48,17 +48,41 @@ def parse_args() -> argparse.Namespace:
 
 def run(env: str, seed: int, workers: int, args: argparse.Namespace, scratch: Path) -> dict:
     export = scratch / f"{env}-{seed}-{workers}"
-    cmd = [sys.executable, "-m", "kerasce.launch", "--workers", str(workers), "--threads", "1", str(EXAMPLE),
-           "--strategy", "multiworker", "--env", env, "--seed", str(seed), "--num-envs",
-           str(args.num_envs // workers), "--max-seconds", str(args.max_seconds), "--quiet",
-           "--export-dir", str(export)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "kerasce.launch",
+        "--workers",
+        str(workers),
+        "--threads",
+        "1",
+        str(EXAMPLE),
+        "--strategy",
+        "multiworker",
+        "--env",
+        env,
+        "--seed",
+        str(seed),
+        "--num-envs",
+        str(args.num_envs // workers),
+        "--max-seconds",
+        str(args.max_seconds),
+        "--quiet",
+        "--export-dir",
+        str(export),
+    ]
     start = time.perf_counter()
-    done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT,
-                          env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=args.max_seconds * 3 + 300)
+    done = subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        timeout=args.max_seconds * 3 + 300,
+    )
     wall = time.perf_counter() - start
     if done.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed ({done.returncode}):\n"
-                           f"{done.stdout[-3000:]}{done.stderr[-2000:]}")
+        raise RuntimeError(f"{' '.join(cmd)} failed ({done.returncode}):\n{done.stdout[-3000:]}{done.stderr[-2000:]}")
     metrics = json.loads((export / "metrics.json").read_text())
     return {
         "steps_per_second": metrics["collect_steps_per_second"],
@@ -77,8 +101,10 @@ def main() -> None:
     args = parse_args()
     if any(args.num_envs % w for w in args.workers):
         sys.exit(f"error: --num-envs {args.num_envs} must split evenly across {args.workers} workers")
-    print(f"python {platform.python_version()} on {platform.machine()}, {os.cpu_count()} cores; "
-          f"load average before: {os.getloadavg()}")
+    print(
+        f"python {platform.python_version()} on {platform.machine()}, {os.cpu_count()} cores; "
+        f"load average before: {os.getloadavg()}"
+    )
     print(f"envs {args.envs}, seeds {args.seeds}, {args.num_envs} envs in all, max {args.max_seconds:g} s per run")
     rows = []
     with tempfile.TemporaryDirectory(prefix="kerasce-scaling-") as scratch:
@@ -88,11 +114,14 @@ def main() -> None:
                     result = run(env, seed, workers, args, Path(scratch))
                     assert result["workers"] == workers, result
                     rows.append({"env": env, "seed": seed, **result})
-                    print(f"  {env:15s} seed {seed} workers {workers}: {result['steps_per_second']:9,.0f} steps/s  "
-                          f"{result['seconds_per_update'] * 1e3:7.1f} ms/update  "
-                          f"train {result['train_seconds']:6.1f} s "
-                          f"({'solved' if result['solved'] else 'not solved'}, {result['updates']} updates, "
-                          f"{result['env_steps']:,} steps)  wall {result['wall']:.0f} s", flush=True)
+                    print(
+                        f"  {env:15s} seed {seed} workers {workers}: {result['steps_per_second']:9,.0f} steps/s  "
+                        f"{result['seconds_per_update'] * 1e3:7.1f} ms/update  "
+                        f"train {result['train_seconds']:6.1f} s "
+                        f"({'solved' if result['solved'] else 'not solved'}, {result['updates']} updates, "
+                        f"{result['env_steps']:,} steps)  wall {result['wall']:.0f} s",
+                        flush=True,
+                    )
     print(f"load average after: {os.getloadavg()}")
     base = args.workers[0]
     print("\n| env | workers | env steps/s | ratio | ms/update | ratio | time to target (s) | ratio | solved |")
@@ -102,26 +131,35 @@ def main() -> None:
         med = {}
         for workers in args.workers:
             mine = [r for r in rows if r["env"] == env and r["workers"] == workers]
-            med[workers] = {k: statistics.median(r[k] for r in mine)
-                            for k in ("steps_per_second", "seconds_per_update", "time_to_target")}
+            med[workers] = {
+                k: statistics.median(r[k] for r in mine)
+                for k in ("steps_per_second", "seconds_per_update", "time_to_target")
+            }
             med[workers]["solved"] = sum(r["solved"] for r in mine)
         for workers in args.workers:
             m, b = med[workers], med[base]
             ttt = m["time_to_target"]
             ratio = ttt / b["time_to_target"] if b["time_to_target"] not in (0, float("inf")) else float("nan")
-            print(f"| {env} | {workers} | {m['steps_per_second']:,.0f} "
-                  f"| {m['steps_per_second'] / b['steps_per_second']:.2f} "
-                  f"| {m['seconds_per_update'] * 1e3:.1f} | {m['seconds_per_update'] / b['seconds_per_update']:.2f} "
-                  f"| {ttt:.1f} | {ratio:.2f} | {m['solved']}/{len(args.seeds)} |")
+            print(
+                f"| {env} | {workers} | {m['steps_per_second']:,.0f} "
+                f"| {m['steps_per_second'] / b['steps_per_second']:.2f} "
+                f"| {m['seconds_per_update'] * 1e3:.1f} | {m['seconds_per_update'] / b['seconds_per_update']:.2f} "
+                f"| {ttt:.1f} | {ratio:.2f} | {m['solved']}/{len(args.seeds)} |"
+            )
             summary[(env, workers)] = (m["steps_per_second"] / b["steps_per_second"], ratio)
     if 2 in args.workers and base == 1:
         for env in args.envs:
             steps_ratio, ttt_ratio = summary[(env, 2)]
             verdict = "meets" if steps_ratio >= TARGETS["steps_per_second_ratio"] else "misses"
-            print(f"{env}: 2 workers collect {steps_ratio:.2f}x the env steps/s of one ({verdict} the "
-                  f">= {TARGETS['steps_per_second_ratio']}x target)"
-                  + (f"; time to target {ttt_ratio:.2f}x (target <= {TARGETS['time_to_target_ratio']}x)"
-                     if env == "Acrobot-v1" else ""))
+            print(
+                f"{env}: 2 workers collect {steps_ratio:.2f}x the env steps/s of one ({verdict} the "
+                f">= {TARGETS['steps_per_second_ratio']}x target)"
+                + (
+                    f"; time to target {ttt_ratio:.2f}x (target <= {TARGETS['time_to_target_ratio']}x)"
+                    if env == "Acrobot-v1"
+                    else ""
+                )
+            )
 
 
 if __name__ == "__main__":

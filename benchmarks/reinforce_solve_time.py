@@ -38,8 +38,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def run_example(env_id: str, seed: int, max_seconds: float, directory: Path) -> dict:
     export_dir = directory / f"{env_id}-{seed}"
-    command = [sys.executable, str(EXAMPLE), "--env", env_id, "--seed", str(seed), "--quiet",
-               "--max-seconds", str(max_seconds), "--export-dir", str(export_dir)]
+    command = [
+        sys.executable,
+        str(EXAMPLE),
+        "--env",
+        env_id,
+        "--seed",
+        str(seed),
+        "--quiet",
+        "--max-seconds",
+        str(max_seconds),
+        "--export-dir",
+        str(export_dir),
+    ]
     result = subprocess.run(command, capture_output=True, text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
     if result.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed:\n{result.stderr[-3000:]}")
@@ -58,15 +69,18 @@ def main(argv: list[str] | None = None) -> list[dict]:
             for seed in args.seeds:
                 metrics = run_example(env_id, seed, args.max_seconds, Path(tmp))
                 results.append(metrics)
-                print(f"{env_id} seed {seed}: solved={metrics['solved']} wall {metrics['wall_seconds']:.1f} s",
-                      flush=True)
+                print(
+                    f"{env_id} seed {seed}: solved={metrics['solved']} wall {metrics['wall_seconds']:.1f} s", flush=True
+                )
     print("\n| env | seed | solved | wall s | train s | env steps | mean_return_100 | greedy eval (20) | batch share |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for m in results:
         mean100 = "–" if m["mean_return_100"] is None else f"{m['mean_return_100']:.1f}"
-        print(f"| {m['env']} | {m['seed']} | {'yes' if m['solved'] else 'no'} | {m['wall_seconds']:.1f} | "
-              f"{m['train_seconds']:.1f} | {m['env_steps']:,} | {mean100} | "
-              f"{m['eval_return_mean']:.1f} ± {m['eval_return_std']:.1f} | {m['batch_share']:.2f} |")
+        print(
+            f"| {m['env']} | {m['seed']} | {'yes' if m['solved'] else 'no'} | {m['wall_seconds']:.1f} | "
+            f"{m['train_seconds']:.1f} | {m['env_steps']:,} | {mean100} | "
+            f"{m['eval_return_mean']:.1f} ± {m['eval_return_std']:.1f} | {m['batch_share']:.2f} |"
+        )
     return results
 
 

@@ -47,17 +47,22 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     import keras
 
-    print(f"python {platform.python_version()}, keras {keras.__version__}, seed {args.seed}, "
-          f"budget {args.max_seconds:.0f} s per run")
+    print(
+        f"python {platform.python_version()}, keras {keras.__version__}, seed {args.seed}, "
+        f"budget {args.max_seconds:.0f} s per run"
+    )
     runs = {masks: run(masks, args.seed, args.max_seconds) for masks in (True, False)}
-    print("\n| action masks | solved | train s | wall s | env steps | updates | mean_return_100 "
-          "| best greedy eval (20) |")
+    print(
+        "\n| action masks | solved | train s | wall s | env steps | updates | mean_return_100 | best greedy eval (20) |"
+    )
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for masks, (agent, evaluation, wall, solved) in runs.items():
         best = evaluation.best
-        print(f"| {'yes' if masks else 'no'} | {'yes' if solved else 'no'} | {agent.train_seconds:.1f} | {wall:.1f} | "
-              f"{agent.env_steps:,} | {agent.updates} | {agent.mean_return(100):.2f} | "
-              f"{best['mean']:.2f} ± {best['std']:.2f} (update {best['update']}) |")
+        print(
+            f"| {'yes' if masks else 'no'} | {'yes' if solved else 'no'} | {agent.train_seconds:.1f} | {wall:.1f} | "
+            f"{agent.env_steps:,} | {agent.updates} | {agent.mean_return(100):.2f} | "
+            f"{best['mean']:.2f} ± {best['std']:.2f} (update {best['update']}) |"
+        )
     if args.plot:
         import matplotlib
 
@@ -68,11 +73,22 @@ def main(argv: list[str] | None = None) -> None:
         for (masks, (agent, _, _, _)), color in zip(runs.items(), ("C0", "C1")):
             log = agent.training_log
             label = "with masks" if masks else "without masks"
-            ax.plot([r["train_seconds"] for r in log], [r["mean_return_100"] for r in log], "-", color=color,
-                    label=f"{label}: mean return, last 100 episodes")
+            ax.plot(
+                [r["train_seconds"] for r in log],
+                [r["mean_return_100"] for r in log],
+                "-",
+                color=color,
+                label=f"{label}: mean return, last 100 episodes",
+            )
             evaluated = [r for r in log if r.get("evaluated")]
-            ax.plot([r["train_seconds"] for r in evaluated], [r["eval_return_mean"] for r in evaluated], "o",
-                    ms=3, color=color, label=f"{label}: greedy evaluation (20 episodes)")
+            ax.plot(
+                [r["train_seconds"] for r in evaluated],
+                [r["eval_return_mean"] for r in evaluated],
+                "o",
+                ms=3,
+                color=color,
+                label=f"{label}: greedy evaluation (20 episodes)",
+            )
         ax.axhline(TARGET, color="gray", ls="--", lw=1, label=f"target {TARGET:g}")
         ax.set_xlabel("training seconds")
         ax.set_ylabel("episode return")

@@ -66,31 +66,57 @@ MAY_CHANGE_ON_RESUME = ("export_dir", "backup_dir", "data_dir", "download", "fre
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parses and checks the flags (no TensorFlow import); a bad value exits with ``error: ...`` (status 2)."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=HelpFormatter)
-    parser.add_argument("--dataset", default="digits",
-                        help="TFDS name (digits, multi_digits, mnist, bigearthnet/rgb, ...) or a folder with "
-                             "one sub-folder of images per class (an existing directory, or a path starting "
-                             "with ./, ../, / or ~)")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
+    parser.add_argument(
+        "--dataset",
+        default="digits",
+        help="TFDS name (digits, multi_digits, mnist, bigearthnet/rgb, ...) or a folder with "
+        "one sub-folder of images per class (an existing directory, or a path starting "
+        "with ./, ../, / or ~)",
+    )
     parser.add_argument("--epochs", type=positive_int, default=15, help="passes over the training set")
     parser.add_argument("--batch-size", type=positive_int, default=64, help="global batch size (all replicas)")
-    parser.add_argument("--learning-rate", type=positive_float, default=2e-3,
-                        help="Adam's initial learning rate, cosine-decayed to 0 over the run")
+    parser.add_argument(
+        "--learning-rate",
+        type=positive_float,
+        default=2e-3,
+        help="Adam's initial learning rate, cosine-decayed to 0 over the run",
+    )
     parser.add_argument("--seed", type=non_negative_int, default=0, help="seed of weights, dropout and shuffling")
-    parser.add_argument("--export-dir", type=Path, default=None,
-                        help="where the SavedModel, metrics.json and plot go (default saved_models/<dataset "
-                             "name, or the folder's name>)")
-    parser.add_argument("--backup-dir", type=Path, default=None,
-                        help="per-epoch training backup for resuming after a kill (default <export-dir>.backup)")
-    parser.add_argument("--fresh", action="store_true",
-                        help="discard the backup of an earlier run instead of resuming it")
+    parser.add_argument(
+        "--export-dir",
+        type=Path,
+        default=None,
+        help="where the SavedModel, metrics.json and plot go (default saved_models/<dataset "
+        "name, or the folder's name>)",
+    )
+    parser.add_argument(
+        "--backup-dir",
+        type=Path,
+        default=None,
+        help="per-epoch training backup for resuming after a kill (default <export-dir>.backup)",
+    )
+    parser.add_argument(
+        "--fresh", action="store_true", help="discard the backup of an earlier run instead of resuming it"
+    )
     parser.add_argument("--data-dir", default=None, help="TFDS data directory (default TFDS's own)")
-    parser.add_argument("--download", action="store_true",
-                        help="let TFDS download a dataset that is not prepared yet (needs network)")
-    parser.add_argument("--image-size", type=positive_int, nargs=2, default=None, metavar=("H", "W"),
-                        help="resize images to H×W (needed for datasets whose images vary in size)")
-    parser.add_argument("--strategy", choices=STRATEGIES, default="default",
-                        help="tf.distribute strategy; the model is built and compiled in its scope")
+    parser.add_argument(
+        "--download", action="store_true", help="let TFDS download a dataset that is not prepared yet (needs network)"
+    )
+    parser.add_argument(
+        "--image-size",
+        type=positive_int,
+        nargs=2,
+        default=None,
+        metavar=("H", "W"),
+        help="resize images to H×W (needed for datasets whose images vary in size)",
+    )
+    parser.add_argument(
+        "--strategy",
+        choices=STRATEGIES,
+        default="default",
+        help="tf.distribute strategy; the model is built and compiled in its scope",
+    )
     return parser.parse_args(argv)
 
 
@@ -110,8 +136,10 @@ def default_export_dir(dataset: str) -> Path:
         slug = dataset.replace(":", "_").replace("/", "_")  # "cifar10:3.0.2", "bigearthnet/rgb"
     export_dir = root / slug
     if not slug or export_dir.resolve() == root.resolve():
-        raise ValueError(f"cannot name the default export directory after dataset {dataset!r} (it would be "
-                         f"{root} itself, replacing every export in it): pass --export-dir.")
+        raise ValueError(
+            f"cannot name the default export directory after dataset {dataset!r} (it would be "
+            f"{root} itself, replacing every export in it): pass --export-dir."
+        )
     return export_dir
 
 
@@ -141,10 +169,14 @@ def per_label_auc(labels: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
     import numpy as np
     from sklearn import metrics as skmetrics
 
-    return np.array([
-        skmetrics.roc_auc_score(labels[:, k], probabilities[:, k]) if 0 < labels[:, k].sum() < len(labels) else np.nan
-        for k in range(labels.shape[1])
-    ])
+    return np.array(
+        [
+            skmetrics.roc_auc_score(labels[:, k], probabilities[:, k])
+            if 0 < labels[:, k].sum() < len(labels)
+            else np.nan
+            for k in range(labels.shape[1])
+        ]
+    )
 
 
 def plot(path: Path, data: ImageDataset, labels: np.ndarray, probabilities: np.ndarray) -> None:
@@ -165,10 +197,22 @@ def plot(path: Path, data: ImageDataset, labels: np.ndarray, probabilities: np.n
         fig.colorbar(image, ax=ax, label="test images")
         if len(names) <= 30:
             for (i, j), count in np.ndenumerate(matrix):
-                ax.text(j, i, str(count), ha="center", va="center", fontsize=8,
-                        color="white" if count > matrix.max() / 2 else "black")
-        ax.set(xticks=range(len(names)), yticks=range(len(names)), xlabel="predicted", ylabel="true",
-               title=f"{data.name}: confusion matrix (accuracy {np.trace(matrix) / matrix.sum():.4f})")
+                ax.text(
+                    j,
+                    i,
+                    str(count),
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="white" if count > matrix.max() / 2 else "black",
+                )
+        ax.set(
+            xticks=range(len(names)),
+            yticks=range(len(names)),
+            xlabel="predicted",
+            ylabel="true",
+            title=f"{data.name}: confusion matrix (accuracy {np.trace(matrix) / matrix.sum():.4f})",
+        )
         ax.set_xticklabels(names, rotation=90 if max(map(len, names)) > 3 else 0)
         ax.set_yticklabels(names)
     else:
@@ -184,8 +228,13 @@ def plot(path: Path, data: ImageDataset, labels: np.ndarray, probabilities: np.n
         for offset, (label, values) in enumerate(scores.items()):
             ax.bar(positions + (offset - 1.5) * 0.2, values, width=0.2, label=label)
         low = min(np.nanmin(v) for v in scores.values())
-        ax.set(xticks=positions, xlabel="label", ylabel="score", ylim=(max(0.0, low - 0.05), 1.0),
-               title=f"{data.name}: per-label test scores (threshold 0.5)")
+        ax.set(
+            xticks=positions,
+            xlabel="label",
+            ylabel="score",
+            ylim=(max(0.0, low - 0.05), 1.0),
+            title=f"{data.name}: per-label test scores (threshold 0.5)",
+        )
         ax.set_xticklabels(names, rotation=90 if max(map(len, names)) > 3 else 0)
         ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18), ncols=4, fontsize=8, frameon=False)
     fig.tight_layout()
@@ -227,14 +276,24 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
     print("settings: " + ", ".join(f"{key}={value}" for key, value in vars(args).items()))
     print(f"export to {export_dir}, backups in {backup_dir}, {strategy.num_replicas_in_sync} replica(s)")
-    print(f"python {platform.python_version()}, tensorflow {tf.__version__}, keras {keras.__version__}, "
-          f"tensorflow-datasets {tfds.__version__}, kerasce {kerasce.__version__}, numpy {np.__version__}")
+    print(
+        f"python {platform.python_version()}, tensorflow {tf.__version__}, keras {keras.__version__}, "
+        f"tensorflow-datasets {tfds.__version__}, kerasce {kerasce.__version__}, numpy {np.__version__}"
+    )
 
-    data = load_image_dataset(args.dataset, batch_size=args.batch_size, data_dir=args.data_dir,
-                              download=args.download, image_size=args.image_size, seed=args.seed)
+    data = load_image_dataset(
+        args.dataset,
+        batch_size=args.batch_size,
+        data_dir=args.data_dir,
+        download=args.download,
+        image_size=args.image_size,
+        seed=args.seed,
+    )
     task = "multi-label (sigmoid)" if data.multilabel else "multi-class (softmax)"
-    print(f"{data.name}: {data.num_train} train / {data.num_test} test images of {data.input_shape}, "
-          f"{data.num_classes} {'labels' if data.multilabel else 'classes'}, {task}")
+    print(
+        f"{data.name}: {data.num_train} train / {data.num_test} test images of {data.input_shape}, "
+        f"{data.num_classes} {'labels' if data.multilabel else 'classes'}, {task}"
+    )
 
     steps_per_epoch = math.ceil(data.num_train / args.batch_size)
     with strategy.scope():
@@ -243,14 +302,18 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     print(f"model: {model.count_params():,} parameters, loss {type(model.loss).__name__}")
     if backup.resuming:
         epochs_done = finished_epochs(backup)
-        print(backup.resume_line(f"after epoch {epochs_done} of {args.epochs}" if epochs_done is not None
-                                 else "at its last finished epoch"))
+        print(
+            backup.resume_line(
+                f"after epoch {epochs_done} of {args.epochs}"
+                if epochs_done is not None
+                else "at its last finished epoch"
+            )
+        )
 
     # Resumes a killed run at its last finished epoch (weights, optimizer state and epoch number); two
     # checkpoints, so a kill in the middle of writing one falls back to the previous one. Kept after fit
     # (Keras would delete it there) until the export is written: a kill in between loses no training.
-    restore = keras.callbacks.BackupAndRestore(str(backup.state_dir), double_checkpoint=True,
-                                               delete_checkpoint=False)
+    restore = keras.callbacks.BackupAndRestore(str(backup.state_dir), double_checkpoint=True, delete_checkpoint=False)
     start = time.perf_counter()
     history = model.fit(
         data.train,
@@ -262,19 +325,29 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     )
     seconds = time.perf_counter() - start
     epochs_run = len(history.epoch)
-    print(f"trained {epochs_run} epoch(s) in this run: {seconds:.1f} s, "
-          f"{epochs_run * steps_per_epoch / seconds:.1f} steps/s")
+    print(
+        f"trained {epochs_run} epoch(s) in this run: {seconds:.1f} s, "
+        f"{epochs_run * steps_per_epoch / seconds:.1f} steps/s"
+    )
 
     images, labels = test_arrays(data)
     probabilities = model.predict_probabilities(images, batch_size=args.batch_size, verbose=0)
     results = test_metrics(labels, probabilities, data.multilabel)
     print("test: " + ", ".join(f"{k} {v:.4f}" for k, v in results.items()))
 
-    record = {**results, "dataset": data.name, "num_test": data.num_test, "epochs": args.epochs,
-              "batch_size": args.batch_size, "seed": args.seed, "strategy": args.strategy,
-              "train_seconds": round(seconds, 2), "epochs_this_run": epochs_run,  # < epochs after a resume
-              "multilabel": data.multilabel,
-              "class_names": list(data.class_names)}
+    record = {
+        **results,
+        "dataset": data.name,
+        "num_test": data.num_test,
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "seed": args.seed,
+        "strategy": args.strategy,
+        "train_seconds": round(seconds, 2),
+        "epochs_this_run": epochs_run,  # < epochs after a resume
+        "multilabel": data.multilabel,
+        "class_names": list(data.class_names),
+    }
     plot_name = "per_label_scores.png" if data.multilabel else "confusion_matrix.png"
 
     def write_extras(directory: Path) -> None:

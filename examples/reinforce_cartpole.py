@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # pygame renders off-screen
 
 # Light imports only: the flags are parsed and checked before TensorFlow (~5 s) is imported.
-from kerasce.runs import (  # noqa: E402
+from kerasce.runs import (
     STRATEGIES,
     HelpFormatter,
     finite_float,
@@ -57,40 +57,60 @@ if TYPE_CHECKING:
 
 # Flags that may differ between a run and its resume: where output goes, verbosity, and when to stop (the
 # run's updates do not depend on them). Every other flag defines the run, a flag added later too.
-MAY_CHANGE_ON_RESUME = ("export_dir", "backup_dir", "quiet", "fresh", "max_seconds", "max_updates",
-                        "target_return")
+MAY_CHANGE_ON_RESUME = ("export_dir", "backup_dir", "quiet", "fresh", "max_seconds", "max_updates", "target_return")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parses and checks the flags (no TensorFlow import); a bad value exits with ``error: ...`` (status 2)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--env", default="CartPole-v1", help="gymnasium env id (Discrete actions, Box observations)")
-    parser.add_argument("--seed", type=non_negative_int, default=0,
-                        help="seeds the networks, env resets and action sampling")
-    parser.add_argument("--num-envs", type=positive_int, default=None,
-                        help="parallel envs of the vector env (default: the env's preset, else 32)")
-    parser.add_argument("--target-return", type=finite_float, default=None,
-                        help="stop when the 100-episode mean return reaches it (default: the env's reward threshold)")
+    parser.add_argument(
+        "--seed", type=non_negative_int, default=0, help="seeds the networks, env resets and action sampling"
+    )
+    parser.add_argument(
+        "--num-envs",
+        type=positive_int,
+        default=None,
+        help="parallel envs of the vector env (default: the env's preset, else 32)",
+    )
+    parser.add_argument(
+        "--target-return",
+        type=finite_float,
+        default=None,
+        help="stop when the 100-episode mean return reaches it (default: the env's reward threshold)",
+    )
     parser.add_argument("--max-seconds", type=positive_float, default=120.0, help="stop after this much training time")
-    parser.add_argument("--max-updates", type=positive_int, default=None,
-                        help="stop after this many updates in total")
-    parser.add_argument("--export-dir", default=None,
-                        help="where the SavedModel, metrics.json, plot and GIF go "
-                             "(default saved_models/reinforce_<env>)")
-    parser.add_argument("--backup-dir", default=None,
-                        help="checkpoints for resuming after a kill (default <export-dir>.backup)")
-    parser.add_argument("--fresh", action="store_true",
-                        help="discard the backup of an earlier run instead of resuming it")
-    parser.add_argument("--strategy", default="default", choices=STRATEGIES,
-                        help="tf.distribute strategy the agent is built and trained under")
+    parser.add_argument("--max-updates", type=positive_int, default=None, help="stop after this many updates in total")
+    parser.add_argument(
+        "--export-dir",
+        default=None,
+        help="where the SavedModel, metrics.json, plot and GIF go (default saved_models/reinforce_<env>)",
+    )
+    parser.add_argument(
+        "--backup-dir", default=None, help="checkpoints for resuming after a kill (default <export-dir>.backup)"
+    )
+    parser.add_argument(
+        "--fresh", action="store_true", help="discard the backup of an earlier run instead of resuming it"
+    )
+    parser.add_argument(
+        "--strategy",
+        default="default",
+        choices=STRATEGIES,
+        help="tf.distribute strategy the agent is built and trained under",
+    )
     parser.add_argument("--quiet", action="store_true", help="no line per update")
     parser.add_argument("--eval-every", type=positive_int, default=10, help="updates between greedy evaluations")
-    parser.add_argument("--eval-episodes", type=positive_int, default=20,
-                        help="episodes (fresh seeds) per greedy evaluation")
-    parser.add_argument("--learning-rate", type=positive_float, default=None,
-                        help="Adam learning rate (default: the preset's)")
-    parser.add_argument("--no-preset", action="store_true",
-                        help="ignore kerasce.rl.presets.PRESETS[env] and use the ReinforceAgent defaults")
+    parser.add_argument(
+        "--eval-episodes", type=positive_int, default=20, help="episodes (fresh seeds) per greedy evaluation"
+    )
+    parser.add_argument(
+        "--learning-rate", type=positive_float, default=None, help="Adam learning rate (default: the preset's)"
+    )
+    parser.add_argument(
+        "--no-preset",
+        action="store_true",
+        help="ignore kerasce.rl.presets.PRESETS[env] and use the ReinforceAgent defaults",
+    )
     return parser.parse_args(argv)
 
 
@@ -148,9 +168,16 @@ def plot_learning_curve(agent: ReinforceAgent, target: float | None, title: str,
     ax.plot(steps, [row["mean_return_100"] for row in log], "-", lw=2, label="mean return, last 100 episodes")
     evaluated = [row for row in log if row.get("evaluated")]
     if evaluated:
-        ax.errorbar([row["env_steps"] for row in evaluated], [row["eval_return_mean"] for row in evaluated],
-                    yerr=[row["eval_return_std"] for row in evaluated], fmt="o-", ms=3, lw=1, capsize=2,
-                    label=f"greedy evaluation ({int(evaluated[-1]['eval_episodes'])} episodes, mean ± std)")
+        ax.errorbar(
+            [row["env_steps"] for row in evaluated],
+            [row["eval_return_mean"] for row in evaluated],
+            yerr=[row["eval_return_std"] for row in evaluated],
+            fmt="o-",
+            ms=3,
+            lw=1,
+            capsize=2,
+            label=f"greedy evaluation ({int(evaluated[-1]['eval_episodes'])} episodes, mean ± std)",
+        )
     if target is not None:
         ax.axhline(target, color="gray", ls="--", lw=1, label=f"target {target:g}")
     ax.set_xlabel("env steps")
@@ -183,8 +210,12 @@ def main(argv: list[str] | None = None) -> dict:
 
     strategy = distribute.get_strategy(args.strategy)
     # Every worker of a cluster checkpoints, each into a directory of its own.
-    backup = open_backup(distribute.worker_path(args.backup_dir or args.export_dir.rstrip("/") + ".backup", strategy),
-                         vars(args), may_change=MAY_CHANGE_ON_RESUME, fresh=args.fresh)
+    backup = open_backup(
+        distribute.worker_path(args.backup_dir or args.export_dir.rstrip("/") + ".backup", strategy),
+        vars(args),
+        may_change=MAY_CHANGE_ON_RESUME,
+        fresh=args.fresh,
+    )
     backup_dir = str(backup.state_dir)
     target = args.target_return
     if target is None:
@@ -198,10 +229,14 @@ def main(argv: list[str] | None = None) -> dict:
     for key in ("num_envs", "learning_rate"):
         if getattr(args, key) is not None:
             settings[key] = getattr(args, key)
-    print(f"kerasce REINFORCE on {args.env}: seed={args.seed} settings={settings} target={target} "
-          f"max_seconds={args.max_seconds} strategy={args.strategy} export_dir={args.export_dir}")
-    print(f"python {platform.python_version()}, tensorflow {tf.__version__}, keras {keras.__version__}, "
-          f"gymnasium {gymnasium.__version__}, numpy {np.__version__}")
+    print(
+        f"kerasce REINFORCE on {args.env}: seed={args.seed} settings={settings} target={target} "
+        f"max_seconds={args.max_seconds} strategy={args.strategy} export_dir={args.export_dir}"
+    )
+    print(
+        f"python {platform.python_version()}, tensorflow {tf.__version__}, keras {keras.__version__}, "
+        f"gymnasium {gymnasium.__version__}, numpy {np.__version__}"
+    )
 
     with strategy.scope():
         agent = ReinforceAgent.from_env(args.env, **settings, seed=args.seed)
@@ -211,24 +246,39 @@ def main(argv: list[str] | None = None) -> dict:
     # The CSV log lives beside the backup while training (appended to on resume), then goes into the export.
     csv_log = os.path.join(backup_dir, "training_log.csv")
     os.makedirs(backup_dir, exist_ok=True)
-    evaluation = EvalCallback(args.env, episodes=args.eval_episodes, eval_every=args.eval_every,
-                              target_return=target, verbose=0 if args.quiet else 1)
+    evaluation = EvalCallback(
+        args.env,
+        episodes=args.eval_episodes,
+        eval_every=args.eval_every,
+        target_return=target,
+        verbose=0 if args.quiet else 1,
+    )
     learn_start = time.perf_counter()
-    history = agent.learn(args.env, total_timesteps=None, max_seconds=args.max_seconds, max_updates=args.max_updates,
-                          target_return=target, verbose=0 if args.quiet else 1, checkpoint_dir=backup_dir,
-                          resume=True, evaluation=evaluation,
-                          callbacks=[keras.callbacks.CSVLogger(csv_log)])
+    history = agent.learn(
+        args.env,
+        total_timesteps=None,
+        max_seconds=args.max_seconds,
+        max_updates=args.max_updates,
+        target_return=target,
+        verbose=0 if args.quiet else 1,
+        checkpoint_dir=backup_dir,
+        resume=True,
+        evaluation=evaluation,
+        callbacks=[keras.callbacks.CSVLogger(csv_log)],
+    )
     wall_seconds = time.perf_counter() - learn_start  # this run's learn(), evaluations included
     # The best evaluation's weights are the agent's now (EvalCallback.restore_best).
     best = evaluation.best or {"mean": math.nan, "std": math.nan, "episodes": 0, "seed": None, "update": None}
     trained = target is not None and len(agent.episode_returns) >= 100 and agent.mean_return(100) >= target
     solved = trained and best is not None and best["mean"] >= target
     steps_per_second = agent.env_steps / max(agent.collect_seconds, 1e-9)
-    print(f"{'solved' if solved else 'not solved'}: mean return (100 episodes) {agent.mean_return(100):.1f}, "
-          f"greedy evaluation {best['mean']:.1f} +- {best['std']:.1f} ({best['episodes']} episodes, update "
-          f"{best['update']}) after {agent.train_seconds:.2f} s, {agent.env_steps} env steps, "
-          f"{len(agent.episode_returns)} episodes, {agent.updates} updates ({len(history.epoch)} in this run); "
-          f"collection {steps_per_second:,.0f} env steps/s")
+    print(
+        f"{'solved' if solved else 'not solved'}: mean return (100 episodes) {agent.mean_return(100):.1f}, "
+        f"greedy evaluation {best['mean']:.1f} +- {best['std']:.1f} ({best['episodes']} episodes, update "
+        f"{best['update']}) after {agent.train_seconds:.2f} s, {agent.env_steps} env steps, "
+        f"{len(agent.episode_returns)} episodes, {agent.updates} updates ({len(history.epoch)} in this run); "
+        f"collection {steps_per_second:,.0f} env steps/s"
+    )
 
     frames, greedy_return = greedy_episode(agent, args.env, seed=args.seed)
     metrics = {
@@ -255,22 +305,25 @@ def main(argv: list[str] | None = None) -> dict:
         "greedy_episode_return": greedy_return,
         "versions": {"tensorflow": tf.__version__, "keras": keras.__version__, "gymnasium": gymnasium.__version__},
     }
-    title = (f"REINFORCE (kerasce) on {args.env}, seed {args.seed}: "
-             f"{'solved' if solved else 'stopped'} in {agent.train_seconds:.1f} s")
+    title = (
+        f"REINFORCE (kerasce) on {args.env}, seed {args.seed}: "
+        f"{'solved' if solved else 'stopped'} in {agent.train_seconds:.1f} s"
+    )
 
     def write_extras(directory: Path) -> None:
         write_json_atomic(directory / "metrics.json", metrics)
         shutil.copyfile(csv_log, directory / "training_log.csv")
         plot_learning_curve(agent, target, title, str(directory / "learning_curve.png"))
-        frames[0].save(directory / "greedy_episode.gif", save_all=True, append_images=frames[1:],
-                       duration=40, loop=0)
+        frames[0].save(directory / "greedy_episode.gif", save_all=True, append_images=frames[1:], duration=40, loop=0)
 
     with distribute.export_location(args.export_dir, strategy) as export_dir:
         path = agent.export_policy(export_dir, write_extras=write_extras)
     backup.discard()  # training is over and exported: nothing to resume
     if distribute.is_chief(strategy):
-        print(f"greedy episode return {greedy_return:.0f}; wrote {path}/ (SavedModel, metrics.json, "
-              f"training_log.csv, learning_curve.png, greedy_episode.gif)")
+        print(
+            f"greedy episode return {greedy_return:.0f}; wrote {path}/ (SavedModel, metrics.json, "
+            f"training_log.csv, learning_curve.png, greedy_episode.gif)"
+        )
     return metrics
 
 

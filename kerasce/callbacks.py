@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import keras
 
@@ -75,7 +75,7 @@ class StopAtMeanReturn(keras.callbacks.Callback):
         target_return: float,
         monitor: str = "mean_return_100",
         min_episodes: int = 100,
-        evaluation: "EvalCallback | None" = None,
+        evaluation: EvalCallback | None = None,
     ):
         super().__init__()
         self.target_return = float(target_return)
@@ -99,10 +99,16 @@ class StopAtMeanReturn(keras.callbacks.Callback):
     def on_train_begin(self, logs: dict[str, float] | None = None) -> None:
         history = getattr(self.model, "training_log", None)
         # A resumed run re-evaluates before its first update; the restored row's eval must have passed.
-        if history and self._reached(history[-1]) and (
-            self.evaluation is None
-            or (history[-1].get("evaluated") == 1.0
-                and history[-1].get("eval_return_mean", -math.inf) >= self.target_return)
+        if (
+            history
+            and self._reached(history[-1])
+            and (
+                self.evaluation is None
+                or (
+                    history[-1].get("evaluated") == 1.0
+                    and history[-1].get("eval_return_mean", -math.inf) >= self.target_return
+                )
+            )
         ):
             self.reached_at = int(history[-1].get("update", len(history))) - 1
             self.model.stop_training = True
@@ -216,8 +222,12 @@ class EvalCallback(keras.callbacks.Callback):
         if epoch == 0 or (epoch + 1) % self.eval_every == 0:
             return True
         value = logs.get(self.trigger)
-        return (self.target_return is not None and value is not None and logs.get("episodes", 0) >= 100
-                and value >= self.target_return)
+        return (
+            self.target_return is not None
+            and value is not None
+            and logs.get("episodes", 0) >= 100
+            and value >= self.target_return
+        )
 
     def evaluate(self, epoch: int) -> dict[str, float]:
         """Run one evaluation of the current weights now; returns (and records) its summary."""
@@ -230,10 +240,17 @@ class EvalCallback(keras.callbacks.Callback):
         update = int(getattr(agent, "updates", epoch + 1))
         # Fresh seeds per evaluation, disjoint in practice from the training resets (another key).
         base = int(np.random.SeedSequence([int(run_seed), update, 1]).generate_state(1)[0] % 2**30)
-        result = evaluate_policy(agent.policy_sampler().logits, self.env, self.episodes, base,
-                                 action_mask=self.action_mask)
-        summary = {"epoch": epoch, "update": update, "mean": result.mean, "std": result.std,
-                   "episodes": result.episodes, "seed": base}
+        result = evaluate_policy(
+            agent.policy_sampler().logits, self.env, self.episodes, base, action_mask=self.action_mask
+        )
+        summary = {
+            "epoch": epoch,
+            "update": update,
+            "mean": result.mean,
+            "std": result.std,
+            "episodes": result.episodes,
+            "seed": base,
+        }
         self.evaluations.append(summary)
         if self.best is None or summary["mean"] >= self.best["mean"]:
             self.best = summary
@@ -241,8 +258,11 @@ class EvalCallback(keras.callbacks.Callback):
             if self.directory is not None:
                 self._save_best()
         if self.verbose:
-            print(f"eval at update {update}: greedy return {result.mean:.1f} +- {result.std:.1f} "
-                  f"over {result.episodes} episodes", flush=True)
+            print(
+                f"eval at update {update}: greedy return {result.mean:.1f} +- {result.std:.1f} "
+                f"over {result.episodes} episodes",
+                flush=True,
+            )
         return summary
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
@@ -252,8 +272,12 @@ class EvalCallback(keras.callbacks.Callback):
             self.evaluate(epoch)
         last = self.last
         if last is not None:
-            self._carried = dict(eval_return_mean=last["mean"], eval_return_std=last["std"],
-                                 eval_episodes=float(last["episodes"]), eval_seed=float(last["seed"]))
+            self._carried = dict(
+                eval_return_mean=last["mean"],
+                eval_return_std=last["std"],
+                eval_episodes=float(last["episodes"]),
+                eval_seed=float(last["seed"]),
+            )
         self.latest_logs = dict(self._carried, evaluated=float(evaluated))
         logs.update(self.latest_logs)
 

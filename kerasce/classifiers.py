@@ -23,8 +23,9 @@ rescales them to ``[0, 1]`` itself, so the exported model takes raw images.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import keras
 import numpy as np
@@ -262,8 +263,12 @@ def build_image_classifier(
     x = layers.Rescaling(1.0 / 255.0, name="rescale")(images)
     size = min(height, width)
     for block, width_ in enumerate(filters):
-        x = layers.Conv2D(width_, 3, padding="same", activation="relu", kernel_initializer="he_uniform", name=f"conv{block}a")(x)
-        x = layers.Conv2D(width_, 3, padding="same", activation="relu", kernel_initializer="he_uniform", name=f"conv{block}b")(x)
+        x = layers.Conv2D(
+            width_, 3, padding="same", activation="relu", kernel_initializer="he_uniform", name=f"conv{block}a"
+        )(x)
+        x = layers.Conv2D(
+            width_, 3, padding="same", activation="relu", kernel_initializer="he_uniform", name=f"conv{block}b"
+        )(x)
         if size >= 2:
             x = layers.MaxPooling2D(2, name=f"pool{block}")(x)
             size //= 2

@@ -20,8 +20,8 @@ import os
 import shutil
 import tempfile
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import keras
 import tensorflow as tf
@@ -65,7 +65,9 @@ def get_strategy(name: str = "default") -> tf.distribute.Strategy:
             try:
                 json.loads(config)
             except json.JSONDecodeError as error:
-                raise ValueError(f"TF_CONFIG must be JSON like {{'cluster': ..., 'task': ...}}; got {config!r}.") from error
+                raise ValueError(
+                    f"TF_CONFIG must be JSON like {{'cluster': ..., 'task': ...}}; got {config!r}."
+                ) from error
         _patch_keras_fit_for_multiworker()
         return tf.distribute.MultiWorkerMirroredStrategy()
     raise ValueError(f"Unknown strategy {name!r}; expected one of {STRATEGIES}.")
@@ -139,7 +141,8 @@ def _patch_keras_fit_for_multiworker() -> None:
         warnings.warn(
             f"kerasce: Keras {keras.__version__} changed the trainer internals its multi-worker fix for "
             "keras-team/keras#20585 replaces; running without it. If fit() fails under "
-            "MultiWorkerMirroredStrategy, use the Keras version kerasce was tested with (3.15)."
+            "MultiWorkerMirroredStrategy, use the Keras version kerasce was tested with (3.15).",
+            stacklevel=2,
         )
         return
     original = trainer_cls._maybe_symbolic_build
@@ -152,9 +155,9 @@ def _patch_keras_fit_for_multiworker() -> None:
             return original(self, iterator=iterator, data_batch=data_batch)
         for _, _, it in iterator:
             data_batch = tree.map_structure(
-                lambda v: strategy.experimental_local_results(v)[0]
-                if isinstance(v, tf.distribute.DistributedValues)
-                else v,
+                lambda v: (
+                    strategy.experimental_local_results(v)[0] if isinstance(v, tf.distribute.DistributedValues) else v
+                ),
                 next(it),
             )
             break

@@ -21,8 +21,9 @@ import sys
 import tempfile
 import uuid
 import warnings
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import keras
 import tensorflow as tf
@@ -79,8 +80,11 @@ def _remove_old_copy(path: Path) -> None:
     try:
         shutil.rmtree(path)
     except OSError as error:
-        warnings.warn(f"The export succeeded, but its previous copy could not be removed ({error}); "
-                      f"delete {path} by hand.", RuntimeWarning, stacklevel=2)
+        warnings.warn(
+            f"The export succeeded, but its previous copy could not be removed ({error}); delete {path} by hand.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
 
 
 def _replace_directory(new: Path, dest: Path) -> None:

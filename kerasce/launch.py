@@ -26,7 +26,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 __all__ = ["launch", "main", "tf_configs"]
 
@@ -52,8 +52,13 @@ def tf_configs(num_workers: int, host: str = "127.0.0.1") -> list[str]:
 
 def _worker_env(config: str, threads: int) -> dict[str, str]:
     env = dict(os.environ, TF_CONFIG=config)
-    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "TF_NUM_INTRAOP_THREADS",
-                 "TF_NUM_INTEROP_THREADS"):
+    for name in (
+        "OMP_NUM_THREADS",
+        "OPENBLAS_NUM_THREADS",
+        "MKL_NUM_THREADS",
+        "TF_NUM_INTRAOP_THREADS",
+        "TF_NUM_INTEROP_THREADS",
+    ):
         env[name] = str(threads)
     return env
 
@@ -86,9 +91,14 @@ def launch(command: Sequence[str], workers: int, threads: int | None = None, gra
     relays = []
     for i, config in enumerate(configs):
         # A session of its own: Ctrl-C in a terminal reaches the launcher, which forwards it once.
-        proc = subprocess.Popen([sys.executable, *command], env=_worker_env(config, threads),
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            [sys.executable, *command],
+            env=_worker_env(config, threads),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
         procs.append(proc)
         relay = threading.Thread(target=_relay, args=(proc.stdout, f"[w{i}] ", sys.stdout), daemon=True)
         relay.start()
@@ -111,8 +121,12 @@ def launch(command: Sequence[str], workers: int, threads: int | None = None, gra
                 code = p.poll()
                 if code not in (None, 0) and failed is None and not interrupted:
                     failed = (i, code)
-                    print(f"kerasce.launch: worker {i} (pid {p.pid}) exited with code {code}; stopping the "
-                          "other workers.", file=sys.stderr, flush=True)
+                    print(
+                        f"kerasce.launch: worker {i} (pid {p.pid}) exited with code {code}; stopping the "
+                        "other workers.",
+                        file=sys.stderr,
+                        flush=True,
+                    )
                     forward(signal.SIGINT, None)
                     interrupted.clear()
             if (failed is not None or interrupted) and deadline is None:
@@ -130,8 +144,11 @@ def launch(command: Sequence[str], workers: int, threads: int | None = None, gra
     if failed is None:
         failed = next(((i, p.returncode) for i, p in enumerate(procs) if p.returncode != 0), None)
         if failed is not None:
-            print(f"kerasce.launch: worker {failed[0]} (pid {procs[failed[0]].pid}) exited with code "
-                  f"{failed[1]}.", file=sys.stderr, flush=True)
+            print(
+                f"kerasce.launch: worker {failed[0]} (pid {procs[failed[0]].pid}) exited with code {failed[1]}.",
+                file=sys.stderr,
+                flush=True,
+            )
     if interrupted and failed is None:
         return 130
     if failed is None:
@@ -140,13 +157,22 @@ def launch(command: Sequence[str], workers: int, threads: int | None = None, gra
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m kerasce.launch", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m kerasce.launch", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--workers", type=int, required=True, help="local worker processes to start (>= 1)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="TensorFlow/OpenMP/BLAS threads per worker (default: cores // workers, at least 1)")
-    parser.add_argument("--grace", type=float, default=20.0,
-                        help="seconds the other workers get to stop after a failure or Ctrl-C before SIGKILL")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="TensorFlow/OpenMP/BLAS threads per worker (default: cores // workers, at least 1)",
+    )
+    parser.add_argument(
+        "--grace",
+        type=float,
+        default=20.0,
+        help="seconds the other workers get to stop after a failure or Ctrl-C before SIGKILL",
+    )
     parser.add_argument("script", help="the Python script every worker runs")
     parser.add_argument("args", nargs=argparse.REMAINDER, help="its arguments")
     args = parser.parse_args(argv)

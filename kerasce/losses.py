@@ -33,21 +33,22 @@ Numerics shared by all functions:
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import keras
 import numpy as np
 import tensorflow as tf
-from tensorflow.python.ops import control_flow_util  # noqa: the XLA-context test has no public API
+from tensorflow.python.ops import control_flow_util  # the XLA-context test has no public API
 
 __all__ = [
-    "softmax_cross_entropy",
-    "sigmoid_cross_entropy",
-    "softmax_entropy",
-    "policy_gradient_loss",
-    "SoftmaxCrossEntropy",
-    "SigmoidCrossEntropy",
     "PolicyGradientLoss",
+    "SigmoidCrossEntropy",
+    "SoftmaxCrossEntropy",
+    "policy_gradient_loss",
+    "sigmoid_cross_entropy",
+    "softmax_cross_entropy",
+    "softmax_entropy",
 ]
 
 # Slack for probabilities a hair above 1 after rounding (a float32 softmax can sum to 1 + 1e-7).
@@ -77,9 +78,7 @@ def _check_smoothing(label_smoothing: float) -> None:
         raise ValueError(f"label_smoothing must be in [0, 1]; got label_smoothing={label_smoothing}.")
 
 
-def _weights_vector(
-    weights: Sequence[float] | None, num: int, name: str, dtype: tf.DType
-) -> tf.Tensor | None:
+def _weights_vector(weights: Sequence[float] | None, num: int, name: str, dtype: tf.DType) -> tf.Tensor | None:
     """Checks a per-class / per-label weight vector against the number of classes."""
     if weights is None:
         return None
@@ -137,8 +136,14 @@ class _Checks:
             self._asserts.append(tf.debugging.Assert(ok, [message, *data], summarize=8))
 
     def require_range(
-        self, values: tf.Tensor, high: float, message: str, *, high_inclusive: bool = True,
-        also: tf.Tensor | None = None, poison: bool = False,
+        self,
+        values: tf.Tensor,
+        high: float,
+        message: str,
+        *,
+        high_inclusive: bool = True,
+        also: tf.Tensor | None = None,
+        poison: bool = False,
     ) -> tf.Tensor:
         """Checks ``0 <= values <= high`` (``< high``) and `also`; the message reports min and max.
 
@@ -291,8 +296,13 @@ _LABEL_FORMS = ("auto", "sparse", "dense")
 
 
 def _softmax_label_form(
-    labels: tf.Tensor, logits: tf.Tensor, class_axis: int, label_form: str, ignore_class: int | None,
-    checks: _Checks, fn: str,
+    labels: tf.Tensor,
+    logits: tf.Tensor,
+    class_axis: int,
+    label_form: str,
+    ignore_class: int | None,
+    checks: _Checks,
+    fn: str,
 ) -> tuple[bool | None, tf.Tensor]:
     """Decides sparse (True) or dense (False) labels from the shapes, or None: only the run time can tell.
 
@@ -319,7 +329,7 @@ def _softmax_label_form(
         f"integer class ids of shape {sparse_dims} (or with a size-1 class axis) or one-hot / soft labels of "
         f"shape {pred_dims}"
     )
-    if label_form == "sparse" and not sparse_ok or label_form == "dense" and not dense_ok:
+    if (label_form == "sparse" and not sparse_ok) or (label_form == "dense" and not dense_ok):
         wanted = expected.split(" or one-hot")[0] if label_form == "sparse" else f"labels of shape {pred_dims}"
         raise ValueError(
             f"{fn}: label_form={label_form!r} expects {wanted}; got labels of shape {shape} for predictions of "
@@ -453,10 +463,17 @@ def softmax_cross_entropy(
     checks = _Checks()
     sparse, labels = _softmax_label_form(labels, logits, class_axis, label_form, ignore_class, checks, fn)
     if sparse is None:
+
         def with_form(form: str) -> Callable[[], tf.Tensor]:
             return lambda: softmax_cross_entropy(
-                labels, logits, from_logits=from_logits, label_smoothing=label_smoothing,
-                class_weight=class_weight, axis=axis, label_form=form, focal_gamma=focal_gamma,
+                labels,
+                logits,
+                from_logits=from_logits,
+                label_smoothing=label_smoothing,
+                class_weight=class_weight,
+                axis=axis,
+                label_form=form,
+                focal_gamma=focal_gamma,
                 poly_epsilon=poly_epsilon,
             )
 
@@ -741,8 +758,7 @@ def sigmoid_cross_entropy(
         labels = tf.squeeze(labels, -1)
     if not labels.shape.is_compatible_with(logits.shape):
         raise ValueError(
-            f"{fn}: labels must have the predictions' shape; got labels {labels.shape} and predictions "
-            f"{logits.shape}."
+            f"{fn}: labels must have the predictions' shape; got labels {labels.shape} and predictions {logits.shape}."
         )
     rank = logits.shape.rank
     label_axis = axis % rank

@@ -30,8 +30,8 @@ import shlex
 import shutil
 import sys
 import tempfile
-from pathlib import Path
 from collections.abc import Collection, Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 __all__ = [
@@ -207,11 +207,15 @@ def open_backup(
             f"so it cannot be checked to belong to this run; it is not resumed. To start fresh, add --fresh "
             f"(discards the backup) or delete {directory}."
         ) from None
-    differences = [key for key in sorted(set(recorded) | set(flags))
-                   if key not in may_change and recorded.get(key, _UNSET) != flags.get(key, _UNSET)]
+    differences = [
+        key
+        for key in sorted(set(recorded) | set(flags))
+        if key not in may_change and recorded.get(key, _UNSET) != flags.get(key, _UNSET)
+    ]
     if differences:
-        changes = ", ".join(f"{_flag(k)} {_show(recorded.get(k, _UNSET))} -> {_show(flags.get(k, _UNSET))}"
-                            for k in differences)
+        changes = ", ".join(
+            f"{_flag(k)} {_show(recorded.get(k, _UNSET))} -> {_show(flags.get(k, _UNSET))}" for k in differences
+        )
         resume = " ".join(_as_flags(k, recorded.get(k, _UNSET)) for k in differences)
         raise RunConfigMismatch(
             f"the backup in {directory} was made with other flags ({changes}); it is not resumed. "
@@ -262,8 +266,10 @@ def _as_flags(key: str, value: Any) -> str:
 # logging is not initialised while TensorFlow loads, and before that absl writes every message to stderr
 # whatever the level (TF_CPP_MIN_LOG_LEVEL is not consulted; no environment variable changes it).
 _ABSL_PREAMBLE = re.compile(r"WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR")
-_NO_CUDA_DRIVER = re.compile(r"I\d{4} [\d:. ]+\d+ cudart_stub\.cc:\d+\] Could not find cuda drivers on your machine, "
-                             r"GPU will not be used\.")
+_NO_CUDA_DRIVER = re.compile(
+    r"I\d{4} [\d:. ]+\d+ cudart_stub\.cc:\d+\] Could not find cuda drivers on your machine, "
+    r"GPU will not be used\."
+)
 # Only dropped when the line above says there is no driver at all; with a driver installed, a failing
 # cuInit is the one clue a GPU user has, and it is kept.
 _CUINIT_FAILED = re.compile(r"E\d{4} [\d:. ]+\d+ cuda_platform\.cc:\d+\] failed call to cuInit: .*")

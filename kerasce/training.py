@@ -21,7 +21,7 @@ but the stock optimizer applies the NaN gradients, so the weights are NaN after 
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import keras
 import tensorflow as tf

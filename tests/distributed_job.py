@@ -14,10 +14,10 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import numpy as np
+import tensorflow as tf
 
-from kerasce import distribute  # noqa: E402
+from kerasce import distribute
 
 GLOBAL_BATCH = 16
 STEPS = 3
@@ -90,7 +90,11 @@ def build(task: str):
         return agent
     layers = [keras.Input((6,)), keras.layers.Dense(8, activation="tanh"), keras.layers.Dense(4)]
     model = NaiveMeanModel(layers) if task == "naive_softmax" else keras.Sequential(layers)
-    loss = losses.SigmoidCrossEntropy(pos_weight=2.0) if task == "sigmoid" else losses.SoftmaxCrossEntropy(label_smoothing=0.1)
+    loss = (
+        losses.SigmoidCrossEntropy(pos_weight=2.0)
+        if task == "sigmoid"
+        else losses.SoftmaxCrossEntropy(label_smoothing=0.1)
+    )
     model.compile(keras.optimizers.SGD(0.5), loss=loss)
     return model
 
@@ -114,11 +118,18 @@ def main() -> None:
         # learn()'s path: one call per update, batch sizes that are not multiples of GLOBAL_BATCH.
         start = 0
         for size in (10, 14, 24):
-            logs = model._train_on_batch(x[start:start + size], y[start:start + size], w[start:start + size])
+            logs = model._train_on_batch(x[start : start + size], y[start : start + size], w[start : start + size])
             batch_losses += [logs[k] for k in sorted(logs)]
             start += size
-        print(json.dumps({"replicas": strategy.num_replicas_in_sync, "losses": batch_losses,
-                          "weights": [v.tolist() for v in model.get_weights()]}))
+        print(
+            json.dumps(
+                {
+                    "replicas": strategy.num_replicas_in_sync,
+                    "losses": batch_losses,
+                    "weights": [v.tolist() for v in model.get_weights()],
+                }
+            )
+        )
         return
 
     class RecordLoss(tf.keras.callbacks.Callback):
@@ -126,11 +137,15 @@ def main() -> None:
             batch_losses.append(float(logs["loss"]))
 
     model.fit(dataset, epochs=1, verbose=0, callbacks=[RecordLoss()])
-    print(json.dumps({
-        "replicas": strategy.num_replicas_in_sync,
-        "losses": batch_losses,
-        "weights": [w.tolist() for w in model.get_weights()],
-    }))
+    print(
+        json.dumps(
+            {
+                "replicas": strategy.num_replicas_in_sync,
+                "losses": batch_losses,
+                "weights": [w.tolist() for w in model.get_weights()],
+            }
+        )
+    )
     sys.stdout.flush()
 
 

@@ -40,7 +40,11 @@ def run_without_kerasce(code: str, *args: str, cwd: str | os.PathLike) -> str:
     script = _PRELUDE + textwrap.dedent(code) + _POSTLUDE
     result = subprocess.run(
         [sys.executable, "-I", "-c", script, *map(str, args)],
-        cwd=cwd, env=env, capture_output=True, text=True, timeout=300,
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     if result.returncode != 0:
         raise AssertionError(f"kerasce-free process failed ({result.returncode}):\n{result.stderr[-3000:]}")

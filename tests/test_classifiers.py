@@ -40,7 +40,9 @@ def test_compiled_structure(multilabel, loss_class):
     assert tuple(model(images).shape) == (2, 5)
     labels = np.eye(5, dtype=np.float32)[[0, 3]] if multilabel else np.array([0, 3])
     result = model.evaluate(images, labels, return_dict=True, verbose=0)
-    assert sorted(result) == sorted(["loss"] + (["auc", "precision", "recall", "micro_f1"] if multilabel else ["accuracy"]))
+    assert sorted(result) == sorted(
+        ["loss"] + (["auc", "precision", "recall", "micro_f1"] if multilabel else ["accuracy"])
+    )
 
 
 def test_xla_is_off_unless_asked_for(monkeypatch):
@@ -74,8 +76,9 @@ def test_accuracy_of_class_ids_and_one_hot_labels(labels_as, batch_size):
     _constant_logits(model, [0.0, 2.0, 1.0, -1.0])  # every image predicted as class 1
     classes = np.array([1, 1, 0, 2, 1, 3, 3, 1])  # 4 of 8 are class 1
     labels = {"ids": classes, "ids [B, 1]": classes[:, None], "one-hot": np.eye(4, dtype=np.float32)[classes]}
-    result = model.evaluate(np.zeros((8, 8, 8, 1), np.uint8), labels[labels_as], batch_size=batch_size,
-                            return_dict=True, verbose=0)
+    result = model.evaluate(
+        np.zeros((8, 8, 8, 1), np.uint8), labels[labels_as], batch_size=batch_size, return_dict=True, verbose=0
+    )
     assert result["accuracy"] == pytest.approx(0.5)
 
 
@@ -134,8 +137,7 @@ def test_digits_classifier_learns(data_dir):
 @pytest.mark.slow
 def test_multi_digits_classifier_learns(data_dir):
     data = load_image_dataset("multi_digits", batch_size=64, data_dir=data_dir)
-    model = build_image_classifier(data.input_shape, data.num_classes, multilabel=True, dropout=0.0,
-                                   learning_rate=2e-3)
+    model = build_image_classifier(data.input_shape, data.num_classes, multilabel=True, dropout=0.0, learning_rate=2e-3)
     before = model.evaluate(data.test, return_dict=True, verbose=0)
     model.fit(data.train, epochs=2, shuffle=False, verbose=0)  # the pipeline shuffles
     after = model.evaluate(data.test, return_dict=True, verbose=0)
@@ -163,8 +165,9 @@ def test_keras_file_round_trip(tmp_path):
     loaded = keras.models.load_model(tmp_path / "m.keras")
     assert isinstance(loaded, ImageClassifier) and loaded.multilabel
     assert isinstance(loaded.loss, SigmoidCrossEntropy)
-    np.testing.assert_allclose(loaded.predict_probabilities(images, verbose=0),
-                               model.predict_probabilities(images, verbose=0), rtol=1e-6)
+    np.testing.assert_allclose(
+        loaded.predict_probabilities(images, verbose=0), model.predict_probabilities(images, verbose=0), rtol=1e-6
+    )
 
 
 def test_export_serves_probabilities_of_uint8_images(tmp_path):
@@ -215,7 +218,9 @@ def test_bad_arguments(kwargs, error, match):
 
 def test_images_of_the_wrong_rank_are_rejected():
     model = build_image_classifier((8, 8, 1), 10)
-    with pytest.raises(ValueError, match=r"expected images of rank 4 with shape \('B', 8, 8, 1\), got shape \(2, 8, 8\)"):
+    with pytest.raises(
+        ValueError, match=r"expected images of rank 4 with shape \('B', 8, 8, 1\), got shape \(2, 8, 8\)"
+    ):
         model(np.zeros((2, 8, 8), np.uint8))
     with pytest.raises(ValueError, match=r"expected images of rank 4 .* got shape \(None, 8, 8\)"):
         model.fit(np.zeros((2, 8, 8), np.uint8), np.zeros(2), verbose=0)

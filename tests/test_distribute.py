@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from cluster import tf_configs
 
 from kerasce import distribute
@@ -23,7 +22,9 @@ pytestmark = pytest.mark.slow
 
 def run_job(task: str, strategy: str = "default", devices: int = 1, env: dict | None = None) -> subprocess.Popen:
     cmd = [sys.executable, str(JOB), "--task", task, "--strategy", strategy, "--devices", str(devices)]
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})
+    return subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})}
+    )
 
 
 def result(proc: subprocess.Popen) -> dict:
@@ -42,8 +43,18 @@ def assert_same_training(got: dict, want: dict) -> None:
 @pytest.fixture(scope="module")
 def one_device():
     """One-device reference runs, started together."""
-    procs = {task: run_job(task) for task in ("softmax", "sigmoid", "naive_softmax", "agent", "agent_learn",
-                                              "classifier", "multilabel_classifier")}
+    procs = {
+        task: run_job(task)
+        for task in (
+            "softmax",
+            "sigmoid",
+            "naive_softmax",
+            "agent",
+            "agent_learn",
+            "classifier",
+            "multilabel_classifier",
+        )
+    }
     return {task: result(proc) for task, proc in procs.items()}
 
 
@@ -71,7 +82,9 @@ def test_two_worker_processes_equal_one_device(task, one_device):
 
 
 def test_unknown_strategy_and_bad_tf_config_are_clear_errors(monkeypatch):
-    with pytest.raises(ValueError, match=r"Unknown strategy 'tpu'; expected one of \('default', 'mirrored', 'multiworker'\)"):
+    with pytest.raises(
+        ValueError, match=r"Unknown strategy 'tpu'; expected one of \('default', 'mirrored', 'multiworker'\)"
+    ):
         distribute.get_strategy("tpu")
     monkeypatch.setenv("TF_CONFIG", "{cluster: oops")
     with pytest.raises(ValueError, match="TF_CONFIG must be JSON"):

@@ -18,13 +18,15 @@ from kerasce.export import atomic_directory, export_saved_model, save_keras_atom
 
 
 def tiny_model(bias: float) -> keras.Model:
-    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, bias_initializer=keras.initializers.Constant(bias))])
+    model = keras.Sequential(
+        [keras.Input((3,)), keras.layers.Dense(2, bias_initializer=keras.initializers.Constant(bias))]
+    )
     return model
 
 
 def export_tiny(path, bias: float, **kwargs):
     model = tiny_model(bias)
-    fn = lambda x: {"probabilities": tf.nn.softmax(model(x)), "logits": model(x)}  # noqa: E731
+    fn = lambda x: {"probabilities": tf.nn.softmax(model(x)), "logits": model(x)}
     return model, export_saved_model(path, model, fn, [tf.TensorSpec([None, 3], tf.float32)], **kwargs)
 
 
@@ -143,9 +145,8 @@ def test_export_directory_gets_ordinary_permissions(tmp_path):
 
 def test_atomic_directory_rejects_a_file_in_the_way(tmp_path):
     (tmp_path / "export").write_text("not a directory")
-    with pytest.raises(ValueError, match="is not a directory"):
-        with atomic_directory(tmp_path / "export"):
-            pass
+    with pytest.raises(ValueError, match="is not a directory"), atomic_directory(tmp_path / "export"):
+        pass
 
 
 def test_keras_file_and_json_are_written_atomically(tmp_path):
@@ -238,9 +239,12 @@ def test_export_is_fsynced_before_the_swap_and_the_parent_after_it(tmp_path, mon
 
     swap = log.swap_index(dest)
     new_dir = log.events[swap][1]
-    before, after = log.fsynced(log.events[:swap]), log.fsynced(log.events[swap + 1:])
-    expected = {os.path.join(new_dir, os.path.relpath(os.path.join(root, name), dest))
-                for root, dirs, files in os.walk(dest) for name in dirs + files} | {new_dir}
+    before, after = log.fsynced(log.events[:swap]), log.fsynced(log.events[swap + 1 :])
+    expected = {
+        os.path.join(new_dir, os.path.relpath(os.path.join(root, name), dest))
+        for root, dirs, files in os.walk(dest)
+        for name in dirs + files
+    } | {new_dir}
     assert expected - before == set(), "every file and directory of the export is fsynced before the swap"
     assert {"saved_model.pb", "metrics.json", "variables"} <= {os.path.basename(p) for p in expected}
     assert str(tmp_path) in before, "the parent (holding the new directory's entry) is fsynced before the swap"
@@ -259,7 +263,7 @@ def test_atomic_files_are_fsynced_before_the_rename_and_the_parent_after_it(tmp_
     monkeypatch.undo()
     swap = log.swap_index(dest)
     assert log.events[swap][1] in log.fsynced(log.events[:swap])
-    assert str(tmp_path) in log.fsynced(log.events[swap + 1:])
+    assert str(tmp_path) in log.fsynced(log.events[swap + 1 :])
 
 
 @pytest.mark.parametrize("exchange", [True, False], ids=["exchange", "two renames"])
@@ -315,10 +319,19 @@ def test_the_destination_is_never_missing_or_partial_during_the_swap(tmp_path, m
             result = real(*args, **kwargs)
             observe(name)
             return result
+
         return call
 
-    for module, name in [(os, "replace"), (os, "rename"), (os, "rmdir"), (os, "remove"), (os, "unlink"),
-                         (shutil, "rmtree"), (shutil, "move"), (kerasce.export, "_exchange_directories")]:
+    for module, name in [
+        (os, "replace"),
+        (os, "rename"),
+        (os, "rmdir"),
+        (os, "remove"),
+        (os, "unlink"),
+        (shutil, "rmtree"),
+        (shutil, "move"),
+        (kerasce.export, "_exchange_directories"),
+    ]:
         monkeypatch.setattr(module, name, watched(name, getattr(module, name)))
     export_tiny(dest, 2.0)
     monkeypatch.undo()

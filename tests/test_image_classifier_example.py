@@ -18,10 +18,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
+from kerasce_free import run_without_kerasce
 from PIL import Image
 from scipy.stats import rankdata
-
-from kerasce_free import run_without_kerasce
 
 import kerasce.datasets  # noqa: F401  (registers the builders for tfds.load below)
 
@@ -43,8 +42,9 @@ np.save(out_path, serve(images=tf.constant(images))["probabilities"].numpy())
 
 
 def _run_example(*flags, check=True):
-    return subprocess.run([sys.executable, str(EXAMPLE), *flags], env=ENV, capture_output=True, text=True,
-                          timeout=300, check=check)
+    return subprocess.run(
+        [sys.executable, str(EXAMPLE), *flags], env=ENV, capture_output=True, text=True, timeout=300, check=check
+    )
 
 
 def _serve_without_kerasce(export_dir, images, tmp_path):
@@ -74,11 +74,20 @@ def _mean_auc(labels, scores):
 @pytest.mark.slow
 def test_killed_run_resumes_and_its_export_reproduces_without_kerasce(tmp_path):
     data_dir, export_dir, backup_dir = tmp_path / "tfds", tmp_path / "export", tmp_path / "backup"
-    flags = ["--epochs", "6", "--data-dir", str(data_dir), "--export-dir", str(export_dir),
-             "--backup-dir", str(backup_dir)]
+    flags = [
+        "--epochs",
+        "6",
+        "--data-dir",
+        str(data_dir),
+        "--export-dir",
+        str(export_dir),
+        "--backup-dir",
+        str(backup_dir),
+    ]
 
-    first = subprocess.Popen([sys.executable, str(EXAMPLE), *flags], env=ENV,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first = subprocess.Popen(
+        [sys.executable, str(EXAMPLE), *flags], env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     metadata, deadline = backup_dir / "state" / "training_metadata.json", time.monotonic() + 240
     try:
         while time.monotonic() < deadline and first.poll() is None:
@@ -126,8 +135,18 @@ def test_multilabel_export_reproduces_f1_and_auc_without_kerasce(tmp_path):
     -> red (AUC); serving the probabilities with the labels rotated -> red (AUC, F1).
     """
     data_dir, export_dir = tmp_path / "tfds", tmp_path / "export"
-    _run_example("--dataset", "multi_digits", "--epochs", "1", "--data-dir", str(data_dir),
-                 "--export-dir", str(export_dir), "--backup-dir", str(tmp_path / "backup"))
+    _run_example(
+        "--dataset",
+        "multi_digits",
+        "--epochs",
+        "1",
+        "--data-dir",
+        str(data_dir),
+        "--export-dir",
+        str(export_dir),
+        "--backup-dir",
+        str(tmp_path / "backup"),
+    )
     metrics = json.loads((export_dir / "metrics.json").read_text())
     assert metrics["multilabel"] and set(metrics) >= {"test_micro_f1", "test_mean_auc"}
     with Image.open(export_dir / "per_label_scores.png") as plot:
@@ -221,8 +240,9 @@ def test_unknown_dataset_fails_before_training(tmp_path):
 @pytest.mark.slow
 def test_dataset_needing_a_download_is_a_one_line_error_offline(tmp_path):
     start = time.monotonic()
-    result = _run_example("--dataset", "mnist", "--data-dir", str(tmp_path), "--export-dir", str(tmp_path / "x"),
-                          check=False)
+    result = _run_example(
+        "--dataset", "mnist", "--data-dir", str(tmp_path), "--export-dir", str(tmp_path / "x"), check=False
+    )
     assert result.returncode == 1
     last_line = result.stderr.strip().splitlines()[-1]
     assert last_line.startswith("error: dataset 'mnist' is not prepared in ") and "--download" in last_line
@@ -236,9 +256,24 @@ def test_two_worker_processes_train_and_only_the_chief_exports(tmp_path):
 
     export_dir = tmp_path / "export"
     workers = [
-        subprocess.Popen([sys.executable, str(EXAMPLE), "--strategy", "multiworker", "--epochs", "1",
-                          "--data-dir", str(tmp_path / f"tfds{i}"), "--export-dir", str(export_dir)],
-                         env={**ENV, "TF_CONFIG": config}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [
+                sys.executable,
+                str(EXAMPLE),
+                "--strategy",
+                "multiworker",
+                "--epochs",
+                "1",
+                "--data-dir",
+                str(tmp_path / f"tfds{i}"),
+                "--export-dir",
+                str(export_dir),
+            ],
+            env={**ENV, "TF_CONFIG": config},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for i, config in enumerate(tf_configs(2))
     ]
     outputs = [w.communicate(timeout=300) for w in workers]
@@ -293,8 +328,18 @@ def test_backup_outlives_a_failed_export_and_the_rerun_only_exports(tmp_path, mo
     example = _example_module()
     root = _tiny_image_folder(tmp_path / "photos")
     export_dir, backup_dir = tmp_path / "export", tmp_path / "backup"
-    flags = ["--dataset", str(root), "--epochs", "2", "--batch-size", "4", "--export-dir", str(export_dir),
-             "--backup-dir", str(backup_dir)]
+    flags = [
+        "--dataset",
+        str(root),
+        "--epochs",
+        "2",
+        "--batch-size",
+        "4",
+        "--export-dir",
+        str(export_dir),
+        "--backup-dir",
+        str(backup_dir),
+    ]
 
     def killed(*args, **kwargs):
         raise KeyboardInterrupt("killed while exporting")
@@ -318,13 +363,16 @@ def test_help_and_flag_errors_answer_without_importing_tensorflow(tmp_path):
 
     Mutation tried: moving `import tensorflow` back to the top of the example -> red.
     """
-    probe = (f"import importlib.util, sys\n"
-             f"spec = importlib.util.spec_from_file_location('example', {str(EXAMPLE)!r})\n"
-             f"module = importlib.util.module_from_spec(spec); spec.loader.exec_module(module)\n"
-             f"module.parse_args(['--epochs', '3', '--learning-rate', '0.01'])\n"
-             f"print(sorted(m for m in ('tensorflow', 'keras', 'tensorflow_datasets') if m in sys.modules))\n")
-    result = subprocess.run([sys.executable, "-c", probe], env=ENV, capture_output=True, text=True, timeout=120,
-                            check=True)
+    probe = (
+        f"import importlib.util, sys\n"
+        f"spec = importlib.util.spec_from_file_location('example', {str(EXAMPLE)!r})\n"
+        f"module = importlib.util.module_from_spec(spec); spec.loader.exec_module(module)\n"
+        f"module.parse_args(['--epochs', '3', '--learning-rate', '0.01'])\n"
+        f"print(sorted(m for m in ('tensorflow', 'keras', 'tensorflow_datasets') if m in sys.modules))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], env=ENV, capture_output=True, text=True, timeout=120, check=True
+    )
     assert result.stdout.strip() == "[]"
 
     start = time.monotonic()
@@ -350,8 +398,18 @@ def test_a_backup_made_with_other_flags_is_not_resumed(tmp_path, monkeypatch, ca
 
     root = _tiny_image_folder(tmp_path / "photos")
     export_dir, backup_dir = tmp_path / "export", tmp_path / "backup"
-    flags = ["--dataset", str(root), "--epochs", "2", "--batch-size", "4", "--export-dir", str(export_dir),
-             "--backup-dir", str(backup_dir)]
+    flags = [
+        "--dataset",
+        str(root),
+        "--epochs",
+        "2",
+        "--batch-size",
+        "4",
+        "--export-dir",
+        str(export_dir),
+        "--backup-dir",
+        str(backup_dir),
+    ]
 
     def killed(*args, **kwargs):
         raise KeyboardInterrupt("killed while exporting")
@@ -367,8 +425,10 @@ def test_a_backup_made_with_other_flags_is_not_resumed(tmp_path, monkeypatch, ca
     other = _run_example(*flags, "--learning-rate", "0.01", "--seed", "3", check=False)
     assert other.returncode == 1, other.stdout[-2000:]
     message = other.stderr.strip().splitlines()[-1]
-    assert message.startswith(f"error: the backup in {backup_dir} was made with other flags "
-                              f"(--learning-rate 0.002 -> 0.01, --seed 0 -> 3); it is not resumed.")
+    assert message.startswith(
+        f"error: the backup in {backup_dir} was made with other flags "
+        f"(--learning-rate 0.002 -> 0.01, --seed 0 -> 3); it is not resumed."
+    )
     assert "run again with --learning-rate 0.002 --seed 0" in message and "--fresh" in message
     assert "Epoch 1/2" not in other.stdout and not export_dir.exists()
     assert {p.name: p.read_bytes() for p in (backup_dir / "state").iterdir()} == state, "backup untouched"
@@ -380,7 +440,8 @@ def test_a_backup_made_with_other_flags_is_not_resumed(tmp_path, monkeypatch, ca
     resumes = [line for line in out.splitlines() if line.startswith("resuming")]
     assert len(resumes) == 1 and re.fullmatch(
         rf"resuming {re.escape(str(backup_dir))} after epoch 2 of 2 \(started \d{{4}}-\d\d-\d\d [\d:]{{8}} UTC\)",
-        resumes[0]), resumes
+        resumes[0],
+    ), resumes
     assert "trained 0 epoch(s) in this run" in out
     assert (export_dir / "saved_model.pb").exists() and not backup_dir.exists()
 
@@ -390,11 +451,22 @@ def test_fresh_discards_a_backup_made_with_other_flags(tmp_path, monkeypatch, ca
     import kerasce.classifiers
 
     root = _tiny_image_folder(tmp_path / "photos")
-    flags = ["--dataset", str(root), "--epochs", "2", "--batch-size", "4", "--export-dir", str(tmp_path / "export"),
-             "--backup-dir", str(tmp_path / "backup")]
+    flags = [
+        "--dataset",
+        str(root),
+        "--epochs",
+        "2",
+        "--batch-size",
+        "4",
+        "--export-dir",
+        str(tmp_path / "export"),
+        "--backup-dir",
+        str(tmp_path / "backup"),
+    ]
     with monkeypatch.context() as patch:
-        patch.setattr(kerasce.classifiers, "export_image_classifier",
-                      lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
+        patch.setattr(
+            kerasce.classifiers, "export_image_classifier", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt())
+        )
         with pytest.raises(KeyboardInterrupt):
             _example_module().main(flags)
     capsys.readouterr()

@@ -32,26 +32,33 @@ def test_tf_configs_name_distinct_loopback_ports_and_every_index(workers):
 
 
 def test_every_worker_gets_its_tf_config_and_thread_limits(tmp_path):
-    worker = script(tmp_path, """
+    worker = script(
+        tmp_path,
+        """
         import json, os, sys
         config = json.loads(os.environ["TF_CONFIG"])
         print("task", config["task"]["index"], len(config["cluster"]["worker"]), os.environ["OMP_NUM_THREADS"],
               os.environ["TF_NUM_INTRAOP_THREADS"], sys.argv[1:])
-    """)
-    done = subprocess.run(LAUNCH + ["--workers", "2", "--threads", "1", worker, "--flag", "x"],
-                          capture_output=True, text=True, timeout=60)
+    """,
+    )
+    done = subprocess.run(
+        LAUNCH + ["--workers", "2", "--threads", "1", worker, "--flag", "x"], capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 0, done.stderr
     lines = sorted(line for line in done.stdout.splitlines() if "task" in line)
     assert lines == ["[w0] task 0 2 1 1 ['--flag', 'x']", "[w1] task 1 2 1 1 ['--flag', 'x']"]
 
 
 def test_a_failing_worker_stops_the_others_and_is_named(tmp_path):
-    worker = script(tmp_path, """
+    worker = script(
+        tmp_path,
+        """
         import json, os, sys, time
         if json.loads(os.environ["TF_CONFIG"])["task"]["index"] == 1:
             sys.exit(3)
         time.sleep(120)  # the chief would wait for worker 1 forever
-    """)
+    """,
+    )
     start = time.monotonic()
     done = subprocess.run(LAUNCH + ["--workers", "2", worker], capture_output=True, text=True, timeout=60)
     assert done.returncode == 3
@@ -60,22 +67,28 @@ def test_a_failing_worker_stops_the_others_and_is_named(tmp_path):
 
 
 def test_a_worker_ignoring_sigint_is_killed_after_the_grace_period(tmp_path):
-    worker = script(tmp_path, """
+    worker = script(
+        tmp_path,
+        """
         import json, os, signal, sys, time
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         if json.loads(os.environ["TF_CONFIG"])["task"]["index"] == 0:
             sys.exit(5)
         time.sleep(120)
-    """)
+    """,
+    )
     start = time.monotonic()
-    done = subprocess.run(LAUNCH + ["--workers", "2", "--grace", "2", worker], capture_output=True, text=True,
-                          timeout=60)
+    done = subprocess.run(
+        LAUNCH + ["--workers", "2", "--grace", "2", worker], capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 5 and "worker 0" in done.stderr
     assert time.monotonic() - start < 30
 
 
 def test_ctrl_c_is_forwarded_to_every_worker(tmp_path):
-    worker = script(tmp_path, f"""
+    worker = script(
+        tmp_path,
+        f"""
         import json, os, signal, sys, time
         index = json.loads(os.environ["TF_CONFIG"])["task"]["index"]
         def stop(signum, frame):
@@ -84,9 +97,11 @@ def test_ctrl_c_is_forwarded_to_every_worker(tmp_path):
         signal.signal(signal.SIGINT, stop)
         print("ready", flush=True)
         time.sleep(120)
-    """)
-    proc = subprocess.Popen(LAUNCH + ["--workers", "2", worker], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    """,
+    )
+    proc = subprocess.Popen(
+        LAUNCH + ["--workers", "2", worker], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     ready = 0
     while ready < 2:  # both workers have installed their handler
         line = proc.stdout.readline()
@@ -97,11 +112,14 @@ def test_ctrl_c_is_forwarded_to_every_worker(tmp_path):
     assert (tmp_path / "stopped0").exists() and (tmp_path / "stopped1").exists()
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--workers", "0", "x.py"], "--workers must be >= 1"),
-    (["--workers", "2", "--threads", "0", "x.py"], "--threads must be >= 1"),
-    (["--workers", "2", "no_such_script.py"], "no such script"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--workers", "0", "x.py"], "--workers must be >= 1"),
+        (["--workers", "2", "--threads", "0", "x.py"], "--threads must be >= 1"),
+        (["--workers", "2", "no_such_script.py"], "no such script"),
+    ],
+)
 def test_bad_arguments_are_clear_errors(argv, message):
     done = subprocess.run(LAUNCH + argv, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and message in done.stderr

@@ -108,8 +108,13 @@ def test_softmax_matches_float64_reference(shape, axis, form, from_logits, smoot
         labels, pred, from_logits=from_logits, label_smoothing=smoothing, class_weight=weights, axis=axis
     )
     want, _ = ref_softmax_ce(
-        ref_labels, pred, sparse=form != "dense", from_logits=from_logits, smoothing=smoothing,
-        weights=weights, axis=axis,
+        ref_labels,
+        pred,
+        sparse=form != "dense",
+        from_logits=from_logits,
+        smoothing=smoothing,
+        weights=weights,
+        axis=axis,
     )
     assert got.shape == want.shape
     np.testing.assert_allclose(got.numpy(), want, rtol=2e-6, atol=2e-6)
@@ -272,7 +277,9 @@ def test_sigmoid_matches_float64_reference(shape, axis, from_logits, smoothing, 
     y = (rng.uniform(size=shape) > 0.6).astype(np.float32)
     num_labels = shape[axis] if len(shape) > 1 else 1  # rank 1: each entry is its own binary example
     weight = {"none": None, "scalar": 2.5, "vector": rng.uniform(0.5, 3, size=num_labels)}[pos_weight]
-    got = L.sigmoid_cross_entropy(y, x, from_logits=from_logits, label_smoothing=smoothing, pos_weight=weight, axis=axis)
+    got = L.sigmoid_cross_entropy(
+        y, x, from_logits=from_logits, label_smoothing=smoothing, pos_weight=weight, axis=axis
+    )
     want = ref_sigmoid_ce(y, x, from_logits=from_logits, smoothing=smoothing, pos_weight=weight, axis=axis)
     np.testing.assert_allclose(got.numpy(), want, rtol=2e-6, atol=2e-6)
 
@@ -305,7 +312,8 @@ def test_parity_with_keras_and_tf_nn_softmax():
     np.testing.assert_allclose(
         L.softmax_cross_entropy(ids, logits).numpy(),
         tf.nn.sparse_softmax_cross_entropy_with_logits(ids, logits).numpy(),
-        rtol=1e-6, atol=1e-6,
+        rtol=1e-6,
+        atol=1e-6,
     )
     np.testing.assert_allclose(
         L.SoftmaxCrossEntropy(label_smoothing=0.1)(soft, logits).numpy(),
@@ -470,13 +478,19 @@ RUNTIME_ERRORS = [
     (lambda: L.SoftmaxCrossEntropy()([0.0, 1.5], LOGITS), r"integer class ids in \[0, 3\).*to.*1.5"),
     (lambda: L.SoftmaxCrossEntropy(ignore_class=255)([255, 7], LOGITS), r"\[0, 3\) \(or ignore_class=255\)"),
     (lambda: L.softmax_cross_entropy([[0.5, 0.7, -0.2]] * 2, LOGITS), r"soft labels must be in \[0, 1\].*-0.2"),
-    (lambda: L.softmax_cross_entropy([0, 1], [[0.2, 1.3, 0.1]] * 2, from_logits=False), r"probabilities \(from_logits=False\) must be in \[0, 1\].*to.*1.3"),
+    (
+        lambda: L.softmax_cross_entropy([0, 1], [[0.2, 1.3, 0.1]] * 2, from_logits=False),
+        r"probabilities \(from_logits=False\) must be in \[0, 1\].*to.*1.3",
+    ),
     (lambda: L.softmax_cross_entropy([0, 1], [[-0.2, 1.0, 0.2]] * 2, from_logits=False), r"must be in \[0, 1\].*-0.2"),
     (lambda: L.sigmoid_cross_entropy([[0.0, 2.0, 1.0]] * 2, LOGITS), r"labels must be in \[0, 1\].*to.*2"),
     (lambda: L.sigmoid_cross_entropy([[0.0, np.nan, 1.0]] * 2, LOGITS), r"labels must be in \[0, 1\].*nan"),
     (lambda: L.softmax_cross_entropy([0.0, np.nan], LOGITS), r"integer class ids in \[0, 3\)"),
     (lambda: L.softmax_cross_entropy([0, 1], [[0.5, np.nan, 0.5]] * 2, from_logits=False), r"probabilities.*nan"),
-    (lambda: L.sigmoid_cross_entropy([[0.0, 1.0, 1.0]] * 2, [[0.5, 1.5, 0.0]] * 2, from_logits=False), r"probabilities.*must be in \[0, 1\].*1.5"),
+    (
+        lambda: L.sigmoid_cross_entropy([[0.0, 1.0, 1.0]] * 2, [[0.5, 1.5, 0.0]] * 2, from_logits=False),
+        r"probabilities.*must be in \[0, 1\].*1.5",
+    ),
 ]
 
 STATIC_ERRORS = [
@@ -519,7 +533,9 @@ def test_keras_masks_of_padded_sequences_are_respected_with_probabilities(policy
     try:
         keras.utils.set_random_seed(0)
         # Large embeddings: confident predictions, so masked and unmasked means differ clearly.
-        embed = keras.layers.Embedding(10, 4, mask_zero=True, embeddings_initializer=keras.initializers.RandomNormal(stddev=4.0))
+        embed = keras.layers.Embedding(
+            10, 4, mask_zero=True, embeddings_initializer=keras.initializers.RandomNormal(stddev=4.0)
+        )
         model = keras.Sequential([keras.Input((5,)), embed, keras.layers.Dense(3, activation="softmax")])
         tokens = np.array([[3, 4, 5, 0, 0], [6, 7, 0, 0, 0]])
         valid = tokens != 0
@@ -530,7 +546,9 @@ def test_keras_masks_of_padded_sequences_are_respected_with_probabilities(policy
         masked, unmasked = nll[valid].mean(), nll.mean()
         assert unmasked > 2 * masked  # the check below can tell the two apart
         model.compile(loss=L.SoftmaxCrossEntropy(from_logits=False))
-        np.testing.assert_allclose(model.evaluate(tokens, labels, verbose=0), masked, rtol=1e-2 if policy != "float32" else 1e-5)
+        np.testing.assert_allclose(
+            model.evaluate(tokens, labels, verbose=0), masked, rtol=1e-2 if policy != "float32" else 1e-5
+        )
     finally:
         keras.mixed_precision.set_global_policy("float32")
 
@@ -563,10 +581,18 @@ def test_out_of_range_label_fails_inside_fit():
 
 NON_DEFAULT = [
     L.SoftmaxCrossEntropy(
-        from_logits=False, label_smoothing=0.1, class_weight=[1.0, 2.0, 0.5], ignore_class=255, axis=1,
-        reduction="sum", name="seg", dtype="float64",
+        from_logits=False,
+        label_smoothing=0.1,
+        class_weight=[1.0, 2.0, 0.5],
+        ignore_class=255,
+        axis=1,
+        reduction="sum",
+        name="seg",
+        dtype="float64",
     ),
-    L.SigmoidCrossEntropy(from_logits=False, label_smoothing=0.05, pos_weight=[1.0, 3.0], axis=1, reduction="none", name="ml"),
+    L.SigmoidCrossEntropy(
+        from_logits=False, label_smoothing=0.05, pos_weight=[1.0, 3.0], axis=1, reduction="none", name="ml"
+    ),
     L.SigmoidCrossEntropy(pos_weight=2.0),
     L.PolicyGradientLoss(reduction="sum", name="pg", dtype="float32"),
 ]

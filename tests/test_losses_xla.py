@@ -27,12 +27,12 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from test_losses import ref_sigmoid_ce, ref_softmax_ce
 
 from kerasce import losses as L
 from kerasce.callbacks import RaiseOnNonFiniteLoss
 from kerasce.classifiers import ImageClassifier
 from kerasce.training import apply_gradients_if_finite
-from test_losses import ref_sigmoid_ce, ref_softmax_ce
 
 B, F = 8, 5  # batch, input features
 
@@ -59,36 +59,92 @@ def _problem(name):
     table = {
         "sparse ids [B]": (L.SoftmaxCrossEntropy(), (3,), ids, None, softmax(ids, True)),
         "sparse ids [B, 1]": (L.SoftmaxCrossEntropy(), (3,), ids[:, None], None, softmax(ids, True)),
-        "one-hot": (L.SoftmaxCrossEntropy(), (3,), np.eye(3, dtype=np.float32)[ids], None,
-                    softmax(np.eye(3)[ids], False)),
+        "one-hot": (
+            L.SoftmaxCrossEntropy(),
+            (3,),
+            np.eye(3, dtype=np.float32)[ids],
+            None,
+            softmax(np.eye(3)[ids], False),
+        ),
         "soft labels": (L.SoftmaxCrossEntropy(), (3,), soft, None, softmax(soft, False)),
-        "smoothing": (L.SoftmaxCrossEntropy(label_smoothing=0.2), (3,), ids, None,
-                      softmax(ids, True, smoothing=0.2)),
-        "class_weight sparse": (L.SoftmaxCrossEntropy(class_weight=[1.0, 3.0, 0.5]), (3,), ids, None,
-                                softmax(ids, True, weights=[1.0, 3.0, 0.5])),
-        "class_weight dense": (L.SoftmaxCrossEntropy(class_weight=[1.0, 3.0, 0.5]), (3,), soft, None,
-                               softmax(soft, False, weights=[1.0, 3.0, 0.5])),
-        "ignore_class": (L.SoftmaxCrossEntropy(ignore_class=255), (3,), with_ignored, None,
-                         lambda z: ref_softmax_ce(with_ignored, z, sparse=True, ignore=255)[0][valid].mean()),
-        "axis=1": (L.SoftmaxCrossEntropy(axis=1), (3, 2), seg_ids, None,
-                   lambda z: ref_softmax_ce(seg_ids, z, sparse=True, axis=1)[0].mean()),
-        "from_logits=False": (L.SoftmaxCrossEntropy(from_logits=False), (3,), ids, None,
-                              lambda p: ref_softmax_ce(ids, p, sparse=True, from_logits=False)[0].mean()),
+        "smoothing": (L.SoftmaxCrossEntropy(label_smoothing=0.2), (3,), ids, None, softmax(ids, True, smoothing=0.2)),
+        "class_weight sparse": (
+            L.SoftmaxCrossEntropy(class_weight=[1.0, 3.0, 0.5]),
+            (3,),
+            ids,
+            None,
+            softmax(ids, True, weights=[1.0, 3.0, 0.5]),
+        ),
+        "class_weight dense": (
+            L.SoftmaxCrossEntropy(class_weight=[1.0, 3.0, 0.5]),
+            (3,),
+            soft,
+            None,
+            softmax(soft, False, weights=[1.0, 3.0, 0.5]),
+        ),
+        "ignore_class": (
+            L.SoftmaxCrossEntropy(ignore_class=255),
+            (3,),
+            with_ignored,
+            None,
+            lambda z: ref_softmax_ce(with_ignored, z, sparse=True, ignore=255)[0][valid].mean(),
+        ),
+        "axis=1": (
+            L.SoftmaxCrossEntropy(axis=1),
+            (3, 2),
+            seg_ids,
+            None,
+            lambda z: ref_softmax_ce(seg_ids, z, sparse=True, axis=1)[0].mean(),
+        ),
+        "from_logits=False": (
+            L.SoftmaxCrossEntropy(from_logits=False),
+            (3,),
+            ids,
+            None,
+            lambda p: ref_softmax_ce(ids, p, sparse=True, from_logits=False)[0].mean(),
+        ),
         "sigmoid": (L.SigmoidCrossEntropy(), (3,), multi_hot, None, lambda z: ref_sigmoid_ce(multi_hot, z).mean()),
         "sigmoid pos_weight smoothing": (
-            L.SigmoidCrossEntropy(pos_weight=[1.0, 4.0, 2.0], label_smoothing=0.1), (3,), multi_hot, None,
-            lambda z: ref_sigmoid_ce(multi_hot, z, pos_weight=[1.0, 4.0, 2.0], smoothing=0.1).mean()),
-        "sigmoid from_logits=False": (L.SigmoidCrossEntropy(from_logits=False), (3,), multi_hot, None,
-                                      lambda p: ref_sigmoid_ce(multi_hot, p, from_logits=False).mean()),
-        "policy gradient": (L.PolicyGradientLoss(), (3,), ids, returns,
-                            lambda z: (returns * ref_softmax_ce(ids, z, sparse=True)[0]).mean()),
+            L.SigmoidCrossEntropy(pos_weight=[1.0, 4.0, 2.0], label_smoothing=0.1),
+            (3,),
+            multi_hot,
+            None,
+            lambda z: ref_sigmoid_ce(multi_hot, z, pos_weight=[1.0, 4.0, 2.0], smoothing=0.1).mean(),
+        ),
+        "sigmoid from_logits=False": (
+            L.SigmoidCrossEntropy(from_logits=False),
+            (3,),
+            multi_hot,
+            None,
+            lambda p: ref_sigmoid_ce(multi_hot, p, from_logits=False).mean(),
+        ),
+        "policy gradient": (
+            L.PolicyGradientLoss(),
+            (3,),
+            ids,
+            returns,
+            lambda z: (returns * ref_softmax_ce(ids, z, sparse=True)[0]).mean(),
+        ),
     }
     return table[name]
 
 
-PROBLEMS = ["sparse ids [B]", "sparse ids [B, 1]", "one-hot", "soft labels", "smoothing", "class_weight sparse",
-            "class_weight dense", "ignore_class", "axis=1", "from_logits=False", "sigmoid",
-            "sigmoid pos_weight smoothing", "sigmoid from_logits=False", "policy gradient"]
+PROBLEMS = [
+    "sparse ids [B]",
+    "sparse ids [B, 1]",
+    "one-hot",
+    "soft labels",
+    "smoothing",
+    "class_weight sparse",
+    "class_weight dense",
+    "ignore_class",
+    "axis=1",
+    "from_logits=False",
+    "sigmoid",
+    "sigmoid pos_weight smoothing",
+    "sigmoid from_logits=False",
+    "policy gradient",
+]
 
 
 def _model(output_shape, name, jit_compile, loss, *, cls=keras.Model):
@@ -162,12 +218,16 @@ ISSUE_IDS = np.array([[0], [1]])
 @pytest.mark.parametrize("jit_compile", [False, True])
 @pytest.mark.parametrize("form", ["ids [B, 1]", "one-hot", "soft"])
 def test_label_form_is_decided_at_run_time_for_unknown_label_shapes(form, jit_compile):
-    labels = {"ids [B, 1]": ISSUE_IDS.astype(np.float32), "one-hot": np.eye(3, dtype=np.float32)[ISSUE_IDS[:, 0]],
-              "soft": np.array([[0.2, 0.5, 0.3], [0.1, 0.1, 0.8]], np.float32)}[form]
+    labels = {
+        "ids [B, 1]": ISSUE_IDS.astype(np.float32),
+        "one-hot": np.eye(3, dtype=np.float32)[ISSUE_IDS[:, 0]],
+        "soft": np.array([[0.2, 0.5, 0.3], [0.1, 0.1, 0.8]], np.float32),
+    }[form]
     sparse = form == "ids [B, 1]"
     want, _ = ref_softmax_ce(labels[:, 0] if sparse else labels, ISSUE_LOGITS, sparse=sparse)
     run = tf.function(
-        L.softmax_cross_entropy, jit_compile=jit_compile,
+        L.softmax_cross_entropy,
+        jit_compile=jit_compile,
         input_signature=[tf.TensorSpec([None, None], tf.float32), tf.TensorSpec([None, 3], tf.float32)],
     )
     got = run(labels, ISSUE_LOGITS).numpy()
@@ -203,7 +263,8 @@ def test_a_stated_label_form_that_does_not_fit_is_a_clear_error(call, message):
 def test_dense_labels_of_another_shape_are_caught_at_run_time(jit_compile):
     # [B, 1] labels stated dense would broadcast against [B, 3] predictions: a run-time shape check stops it.
     run = tf.function(
-        lambda y, z: L.softmax_cross_entropy(y, z, label_form="dense"), jit_compile=jit_compile,
+        lambda y, z: L.softmax_cross_entropy(y, z, label_form="dense"),
+        jit_compile=jit_compile,
         input_signature=[tf.TensorSpec([None, None], tf.float32), tf.TensorSpec([None, 3], tf.float32)],
     )
     bad = np.array([[1.0], [0.0]], np.float32)
@@ -220,7 +281,7 @@ def _generator_dataset(labels):
 
     def gen():
         for i in range(0, len(labels), 3):
-            yield images[i:i + 3], labels[i:i + 3].astype(np.float32)
+            yield images[i : i + 3], labels[i : i + 3].astype(np.float32)
 
     signature = (tf.TensorSpec([None, F], tf.float32), tf.TensorSpec([None, None], tf.float32))
     return tf.data.Dataset.from_generator(gen, output_signature=signature)
@@ -266,8 +327,7 @@ def _bad_data_model(multilabel, from_logits, jit_compile, cls):
     else:
         model = keras.Model(inputs, outputs)
     loss = (L.SigmoidCrossEntropy if multilabel else L.SoftmaxCrossEntropy)(from_logits=from_logits)
-    model.compile(keras.optimizers.Adam(0.01), loss=loss, jit_compile=jit_compile,
-                  run_eagerly=jit_compile == "eager")
+    model.compile(keras.optimizers.Adam(0.01), loss=loss, jit_compile=jit_compile, run_eagerly=jit_compile == "eager")
     return model
 
 
@@ -279,9 +339,16 @@ def _state(model, *, iterations=True):
 
 
 @pytest.mark.parametrize("bad", list(BAD_DATA))
-@pytest.mark.parametrize("path,cls", [("eager", keras.Model), ("tf.function", keras.Model),
-                                      ("eager", ImageClassifier), ("tf.function", ImageClassifier),
-                                      ("xla", ImageClassifier)])
+@pytest.mark.parametrize(
+    "path,cls",
+    [
+        ("eager", keras.Model),
+        ("tf.function", keras.Model),
+        ("eager", ImageClassifier),
+        ("tf.function", ImageClassifier),
+        ("xla", ImageClassifier),
+    ],
+)
 def test_bad_data_never_reaches_the_weights(path, cls, bad):
     multilabel, from_logits, bad_labels = BAD_DATA[bad]
     jit = {"eager": "eager", "tf.function": False, "xla": True}[path]
@@ -297,7 +364,8 @@ def test_bad_data_never_reaches_the_weights(path, cls, bad):
         if shape_case:  # shapes unknown when traced: only the run time can tell
             data = tf.data.Dataset.from_generator(
                 lambda: iter([(x, labels.astype(np.float32))]),
-                output_signature=(tf.TensorSpec([None, F], tf.float32), tf.TensorSpec([None, None], tf.float32)))
+                output_signature=(tf.TensorSpec([None, F], tf.float32), tf.TensorSpec([None, None], tf.float32)),
+            )
             return model.fit(data, epochs=1, verbose=0)
         return model.fit(x, labels, batch_size=6, epochs=1, verbose=0, shuffle=False)
 
@@ -344,8 +412,9 @@ def test_under_xla_raise_on_non_finite_loss_names_the_step():
             before = before or _state(model)
 
     with pytest.raises(FloatingPointError, match=r"loss became nan at epoch 1, batch 2 \(optimizer step 1\)"):
-        model.fit(x, labels, batch_size=6, epochs=1, verbose=0, shuffle=False,
-                  callbacks=[RaiseOnNonFiniteLoss(), Snapshot()])
+        model.fit(
+            x, labels, batch_size=6, epochs=1, verbose=0, shuffle=False, callbacks=[RaiseOnNonFiniteLoss(), Snapshot()]
+        )
     for a, b in zip(_state(model), before):
         np.testing.assert_array_equal(a, b)
 
@@ -423,8 +492,9 @@ def test_policy_gradient_loss_class_runs_the_function(monkeypatch):
     assert calls
     want = returns * ref_softmax_ce(actions, logits, sparse=True)[0]
     np.testing.assert_allclose(per_step, want, rtol=1e-5)
-    np.testing.assert_allclose(L.PolicyGradientLoss(reduction="sum")(actions, logits, returns[:, None]), want.sum(),
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+        L.PolicyGradientLoss(reduction="sum")(actions, logits, returns[:, None]), want.sum(), rtol=1e-5
+    )
 
 
 def test_policy_gradient_returns_of_another_shape_are_rejected():

@@ -12,8 +12,16 @@ import pytest
 from kerasce import runs
 from kerasce.runs import RunConfigMismatch, open_backup
 
-CONFIG = {"dataset": "digits", "epochs": 15, "learning_rate": 0.002, "seed": 0, "image_size": None,
-          "download": False, "export_dir": "out/a", "fresh": False}
+CONFIG = {
+    "dataset": "digits",
+    "epochs": 15,
+    "learning_rate": 0.002,
+    "seed": 0,
+    "image_size": None,
+    "download": False,
+    "export_dir": "out/a",
+    "fresh": False,
+}
 MAY_CHANGE = ("export_dir", "fresh")
 
 
@@ -25,10 +33,20 @@ def _with_state(backup):
 
 @pytest.mark.parametrize(
     "convert, text, value",
-    [(runs.positive_int, "3", 3), (runs.non_negative_int, "0", 0), (runs.positive_float, "1e-3", 1e-3),
-     (runs.finite_float, "-100", -100.0), (runs.positive_float, "inf", None), (runs.positive_int, "0", None),
-     (runs.positive_int, "1.5", None), (runs.non_negative_int, "-1", None), (runs.positive_float, "0", None),
-     (runs.positive_float, "-1", None), (runs.finite_float, "nan", None), (runs.finite_float, "x", None)],
+    [
+        (runs.positive_int, "3", 3),
+        (runs.non_negative_int, "0", 0),
+        (runs.positive_float, "1e-3", 1e-3),
+        (runs.finite_float, "-100", -100.0),
+        (runs.positive_float, "inf", None),
+        (runs.positive_int, "0", None),
+        (runs.positive_int, "1.5", None),
+        (runs.non_negative_int, "-1", None),
+        (runs.positive_float, "0", None),
+        (runs.positive_float, "-1", None),
+        (runs.finite_float, "nan", None),
+        (runs.finite_float, "x", None),
+    ],
 )
 def test_flag_types_accept_sensible_values_and_reject_the_rest(convert, text, value):
     if value is None:
@@ -57,7 +75,8 @@ def test_the_same_flags_resume_and_may_change_flags_may_differ(tmp_path):
     again = open_backup(tmp_path / "b", {**CONFIG, "export_dir": "elsewhere"}, may_change=MAY_CHANGE)
     assert again.resuming and again.started == first.started
     assert again.resume_line("after epoch 3 of 15") == (
-        f"resuming {tmp_path / 'b'} after epoch 3 of 15 (started {first.started})")
+        f"resuming {tmp_path / 'b'} after epoch 3 of 15 (started {first.started})"
+    )
 
 
 @pytest.mark.parametrize(
@@ -122,10 +141,14 @@ def test_discard_removes_the_whole_backup(tmp_path):
 
 # Lines TensorFlow 2.21 printed on this CPU-only machine with TF_CPP_MIN_LOG_LEVEL=2 (copied from a terminal).
 ABSL = "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n"
-NO_DRIVER = ("I0000 00:00:1795637065.429805    6518 cudart_stub.cc:31] Could not find cuda drivers on your "
-             "machine, GPU will not be used.\n")
-CUINIT = ("E0000 00:00:1795637070.676655    6518 cuda_platform.cc:52] failed call to cuInit: INTERNAL: CUDA error: "
-          "Failed call to cuInit: UNKNOWN ERROR (303)\n")
+NO_DRIVER = (
+    "I0000 00:00:1795637065.429805    6518 cudart_stub.cc:31] Could not find cuda drivers on your "
+    "machine, GPU will not be used.\n"
+)
+CUINIT = (
+    "E0000 00:00:1795637070.676655    6518 cuda_platform.cc:52] failed call to cuInit: INTERNAL: CUDA error: "
+    "Failed call to cuInit: UNKNOWN ERROR (303)\n"
+)
 
 
 @pytest.mark.parametrize(
@@ -144,8 +167,9 @@ def test_startup_filter_drops_exactly_the_known_noise(captured, kept):
 def _python(code, env_update):
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
     env.update(env_update)
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env, capture_output=True, text=True,
-                          timeout=300, check=False)
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], env=env, capture_output=True, text=True, timeout=300, check=False
+    )
 
 
 QUIET_START = """

@@ -27,9 +27,9 @@ from kerasce.datasets.multi_digits import MultiDigits
 
 __all__ = [
     "Digits",
-    "MultiDigits",
     "ImageDataset",
     "ImageTask",
+    "MultiDigits",
     "image_task",
     "is_folder_name",
     "load_image_dataset",

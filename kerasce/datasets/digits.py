@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow_datasets as tfds
 
-__all__ = ["Digits", "digits_uint8", "digits_split_indices", "DIGIT_NAMES", "TEST_EVERY"]
+__all__ = ["DIGIT_NAMES", "TEST_EVERY", "Digits", "digits_split_indices", "digits_uint8"]
 
 DIGIT_NAMES = tuple(str(d) for d in range(10))
 TEST_EVERY = 5  # every 5th image of each class goes to the test split
@@ -73,7 +73,7 @@ class Digits(tfds.core.GeneratorBasedBuilder):
     """The 8×8 handwritten digits of scikit-learn (UCI optdigits), prepared offline."""
 
     VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "Initial release: scikit-learn's 1,797 digits, 80/20 split per class."}
+    RELEASE_NOTES = {"1.0.0": "Initial release: scikit-learn's 1,797 digits, 80/20 split per class."}  # noqa: RUF012  (the TFDS builder convention)
 
     def _info(self) -> tfds.core.DatasetInfo:
         return tfds.core.DatasetInfo(

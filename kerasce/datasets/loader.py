@@ -24,8 +24,8 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import tensorflow as tf
@@ -357,7 +357,7 @@ def _prepare(builder: tfds.core.DatasetBuilder, name: str, download: bool) -> No
         )
     try:
         builder.download_and_prepare()
-    except Exception as error:  # noqa: BLE001 — TFDS raises many kinds (network, checksums, disk)
+    except Exception as error:
         raise RuntimeError(
             f"could not download and prepare dataset {name!r} into {builder.data_dir} "
             f"({type(error).__name__}: {error}). It needs network once; or pass data_dir=<a TFDS data "
@@ -405,8 +405,10 @@ def load_image_folder(
         raise ValueError(f"expected test_fraction in (0, 1), got {test_fraction!r}.")
     root = Path(directory).expanduser()
     if not root.is_dir():
-        raise ValueError(f"expected a directory with one sub-folder of images per class, got {str(directory)!r} "
-                         f"({'not a directory' if root.exists() else 'does not exist'}).")
+        raise ValueError(
+            f"expected a directory with one sub-folder of images per class, got {str(directory)!r} "
+            f"({'not a directory' if root.exists() else 'does not exist'})."
+        )
     class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if len(class_dirs) < 2:
         raise ValueError(
@@ -424,7 +426,7 @@ def load_image_folder(
                 f"expected at least 2 images ({', '.join(IMAGE_EXTENSIONS)}) in class folder "
                 f"{str(class_dir)!r} (one to train on, one to test), got {len(paths)}."
             )
-        num_test = min(max(1, int(round(len(paths) * test_fraction))), len(paths) - 1)
+        num_test = min(max(1, round(len(paths) * test_fraction)), len(paths) - 1)
         order = rng.permutation(len(paths))
         for rank, index in enumerate(order):
             files["test" if rank < num_test else "train"].append((paths[index], label))

@@ -26,7 +26,7 @@ from kerasce.datasets.digits import (
     digits_uint8,
 )
 
-__all__ = ["MultiDigits", "compose_multi_digits", "GRID", "BLANK_PROBABILITY", "SPLIT_SIZES", "SPLIT_SEEDS"]
+__all__ = ["BLANK_PROBABILITY", "GRID", "SPLIT_SEEDS", "SPLIT_SIZES", "MultiDigits", "compose_multi_digits"]
 
 GRID = 2  # tiles per side
 TILE = 8  # pixels per tile side (the digits are 8×8)
@@ -74,7 +74,7 @@ class MultiDigits(tfds.core.GeneratorBasedBuilder):
     """2×2 tiles of real handwritten digits (or blanks); the labels are the set of digits shown."""
 
     VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "Initial release: 4,000 train / 1,000 test images from disjoint digits."}
+    RELEASE_NOTES = {"1.0.0": "Initial release: 4,000 train / 1,000 test images from disjoint digits."}  # noqa: RUF012  (the TFDS builder convention)
 
     def _info(self) -> tfds.core.DatasetInfo:
         side = GRID * TILE

@@ -1,9 +1,9 @@
 """REINFORCE for Keras 3: the policy gradient is the classifier's cross-entropy weighted by the return.
 
-    from kerasce.rl import ReinforceAgent
-    agent = ReinforceAgent.from_env("CartPole-v1", seed=0)
-    agent.learn("CartPole-v1", target_return=475)
-    agent.export_policy("saved_models/reinforce_cartpole")
+from kerasce.rl import ReinforceAgent
+agent = ReinforceAgent.from_env("CartPole-v1", seed=0)
+agent.learn("CartPole-v1", target_return=475)
+agent.export_policy("saved_models/reinforce_cartpole")
 """
 
 from kerasce.callbacks import EvalCallback, StopAtMeanReturn

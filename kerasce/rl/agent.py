@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 import gymnasium
 import keras
@@ -34,8 +35,8 @@ from kerasce.rl.checkpoints import CheckpointStore, has_checkpoint
 from kerasce.rl.envs import check_spaces, make_vector_env
 from kerasce.rl.networks import build_mlp
 from kerasce.rl.returns import RunningScale
-from kerasce.training import apply_gradients_if_finite
 from kerasce.rl.rollout import CompiledPolicy, NumpyPolicy, make_policy_sampler
+from kerasce.training import apply_gradients_if_finite
 
 __all__ = ["ReinforceAgent", "StopAtMeanReturn", "build_mlp"]
 
@@ -129,8 +130,7 @@ class ReinforceAgent(keras.Model):
             raise ValueError(f"Expected `max_grad_norm` > 0 or None, got {max_grad_norm}.")
         if int(num_envs) < 1 or int(max_rollout_steps) < 1:
             raise ValueError(
-                f"Expected `num_envs` >= 1 and `max_rollout_steps` >= 1, got {num_envs} and "
-                f"{max_rollout_steps}."
+                f"Expected `num_envs` >= 1 and `max_rollout_steps` >= 1, got {num_envs} and {max_rollout_steps}."
             )
         self.hidden_units = tuple(int(u) for u in hidden_units)
         self.activation = activation
@@ -149,15 +149,17 @@ class ReinforceAgent(keras.Model):
         self._custom_policy = policy is not None
 
         if policy is None:
-            policy = build_mlp(self.observation_shape, self.num_actions, self.hidden_units,
-                               activation, seed=self.seed, name="policy")
+            policy = build_mlp(
+                self.observation_shape, self.num_actions, self.hidden_units, activation, seed=self.seed, name="policy"
+            )
         self.policy = policy
         self._check_policy()
         self.value_network = None
         if self.baseline:
             value_seed = None if self.seed is None else self.seed + 1000
-            self.value_network = build_mlp(self.observation_shape, 1, self.hidden_units,
-                                           activation, seed=value_seed, name="value")
+            self.value_network = build_mlp(
+                self.observation_shape, 1, self.hidden_units, activation, seed=value_seed, name="value"
+            )
 
         self.policy_gradient_loss = PolicyGradientLoss()
         self.value_mse = keras.losses.MeanSquaredError(name="value_mse")
@@ -182,7 +184,7 @@ class ReinforceAgent(keras.Model):
     # ---------------------------------------------------------------------------------------------
 
     @classmethod
-    def from_env(cls, env: str | gymnasium.vector.VectorEnv, **kwargs: Any) -> "ReinforceAgent":
+    def from_env(cls, env: str | gymnasium.vector.VectorEnv, **kwargs: Any) -> ReinforceAgent:
         """An agent sized for ``env`` (an id or a vector env); ``kwargs`` are constructor knobs.
 
         Raises:
@@ -202,7 +204,7 @@ class ReinforceAgent(keras.Model):
         probe = np.zeros((2,) + self.observation_shape, np.float32)
         try:
             logits = self.policy(probe)
-        except Exception as error:  # any failure here means the policy does not take these inputs
+        except Exception as error:  # noqa: BLE001  any failure here means the policy does not take these inputs
             raise ValueError(
                 f"The policy must accept observations of shape [B, {', '.join(map(str, self.observation_shape))}]; "
                 f"calling it failed: {error}"
@@ -265,8 +267,7 @@ class ReinforceAgent(keras.Model):
             optimizer = keras.optimizers.Adam(self.learning_rate, global_clipnorm=self.max_grad_norm)
         else:
             optimizer = keras.optimizers.get(optimizer)
-            unclipped = all(getattr(optimizer, k, None) is None
-                            for k in ("clipnorm", "global_clipnorm", "clipvalue"))
+            unclipped = all(getattr(optimizer, k, None) is None for k in ("clipnorm", "global_clipnorm", "clipvalue"))
             if self.max_grad_norm is not None and unclipped:
                 optimizer.global_clipnorm = self.max_grad_norm
         super().compile(optimizer=optimizer, jit_compile=jit_compile, **kwargs)
@@ -354,7 +355,7 @@ class ReinforceAgent(keras.Model):
         return config
 
     @classmethod
-    def from_config(cls, config: dict[str, Any]) -> "ReinforceAgent":
+    def from_config(cls, config: dict[str, Any]) -> ReinforceAgent:
         config = dict(config)
         if config.get("policy") is not None:
             config["policy"] = keras.saving.deserialize_keras_object(config["policy"])
@@ -380,15 +381,14 @@ class ReinforceAgent(keras.Model):
         holding the current weights: ``policy_sampler().logits(observations [N, D...]) -> [N, A]``."""
         sampler = getattr(self, "_sampler", None)
         if sampler is None:
-            sampler = make_policy_sampler(self.policy, fast=self.fast_sampling,
-                                          observation_shape=self.observation_shape)
+            sampler = make_policy_sampler(
+                self.policy, fast=self.fast_sampling, observation_shape=self.observation_shape
+            )
             object.__setattr__(self, "_sampler", sampler)  # a cache, not a tracked Keras attribute
         sampler.refresh()
         return sampler
 
-    def export_policy(
-        self, path: str | os.PathLike, write_extras: Callable[[Path], None] | None = None
-    ) -> Path:
+    def export_policy(self, path: str | os.PathLike, write_extras: Callable[[Path], None] | None = None) -> Path:
         """Write a SavedModel of the policy, atomically, through ``kerasce.export``.
 
         It loads with plain TensorFlow (``tf.saved_model.load(path).signatures[name]``) and has two
@@ -434,8 +434,9 @@ class ReinforceAgent(keras.Model):
         specs = [tf.TensorSpec((None,) + self.observation_shape, tf.float32, name="observations")]
         if self.use_action_mask:
             specs.append(tf.TensorSpec((None, self.num_actions), tf.int8, name="action_mask"))
-        return export_saved_model(path, policy, serve, specs, write_extras=write_extras,
-                                  extra_endpoints={"sample": (sample, specs)})
+        return export_saved_model(
+            path, policy, serve, specs, write_extras=write_extras, extra_endpoints={"sample": (sample, specs)}
+        )
 
     # ---------------------------------------------------------------------------------------------
     # Checkpoints (kerasce.rl.checkpoints) and the training loop (kerasce.rl.learner)
@@ -476,8 +477,7 @@ class ReinforceAgent(keras.Model):
         recent = self.episode_returns[-window:]
         return float(np.mean(recent)) if recent else math.nan
 
-    def _train_on_batch(self, observations, actions, returns, action_masks=None,
-                        step_weights=None) -> dict[str, float]:
+    def _train_on_batch(self, observations, actions, returns, action_masks=None, step_weights=None) -> dict[str, float]:
         """One compiled ``train_step`` on this worker's NumPy batch, split evenly over its local replicas
         (every replica on one machine; under a multi-worker strategy each worker passes its own batch).
         ``step_weights`` ``[B]``: see :meth:`train_step`."""
@@ -498,7 +498,7 @@ class ReinforceAgent(keras.Model):
 
             def split(context):
                 i = context.replica_id_in_sync_group % local
-                return tf.nest.map_structure(lambda x: x[i * shard:(i + 1) * shard], data)
+                return tf.nest.map_structure(lambda x: x[i * shard : (i + 1) * shard], data)
 
             data = strategy.experimental_distribute_values_from_function(split)
         self.make_train_function()
@@ -590,16 +590,26 @@ class ReinforceAgent(keras.Model):
         if evaluation is not None and eval_env is not None:
             raise ValueError("Expected `eval_env` or `evaluation`, got both.")
         if eval_env is not None:
-            evaluation = EvalCallback(eval_env, episodes=eval_episodes, eval_every=eval_every,
-                                      target_return=target_return, verbose=verbose)
+            evaluation = EvalCallback(
+                eval_env, episodes=eval_episodes, eval_every=eval_every, target_return=target_return, verbose=verbose
+            )
         own_env = isinstance(env, str)
         vec_env = make_vector_env(env, self.num_envs) if own_env else env
         try:
             # Under a strategy with several replicas, each worker collects its own episodes.
             driver = DistributedLearner if self.distribute_strategy.num_replicas_in_sync > 1 else Learner
-            learner = driver(self, vec_env, callbacks=callbacks, verbose=verbose, checkpoint_dir=checkpoint_dir,
-                             checkpoint_every=checkpoint_every, resume=resume, target_return=target_return,
-                             evaluation=evaluation, action_mask_fn=action_mask_fn)
+            learner = driver(
+                self,
+                vec_env,
+                callbacks=callbacks,
+                verbose=verbose,
+                checkpoint_dir=checkpoint_dir,
+                checkpoint_every=checkpoint_every,
+                resume=resume,
+                target_return=target_return,
+                evaluation=evaluation,
+                action_mask_fn=action_mask_fn,
+            )
             return learner.run(StopConditions(total_timesteps, max_updates, max_seconds))
         finally:
             if own_env:

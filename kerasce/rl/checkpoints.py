@@ -48,7 +48,7 @@ class CheckpointStore:
       max_to_keep: variable checkpoints kept on disk.
     """
 
-    def __init__(self, agent: "ReinforceAgent", directory: str | os.PathLike, max_to_keep: int = 2):
+    def __init__(self, agent: ReinforceAgent, directory: str | os.PathLike, max_to_keep: int = 2):
         self.agent = agent
         self.directory = Path(directory)
         self.max_to_keep = int(max_to_keep)
@@ -85,8 +85,7 @@ class CheckpointStore:
             for u in range(self._rows_written, len(log)):
                 start = int(log[u - 1]["episodes"]) if u > 0 else 0
                 end = int(log[u]["episodes"])
-                f.write(json.dumps({"log": log[u], "episode_returns": returns[start:end]},
-                                   allow_nan=False) + "\n")
+                f.write(json.dumps({"log": log[u], "episode_returns": returns[start:end]}, allow_nan=False) + "\n")
             f.flush()
             os.fsync(f.fileno())
             history_bytes = f.tell()

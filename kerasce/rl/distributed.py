@@ -30,7 +30,8 @@ retracing (and so its collective ops) in step across workers.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import tensorflow as tf
@@ -120,8 +121,13 @@ def pad_batch(batch: tuple, rows: int, step_weight: float) -> tuple:
         return np.concatenate([x, np.full((pad,) + x.shape[1:], fill, x.dtype)])
 
     weights = np.concatenate([np.full(len(actions), step_weight, np.float32), np.zeros(pad, np.float32)])
-    return (padded(observations, 0), padded(actions, 0), padded(returns, 0),
-            None if masks is None else padded(masks, True), weights)
+    return (
+        padded(observations, 0),
+        padded(actions, 0),
+        padded(returns, 0),
+        None if masks is None else padded(masks, True),
+        weights,
+    )
 
 
 class DistributedLearner(Learner):
@@ -134,7 +140,7 @@ class DistributedLearner(Learner):
       ValueError: the workers restored checkpoints of different updates.
     """
 
-    def __init__(self, agent: "ReinforceAgent", env, **kwargs):
+    def __init__(self, agent: ReinforceAgent, env, **kwargs):
         super().__init__(agent, env, **kwargs)
         self.strategy = agent.distribute_strategy
         self.worker, self.workers = worker_index(self.strategy)
@@ -186,18 +192,21 @@ class DistributedLearner(Learner):
         padded = pad_batch(batch, local * per_replica, replicas * per_replica / total)
         return self.agent._train_on_batch(*padded)
 
-    def gather_counts(self, rollout: Rollout, collect_seconds: float,
-                      update_seconds: float) -> tuple[np.ndarray, int, float, float]:
+    def gather_counts(
+        self, rollout: Rollout, collect_seconds: float, update_seconds: float
+    ) -> tuple[np.ndarray, int, float, float]:
         returns, env_steps, collect_seconds, update_seconds = super().gather_counts(
-            rollout, collect_seconds, update_seconds)
+            rollout, collect_seconds, update_seconds
+        )
         if returns.size > self.episode_capacity:
-            raise ValueError(f"Expected at most {self.episode_capacity} episodes per worker and update, "
-                             f"got {returns.size}.")
+            raise ValueError(
+                f"Expected at most {self.episode_capacity} episodes per worker and update, got {returns.size}."
+            )
         row = np.zeros(4 + self.episode_capacity)
         row[:4] = env_steps, collect_seconds, update_seconds, returns.size
-        row[4:4 + returns.size] = returns
+        row[4 : 4 + returns.size] = returns
         rows = all_gather(self.strategy, row)
-        episodes = np.concatenate([r[4:4 + int(r[3])] for r in rows])  # worker order
+        episodes = np.concatenate([r[4 : 4 + int(r[3])] for r in rows])  # worker order
         # Workers collect in parallel: the slowest one's time is the cluster's; the chief's for the update.
         return episodes, int(rows[:, 0].sum()), float(rows[:, 1].max()), float(rows[0, 2])
 

@@ -22,7 +22,8 @@ def one_hot_observations(env: gymnasium.vector.VectorEnv) -> gymnasium.vector.Ve
     n, start = int(space.n), int(space.start)
     eye = np.eye(n, dtype=np.float32)
     return gymnasium.wrappers.vector.TransformObservation(
-        env, lambda obs: eye[np.asarray(obs, np.int64) - start],
+        env,
+        lambda obs: eye[np.asarray(obs, np.int64) - start],
         single_observation_space=gymnasium.spaces.Box(0.0, 1.0, (n,), np.float32),
     )
 
@@ -72,23 +73,24 @@ def make_vector_env(env_id: str, num_envs: int, mode: str = "auto", **kwargs: An
         spec = gymnasium.spec(env_id)
     except gymnasium.error.Error as error:
         raise ValueError(
-            f"Unknown gymnasium env id {env_id!r}; expected a registered id such as 'CartPole-v1' "
-            f"({error})."
+            f"Unknown gymnasium env id {env_id!r}; expected a registered id such as 'CartPole-v1' ({error})."
         ) from None
     if mode == "native" and spec.vector_entry_point is None:
         raise ValueError(f"{env_id!r} has no native vector implementation; use mode 'sync' or 'async'.")
     try:
         if mode in ("auto", "native") and spec.vector_entry_point is not None:
-            return one_hot_observations(gymnasium.make_vec(
-                env_id, num_envs=int(num_envs), vectorization_mode="vector_entry_point", **kwargs
-            ))
-        return one_hot_observations(gymnasium.make_vec(
-            env_id,
-            num_envs=int(num_envs),
-            vectorization_mode="async" if mode == "async" else "sync",
-            vector_kwargs={"autoreset_mode": gymnasium.vector.AutoresetMode.NEXT_STEP},
-            **kwargs,
-        ))
+            return one_hot_observations(
+                gymnasium.make_vec(env_id, num_envs=int(num_envs), vectorization_mode="vector_entry_point", **kwargs)
+            )
+        return one_hot_observations(
+            gymnasium.make_vec(
+                env_id,
+                num_envs=int(num_envs),
+                vectorization_mode="async" if mode == "async" else "sync",
+                vector_kwargs={"autoreset_mode": gymnasium.vector.AutoresetMode.NEXT_STEP},
+                **kwargs,
+            )
+        )
     except gymnasium.error.DependencyNotInstalled as error:
         extra = "box2d" if "box2d" in str(error).lower() else None
         hint = f'pip install -e ".[{extra}]"' if extra else "install the package it names"
@@ -122,8 +124,7 @@ def check_spaces(
     observation_space = env.single_observation_space
     if not isinstance(action_space, gymnasium.spaces.Discrete):
         raise ValueError(
-            f"ReinforceAgent supports Discrete action spaces, got {action_space} "
-            f"({type(action_space).__name__})."
+            f"ReinforceAgent supports Discrete action spaces, got {action_space} ({type(action_space).__name__})."
         )
     if not isinstance(observation_space, gymnasium.spaces.Box):
         raise ValueError(
@@ -136,7 +137,5 @@ def check_spaces(
             f"The policy expects observations of shape {tuple(observation_shape)}, the env gives {env_shape}."
         )
     if num_actions is not None and num_actions != env_actions:
-        raise ValueError(
-            f"The policy outputs {num_actions} action logits, the env has {env_actions} actions."
-        )
+        raise ValueError(f"The policy outputs {num_actions} action logits, the env has {env_actions} actions.")
     return env_shape, env_actions

@@ -8,7 +8,7 @@ be reproduced without kerasce (``tests/rl/test_evaluation.py`` does).
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from collections.abc import Callable
 
 import gymnasium
 import numpy as np
@@ -98,8 +98,7 @@ def evaluate_policy(
         def act(obs, mask=None):
             return greedy_actions(mask_logits(logits(obs), mask)) + offset
 
-        rollout, _ = collect_episodes(vec_env, act, observations, int(max_steps), action_mask=action_mask,
-                                      infos=infos)
+        rollout, _ = collect_episodes(vec_env, act, observations, int(max_steps), action_mask=action_mask, infos=infos)
     finally:
         if own:
             vec_env.close()

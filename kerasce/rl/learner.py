@@ -15,7 +15,8 @@ import dataclasses
 import math
 import os
 import time
-from typing import TYPE_CHECKING, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 import gymnasium
 import keras
@@ -47,7 +48,7 @@ class StopConditions:
     max_updates: int | None = None
     max_seconds: float | None = None
 
-    def reached(self, agent: "ReinforceAgent", elapsed: float) -> str | None:
+    def reached(self, agent: ReinforceAgent, elapsed: float) -> str | None:
         """The name of the first limit reached, or None."""
         if self.max_updates is not None and agent.updates >= self.max_updates:
             return "max_updates"
@@ -78,7 +79,7 @@ class Learner:
 
     def __init__(
         self,
-        agent: "ReinforceAgent",
+        agent: ReinforceAgent,
         env: gymnasium.vector.VectorEnv,
         *,
         callbacks: Iterable[keras.callbacks.Callback] | None = None,
@@ -93,8 +94,9 @@ class Learner:
         self.agent = agent
         self.env = env = one_hot_observations(env)
         if action_mask_fn is not None and not agent.use_action_mask:
-            raise ValueError("Expected an agent built with use_action_mask=True for `action_mask_fn`; this one "
-                             "takes no mask.")
+            raise ValueError(
+                "Expected an agent built with use_action_mask=True for `action_mask_fn`; this one takes no mask."
+            )
         self.action_mask_fn = (action_mask_fn or info_action_mask) if agent.use_action_mask else None
         _, self.num_actions = check_spaces(env, agent.observation_shape, agent.num_actions)
         self.action_offset = int(env.single_action_space.start)
@@ -112,13 +114,13 @@ class Learner:
         if evaluation is not None:
             if evaluation.action_mask is None:
                 evaluation.action_mask = self.action_mask_fn
-            evaluation.attach(None if checkpoint_dir is None else os.path.join(checkpoint_dir, "best_eval"),
-                              resumed)
+            evaluation.attach(None if checkpoint_dir is None else os.path.join(checkpoint_dir, "best_eval"), resumed)
         agent._ensure_optimizer()
         if agent._run_seed is None:
             agent._run_seed = int(np.random.SeedSequence().generate_state(1)[0])
-        self.sampler = make_policy_sampler(agent.policy, fast=agent.fast_sampling,
-                                           observation_shape=agent.observation_shape)
+        self.sampler = make_policy_sampler(
+            agent.policy, fast=agent.fast_sampling, observation_shape=agent.observation_shape
+        )
         self.evaluation = evaluation
         if evaluation is not None:
             callbacks.insert(0, evaluation)  # its eval_* keys are in the logs the others see
@@ -148,8 +150,9 @@ class Learner:
         def act(obs, mask=None):
             return sample_actions(self.sampler.logits(obs), rng, mask) + self.action_offset
 
-        rollout, _ = collect_episodes(self.env, act, observations, agent.max_rollout_steps,
-                                      action_mask=self.action_mask_fn, infos=infos)
+        rollout, _ = collect_episodes(
+            self.env, act, observations, agent.max_rollout_steps, action_mask=self.action_mask_fn, infos=infos
+        )
         first = first_episode_mask(rollout.terminated, rollout.truncated, rollout.valid)
         return dataclasses.replace(rollout, valid=first)
 
@@ -165,8 +168,14 @@ class Learner:
         _check_observations(rollout.observations, update)
         mask = complete_episode_mask(rollout.terminated, rollout.truncated, rollout.valid)
         scale = agent.return_scale.scale if agent.baseline and agent.normalize_returns else 1.0
-        returns = discounted_returns(rollout.rewards, rollout.terminated, rollout.truncated,
-                                     agent.gamma, rollout.valid, bootstrap=self.bootstrap_values(rollout, scale))
+        returns = discounted_returns(
+            rollout.rewards,
+            rollout.terminated,
+            rollout.truncated,
+            agent.gamma,
+            rollout.valid,
+            bootstrap=self.bootstrap_values(rollout, scale),
+        )
         returns = self.finish_returns(returns, mask, update)
         keep = np.flatnonzero(mask.reshape(-1))
         replicas = self.batch_multiple()
@@ -176,8 +185,12 @@ class Learner:
         if actions.size and (actions.min() < 0 or actions.max() >= self.num_actions):
             raise ValueError(f"Expected actions in [0, {self.num_actions}), got {actions.min()}..{actions.max()}.")
         masks = None if rollout.masks is None else rollout.masks.reshape(-1, self.num_actions)[keep]
-        return (observations.astype(np.float32), actions.astype(np.int32),
-                returns.reshape(-1)[keep].astype(np.float32), masks)
+        return (
+            observations.astype(np.float32),
+            actions.astype(np.int32),
+            returns.reshape(-1)[keep].astype(np.float32),
+            masks,
+        )
 
     def bootstrap_values(self, rollout: Rollout, scale: float) -> np.ndarray | None:
         """``[T, N]`` ``scale * V(s')`` for the time-limit-truncated steps (``s'`` the state they reached),
@@ -226,8 +239,9 @@ class Learner:
         """One update on ``make_batch``'s output; returns the loss metrics."""
         return self.agent._train_on_batch(*batch)
 
-    def gather_counts(self, rollout: Rollout, collect_seconds: float,
-                      update_seconds: float) -> tuple[np.ndarray, int, float, float]:
+    def gather_counts(
+        self, rollout: Rollout, collect_seconds: float, update_seconds: float
+    ) -> tuple[np.ndarray, int, float, float]:
         """``(episode returns, env steps, collection seconds, update seconds)`` of this update."""
         episode_returns, _ = completed_episodes(rollout)
         return np.asarray(episode_returns, np.float64), int(rollout.env_steps), collect_seconds, update_seconds
@@ -244,14 +258,21 @@ class Learner:
         """Save the training state into ``checkpoint_dir``."""
         self.store.save()
 
-    def record(self, rollout: Rollout, metrics: dict[str, float], collect_seconds: float,
-               update_seconds: float, batch_steps: int) -> dict[str, float]:
+    def record(
+        self,
+        rollout: Rollout,
+        metrics: dict[str, float],
+        collect_seconds: float,
+        update_seconds: float,
+        batch_steps: int,
+    ) -> dict[str, float]:
         """Count the update's episodes and steps into the agent; return the update's logs
         (``batch_steps``: the env steps that entered the batch; the rest of ``rollout.env_steps`` are
         autoreset steps and later episodes, collected because a vector env steps all sub-envs at once)."""
         agent = self.agent
         episode_returns, env_steps, collect_seconds, update_seconds = self.gather_counts(
-            rollout, collect_seconds, update_seconds)
+            rollout, collect_seconds, update_seconds
+        )
         agent.episode_returns.extend(float(r) for r in episode_returns)
         agent.updates += 1
         agent.env_steps += env_steps
@@ -287,12 +308,16 @@ class Learner:
             if not all(math.isfinite(v) for v in metrics.values()):
                 raise FloatingPointError(
                     f"Non-finite loss at update {update} ({metrics}); training stopped. "
-                    + (f"The last good checkpoint is in {str(self.checkpoint_dir)!r}."
-                       if self.checkpoint_dir is not None else "No checkpoint_dir was set.")
+                    + (
+                        f"The last good checkpoint is in {str(self.checkpoint_dir)!r}."
+                        if self.checkpoint_dir is not None
+                        else "No checkpoint_dir was set."
+                    )
                 )
             self.sampler.refresh()
-            logs = self.record(rollout, metrics, collect_seconds, time.perf_counter() - update_start,
-                               self.batch_steps(batch))
+            logs = self.record(
+                rollout, metrics, collect_seconds, time.perf_counter() - update_start, self.batch_steps(batch)
+            )
             self.callbacks.on_train_batch_end(0, metrics)
             self.callbacks.on_epoch_end(update, logs)
             if self.evaluation is not None:  # CallbackList hands callbacks a copy of `logs`
@@ -308,8 +333,8 @@ class Learner:
         return agent.history
 
 
-def _print_update(agent: "ReinforceAgent", logs: dict[str, float]) -> None:
-    evaluation = (f"  eval {logs['eval_return_mean']:7.1f}" if "eval_return_mean" in logs else "")
+def _print_update(agent: ReinforceAgent, logs: dict[str, float]) -> None:
+    evaluation = f"  eval {logs['eval_return_mean']:7.1f}" if "eval_return_mean" in logs else ""
     print(
         f"update {agent.updates:4d}  mean_return_100 {logs['mean_return_100']:7.1f}{evaluation}  "
         f"episodes {len(agent.episode_returns):6d}  env_steps {agent.env_steps:8d}  "

@@ -5,7 +5,7 @@ Shapes: ``B`` batch, ``D...`` observation shape, ``A`` actions.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import keras
 
@@ -42,7 +42,5 @@ def build_mlp(
         layers.append(keras.layers.Flatten())
     for i, units in enumerate(hidden_units):
         layers.append(keras.layers.Dense(units, activation=activation, kernel_initializer=init(i)))
-    layers.append(
-        keras.layers.Dense(outputs, kernel_initializer=init(len(hidden_units)), dtype="float32")
-    )
+    layers.append(keras.layers.Dense(outputs, kernel_initializer=init(len(hidden_units)), dtype="float32"))
     return keras.Sequential(layers, name=name)

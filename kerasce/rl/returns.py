@@ -90,9 +90,7 @@ def discounted_returns(
     return returns
 
 
-def complete_episode_mask(
-    terminated: np.ndarray, truncated: np.ndarray, valid: np.ndarray | None = None
-) -> np.ndarray:
+def complete_episode_mask(terminated: np.ndarray, truncated: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
     """Which steps belong to an episode that ends (terminated or truncated) inside the rollout.
 
     Args:
@@ -105,9 +103,7 @@ def complete_episode_mask(
       of an episode still running at the last row are False.
     """
     terminated = np.asarray(terminated)
-    _, terminated, truncated, valid = _check_inputs(
-        np.zeros(terminated.shape), terminated, truncated, valid
-    )
+    _, terminated, truncated, valid = _check_inputs(np.zeros(terminated.shape), terminated, truncated, valid)
     done = terminated | truncated
     mask = np.zeros(done.shape, bool)
     ends_later = np.zeros(done.shape[1], bool)
@@ -117,9 +113,7 @@ def complete_episode_mask(
     return mask
 
 
-def first_episode_mask(
-    terminated: np.ndarray, truncated: np.ndarray, valid: np.ndarray | None = None
-) -> np.ndarray:
+def first_episode_mask(terminated: np.ndarray, truncated: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
     """Which steps belong to the first episode of their column.
 
     ``first[t] = valid[t] and no valid step before t is done``, with ``done = terminated | truncated``:
@@ -135,9 +129,7 @@ def first_episode_mask(
       ``[T, N]`` bool.
     """
     terminated = np.asarray(terminated)
-    _, terminated, truncated, valid = _check_inputs(
-        np.zeros(terminated.shape), terminated, truncated, valid
-    )
+    _, terminated, truncated, valid = _check_inputs(np.zeros(terminated.shape), terminated, truncated, valid)
     ends = (terminated | truncated) & valid
     ended_before = np.cumsum(ends, axis=0) - ends > 0
     return valid & ~ended_before

@@ -18,7 +18,7 @@ Both return logits; :func:`sample_actions` draws from them with one uniform numb
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from collections.abc import Callable
 
 import gymnasium
 import keras
@@ -124,14 +124,12 @@ class NumpyPolicy:
                 continue
             if not isinstance(layer, (keras.layers.Dense, keras.layers.Activation)):
                 raise TypeError(
-                    f"NumpyPolicy supports Dense and Activation layers, got {type(layer).__name__} "
-                    f"({layer.name!r})."
+                    f"NumpyPolicy supports Dense and Activation layers, got {type(layer).__name__} ({layer.name!r})."
                 )
             name = getattr(layer.activation, "__name__", str(layer.activation))
             if name not in _ACTIVATIONS:
                 raise TypeError(
-                    f"NumpyPolicy supports activations {sorted(_ACTIVATIONS)}, got {name!r} in "
-                    f"layer {layer.name!r}."
+                    f"NumpyPolicy supports activations {sorted(_ACTIVATIONS)}, got {name!r} in layer {layer.name!r}."
                 )
             dense = layer if isinstance(layer, keras.layers.Dense) else None
             self._layers.append((dense, _ACTIVATIONS[name]))
@@ -195,9 +193,7 @@ class CompiledPolicy:
     def __init__(self, model: keras.Model, observation_shape: tuple[int, ...] | None = None):
         self.model = model
         spec = tf.TensorSpec((None,) + _observation_shape(model, observation_shape), tf.float32)
-        self._call = tf.function(
-            lambda x: tf.cast(model(x, training=False), tf.float32), input_signature=[spec]
-        )
+        self._call = tf.function(lambda x: tf.cast(model(x, training=False), tf.float32), input_signature=[spec])
 
     def refresh(self) -> None:
         """Nothing to copy: the compiled call reads the variables themselves."""
@@ -280,9 +276,7 @@ def autoreset_mode(env: gymnasium.vector.VectorEnv) -> gymnasium.vector.Autorese
     mode = env.metadata.get("autoreset_mode", gymnasium.vector.AutoresetMode.NEXT_STEP)
     mode = gymnasium.vector.AutoresetMode(mode)
     if mode is gymnasium.vector.AutoresetMode.DISABLED:
-        raise ValueError(
-            "Expected a vector env that autoresets (NEXT_STEP or SAME_STEP), got autoreset_mode=DISABLED."
-        )
+        raise ValueError("Expected a vector env that autoresets (NEXT_STEP or SAME_STEP), got autoreset_mode=DISABLED.")
     return mode
 
 

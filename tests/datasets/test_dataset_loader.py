@@ -95,10 +95,19 @@ def test_class_id_sequences_become_multi_hot():
         (_features(tfds.features.Tensor(shape=(2, 3), dtype=np.bool_)), "label feature 'label'"),
         (_features(tfds.features.Text()), "label feature 'label'"),
         (tfds.features.FeaturesDict({"image": tfds.features.Image(shape=(4, 4, 1)), "y": tf.int64}), "no label"),
-        (tfds.features.FeaturesDict({"pixels": tf.float32, "label": tfds.features.ClassLabel(num_classes=2)}),
-         "not an Image feature"),
-        (tfds.features.FeaturesDict({"image": tfds.features.Image(shape=(4, 4, 1), dtype=np.uint16),
-                                     "label": tfds.features.ClassLabel(num_classes=2)}), "expected uint8 images"),
+        (
+            tfds.features.FeaturesDict({"pixels": tf.float32, "label": tfds.features.ClassLabel(num_classes=2)}),
+            "not an Image feature",
+        ),
+        (
+            tfds.features.FeaturesDict(
+                {
+                    "image": tfds.features.Image(shape=(4, 4, 1), dtype=np.uint16),
+                    "label": tfds.features.ClassLabel(num_classes=2),
+                }
+            ),
+            "expected uint8 images",
+        ),
     ],
 )
 def test_image_task_rejects_non_classification_features(features, match):
@@ -153,8 +162,12 @@ def test_names_with_a_config_go_to_tfds():
     # "bigearthnet/rgb" contains "/" but is a TFDS name (dataset/config), not a folder.
     with tfds.testing.mock_data(num_examples=4):
         data = load_image_dataset("bigearthnet/rgb", batch_size=4, download=True)
-    assert (data.name, data.input_shape, data.num_classes, data.multilabel) == ("bigearthnet/rgb", (120, 120, 3),
-                                                                                43, True)
+    assert (data.name, data.input_shape, data.num_classes, data.multilabel) == (
+        "bigearthnet/rgb",
+        (120, 120, 3),
+        43,
+        True,
+    )
     with pytest.raises(ValueError, match="unknown dataset 'digitz/2012'.*starting with ./.*Close matches: digits"):
         load_image_dataset("digitz/2012")  # the TFDS error, not "expected a directory"
     with pytest.raises(ValueError, match="unknown dataset 'photos/cats/2024'"):
@@ -255,7 +268,9 @@ def test_image_folder_split_is_deterministic(folder):
 
 def test_image_folder_bad_inputs(tmp_path, folder):
     root, _ = folder
-    with pytest.raises(ValueError, match="expected a directory with one sub-folder of images per class.*does not exist"):
+    with pytest.raises(
+        ValueError, match="expected a directory with one sub-folder of images per class.*does not exist"
+    ):
         load_image_folder(tmp_path / "nowhere")
     with pytest.raises(ValueError, match=r"expected test_fraction in \(0, 1\), got 1.0"):
         load_image_folder(root, test_fraction=1.0)

@@ -17,9 +17,9 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from kerasce import distribute  # noqa: E402
+from kerasce import distribute
 
 T, N = 6, 4  # the union: [T, N] steps of which MASK keeps some
 
@@ -29,21 +29,38 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--task", required=True, choices=("update", "learn"))
     parser.add_argument("--strategy", default="default", choices=distribute.STRATEGIES)
     parser.add_argument("--devices", type=int, default=1, help="logical CPU devices")
-    parser.add_argument("--split", type=int, default=2,
-                        help="update: worker 0 keeps the union's first SPLIT kept steps, worker 1 the rest")
+    parser.add_argument(
+        "--split",
+        type=int,
+        default=2,
+        help="update: worker 0 keeps the union's first SPLIT kept steps, worker 1 the rest",
+    )
     parser.add_argument("--kept", type=int, default=None, help="update: keep only the union's first KEPT steps")
-    parser.add_argument("--mutation", default="none", choices=("none", "per_worker_mean", "local_count"),
-                        help="update: a known bug, to show the comparison catches it")
-    parser.add_argument("--clock-scale", type=float, default=1.0,
-                        help="learn: this worker's clock runs this many times too fast")
+    parser.add_argument(
+        "--mutation",
+        default="none",
+        choices=("none", "per_worker_mean", "local_count"),
+        help="update: a known bug, to show the comparison catches it",
+    )
+    parser.add_argument(
+        "--clock-scale", type=float, default=1.0, help="learn: this worker's clock runs this many times too fast"
+    )
     parser.add_argument("--max-seconds", type=float, default=None)
     parser.add_argument("--max-updates", type=int, default=None)
     parser.add_argument("--total-timesteps", type=int, default=None)
     parser.add_argument("--checkpoint-dir", default=None, help="learn: checkpoints (a directory per worker)")
-    parser.add_argument("--chief-stops-at", type=int, default=None,
-                        help="learn: a callback on the chief only sets stop_training after this update")
-    parser.add_argument("--die-at-update", type=int, default=None,
-                        help="learn: worker 1 exits with code 7 at the end of this update (a crash)")
+    parser.add_argument(
+        "--chief-stops-at",
+        type=int,
+        default=None,
+        help="learn: a callback on the chief only sets stop_training after this update",
+    )
+    parser.add_argument(
+        "--die-at-update",
+        type=int,
+        default=None,
+        help="learn: worker 1 exits with code 7 at the end of this update (a crash)",
+    )
     return parser.parse_args()
 
 
@@ -63,8 +80,7 @@ def build_agent(strategy):
 
     keras.utils.set_random_seed(0)
     with strategy.scope():
-        agent = ReinforceAgent(observation_shape=(4,), num_actions=2, baseline=True, ent_coef=0.05, seed=0,
-                               num_envs=4)
+        agent = ReinforceAgent(observation_shape=(4,), num_actions=2, baseline=True, ent_coef=0.05, seed=0, num_envs=4)
         # SGD: Adam's first steps are about lr * sign(g), blind to a gradient off by a constant factor.
         agent.compile(keras.optimizers.SGD(0.5))
     return agent
@@ -77,11 +93,11 @@ def update_task(args, strategy) -> dict:
 
     returns, mask, observations, actions = union_data()
     if args.kept is not None:
-        mask = np.isin(np.arange(T * N), np.flatnonzero(mask.reshape(-1))[:args.kept]).reshape(T, N)
+        mask = np.isin(np.arange(T * N), np.flatnonzero(mask.reshape(-1))[: args.kept]).reshape(T, N)
     w, workers = worker_index(strategy)
     if workers > 1:  # this worker keeps its share of the union's kept steps
         order = np.flatnonzero(mask.reshape(-1))
-        mine = order[:args.split] if w == 0 else order[args.split:]
+        mine = order[: args.split] if w == 0 else order[args.split :]
         mask = np.isin(np.arange(T * N), mine).reshape(T, N)
     agent = build_agent(strategy)
     env = make_vector_env("CartPole-v1", 2)  # unused by the update; a Learner needs one
@@ -103,8 +119,12 @@ def update_task(args, strategy) -> dict:
     batch = (observations[mask], actions[mask], normalised[mask].astype(np.float32), None)
     metrics = learner.train_on_batch(batch)
     env.close()
-    return {"replicas": strategy.num_replicas_in_sync, "kept": int(mask.sum()), "metrics": metrics,
-            "weights": [v.tolist() for v in agent.get_weights()]}
+    return {
+        "replicas": strategy.num_replicas_in_sync,
+        "kept": int(mask.sum()),
+        "metrics": metrics,
+        "weights": [v.tolist() for v in agent.get_weights()],
+    }
 
 
 def learn_task(args, strategy) -> dict:
@@ -126,12 +146,25 @@ def learn_task(args, strategy) -> dict:
                 self.model.stop_training = True  # as EarlyStopping does
 
     checkpoint_dir = None if args.checkpoint_dir is None else distribute.worker_path(args.checkpoint_dir, strategy)
-    agent.learn("CartPole-v1", total_timesteps=args.total_timesteps, max_updates=args.max_updates,
-                max_seconds=args.max_seconds, checkpoint_dir=checkpoint_dir, resume=True,
-                checkpoint_every=1, callbacks=[Die()])
-    return {"worker": worker_index(strategy)[0], "updates": agent.updates, "env_steps": agent.env_steps,
-            "episodes": len(agent.episode_returns), "episode_returns": agent.episode_returns,
-            "log": agent.training_log, "weights": [v.tolist() for v in agent.get_weights()]}
+    agent.learn(
+        "CartPole-v1",
+        total_timesteps=args.total_timesteps,
+        max_updates=args.max_updates,
+        max_seconds=args.max_seconds,
+        checkpoint_dir=checkpoint_dir,
+        resume=True,
+        checkpoint_every=1,
+        callbacks=[Die()],
+    )
+    return {
+        "worker": worker_index(strategy)[0],
+        "updates": agent.updates,
+        "env_steps": agent.env_steps,
+        "episodes": len(agent.episode_returns),
+        "episode_returns": agent.episode_returns,
+        "log": agent.training_log,
+        "weights": [v.tolist() for v in agent.get_weights()],
+    }
 
 
 def main() -> None:

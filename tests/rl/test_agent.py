@@ -9,11 +9,11 @@ import os
 import gymnasium
 import keras
 import numpy as np
-import tensorflow as tf
 import pytest
-
-from scripted_envs import ScriptedEnv
+import tensorflow as tf
 from kerasce_free import run_without_kerasce
+from scripted_envs import ScriptedEnv
+
 from kerasce.rl import ReinforceAgent, StopAtMeanReturn
 from kerasce.rl.learner import Learner
 
@@ -136,10 +136,13 @@ def test_the_train_step_gets_aligned_steps_of_complete_episodes(scripted_vec_env
     # L=4 G = [3.25, 4.5, 5, 4] (G_3 = 4, G_2 = 3 + 2, G_1 = 2 + 2.5, G_0 = 1 + 2.25).
     # Each row: (env, index into that env's actions_taken, step in episode, L, G).
     expected = [
-        (0, 0, 0, 1, 1.0), (1, 0, 0, 2, 2.0), (2, 0, 0, 4, 3.25),  # t0
-        (1, 1, 1, 2, 2.0), (2, 1, 1, 4, 4.5),                      # t1
-        (2, 2, 2, 4, 5.0),                                         # t2
-        (2, 3, 3, 4, 4.0),                                         # t3
+        (0, 0, 0, 1, 1.0),
+        (1, 0, 0, 2, 2.0),
+        (2, 0, 0, 4, 3.25),  # t0
+        (1, 1, 1, 2, 2.0),
+        (2, 1, 1, 4, 4.5),  # t1
+        (2, 2, 2, 4, 5.0),  # t2
+        (2, 3, 3, 4, 4.0),  # t3
     ]
     expected = expected[: len(expected) - len(expected) % replicas]  # 3 replicas: the first 6
     env = scripted_vec_env([1, 2, 4], start=1)
@@ -155,7 +158,7 @@ def test_the_train_step_gets_aligned_steps_of_complete_episodes(scripted_vec_env
     monkeypatch.setattr(agent, "_train_on_batch", spy)
     agent.learn(env, max_updates=1)
 
-    (observations, actions, returns), = seen
+    ((observations, actions, returns),) = seen
     taken = [sub.actions_taken for sub in env.envs]
     assert [len(a) for a in taken] == [2, 3, 4]  # reset steps never reach the env's step
     np.testing.assert_array_equal(observations, [[k, length] for _, _, k, length, _ in expected])

@@ -1,6 +1,7 @@
 """Checkpoints on tf.train.Checkpoint: a save writes only what is new, a crash mid-save is harmless,
 a checkpoint of another agent is refused with a way out."""
 
+import itertools
 import json
 
 import keras
@@ -35,7 +36,7 @@ def test_each_save_writes_only_the_new_updates(scripted_vec_env, tmp_path, monke
     agent.learn(env, max_updates=7, checkpoint_dir=tmp_path, checkpoint_every=2)
     assert saves == [2, 4, 6, 7]
     assert rows_per_save == [2, 2, 2, 1]  # not 2, 4, 6, 7: the cost of a save does not grow with the run
-    for earlier, later in zip(contents, contents[1:]):
+    for earlier, later in itertools.pairwise(contents):
         assert later.startswith(earlier)  # appended, never rewritten
     assert len(contents[-1].splitlines()) == 7
     assert len(list(tmp_path.glob("ckpt-*.index"))) == 2  # max_to_keep

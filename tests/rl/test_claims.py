@@ -70,8 +70,12 @@ def test_one_baseline_update_equals_a_float64_reference(batch, dims, actions, vf
     advantages = g - values  # a constant in the policy term
     d_logits = advantages[:, None] * (probabilities - np.eye(actions)[taken]) / batch
     d_values = -2.0 * vf_coef * (g - values) / batch
-    expected = [kernel - learning_rate * x.T @ d_logits, bias - learning_rate * d_logits.sum(0),
-                value_kernel - learning_rate * x.T @ d_values[:, None], value_bias - learning_rate * d_values.sum()]
+    expected = [
+        kernel - learning_rate * x.T @ d_logits,
+        bias - learning_rate * d_logits.sum(0),
+        value_kernel - learning_rate * x.T @ d_values[:, None],
+        value_bias - learning_rate * d_values.sum(),
+    ]
     got = [v.numpy() for v in [*agent.policy.trainable_variables, *_value_variables(agent)]]
     for name, want, have in zip(["policy kernel", "policy bias", "value kernel", "value bias"], expected, got):
         np.testing.assert_allclose(have, want, rtol=1e-5, atol=1e-6, err_msg=name)
@@ -83,8 +87,12 @@ def _shared_dense_policy(repeats, activation):
     """A functional policy that applies ONE hidden Dense layer `repeats` times: a chain of weights in
     `model.layers` (each listed once) that a per-layer NumPy copy would run only once."""
     inputs = keras.Input((4,))
-    shared = keras.layers.Dense(4, activation=activation, kernel_initializer=keras.initializers.GlorotUniform(1),
-                                bias_initializer=keras.initializers.RandomNormal(stddev=0.5, seed=2))
+    shared = keras.layers.Dense(
+        4,
+        activation=activation,
+        kernel_initializer=keras.initializers.GlorotUniform(1),
+        bias_initializer=keras.initializers.RandomNormal(stddev=0.5, seed=2),
+    )
     hidden = inputs
     for _ in range(repeats):
         hidden = shared(hidden)

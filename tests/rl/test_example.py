@@ -24,8 +24,19 @@ def test_example_solves_cartpole_and_exports(tmp_path):
 
     saved = json.loads((export_dir / "metrics.json").read_text(), parse_constant=reject_non_strict_json)
     assert saved == json.loads(json.dumps(metrics))
-    for key in ("solved", "episodes", "env_steps", "train_seconds", "mean_return_100", "collect_steps_per_second",
-                "eval_return_mean", "eval_return_std", "eval_episodes", "eval_seed", "eval_update"):
+    for key in (
+        "solved",
+        "episodes",
+        "env_steps",
+        "train_seconds",
+        "mean_return_100",
+        "collect_steps_per_second",
+        "eval_return_mean",
+        "eval_return_std",
+        "eval_episodes",
+        "eval_seed",
+        "eval_update",
+    ):
         assert key in saved
     assert saved["solved"] is True and saved["mean_return_100"] >= 475
     assert saved["eval_return_mean"] >= 475 and saved["eval_episodes"] == 20  # solved = greedy play too
@@ -53,8 +64,10 @@ def load_example():
     return example
 
 
-@pytest.mark.parametrize("env_id, slug", [("CartPole-v1", "cartpole_v1"), ("LunarLander-v3", "lunarlander_v3"),
-                                          ("ALE/Pong-v5", "ale_pong_v5")])
+@pytest.mark.parametrize(
+    "env_id, slug",
+    [("CartPole-v1", "cartpole_v1"), ("LunarLander-v3", "lunarlander_v3"), ("ALE/Pong-v5", "ale_pong_v5")],
+)
 def test_env_slug(env_id, slug):
     assert load_example().env_slug(env_id) == slug
 
@@ -63,8 +76,9 @@ def test_env_slug(env_id, slug):
 def test_default_export_dir_is_named_after_the_env_and_metrics_are_strict_json(tmp_path, monkeypatch):
     # One update: no 100-episode mean yet; it is null, not NaN, in metrics.json.
     monkeypatch.chdir(tmp_path)
-    load_example().main(["--env", "Acrobot-v1", "--max-updates", "1", "--quiet", "--num-envs", "4",
-                         "--eval-episodes", "2"])
+    load_example().main(
+        ["--env", "Acrobot-v1", "--max-updates", "1", "--quiet", "--num-envs", "4", "--eval-episodes", "2"]
+    )
     export_dir = tmp_path / "saved_models" / "reinforce_acrobot_v1"
     saved = json.loads((export_dir / "metrics.json").read_text(), parse_constant=reject_non_strict_json)
     assert saved["solved"] is False and saved["eval_episodes"] == 2 and saved["updates"] == 1
@@ -76,8 +90,9 @@ def _example_process(*flags: str, env: dict | None = None):
     import sys
 
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", **(env or {}))
-    return subprocess.Popen([sys.executable, EXAMPLE, "--quiet", *flags], env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        [sys.executable, EXAMPLE, "--quiet", *flags], env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
 
 
 @pytest.mark.slow
@@ -119,8 +134,16 @@ def test_run_killed_mid_training_resumes_as_the_same_run(tmp_path):
     # Same run: same counters and curve, and the same final policy (optimizer state and step count kept).
     got = json.loads((killed_dir / "metrics.json").read_text())
     want = json.loads((tmp_path / "reference" / "metrics.json").read_text())
-    for key in ("updates", "episodes", "env_steps", "mean_return_100", "greedy_episode_return", "eval_return_mean",
-                "eval_seed", "eval_update"):
+    for key in (
+        "updates",
+        "episodes",
+        "env_steps",
+        "mean_return_100",
+        "greedy_episode_return",
+        "eval_return_mean",
+        "eval_seed",
+        "eval_update",
+    ):
         assert got[key] == want[key], key
     assert got["updates"] == 30
     observations = tf.constant(np.random.default_rng(0).normal(size=(64, 4)), tf.float32)
@@ -140,8 +163,15 @@ def test_two_worker_processes_train_and_only_the_chief_exports(tmp_path):
 
     export_dir = tmp_path / "export"
     workers = [
-        _example_process("--strategy", "multiworker", "--max-updates", "3", "--export-dir", str(export_dir),
-                         env={"TF_CONFIG": config})
+        _example_process(
+            "--strategy",
+            "multiworker",
+            "--max-updates",
+            "3",
+            "--export-dir",
+            str(export_dir),
+            env={"TF_CONFIG": config},
+        )
         for config in tf_configs(2)
     ]
     outputs = [w.communicate(timeout=300) for w in workers]
@@ -175,19 +205,23 @@ def test_bad_flags_exit_with_a_message(flags, message, capsys):
 
 def test_help_and_flag_errors_answer_without_importing_tensorflow():
     """Mutation tried: moving `import tensorflow` back to the top of the example -> red."""
-    probe = (f"import importlib.util, sys\n"
-             f"spec = importlib.util.spec_from_file_location('example', {EXAMPLE!r})\n"
-             f"module = importlib.util.module_from_spec(spec); spec.loader.exec_module(module)\n"
-             f"module.parse_args(['--num-envs', '8', '--max-updates', '3'])\n"
-             f"print(sorted(m for m in ('tensorflow', 'keras', 'gymnasium') if m in sys.modules))\n")
+    probe = (
+        f"import importlib.util, sys\n"
+        f"spec = importlib.util.spec_from_file_location('example', {EXAMPLE!r})\n"
+        f"module = importlib.util.module_from_spec(spec); spec.loader.exec_module(module)\n"
+        f"module.parse_args(['--num-envs', '8', '--max-updates', '3'])\n"
+        f"print(sorted(m for m in ('tensorflow', 'keras', 'gymnasium') if m in sys.modules))\n"
+    )
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True)
     assert result.stdout.strip() == "[]"
 
     start = time.monotonic()
-    help_text = subprocess.run([sys.executable, EXAMPLE, "--help"], capture_output=True, text=True, timeout=120,
-                               check=True).stdout
-    bad = subprocess.run([sys.executable, EXAMPLE, "--max-seconds", "0"], capture_output=True, text=True, timeout=120,
-                         check=False)
+    help_text = subprocess.run(
+        [sys.executable, EXAMPLE, "--help"], capture_output=True, text=True, timeout=120, check=True
+    ).stdout
+    bad = subprocess.run(
+        [sys.executable, EXAMPLE, "--max-seconds", "0"], capture_output=True, text=True, timeout=120, check=False
+    )
     seconds = time.monotonic() - start
     assert "(default: 10)" in help_text and "(default: 120.0)" in help_text and "--fresh" in help_text
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
@@ -220,18 +254,21 @@ def test_a_backup_made_with_other_flags_is_not_resumed(tmp_path, monkeypatch, ca
 
     with pytest.raises(RunConfigMismatch) as mismatch:
         load_example().main([*flags, "--max-updates", "10", "--seed", "1", "--num-envs", "4"])
-    assert (f"the backup in {backup} was made with other flags (--num-envs 8 -> 4, --seed 0 -> 1); it is not "
-            f"resumed. To resume it, run again with --num-envs 8 --seed 0; to start fresh, add --fresh"
-            ) in str(mismatch.value)
-    assert {p.relative_to(backup): p.read_bytes() for p in (backup / "state").rglob("*") if p.is_file()} == state and not export_dir.exists()
+    assert (
+        f"the backup in {backup} was made with other flags (--num-envs 8 -> 4, --seed 0 -> 1); it is not "
+        f"resumed. To resume it, run again with --num-envs 8 --seed 0; to start fresh, add --fresh"
+    ) in str(mismatch.value)
+    assert {
+        p.relative_to(backup): p.read_bytes() for p in (backup / "state").rglob("*") if p.is_file()
+    } == state and not export_dir.exists()
 
     capsys.readouterr()
     load_example().main([*flags, "--max-updates", "12"])
     out = capsys.readouterr().out
     resumes = [line for line in out.splitlines() if line.startswith("resuming")]
     assert len(resumes) == 1 and re.fullmatch(
-        rf"resuming {re.escape(str(backup))} after update 10 \(started \d{{4}}-\d\d-\d\d [\d:]{{8}} UTC\)",
-        resumes[0]), resumes
+        rf"resuming {re.escape(str(backup))} after update 10 \(started \d{{4}}-\d\d-\d\d [\d:]{{8}} UTC\)", resumes[0]
+    ), resumes
     assert "12 updates (2 in this run)" in out
     assert (export_dir / "metrics.json").exists() and not backup.exists()
 

@@ -6,8 +6,8 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-
 from scripted_envs import ScriptedEnv
+
 from kerasce.rl import ReinforceAgent, make_vector_env
 from kerasce.rl.envs import info_action_mask
 from kerasce.rl.rollout import sample_actions
@@ -136,8 +136,9 @@ def test_discrete_observations_arrive_one_hot(mode):
 
 @pytest.mark.slow
 def test_taxi_with_masks_trains_evaluates_and_exports_a_mask_input(tmp_path):
-    agent = ReinforceAgent.from_env("Taxi-v4", hidden_units=(), use_action_mask=True, num_envs=16, seed=0,
-                                    learning_rate=0.05)
+    agent = ReinforceAgent.from_env(
+        "Taxi-v4", hidden_units=(), use_action_mask=True, num_envs=16, seed=0, learning_rate=0.05
+    )
     assert agent.observation_shape == (500,)
     history = agent.learn("Taxi-v4", max_updates=2, eval_env="Taxi-v4", eval_episodes=3)
     assert history.history["evaluated"][0] == 1.0

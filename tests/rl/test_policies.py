@@ -5,15 +5,21 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-
 from scripted_envs import PIXELS_ID
+
 from kerasce.rl import ReinforceAgent
 from kerasce.rl.rollout import CompiledPolicy, NumpyPolicy, make_policy_sampler
 
 
 def sequential(shape, actions):
-    return keras.Sequential([keras.Input(shape), keras.layers.Flatten(), keras.layers.Dense(16, activation="tanh"),
-                             keras.layers.Dense(actions)])
+    return keras.Sequential(
+        [
+            keras.Input(shape),
+            keras.layers.Flatten(),
+            keras.layers.Dense(16, activation="tanh"),
+            keras.layers.Dense(actions),
+        ]
+    )
 
 
 def functional(shape, actions):
@@ -47,29 +53,45 @@ def subclassed(shape, actions):
 
 
 def conv(shape, actions):
-    return keras.Sequential([keras.Input(shape), keras.layers.Conv2D(4, 3, activation="relu"),
-                             keras.layers.GlobalMaxPooling2D(), keras.layers.Dense(actions)])
+    return keras.Sequential(
+        [
+            keras.Input(shape),
+            keras.layers.Conv2D(4, 3, activation="relu"),
+            keras.layers.GlobalMaxPooling2D(),
+            keras.layers.Dense(actions),
+        ]
+    )
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "env_id, build",
-    [("CartPole-v1", sequential), ("CartPole-v1", functional), ("CartPole-v1", subclassed),
-     (PIXELS_ID, subclassed), (PIXELS_ID, conv)],
+    [
+        ("CartPole-v1", sequential),
+        ("CartPole-v1", functional),
+        ("CartPole-v1", subclassed),
+        (PIXELS_ID, subclassed),
+        (PIXELS_ID, conv),
+    ],
 )
 def test_any_keras_policy_trains_through_learn_and_exports(env_id, build, tmp_path):
     keras.utils.set_random_seed(0)
     probe = ReinforceAgent.from_env(env_id)
-    agent = ReinforceAgent.from_env(env_id, policy=build(probe.observation_shape, probe.num_actions), num_envs=8,
-                                    seed=0, learning_rate=0.05)
+    agent = ReinforceAgent.from_env(
+        env_id, policy=build(probe.observation_shape, probe.num_actions), num_envs=8, seed=0, learning_rate=0.05
+    )
     before = [w.copy() for w in agent.policy.get_weights()]
     history = agent.learn(env_id, max_updates=3, eval_env=env_id, eval_every=3, eval_episodes=4)
     assert agent.updates == 3 and len(history.history["loss"]) == 3
     assert any(not np.array_equal(b, a) for b, a in zip(before, agent.policy.get_weights()))
     observations = np.random.default_rng(0).uniform(size=(5,) + agent.observation_shape).astype(np.float32)
     serve = tf.saved_model.load(str(agent.export_policy(tmp_path / "policy"))).signatures["serving_default"]
-    np.testing.assert_allclose(serve(tf.constant(observations))["probabilities"].numpy(),
-                               agent.action_probabilities(observations), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        serve(tf.constant(observations))["probabilities"].numpy(),
+        agent.action_probabilities(observations),
+        rtol=1e-5,
+        atol=1e-6,
+    )
 
 
 @pytest.mark.slow

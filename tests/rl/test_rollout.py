@@ -27,13 +27,15 @@ def probabilities_of(model, x):
 
 @pytest.mark.parametrize("activation", ["relu", "tanh", "sigmoid", "elu", "softplus", "silu", "linear"])
 def test_numpy_and_compiled_paths_give_the_same_probabilities(activation):
-    model = keras.Sequential([
-        keras.Input((4,)),
-        keras.layers.Dense(16, activation=activation),
-        keras.layers.Dense(8),
-        keras.layers.Activation(activation),
-        keras.layers.Dense(3),
-    ])
+    model = keras.Sequential(
+        [
+            keras.Input((4,)),
+            keras.layers.Dense(16, activation=activation),
+            keras.layers.Dense(8),
+            keras.layers.Activation(activation),
+            keras.layers.Dense(3),
+        ]
+    )
     x = np.random.default_rng(1).normal(size=(32, 4)).astype(np.float32) * 3
     fast, general = NumpyPolicy(model), CompiledPolicy(model)
     expected = probabilities_of(model, x)
@@ -70,11 +72,18 @@ def residual_model():
 @pytest.mark.parametrize(
     "build, reason",
     [
-        (lambda: keras.Sequential([keras.Input((4,)), keras.layers.Dense(8),
-                                   keras.layers.LayerNormalization(), keras.layers.Dense(2)]),
-         "LayerNormalization"),
-        (lambda: keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, activation="gelu"),
-                                   keras.layers.Dense(2)]), "gelu"),
+        (
+            lambda: keras.Sequential(
+                [keras.Input((4,)), keras.layers.Dense(8), keras.layers.LayerNormalization(), keras.layers.Dense(2)]
+            ),
+            "LayerNormalization",
+        ),
+        (
+            lambda: keras.Sequential(
+                [keras.Input((4,)), keras.layers.Dense(8, activation="gelu"), keras.layers.Dense(2)]
+            ),
+            "gelu",
+        ),
         (residual_model, "Add"),
     ],
 )
@@ -176,7 +185,7 @@ def test_collect_cartpole_invariants():
 def test_a_missing_box2d_is_one_line_naming_the_extra(monkeypatch):
     def make_vec(*args, **kwargs):
         raise gymnasium.error.DependencyNotInstalled(
-            'Box2D is not installed, you can install it by run `pip install swig` followed by '
+            "Box2D is not installed, you can install it by run `pip install swig` followed by "
             '`pip install "gymnasium[box2d]"`'
         )
 

@@ -21,8 +21,9 @@ TIMEOUT = 240  # seconds for one job; a worker left waiting in an all-reduce fai
 
 def start(*args: str, config: str | None = None) -> subprocess.Popen:
     env = dict(os.environ, TF_CONFIG=config) if config else dict(os.environ)
-    return subprocess.Popen([sys.executable, str(JOB), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=env)
+    return subprocess.Popen(
+        [sys.executable, str(JOB), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
 
 
 def result(proc: subprocess.Popen) -> dict:
@@ -31,15 +32,17 @@ def result(proc: subprocess.Popen) -> dict:
     except subprocess.TimeoutExpired:
         proc.kill()
         out, err = proc.communicate()
-        raise AssertionError(f"job did not finish in {TIMEOUT} s (a worker waiting forever?):\n{err[-2000:]}")
+        raise AssertionError(f"job did not finish in {TIMEOUT} s (a worker waiting forever?):\n{err[-2000:]}") from None
     if proc.returncode != 0:
         raise AssertionError(f"job failed ({proc.returncode}):\n{err[-3000:]}")
     return json.loads(out.strip().splitlines()[-1])
 
 
 def cluster(*args: str, per_worker: tuple = ((), ())) -> list[dict]:
-    procs = [start(*args, *extra, "--strategy", "multiworker", config=config)
-             for config, extra in zip(tf_configs(2), per_worker)]
+    procs = [
+        start(*args, *extra, "--strategy", "multiworker", config=config)
+        for config, extra in zip(tf_configs(2), per_worker)
+    ]
     return [result(p) for p in procs]
 
 
@@ -72,8 +75,12 @@ def test_combine_moments_of_nothing_is_a_clear_error():
 @pytest.mark.parametrize("with_masks", [False, True])
 def test_pad_batch_adds_zero_weight_rows(kept, with_masks):
     rng = np.random.default_rng(kept)
-    batch = (rng.normal(size=(kept, 3)).astype(np.float32), np.ones(kept, np.int32),
-             rng.normal(size=kept).astype(np.float32), np.zeros((kept, 2), bool) if with_masks else None)
+    batch = (
+        rng.normal(size=(kept, 3)).astype(np.float32),
+        np.ones(kept, np.int32),
+        rng.normal(size=kept).astype(np.float32),
+        np.zeros((kept, 2), bool) if with_masks else None,
+    )
     obs, actions, returns, masks, weights = pad_batch(batch, 6, 2.5)
     assert obs.shape == (6, 3) and actions.shape == returns.shape == weights.shape == (6,)
     np.testing.assert_array_equal(weights, [2.5] * kept + [0.0] * (6 - kept))
@@ -132,8 +139,9 @@ NUM_ENVS = 4  # per worker (scaling_job.build_agent)
 @pytest.fixture(scope="module")
 def three_updates():
     """Two workers, three updates; worker 1's clock runs 1000x fast (its max_seconds would pass at once)."""
-    return cluster("--task", "learn", "--max-updates", "3", "--max-seconds", "60",
-                   per_worker=((), ("--clock-scale", "1000")))
+    return cluster(
+        "--task", "learn", "--max-updates", "3", "--max-seconds", "60", per_worker=((), ("--clock-scale", "1000"))
+    )
 
 
 @pytest.mark.slow
@@ -154,7 +162,7 @@ def test_workers_collect_their_own_episodes_and_count_all_of_them(three_updates)
     assert [row["episodes"] for row in chief["log"]] == [2.0 * NUM_ENVS * u for u in (1, 2, 3)]
     assert chief["log"][-1]["env_steps"] == chief["env_steps"]
     # The chief's episodes come first, then worker 1's: different seeds, different episodes.
-    first = chief["episode_returns"][:2 * NUM_ENVS]
+    first = chief["episode_returns"][: 2 * NUM_ENVS]
     assert first[:NUM_ENVS] != first[NUM_ENVS:]
 
 
@@ -169,15 +177,31 @@ def test_total_timesteps_counts_every_workers_steps():
 @pytest.mark.slow
 def test_a_crashed_worker_fails_the_launch_and_a_rerun_resumes_the_cluster(tmp_path, three_updates):
     backup = str(tmp_path / "backup")
-    cmd = [sys.executable, "-m", "kerasce.launch", "--workers", "2", "--grace", "30", str(JOB), "--task", "learn",
-           "--strategy", "multiworker", "--max-updates", "3", "--checkpoint-dir", backup]
+    cmd = [
+        sys.executable,
+        "-m",
+        "kerasce.launch",
+        "--workers",
+        "2",
+        "--grace",
+        "30",
+        str(JOB),
+        "--task",
+        "learn",
+        "--strategy",
+        "multiworker",
+        "--max-updates",
+        "3",
+        "--checkpoint-dir",
+        backup,
+    ]
     crashed = subprocess.run(cmd + ["--die-at-update", "2"], capture_output=True, text=True, timeout=TIMEOUT)
     assert crashed.returncode == 7, crashed.stderr[-2000:]
     assert "worker 1" in crashed.stderr and "exited with code 7" in crashed.stderr
     resumed = subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT)
     assert resumed.returncode == 0, resumed.stdout[-3000:]
     lines = [line for line in resumed.stdout.splitlines() if line.startswith("[w0] {")]
-    chief = json.loads(lines[-1][len("[w0] "):])
+    chief = json.loads(lines[-1][len("[w0] ") :])
     # The same run as the uninterrupted one: same episodes, same weights.
     assert chief["updates"] == 3
     assert chief["episode_returns"] == three_updates[0]["episode_returns"]
@@ -187,8 +211,12 @@ def test_a_crashed_worker_fails_the_launch_and_a_rerun_resumes_the_cluster(tmp_p
 @pytest.mark.slow
 def test_without_the_launcher_a_dead_worker_fails_the_survivor_with_an_error_naming_it():
     # Across machines no launcher watches the workers: TensorFlow's coordination service (heartbeats) must.
-    procs = [start("--task", "learn", "--strategy", "multiworker", "--max-updates", "6", "--die-at-update", "2",
-                   config=config) for config in tf_configs(2)]
+    procs = [
+        start(
+            "--task", "learn", "--strategy", "multiworker", "--max-updates", "6", "--die-at-update", "2", config=config
+        )
+        for config in tf_configs(2)
+    ]
     _, err = procs[0].communicate(timeout=TIMEOUT)
     procs[1].communicate(timeout=TIMEOUT)
     assert procs[1].returncode == 7
