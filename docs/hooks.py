@@ -36,8 +36,16 @@ def _read(name: str) -> str:
     return path.read_text(encoding="utf-8")
 
 
-def on_page_markdown(markdown: str, **kwargs) -> str:
+# README anchors whose section is a heading of another docs page: links to them from included text point there.
+_ANCHOR_PAGES = {"resumed-runs-are-the-same-run": "runs.md", "troubleshooting": "runs.md"}
+
+
+def on_page_markdown(markdown: str, page=None, **kwargs) -> str:
     if _README_SECTION.search(markdown):
         readme = _read("README.md")
         markdown = _README_SECTION.sub(lambda m: readme_section(m.group(1).strip(), readme), markdown)
+        here = page.file.src_uri if page is not None else ""
+        for anchor, target in _ANCHOR_PAGES.items():
+            if here != target:
+                markdown = markdown.replace(f"](#{anchor})", f"]({target}#{anchor})")
     return _FILE.sub(lambda m: _read(m.group(1).strip()), markdown)
