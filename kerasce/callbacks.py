@@ -93,8 +93,9 @@ class StopAtMeanReturn(keras.callbacks.Callback):
         if self.evaluation is None:
             return True
         last = self.evaluation.last
-        fresh = last is not None and (epoch is None or last["epoch"] == epoch)
-        return fresh and last["mean"] >= self.target_return
+        if last is None or not (epoch is None or last["epoch"] == epoch):
+            return False  # no evaluation yet, or not one of this epoch
+        return last["mean"] >= self.target_return
 
     def on_train_begin(self, logs: dict[str, float] | None = None) -> None:
         history = getattr(self.model, "training_log", None)
@@ -205,11 +206,14 @@ class EvalCallback(keras.callbacks.Callback):
 
         from kerasce.export import write_json_atomic
 
-        self.directory.mkdir(parents=True, exist_ok=True)
-        tmp = self.directory / (_BEST_WEIGHTS + ".tmp.npz")
-        np.savez(tmp, **{f"w{i}": w for i, w in enumerate(self.best_weights)})
-        os.replace(tmp, self.directory / _BEST_WEIGHTS)  # then the json that describes them
-        write_json_atomic(self.directory / _BEST_JSON, self.best)
+        directory, best_weights = self.directory, self.best_weights
+        if directory is None or best_weights is None:
+            raise RuntimeError("EvalCallback._save_best needs an attached directory and best weights.")
+        directory.mkdir(parents=True, exist_ok=True)
+        tmp = directory / (_BEST_WEIGHTS + ".tmp.npz")
+        np.savez(tmp, **{f"w{i}": w for i, w in enumerate(best_weights)})
+        os.replace(tmp, directory / _BEST_WEIGHTS)  # then the json that describes them
+        write_json_atomic(directory / _BEST_JSON, self.best)
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         # Carry the last evaluation of a resumed run forward, so every row has the eval_* keys.

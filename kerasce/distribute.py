@@ -80,7 +80,7 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
     """
     resolver = getattr(strategy, "cluster_resolver", None)
     cluster = resolver.cluster_spec().as_dict() if resolver is not None else {}
-    if not cluster:
+    if resolver is None or not cluster:
         return True
     if "chief" in cluster:
         return resolver.task_type == "chief"
@@ -178,6 +178,7 @@ def _patch_keras_fit_for_multiworker() -> None:
 
         return tree.map_structure(reduce, values)
 
-    _maybe_symbolic_build._kerasce_multiworker_fix = True
+    # The marker checked above, set through the function's __dict__ (mypy does not model function attributes).
+    vars(_maybe_symbolic_build)["_kerasce_multiworker_fix"] = True
     trainer_cls._maybe_symbolic_build = _maybe_symbolic_build
     tf_trainer.reduce_per_replica = reduce_per_replica

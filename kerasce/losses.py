@@ -78,19 +78,21 @@ def _check_smoothing(label_smoothing: float) -> None:
         raise ValueError(f"label_smoothing must be in [0, 1]; got label_smoothing={label_smoothing}.")
 
 
-def _weights_vector(weights: Sequence[float] | None, num: int, name: str, dtype: tf.DType) -> tf.Tensor | None:
+def _weights_vector(
+    weights: Sequence[float] | np.ndarray | tf.Tensor | None, num: int, name: str, dtype: tf.DType
+) -> tf.Tensor | None:
     """Checks a per-class / per-label weight vector against the number of classes."""
     if weights is None:
         return None
-    weights = tf.convert_to_tensor(weights, dtype=dtype)
-    if weights.shape.rank != 1 or weights.shape[0] != num:
+    vector = tf.convert_to_tensor(weights, dtype=dtype)
+    if vector.shape.rank != 1 or vector.shape[0] != num:
         raise ValueError(
-            f"{name} must have one weight per class: expected shape ({num},), got {weights.shape.as_list()}."
+            f"{name} must have one weight per class: expected shape ({num},), got {vector.shape.as_list()}."
         )
-    return weights
+    return vector
 
 
-def _check_nonnegative_weights(weights: Sequence[float] | None, name: str) -> list[float] | None:
+def _check_nonnegative_weights(weights: Sequence[float] | float | None, name: str) -> list[float] | None:
     """Normalises constructor weights to a list (for get_config) and rejects negative ones."""
     if weights is None:
         return None
@@ -773,12 +775,12 @@ def sigmoid_cross_entropy(
 
     weights = None
     if pos_weight is not None:
-        pos_weight = tf.convert_to_tensor(pos_weight, logits.dtype)
-        if pos_weight.shape.rank == 0:
-            weights = pos_weight
+        pos_weight_tensor = tf.convert_to_tensor(pos_weight, logits.dtype)
+        if pos_weight_tensor.shape.rank == 0:
+            weights = pos_weight_tensor
         else:
             num_labels = logits.shape[label_axis] if rank > 1 else 1
-            weights = _weights_vector(pos_weight, num_labels, "pos_weight", logits.dtype)
+            weights = _weights_vector(pos_weight_tensor, num_labels, "pos_weight", logits.dtype)
             # Broadcast a [C] vector along a label axis that is not the last one.
             weights = tf.reshape(weights, [-1] + [1] * (rank - 1 - label_axis))
 
@@ -982,10 +984,11 @@ class SigmoidCrossEntropy(_FunctionLoss):
         _check_smoothing(label_smoothing)
         _check_focal_options(focal_gamma, alpha=alpha)
         weights = _check_nonnegative_weights(pos_weight, "pos_weight")
+        scalar_weight = pos_weight is not None and np.ndim(pos_weight) == 0
         options = {
             "from_logits": bool(from_logits),
             "label_smoothing": float(label_smoothing),
-            "pos_weight": weights[0] if weights is not None and np.ndim(pos_weight) == 0 else weights,
+            "pos_weight": weights[0] if weights is not None and scalar_weight else weights,
             "axis": int(axis),
             "focal_gamma": float(focal_gamma),
             "alpha": None if alpha is None else float(alpha),

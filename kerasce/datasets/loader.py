@@ -162,7 +162,7 @@ def image_task(features: tfds.features.FeaturesDict, supervised_keys=None, name:
 
 
 def _is_positive_int(value: object) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= 1
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and bool(value >= 1)
 
 
 def _check_batch_size(batch_size: int) -> None:
@@ -310,13 +310,16 @@ def load_image_dataset(
         for split in (train_split, test_split)
     ]
     num_train, num_test = (int(ds.cardinality()) for ds in splits)
-    train, test = _pipelines(*splits, batch_size=batch_size, seed=seed, cache=cache)
-    input_shape = (size or task.image_shape[:2]) + task.image_shape[2:]
+    train, test = _pipelines(splits[0], splits[1], batch_size=batch_size, seed=seed, cache=cache)
+    height, width = size or task.image_shape[:2]
+    if height is None or width is None:  # ruled out above (image_size is required for images of varying size)
+        raise ValueError(f"expected images of one size or image_size=(height, width); {name!r} has none.")
+    input_shape = (int(height), int(width), int(task.image_shape[2]))
     return ImageDataset(
         name=name,
         train=train,
         test=test,
-        input_shape=tuple(int(d) for d in input_shape),
+        input_shape=input_shape,
         num_classes=task.num_classes,
         multilabel=task.multilabel,
         class_names=task.class_names,
@@ -441,10 +444,10 @@ def load_image_folder(
 
     splits = []
     for split in ("train", "test"):
-        paths, labels = zip(*sorted(files[split]))
-        ds = tf.data.Dataset.from_tensor_slices((list(paths), np.asarray(labels, np.int32)))
+        split_paths, split_labels = zip(*sorted(files[split]))
+        ds = tf.data.Dataset.from_tensor_slices((list(split_paths), np.asarray(split_labels, np.int32)))
         splits.append(ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE))
-    train, test = _pipelines(*splits, batch_size=batch_size, seed=seed, cache=cache)
+    train, test = _pipelines(splits[0], splits[1], batch_size=batch_size, seed=seed, cache=cache)
     return ImageDataset(
         name=str(directory),
         train=train,

@@ -266,10 +266,11 @@ class ReinforceAgent(keras.Model):
         if optimizer is None:
             optimizer = keras.optimizers.Adam(self.learning_rate, global_clipnorm=self.max_grad_norm)
         else:
-            optimizer = keras.optimizers.get(optimizer)
-            unclipped = all(getattr(optimizer, k, None) is None for k in ("clipnorm", "global_clipnorm", "clipvalue"))
+            resolved = keras.optimizers.get(optimizer)
+            unclipped = all(getattr(resolved, k, None) is None for k in ("clipnorm", "global_clipnorm", "clipvalue"))
             if self.max_grad_norm is not None and unclipped:
-                optimizer.global_clipnorm = self.max_grad_norm
+                resolved.global_clipnorm = self.max_grad_norm
+            optimizer = resolved
         super().compile(optimizer=optimizer, jit_compile=jit_compile, **kwargs)
 
     def train_step(self, data: tuple[Any, ...]) -> dict[str, tf.Tensor]:
@@ -305,7 +306,7 @@ class ReinforceAgent(keras.Model):
             logits = tf.cast(self(inputs, training=True), tf.float32)
             advantages = returns
             value_loss = 0.0
-            if self.baseline:
+            if self.value_network is not None:  # set exactly when self.baseline
                 values = tf.cast(self.value_network(observations, training=True), tf.float32)
                 advantages = returns - tf.stop_gradient(values[:, 0])
                 value_loss = self.value_mse(returns[:, None], values, sample_weight=step_weights)
@@ -327,7 +328,7 @@ class ReinforceAgent(keras.Model):
         self.loss_tracker.update_state(loss / scale)
         self.policy_loss_tracker.update_state(policy_loss / scale)
         self.entropy_tracker.update_state(entropy / scale)
-        if self.baseline:
+        if self.value_loss_tracker is not None:  # set exactly when self.baseline
             self.value_loss_tracker.update_state(value_loss / scale)
         return {m.name: m.result() for m in self.metrics}
 
@@ -594,7 +595,7 @@ class ReinforceAgent(keras.Model):
                 eval_env, episodes=eval_episodes, eval_every=eval_every, target_return=target_return, verbose=verbose
             )
         own_env = isinstance(env, str)
-        vec_env = make_vector_env(env, self.num_envs) if own_env else env
+        vec_env = make_vector_env(env, self.num_envs) if isinstance(env, str) else env
         try:
             # Under a strategy with several replicas, each worker collects its own episodes.
             driver = DistributedLearner if self.distribute_strategy.num_replicas_in_sync > 1 else Learner

@@ -53,7 +53,7 @@ def worker_index(strategy: tf.distribute.Strategy) -> tuple[int, int]:
     """
     resolver = getattr(strategy, "cluster_resolver", None)
     cluster = resolver.cluster_spec().as_dict() if resolver is not None else {}
-    if not cluster:
+    if resolver is None or not cluster:
         return 0, 1
     chiefs = len(cluster.get("chief", []))
     workers = chiefs + len(cluster.get("worker", []))
@@ -62,18 +62,18 @@ def worker_index(strategy: tf.distribute.Strategy) -> tuple[int, int]:
     return chiefs + int(resolver.task_id), workers
 
 
-def all_gather(strategy: tf.distribute.Strategy, row: Sequence[float]) -> np.ndarray:
+def all_gather(strategy: tf.distribute.Strategy, row: Sequence[float] | np.ndarray) -> np.ndarray:
     """Every worker's ``row`` ``[k]``, as ``[W, k]`` float64 on every worker.
 
     A collective: every worker must call it, in the same order and with the same ``k``.
     """
-    row = np.asarray(row, np.float64).reshape(-1)
+    flat = np.asarray(row, np.float64).reshape(-1)
     w, workers = worker_index(strategy)
     if strategy.num_replicas_in_sync == 1:
-        return row[None]
+        return flat[None]
     local = len(strategy.extended.worker_devices)
-    mine = np.zeros((workers, row.size))
-    mine[w] = row
+    mine = np.zeros((workers, flat.size))
+    mine[w] = flat
     zeros = np.zeros_like(mine)
 
     def value(context: tf.distribute.experimental.ValueContext) -> tf.Tensor:
@@ -145,7 +145,10 @@ class DistributedLearner(Learner):
         self.strategy = agent.distribute_strategy
         self.worker, self.workers = worker_index(self.strategy)
         self._kept: np.ndarray | None = None  # this update's kept steps per worker (finish_returns)
-        rows = all_gather(self.strategy, [agent._run_seed, agent.updates, self.env.num_envs])
+        run_seed = agent._run_seed
+        if run_seed is None:  # Learner.__init__ draws one when the agent has none
+            raise RuntimeError("DistributedLearner expects the agent's run seed to be set.")
+        rows = all_gather(self.strategy, [run_seed, agent.updates, self.env.num_envs])
         if (rows[:, 1] != rows[0, 1]).any():
             raise ValueError(
                 f"The workers resumed from different updates ({rows[:, 1].astype(int).tolist()}, worker order); "
@@ -156,6 +159,12 @@ class DistributedLearner(Learner):
         agent._run_seed = int(rows[0, 0])  # the chief's: one run, whichever seed each worker drew
         # First episodes only: at most one completed episode per sub-env and update.
         self.episode_capacity = int(rows[:, 2].max())
+
+    def _kept_steps(self) -> np.ndarray:
+        """This update's kept steps per worker, gathered by :meth:`finish_returns`."""
+        if self._kept is None:
+            raise RuntimeError("DistributedLearner: finish_returns must run before the batch is used.")
+        return self._kept
 
     def batch_multiple(self) -> int:
         return 1  # no trimming: replicas get padded batches of one size instead
@@ -169,15 +178,15 @@ class DistributedLearner(Learner):
         kept = returns[mask].astype(np.float64)
         mean = float(kept.mean()) if kept.size else 0.0
         rows = all_gather(self.strategy, [kept.size, mean, float(np.sum((kept - mean) ** 2))])
-        self._kept = rows[:, 0].astype(np.int64)
-        if self._kept.sum() == 0:
+        kept_steps = self._kept = rows[:, 0].astype(np.int64)
+        if kept_steps.sum() == 0:
             return super().finish_returns(returns, mask, update)  # the one-device error, on every worker
         if not self.agent.normalize_returns:
             return returns
         mean, std = combine_moments(rows[:, 0], rows[:, 1], rows[:, 2])
         if self.agent.baseline:
             # The running scale folds in every worker's returns, so it is the same on every worker.
-            total = float(self._kept.sum())
+            total = float(kept_steps.sum())
             self.agent.return_scale.merge(total, mean, std**2 * total)
             return np.where(mask, returns / self.agent.return_scale.scale, 0.0)
         # kerasce.rl.returns.normalize over the union of all workers' kept steps.
@@ -187,8 +196,9 @@ class DistributedLearner(Learner):
     def train_on_batch(self, batch: tuple) -> dict[str, float]:
         local = len(self.strategy.extended.worker_devices)
         replicas = self.strategy.num_replicas_in_sync
-        total = int(self._kept.sum())
-        per_replica = -(-int(self._kept.max()) // local)  # the same on every worker: same shapes, same traces
+        kept_steps = self._kept_steps()
+        total = int(kept_steps.sum())
+        per_replica = -(-int(kept_steps.max()) // local)  # the same on every worker: same shapes, same traces
         padded = pad_batch(batch, local * per_replica, replicas * per_replica / total)
         return self.agent._train_on_batch(*padded)
 
@@ -211,7 +221,7 @@ class DistributedLearner(Learner):
         return episodes, int(rows[:, 0].sum()), float(rows[:, 1].max()), float(rows[0, 2])
 
     def batch_steps(self, batch: tuple) -> int:
-        return int(self._kept.sum())  # every worker's kept steps (gathered in finish_returns)
+        return int(self._kept_steps().sum())  # every worker's kept steps (gathered in finish_returns)
 
     def save_checkpoint(self) -> None:
         # A barrier first: no worker saves update u before every worker has finished it, so a worker that

@@ -85,14 +85,14 @@ def evaluate_policy(
     if int(episodes) < 1:
         raise ValueError(f"Expected `episodes` >= 1, got {episodes}.")
     own = isinstance(env, str)
-    vec_env = make_vector_env(env, int(episodes), mode="sync") if own else env
+    vec_env = make_vector_env(env, int(episodes), mode="sync") if isinstance(env, str) else env
     try:
         if vec_env.num_envs != episodes:
             raise ValueError(f"Expected a vector env with {episodes} sub-envs, got {vec_env.num_envs}.")
         if max_steps is None:
             limit = getattr(vec_env.spec, "max_episode_steps", None) if vec_env.spec is not None else None
             max_steps = limit + 1 if limit else 100_000
-        offset = int(vec_env.single_action_space.start)
+        offset = int(vec_env.single_action_space.start)  # type: ignore[attr-defined]  # Discrete (stubs: Space)
         observations, infos = vec_env.reset(seed=int(seed))
 
         def act(obs, mask=None):

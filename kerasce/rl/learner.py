@@ -99,14 +99,15 @@ class Learner:
             )
         self.action_mask_fn = (action_mask_fn or info_action_mask) if agent.use_action_mask else None
         _, self.num_actions = check_spaces(env, agent.observation_shape, agent.num_actions)
-        self.action_offset = int(env.single_action_space.start)
+        self.action_offset = int(env.single_action_space.start)  # type: ignore[attr-defined]  # Discrete (stubs: Space)
         self.verbose = int(verbose)
         self.checkpoint_dir = checkpoint_dir
         self.checkpoint_every = max(int(checkpoint_every), 1)
         self.store = None if checkpoint_dir is None else CheckpointStore(agent, checkpoint_dir)
-        resumed = self.store is not None and resume and has_checkpoint(checkpoint_dir)
-        if resumed:
+        resumed = False
+        if self.store is not None and checkpoint_dir is not None and resume and has_checkpoint(checkpoint_dir):
             self.store.restore()
+            resumed = True
         callbacks = list(callbacks or [])
         for callback in callbacks:
             if isinstance(callback, keras.callbacks.CSVLogger):
@@ -197,12 +198,13 @@ class Learner:
         for :func:`~kerasce.rl.returns.discounted_returns`; None without a baseline or truncations."""
         agent = self.agent
         truncated = rollout.truncated & ~rollout.terminated & rollout.valid
-        if not agent.baseline or rollout.last_observations is None or not truncated.any():
+        value_network = agent.value_network  # set exactly when agent.baseline
+        if not agent.baseline or value_network is None or rollout.last_observations is None or not truncated.any():
             return None
         # With next-step autoreset the observation after step t is row t + 1's (the reset step's row).
         following = np.concatenate([rollout.observations[1:], rollout.last_observations[None]], axis=0)
         t, n = np.nonzero(truncated)
-        values = keras.ops.convert_to_numpy(agent.value_network(following[t, n], training=False))[:, 0]
+        values = keras.ops.convert_to_numpy(value_network(following[t, n], training=False))[:, 0]
         bootstrap = np.zeros(rollout.rewards.shape)
         bootstrap[t, n] = values.astype(np.float64) * scale
         return bootstrap
@@ -212,7 +214,10 @@ class Learner:
 
     def seed_entropy(self, update: int) -> list[int]:
         """What seeds the env resets and the action sampling of ``update``."""
-        return [self.agent._run_seed, update]
+        run_seed = self.agent._run_seed
+        if run_seed is None:  # __init__ draws one when the agent has none
+            raise RuntimeError("Learner expects the agent's run seed to be set.")
+        return [run_seed, update]
 
     def finish_returns(self, returns: np.ndarray, mask: np.ndarray, update: int) -> np.ndarray:
         """Checks that an episode ended (``mask [T, N]`` has a kept step) and scales ``returns [T, N]``
@@ -256,6 +261,8 @@ class Learner:
 
     def save_checkpoint(self) -> None:
         """Save the training state into ``checkpoint_dir``."""
+        if self.store is None:
+            raise RuntimeError("Learner.save_checkpoint needs a checkpoint_dir.")
         self.store.save()
 
     def record(

@@ -135,7 +135,7 @@ class NumpyPolicy:
             self._layers.append((dense, _ACTIVATIONS[name]))
         if not self._layers:
             raise TypeError("NumpyPolicy needs at least one Dense layer, got none.")
-        self._params: list[tuple[np.ndarray, np.ndarray | None]] = []
+        self._params: list[tuple[np.ndarray | None, np.ndarray | None]] = []  # (None, None): an Activation layer
         self.refresh()
         self._check_matches_model()
 
@@ -282,7 +282,7 @@ def autoreset_mode(env: gymnasium.vector.VectorEnv) -> gymnasium.vector.Autorese
 
 def collect_episodes(
     env: gymnasium.vector.VectorEnv,
-    act: Callable[[np.ndarray], np.ndarray],
+    act: Callable[..., np.ndarray],  # act(observations) or, with action_mask, act(observations, mask)
     observations: np.ndarray,
     max_steps: int,
     action_mask: Callable[[np.ndarray, dict], np.ndarray] | None = None,
