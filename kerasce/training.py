@@ -76,9 +76,10 @@ def apply_gradients_if_finite(
     # MirroredStrategy and friends: the optimizer's apply calls merge_call, which a cond in the replica
     # context cannot hold (the structure LossScaleOptimizer._tf_apply uses). Every replica computed `finite`
     # from its own shard, so skip if any replica saw a non-finite value.
-    def cross_replica(strategy: tf.distribute.Strategy, finite: tf.Tensor) -> tf.Tensor:
-        bad = strategy.reduce(tf.distribute.ReduceOp.SUM, 1.0 - tf.cast(finite, tf.float32), axis=None)
-        finite = tf.equal(bad, 0.0)
+    def cross_replica(strategy: tf.distribute.Strategy, bad: tf.Tensor, gradients: list) -> tf.Tensor:
+        # `bad` and `gradients` arrive per replica (passed as merge_call arguments: a closure would see one
+        # replica's tensors only); no arithmetic on them here, outside the replica context.
+        finite = tf.equal(strategy.reduce(tf.distribute.ReduceOp.SUM, bad, axis=None), 0.0)
 
         def apply() -> None:
             strategy.extended.call_for_each_replica(optimizer.apply, args=(gradients, variables))
@@ -86,4 +87,5 @@ def apply_gradients_if_finite(
         ops.cond(finite, apply, lambda: None)
         return finite
 
-    return tf.distribute.get_replica_context().merge_call(cross_replica, args=(finite,))
+    bad = 1.0 - tf.cast(finite, tf.float32)  # 1 on a replica that saw a non-finite value
+    return tf.distribute.get_replica_context().merge_call(cross_replica, args=(bad, gradients))
