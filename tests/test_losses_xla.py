@@ -158,7 +158,10 @@ def _model(output_shape, name, jit_compile, loss, *, cls=keras.Model):
         x = keras.layers.Activation("sigmoid" if "sigmoid" in name else "softmax")(x)
         x = keras.layers.Rescaling(1.0)(x)
     model = cls(inputs, x)
-    model.compile(keras.optimizers.Adam(0.05), loss=loss, jit_compile=jit_compile)
+    # SGD, not Adam: Adam's first steps are about lr * sign(g), which turns float32 rounding in a near-zero
+    # gradient component (XLA fuses and reorders sums) into a weight difference of up to 2 lr; SGD compares the
+    # gradients themselves (seen in CI: one weight off by 7.8e-6 after two Adam steps, policy gradient).
+    model.compile(keras.optimizers.SGD(0.5), loss=loss, jit_compile=jit_compile)
     return model
 
 
