@@ -41,6 +41,8 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.python.ops import control_flow_util  # the XLA-context test has no public API
 
+from kerasce import _focal
+
 __all__ = [
     "PolicyGradientLoss",
     "SigmoidCrossEntropy",
@@ -493,14 +495,14 @@ def softmax_cross_entropy(
     if sparse:
         ids, valid = _sparse_class_ids(checks, labels, num_classes, ignore_class)
         if focal_poly:
-            nll = _softmax_focal_poly(log_probs, None if from_logits else logits, focal_gamma, poly_epsilon, ids)
+            nll = _softmax_focal_poly(log_probs, logits, from_logits, focal_gamma, poly_epsilon, ids)
         else:
             nll = _true_class_nll(log_probs, logits, ids, from_logits)
         if weights is not None:
             nll *= tf.gather(weights, ids)
         if label_smoothing:
             if focal_poly:  # Σ_c over [B, C] terms from the log-probabilities: still no one-hot labels.
-                terms = _softmax_focal_poly(log_probs, None if from_logits else logits, focal_gamma, poly_epsilon)
+                terms = _softmax_focal_poly(log_probs, logits, from_logits, focal_gamma, poly_epsilon)
                 uniform_nll = tf.reduce_mean(terms if weights is None else terms * weights, axis=-1)
             else:
                 uniform_nll = -tf.reduce_mean(log_probs if weights is None else log_probs * weights, axis=-1)
@@ -528,7 +530,7 @@ def softmax_cross_entropy(
     if weights is not None:
         labels *= weights
     if focal_poly:
-        terms = _softmax_focal_poly(log_probs, None if from_logits else logits, focal_gamma, poly_epsilon)
+        terms = _softmax_focal_poly(log_probs, logits, from_logits, focal_gamma, poly_epsilon)
         return checks.gate(tf.reduce_sum(tf.math.multiply_no_nan(terms, labels), axis=-1))
     # A class with label 0 adds 0 even where its log-probability is -inf (a masked logit), not NaN.
     return checks.gate(-tf.reduce_sum(tf.math.multiply_no_nan(log_probs, labels), axis=-1))
@@ -547,7 +549,7 @@ def _check_focal_options(focal_gamma: float, poly_epsilon: float = 0.0, alpha: f
         raise ValueError(f"alpha must be in [0, 1] (or None for no balancing); got alpha={alpha}.")
 
 
-def _softmax_log_p_and_log1m_p(log_probs: tf.Tensor, ids: tf.Tensor | None = None) -> tuple[tf.Tensor, tf.Tensor]:
+def _softmax_log_p_and_log1m_p(log_probs: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     """``(log p, log(1 - p))`` for ``p = exp(log_probs)`` (a log-softmax, class axis last), accurate as ``p -> 1``.
 
     ``log1p(-p)`` is accurate only while ``1 - p`` is not tiny: near ``p = 1`` it rounds to ``log(0)``
@@ -561,26 +563,20 @@ def _softmax_log_p_and_log1m_p(log_probs: tf.Tensor, ids: tf.Tensor | None = Non
 
     Args:
         log_probs: ``[B, C]`` log-probabilities.
-        ids: Optional ``[B]`` class ids: then only those classes' values are returned (gathered; no
-            ``[B, C]`` result and nothing of that shape built from the ids).
 
     Returns:
-        Two ``[B, C]`` tensors, or two ``[B]`` ones with `ids`.
+        Two ``[B, C]`` tensors.
     """
     top = tf.argmax(log_probs, axis=-1, output_type=tf.int32)
     is_top = tf.equal(tf.range(tf.shape(log_probs)[-1]), top[..., None])
     log_p_top = tf.gather(log_probs, top, batch_dims=top.shape.rank)
     ratios = tf.where(is_top, tf.zeros_like(log_probs), tf.exp(log_probs - log_p_top[..., None]))
     rest = tf.maximum(tf.reduce_sum(ratios, axis=-1), np.finfo(log_probs.dtype.as_numpy_dtype).tiny)
-    log_p_top = -tf.math.log1p(rest)
-    log1m_top = tf.math.log(rest) + log_p_top
-    if ids is None:
-        at_top, log_p_top, log1m_top, log_p = is_top, log_p_top[..., None], log1m_top[..., None], log_probs
-    else:
-        at_top, log_p = tf.equal(ids, top), tf.gather(log_probs, ids, batch_dims=ids.shape.rank)
+    log_p_top = -tf.math.log1p(rest)[..., None]
+    log1m_top = tf.math.log(rest)[..., None] + log_p_top
     # The top entries get a dummy p in log1p: the unused branch of a where must not produce inf / NaN gradients.
-    p = tf.exp(tf.where(at_top, -tf.ones_like(log_p), log_p))
-    return tf.where(at_top, log_p_top, log_p), tf.where(at_top, log1m_top, tf.math.log1p(-p))
+    p = tf.exp(tf.where(is_top, -tf.ones_like(log_probs), log_probs))
+    return tf.where(is_top, log_p_top, log_probs), tf.where(is_top, log1m_top, tf.math.log1p(-p))
 
 
 def _focal_poly_terms(log_p: tf.Tensor, log1m_p: tf.Tensor, focal_gamma: float, poly_epsilon: float) -> tf.Tensor:
@@ -598,7 +594,8 @@ def _focal_poly_terms(log_p: tf.Tensor, log1m_p: tf.Tensor, focal_gamma: float, 
 
 def _softmax_focal_poly(
     log_probs: tf.Tensor,
-    probs: tf.Tensor | None,
+    predictions: tf.Tensor,
+    from_logits: bool,
     focal_gamma: float,
     poly_epsilon: float,
     ids: tf.Tensor | None = None,
@@ -607,18 +604,21 @@ def _softmax_focal_poly(
 
     Args:
         log_probs: ``[B, C]`` log-probabilities.
-        probs: ``[B, C]`` probabilities when the input was probabilities (``from_logits=False``), else None.
+        predictions: ``[B, C]`` logits, or probabilities when ``from_logits=False``.
+        from_logits: Which of the two `predictions` are.
         ids: Optional ``[B]`` class ids: the terms of those classes only (gathered, no one-hot).
 
     Returns:
         ``[B, C]`` terms, or ``[B]`` with `ids`.
     """
-    gather = (lambda x: x) if ids is None else (lambda x: tf.gather(x, ids, batch_dims=ids.shape.rank))
-    if probs is None:
-        log_p, log1m_p = _softmax_log_p_and_log1m_p(log_probs, ids)
+    if from_logits and ids is not None:  # the common case: one kernel with a closed-form gradient
+        return _focal.sparse_focal_poly(predictions, ids, focal_gamma, poly_epsilon)
+    if from_logits:
+        log_p, log1m_p = _softmax_log_p_and_log1m_p(log_probs)
     else:
         # Probabilities as given: 1 - p is as accurate as the input; clipped like log p (value only).
-        log_p, log1m_p = gather(log_probs), _log_clipped(1.0 - gather(probs))
+        gather = (lambda x: x) if ids is None else (lambda x: tf.gather(x, ids, batch_dims=ids.shape.rank))
+        log_p, log1m_p = gather(log_probs), _log_clipped(1.0 - gather(predictions))
     return _focal_poly_terms(log_p, log1m_p, focal_gamma, poly_epsilon)
 
 
@@ -810,19 +810,19 @@ def _sigmoid_focal(
     alpha: float | None,
 ) -> tf.Tensor:
     """Per label ``-[α w y (1 - p)^γ log p + (1 - α)(1 - y) p^γ log(1 - p)]`` (see `sigmoid_cross_entropy`)."""
-    if from_logits:
-        # log σ(z) and log(1 - σ(z)) as softplus: no exp overflow and no log(0) for logits of any size.
-        log_p, log_q = -tf.nn.softplus(-logits), -tf.nn.softplus(logits)
-    else:
-        log_p, log_q = _log_clipped(logits), _log_clipped(1.0 - logits)
+    positive_weight = pos_weight if alpha is None else alpha * (1.0 if pos_weight is None else pos_weight)
+    negative_weight = None if alpha is None else 1.0 - alpha
+    if from_logits:  # stable forms with a closed-form gradient
+        return _focal.sigmoid_focal(labels, logits, focal_gamma, positive_weight, negative_weight)
+    log_p, log_q = _log_clipped(logits), _log_clipped(1.0 - logits)
     positive, negative = labels * log_p, (1.0 - labels) * log_q
     if focal_gamma:
         positive *= tf.exp(focal_gamma * log_q)
         negative *= tf.exp(focal_gamma * log_p)
-    if pos_weight is not None:
-        positive *= pos_weight
-    if alpha is not None:
-        positive, negative = alpha * positive, (1.0 - alpha) * negative
+    if positive_weight is not None:
+        positive *= positive_weight
+    if negative_weight is not None:
+        negative *= negative_weight
     return -(positive + negative)
 
 
