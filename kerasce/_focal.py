@@ -37,7 +37,8 @@ def sparse_focal_poly(logits: tf.Tensor, ids: tf.Tensor, focal_gamma: float, pol
     Where ``p_k > 1/2`` (then ``k`` is the top class), ``1 - p_k`` is the sum of the other classes'
     probabilities, never ``1`` minus a rounded ``p_k``: ``log p_k = log1p(-(1 - p_k))`` and
     ``log(1 - p_k)`` come from that sum (floored at the dtype's smallest normal number, ``1 - p_k`` below
-    about 1e-38 in float32, where the focal factor is 0 either way). The gradient with respect to the logits is ``A (onehot(k) - p)`` with
+    about 1e-38 in float32, where the focal factor is 0 either way). The gradient with respect to the
+    logits is ``A (onehot(k) - p)``, with the accurate ``1 - p_k`` at ``k``, and
     ``A = (1 - p_k)^γ (γ p_k log p_k / (1 - p_k) - 1) - ε p_k``: as ``p_k -> 1`` it tends to 0 for every
     ``γ > 0`` (``p_k log p_k / (1 - p_k) -> -1``), which is what is returned. A masked class (logit
     ``-inf``) has ``p = 0`` and gradient 0; a masked *label* gives loss ``+inf``.
@@ -105,9 +106,9 @@ def sigmoid_focal(
 ) -> tf.Tensor:
     """Per label ``-[a y (1 - p)^γ log p + b (1 - y) p^γ log(1 - p)]``, ``p = σ(z)``.
 
-    With ``e = exp(-|z|)``: ``log p = min(z, 0) - log1p(e)``, ``log(1 - p) = min(-z, 0) - log1p(e)``, and
-    ``p``, ``1 - p`` as ``1 / (1 + e)`` or ``e / (1 + e)`` by the sign of ``z``: one exponential, no
-    cancellation, finite for logits of any size. Gradients (``dp/dz = p (1 - p)``)::
+    With ``log p = -softplus(-z)``, ``log(1 - p) = -softplus(z)``, ``p = σ(z)`` and ``1 - p = σ(-z)``
+    (each its own stable op: no ``1 - p`` cancellation, finite for logits of any size). Gradients
+    (``dp/dz = p (1 - p)``)::
 
         dl/dz = -[a y (1 - p)^γ (1 - p - γ p log p) + b (1 - y) p^γ (γ (1 - p) log(1 - p) - p)]
         dl/dy = -[a (1 - p)^γ log p - b p^γ log(1 - p)]
@@ -125,28 +126,30 @@ def sigmoid_focal(
 
     @tf.custom_gradient
     def kernel(labels: tf.Tensor, logits: tf.Tensor) -> tuple[tf.Tensor, object]:
-        e = tf.exp(-tf.abs(logits))
-        log1p_e = tf.math.log1p(e)
-        log_p = tf.minimum(logits, 0.0) - log1p_e
-        log_q = tf.minimum(-logits, 0.0) - log1p_e
-        inverse = 1.0 / (1.0 + e)
-        positive_logit = logits >= 0
-        p = tf.where(positive_logit, inverse, e * inverse)
-        q = tf.where(positive_logit, e * inverse, inverse)
-        q_gamma, p_gamma = _power(q, log_q, focal_gamma), _power(p, log_p, focal_gamma)
-        positive = q_gamma * log_p if positive_weight is None else positive_weight * q_gamma * log_p
-        negative = p_gamma * log_q if negative_weight is None else negative_weight * p_gamma * log_q
-        value = -(labels * positive + (1.0 - labels) * negative)
+        # TF's softplus and sigmoid are the stable forms (no overflow, no 1 - p cancellation); the logs are
+        # kept negated: -log p = softplus(-z), -log(1 - p) = softplus(z).
+        negated = -logits
+        minus_log_p, minus_log_q = tf.nn.softplus(negated), tf.nn.softplus(logits)
+        p, q = tf.sigmoid(logits), tf.sigmoid(negated)
+        q_gamma, p_gamma = _power(q, -minus_log_q, focal_gamma), _power(p, -minus_log_p, focal_gamma)
+        positive = q_gamma * minus_log_p if focal_gamma else minus_log_p  # -(1 - p)^γ log p
+        negative = p_gamma * minus_log_q if focal_gamma else minus_log_q  # -p^γ log(1 - p)
+        if positive_weight is not None:
+            positive = positive_weight * positive
+        if negative_weight is not None:
+            negative = negative_weight * negative
+        value = negative + labels * (positive - negative)
 
         def grad(upstream: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-            d_positive = q_gamma * (q - focal_gamma * p * log_p) if focal_gamma else q
-            d_negative = p_gamma * (focal_gamma * q * log_q - p) if focal_gamma else -p
+            # d/dz of -(1 - p)^γ log p and of -p^γ log(1 - p) (before the weights).
+            d_positive = -q_gamma * (q + focal_gamma * p * minus_log_p) if focal_gamma else -q
+            d_negative = p_gamma * (focal_gamma * q * minus_log_q + p) if focal_gamma else p
             if positive_weight is not None:
                 d_positive = positive_weight * d_positive
             if negative_weight is not None:
                 d_negative = negative_weight * d_negative
-            d_logits = -upstream * (labels * d_positive + (1.0 - labels) * d_negative)
-            return -upstream * (positive - negative), d_logits
+            d_logits = upstream * (d_negative + labels * (d_positive - d_negative))
+            return upstream * (positive - negative), d_logits
 
         return value, grad
 

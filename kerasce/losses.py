@@ -115,7 +115,8 @@ class _Checks:
       values are multiplied by), so Keras's ``fit`` raises before ``apply_gradients``: a check with no data
       dependency on the loss was measured to fire only after the optimizer had changed the weights;
     * under XLA (``jit_compile=True``) asserts are compiled out and nothing can raise, so `gate` multiplies
-      the values by NaN when a check fails: the loss and its gradients are NaN, and a train step that skips
+      the values by NaN when a check fails (or, for elementwise checks, the failing entries: fused into the
+      loss's own pass): the loss and its gradients are NaN, and a train step that skips
       non-finite updates (`kerasce.training.apply_gradients_if_finite`) leaves the weights untouched.
 
     Assert data are the message and numeric tensors only: XLA has no kernel for string formatting
@@ -125,6 +126,7 @@ class _Checks:
     def __init__(self) -> None:
         self._ok: list[tf.Tensor] = []
         self._asserts: list[tf.Operation] = []
+        self._factors: list[tf.Tensor] = []  # XLA: elementwise 1 / NaN factors of the result
         # Traced for XLA: asserts would be compiled out, and their guarding conditionals still cost time.
         self._xla = _in_xla()
 
@@ -146,28 +148,39 @@ class _Checks:
         message: str,
         *,
         high_inclusive: bool = True,
-        also: tf.Tensor | None = None,
+        integral: bool = False,
         poison: bool = False,
+        per_example: bool = False,
     ) -> tf.Tensor:
-        """Checks ``0 <= values <= high`` (``< high``) and `also`; the message reports min and max.
+        """Checks ``0 <= values <= high`` (``< high``), and that they are integers if `integral`; the message
+        reports min and max.
 
         Two reductions, no elementwise pass. NaN propagates through min / max and fails the comparison,
-        so NaN is rejected too. Returns `values`; under XLA with `poison`, NaN where out of range instead
-        of a separate reduction (an elementwise product that XLA fuses into the loss's own pass over them;
-        the NaN then reaches the loss and its gradients through the math).
+        so NaN is rejected too. Returns `values`. Under XLA there is no message to report, and the check
+        becomes elementwise and fuses into the loss's own passes instead of a separate reduction: with
+        `poison`, `values` come back NaN where out of range (the NaN reaches the loss and its gradients
+        through the math); with `per_example` (`values` of the per-example result's shape, e.g. sparse ids),
+        `gate` multiplies those entries of the result by NaN.
         """
-        if self._xla:  # no message to report
+        if self._xla and (poison or per_example):
             good = (values >= 0) & ((values <= high) if high_inclusive else (values < high))
-            if poison and also is None:
-                return values * tf.where(good, tf.ones([], values.dtype), tf.constant(float("nan"), values.dtype))
-            ok = tf.reduce_all(good)
-            self.require(ok if also is None else ok & also, message)
+            if integral and values.dtype.is_floating:
+                good &= tf.equal(values, tf.round(values))
+            dtype = values.dtype if values.dtype.is_floating else tf.float32
+            factor = tf.where(good, tf.ones([], dtype), tf.constant(float("nan"), dtype))
+            if poison:
+                return values * factor
+            self._factors.append(factor)
             return values
         low, top = tf.reduce_min(values), tf.reduce_max(values)
         ok = (low >= 0) & ((top <= high) if high_inclusive else (top < high))
-        if also is not None:
-            ok &= also
-        self.require(ok, message, "Got values from", low, "to", top)
+        if integral and values.dtype.is_floating:
+            # Keras's Loss.__call__ hands integer class ids over as floats: they must still be integers.
+            ok &= tf.reduce_all(tf.equal(values, tf.round(values)))
+        if self._xla:
+            self.require(ok, message)
+        else:
+            self.require(ok, message, "Got values from", low, "to", top)
         return values
 
     def require_same_shape(self, labels: tf.Tensor, predictions: tf.Tensor, message: str) -> tf.Tensor:
@@ -187,13 +200,17 @@ class _Checks:
 
     def gate(self, values: tf.Tensor) -> tf.Tensor:
         """`values` after every check has passed; NaN (value and gradient) where a check fails under XLA."""
-        if not self._ok:
+        if not (self._ok or self._factors):
             return values
-        ok = tf.reduce_all(tf.stack(self._ok))
-        with tf.control_dependencies(self._asserts):
-            # The gradient of values * factor is upstream * factor: it waits for the asserts too.
-            factor = tf.where(ok, tf.ones([], values.dtype), tf.constant(float("nan"), values.dtype))
-        gated = values * factor
+        gated = values
+        for factor in self._factors:
+            gated = gated * tf.cast(factor, values.dtype)
+        if self._ok:
+            ok = tf.reduce_all(tf.stack(self._ok))
+            with tf.control_dependencies(self._asserts):
+                # The gradient of values * factor is upstream * factor: it waits for the asserts too.
+                factor = tf.where(ok, tf.ones([], values.dtype), tf.constant(float("nan"), values.dtype))
+            gated = gated * factor
         mask = getattr(values, "_keras_mask", None)
         if mask is not None:
             gated._keras_mask = mask
@@ -280,8 +297,6 @@ def _sparse_class_ids(
     if ignore_class is not None:
         valid = tf.not_equal(labels, tf.cast(ignore_class, labels.dtype))
         labels = tf.where(valid, labels, tf.zeros_like(labels))
-    # Keras's Loss.__call__ hands integer class ids over as floats: they must still be integers.
-    integral = tf.reduce_all(tf.equal(labels, tf.round(labels))) if labels.dtype.is_floating else None
     ignored = "" if ignore_class is None else f" (or ignore_class={ignore_class})"
     checks.require_range(
         labels,
@@ -289,7 +304,8 @@ def _sparse_class_ids(
         f"softmax_cross_entropy: sparse labels must be integer class ids in [0, {num_classes}){ignored}. "
         "(Soft labels need the same shape as the predictions.)",
         high_inclusive=False,
-        also=integral,
+        integral=True,
+        per_example=True,
     )
     # Clipped, so that a bad id never reaches the gather (on CPU it would raise its own error before the
     # check's; under XLA the check cannot raise and the gated value is NaN anyway).
@@ -426,7 +442,8 @@ def softmax_cross_entropy(
     Returns:
         Loss per example, shape ``[B]`` (``logits`` without its class axis); float32 for half-precision
         inputs, else the dtype of ``logits``. Under XLA, where nothing can raise at run time, bad values make
-        the whole result NaN instead (see the module docstring).
+        the result NaN instead (the examples with a bad class id, or all of it; so the mean loss and its
+        gradients are NaN: see the module docstring).
 
     Raises:
         ValueError: ``C < 2`` or unknown, label and prediction shapes that match neither form, a
