@@ -8,6 +8,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from covering import covering_cases
 
 from kerasce import losses as L
 
@@ -89,12 +90,18 @@ SHAPES_AXES = [((6, 4), -1), ((3, 5, 7), -1), ((2, 4, 3, 5), -1), ((3, 5, 7), 1)
 # ------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("shape,axis", SHAPES_AXES)
-@pytest.mark.parametrize("form", ["sparse", "sparse_trailing_1", "dense"])
-@pytest.mark.parametrize("from_logits", [True, False])
-@pytest.mark.parametrize("smoothing", [0.0, 0.2])
-@pytest.mark.parametrize("weighted", [False, True])
-def test_softmax_matches_float64_reference(shape, axis, form, from_logits, smoothing, weighted):
+@pytest.mark.parametrize(
+    *covering_cases(
+        full=[
+            ("form", ["sparse", "sparse_trailing_1", "dense"]),
+            ("from_logits", [True, False]),
+            ("smoothing", [0.0, 0.2]),
+            ("weighted", [False, True]),
+        ],
+        pairwise=[("shape,axis", SHAPES_AXES)],
+    )
+)
+def test_softmax_matches_float64_reference(form, from_logits, smoothing, weighted, shape, axis):
     rng = np.random.default_rng(1)
     pred, ids, soft = random_problem(rng, shape, axis, probabilities=not from_logits)
     weights = rng.uniform(0.2, 3.0, size=shape[axis]) if weighted else None
@@ -608,6 +615,7 @@ def test_get_config_is_exactly_the_constructor_arguments_and_revives(loss):
     assert revived.get_config() == config
 
 
+@pytest.mark.slow
 def test_compile_fit_save_load_round_trip(tmp_path):
     rng = np.random.default_rng(15)
     x = rng.normal(size=(64, 6)).astype(np.float32)
@@ -638,6 +646,7 @@ def test_reinforce_is_fit_with_returns_as_sample_weight():
     assert probs[2] > 0.9
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("loss_cls", [L.SoftmaxCrossEntropy, L.SigmoidCrossEntropy])
 def test_mixed_float16_policy_trains_finitely(loss_cls):
     keras.mixed_precision.set_global_policy("mixed_float16")

@@ -30,6 +30,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras
 import tensorflow as tf
+from covering import covering_cases
 
 from kerasce import losses as L
 
@@ -167,13 +168,19 @@ SHAPES_AXES = [((5,), -1), ((6, 4), -1), ((3, 5, 4), -1), ((2, 3, 2, 5), -1), ((
 # ------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("shape,axis", SHAPES_AXES)
-@pytest.mark.parametrize("form", ["sparse", "dense"])
-@pytest.mark.parametrize("gamma,epsilon", [(2.0, 0.0), (0.5, 0.0), (0.0, 1.0), (1.5, -0.5), (3.0, 2.0)])
-@pytest.mark.parametrize("smoothing,weighted", [(0.0, False), (0.2, True)])
-@pytest.mark.parametrize("from_logits", [True, False])
+@pytest.mark.parametrize(
+    *covering_cases(
+        full=[
+            ("form", ["sparse", "dense"]),
+            ("gamma,epsilon", [(2.0, 0.0), (0.5, 0.0), (0.0, 1.0), (1.5, -0.5), (3.0, 2.0)]),
+            ("smoothing,weighted", [(0.0, False), (0.2, True)]),
+            ("from_logits", [True, False]),
+        ],
+        pairwise=[("shape,axis", SHAPES_AXES)],
+    )
+)
 def test_softmax_focal_poly_matches_float64_reference(
-    shape, axis, form, gamma, epsilon, smoothing, weighted, from_logits
+    form, gamma, epsilon, smoothing, weighted, from_logits, shape, axis
 ):
     if len(shape) == 1 and form == "sparse":
         shape = (1,) + shape  # rank-1 predictions with a scalar label: the [B] of a single example
@@ -300,9 +307,17 @@ PLAIN_CASES = [
 ]
 
 
-@pytest.mark.parametrize("options", PLAIN_CASES)
-@pytest.mark.parametrize("form", ["sparse", "dense", "ignore_class"])
-@pytest.mark.parametrize("mode,scale", [("eager", 2.5), ("tf.function", 2.5), ("eager", 12.0)])
+# Every option set with every label form; the three (mode, scale) runs rotate over those pairs so that each
+# option set and each form meets each of them (a covering set: 18 cases instead of the 54 of the product).
+BIT_FOR_BIT_RUNS = [("eager", 2.5), ("tf.function", 2.5), ("eager", 12.0)]
+BIT_FOR_BIT_CASES = [
+    (options, form, *BIT_FOR_BIT_RUNS[(i + j) % 3])
+    for i, options in enumerate(PLAIN_CASES)
+    for j, form in enumerate(["sparse", "dense", "ignore_class"])
+]
+
+
+@pytest.mark.parametrize("options,form,mode,scale", BIT_FOR_BIT_CASES)
 def test_gamma_0_and_epsilon_0_is_the_plain_loss_bit_for_bit(options, form, mode, scale):
     # scale 12: confident predictions, where another formula for log p (e.g. -log1p of the other classes' sum)
     # differs from the plain loss's log-softmax in the last bits.
@@ -560,11 +575,17 @@ def test_half_precision_inputs_are_computed_in_float32(dtype, tol):
 # ------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("shape,axis", [((9,), -1), ((7, 5), -1), ((3, 4, 6), -1), ((3, 4, 6), 1), ((2, 3, 2, 4), 2)])
-@pytest.mark.parametrize("gamma,alpha", [(2.0, 0.25), (0.5, None), (0.0, 0.75), (1.0, 0.0), (3.0, 1.0)])
-@pytest.mark.parametrize("pos_weight", ["none", "scalar", "vector"])
-@pytest.mark.parametrize("smoothing,from_logits", [(0.0, True), (0.1, True), (0.0, False)])
-def test_sigmoid_focal_matches_float64_reference(shape, axis, gamma, alpha, pos_weight, smoothing, from_logits):
+@pytest.mark.parametrize(
+    *covering_cases(
+        full=[
+            ("gamma,alpha", [(2.0, 0.25), (0.5, None), (0.0, 0.75), (1.0, 0.0), (3.0, 1.0)]),
+            ("pos_weight", ["none", "scalar", "vector"]),
+            ("smoothing,from_logits", [(0.0, True), (0.1, True), (0.0, False)]),
+        ],
+        pairwise=[("shape,axis", [((9,), -1), ((7, 5), -1), ((3, 4, 6), -1), ((3, 4, 6), 1), ((2, 3, 2, 4), 2)])],
+    )
+)
+def test_sigmoid_focal_matches_float64_reference(gamma, alpha, pos_weight, smoothing, from_logits, shape, axis):
     rng = np.random.default_rng(9)
     z = rng.normal(size=shape) * 3
     pred = 1 / (1 + np.exp(-z)) if not from_logits else z
@@ -749,6 +770,7 @@ def test_get_config_holds_the_focal_options_and_revives(loss):
         loss.focal_gamma = 0.0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("multilabel", [False, True])
 def test_compile_fit_save_load_round_trip(tmp_path, multilabel):
     rng = np.random.default_rng(14)
@@ -898,39 +920,38 @@ def test_mixed_float16_policy_trains_finitely(loss_cls):
         keras.mixed_precision.set_global_policy("float32")
 
 
-def run_distributed_job(task: str, devices: int) -> dict:
-    cmd = [sys.executable, __file__, "--task", task, "--devices", str(devices)]
+def run_distributed_job(devices: int) -> dict:
+    """Both focal tasks trained on `devices` CPU devices, in a fresh process (the split needs one)."""
+    cmd = [sys.executable, __file__, "--devices", str(devices)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
     if proc.returncode != 0:
         raise AssertionError(f"job failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+@pytest.fixture(scope="module")
+def mirrored_focal_runs():
+    """Both tasks under MirroredStrategy on 2 CPU devices: one process for the two."""
+    return run_distributed_job(2)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("task", ["softmax", "sigmoid"])
-def test_mirrored_on_two_cpu_devices_equals_one_device(task):
-    one, mirrored = run_distributed_job(task, 1), run_distributed_job(task, 2)
+def test_mirrored_on_two_cpu_devices_equals_one_device(task, mirrored_focal_runs):
+    # The one-device reference runs here, in the test's own process (default strategy).
+    one, mirrored = train_focal_task(task, tf.distribute.get_strategy()), mirrored_focal_runs[task]
     assert (one["replicas"], mirrored["replicas"]) == (1, 2)
     np.testing.assert_allclose(mirrored["losses"], one["losses"], rtol=1e-5)
     for got, want in zip(mirrored["weights"], one["weights"]):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
-def _distributed_job_main() -> None:
-    """A few fit steps with a focal loss under MirroredStrategy (or one device); prints one JSON line."""
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--task", choices=["softmax", "sigmoid"], required=True)
-    parser.add_argument("--devices", type=int, default=1)
-    args = parser.parse_args()
-    from kerasce import distribute
-
-    if args.devices > 1:
-        distribute.split_cpu(args.devices)
-    strategy = distribute.get_strategy("mirrored" if args.devices > 1 else "default")
+def train_focal_task(task: str, strategy: tf.distribute.Strategy) -> dict:
+    """A few fit steps with a focal loss under `strategy`: the per-batch losses and the final weights."""
     rng = np.random.default_rng(0)
     x = rng.normal(size=(48, 6)).astype(np.float32)
     w = rng.uniform(0.5, 1.5, size=48).astype(np.float32)
-    if args.task == "softmax":
+    if task == "softmax":
         y = rng.integers(0, 4, size=48)
         loss = L.SoftmaxCrossEntropy(
             focal_gamma=2.0, poly_epsilon=1.0, label_smoothing=0.1, class_weight=[1, 2, 1, 0.5]
@@ -949,15 +970,23 @@ def _distributed_job_main() -> None:
             batch_losses.append(float(logs["loss"]))
 
     model.fit(tf.data.Dataset.from_tensor_slices((x, y, w)).batch(16), epochs=1, verbose=0, callbacks=[RecordLoss()])
-    print(
-        json.dumps(
-            {
-                "replicas": strategy.num_replicas_in_sync,
-                "losses": batch_losses,
-                "weights": [v.tolist() for v in model.get_weights()],
-            }
-        )
-    )
+    return {
+        "replicas": strategy.num_replicas_in_sync,
+        "losses": batch_losses,
+        "weights": [v.tolist() for v in model.get_weights()],
+    }
+
+
+def _distributed_job_main() -> None:
+    """Both focal tasks under MirroredStrategy on --devices CPU devices; prints one JSON line."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--devices", type=int, default=2)
+    args = parser.parse_args()
+    from kerasce import distribute
+
+    distribute.split_cpu(args.devices)
+    strategy = distribute.get_strategy("mirrored")
+    print(json.dumps({task: train_focal_task(task, strategy) for task in ("softmax", "sigmoid")}))
 
 
 if __name__ == "__main__":

@@ -165,6 +165,7 @@ def _model(output_shape, name, jit_compile, loss, *, cls=keras.Model):
     return model
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", PROBLEMS)
 def test_every_loss_and_option_trains_under_xla_with_the_same_numbers(name):
     loss, output_shape, labels, sample_weight, reference = _problem(name)
@@ -290,6 +291,7 @@ def _generator_dataset(labels):
     return tf.data.Dataset.from_generator(gen, output_signature=signature)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("jit_compile", [False, True])
 @pytest.mark.parametrize("labels_as", ["ids [B, 1]", "one-hot"])
 def test_from_generator_dataset_fit_and_evaluate_read_the_label_form_right(labels_as, jit_compile):
@@ -341,6 +343,7 @@ def _state(model, *, iterations=True):
     return [np.array(v.numpy(), copy=True) for v in variables]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("bad", list(BAD_DATA))
 @pytest.mark.parametrize(
     "path,cls",
@@ -422,6 +425,7 @@ def test_under_xla_raise_on_non_finite_loss_names_the_step():
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow
 def test_stock_keras_step_under_xla_applies_the_nan():
     # What a user compiling their own model with jit_compile=True gets (documented in kerasce.training):
     # the loss is NaN, and Keras's stock train step applies the NaN gradients.
