@@ -1,23 +1,31 @@
-"""Time until the greedy evaluation reaches the target, per env and seed, with the example's settings.
+"""Time until the greedy evaluation reaches the target, per env and seed: kerasce REINFORCE and SB3 PPO.
 
     python benchmarks/reinforce_solve_time.py --envs CartPole-v1 Acrobot-v1 --seeds 0 1 2
     python benchmarks/reinforce_solve_time.py --envs LunarLander-v3 --seeds 0 --max-seconds 900
+    python benchmarks/reinforce_solve_time.py --algos sb3 --sb3-python ../sb3venv/bin/python
 
-Each (env, seed) runs `examples/reinforce_cartpole.py` in a fresh process (its presets, greedy evaluation
-of 20 episodes every 10 updates and whenever the training mean reaches the target) and reads the
-export's metrics.json and training_log.csv. "solved" means both the 100-episode training mean and a
-greedy evaluation reached the target; "wall s" is the whole `learn` call including the evaluations;
+kerasce REINFORCE: each (env, seed) runs `examples/reinforce_cartpole.py` in a fresh process (its presets,
+greedy evaluation of 20 episodes every 10 updates and whenever the training mean reaches the target) and
+reads the export's metrics.json and training_log.csv. "solved" means both the 100-episode training mean
+and a greedy evaluation reached the target; "wall s" is the whole `learn` call including the evaluations;
 "batch share" is the fraction of collected env steps that entered a training batch (first episodes
 only; the rest are autoreset steps and later episodes that a vector env steps anyway).
 
-Stable-Baselines3 PPO is not run here (not installed on the machine these figures come from); its
-reference times measured on the same machine are quoted in the README.
+SB3 PPO (optional: stable-baselines3 is a benchmark dependency, not a kerasce one): each (env, seed)
+runs benchmarks/sb3_ppo_solve_time.py in a fresh process of --sb3-python (default: this interpreter), so
+the kerasce rows can come from a venv without SB3 and torch. RL Zoo's ppo.yml settings per env, greedy
+evaluation of 20 episodes on fresh seeds every --sb3-eval-freq env steps, stopping at the first one >=
+the target ("solved" is that greedy evaluation; the training mean is shown, not required). "batch share"
+is 1 but for a last rollout cut short. When --sb3-python cannot import stable_baselines3, the SB3 rows
+are skipped with one line that says so. Both use the same --max-seconds budget and
+`env.spec.reward_threshold` as the target.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import importlib.util
 import json
 import os
 import subprocess
@@ -26,6 +34,8 @@ import tempfile
 from pathlib import Path
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "reinforce_cartpole.py"
+SB3_RUNNER = Path(__file__).resolve().parent / "sb3_ppo_solve_time.py"
+ALGOS = {"kerasce": "kerasce REINFORCE", "sb3": "SB3 PPO"}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -33,7 +43,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--envs", nargs="+", default=["CartPole-v1", "Acrobot-v1"], help="gymnasium env ids")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="seeds per env")
     parser.add_argument("--max-seconds", type=float, default=300.0, help="training budget per run")
+    parser.add_argument(
+        "--algos", nargs="+", choices=sorted(ALGOS), default=sorted(ALGOS), help="kerasce REINFORCE and/or SB3 PPO"
+    )
+    parser.add_argument(
+        "--sb3-python", default=sys.executable, help="interpreter with stable-baselines3 for the SB3 PPO rows"
+    )
+    parser.add_argument("--sb3-eval-freq", type=int, default=10_000, help="env steps between SB3 greedy evaluations")
     return parser.parse_args(argv)
+
+
+def sb3_missing(python: str) -> str | None:
+    """Why ``python`` cannot run the SB3 rows (one line), or None when it imports stable_baselines3."""
+    try:
+        result = subprocess.run([python, "-c", "import stable_baselines3"], capture_output=True, text=True)
+    except OSError as error:
+        return f"cannot start {python}: {error}"
+    if result.returncode != 0:
+        last = (result.stderr.strip().splitlines() or ["no output"])[-1]
+        return f"{python} cannot import stable_baselines3 ({last})"
+    return None
 
 
 def run_example(env_id: str, seed: int, max_seconds: float, directory: Path) -> dict:
@@ -58,28 +87,95 @@ def run_example(env_id: str, seed: int, max_seconds: float, directory: Path) -> 
     with open(export_dir / "training_log.csv") as f:
         rows = list(csv.DictReader(f))
     metrics["batch_share"] = sum(float(r["batch_steps"]) for r in rows) / max(metrics["env_steps"], 1)
+    metrics["algo"] = ALGOS["kerasce"]
     return metrics
+
+
+def zoo_envs() -> list[str]:
+    """The envs with RL Zoo PPO settings in the SB3 runner (read without importing SB3)."""
+    spec = importlib.util.spec_from_file_location("sb3_ppo_solve_time", SB3_RUNNER)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {SB3_RUNNER}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclass looks its module up there
+    spec.loader.exec_module(module)
+    return sorted(module.ZOO_PPO)
+
+
+def run_sb3(env_id: str, seed: int, max_seconds: float, eval_freq: int, python: str, directory: Path) -> dict:
+    metrics_json = directory / f"sb3-{env_id}-{seed}.json"
+    command = [
+        python,
+        str(SB3_RUNNER),
+        "--env",
+        env_id,
+        "--seed",
+        str(seed),
+        "--max-seconds",
+        str(max_seconds),
+        "--eval-freq",
+        str(eval_freq),
+        "--metrics-json",
+        str(metrics_json),
+    ]
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{result.stderr[-3000:]}")
+    return json.loads(metrics_json.read_text())
+
+
+def fmt(value: float | None, spec: str) -> str:
+    return "–" if value is None else format(value, spec)
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
     args = parse_args(argv)
+    algos = list(dict.fromkeys(args.algos))
+    if "sb3" in algos:
+        missing = sb3_missing(args.sb3_python)
+        if missing is not None:
+            print(
+                f'SB3 PPO rows skipped: {missing}; install it (pip install -e ".[sb3]", best in a venv of its '
+                "own: it brings torch) and pass that interpreter as --sb3-python",
+                flush=True,
+            )
+            algos.remove("sb3")
+    sb3_envs = zoo_envs() if "sb3" in algos else []
+    for env_id in args.envs:
+        if "sb3" in algos and env_id not in sb3_envs:
+            print(f"SB3 PPO rows skipped for {env_id}: no RL Zoo settings for it in {SB3_RUNNER.name} ({sb3_envs})")
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for env_id in args.envs:
             for seed in args.seeds:
-                metrics = run_example(env_id, seed, args.max_seconds, Path(tmp))
-                results.append(metrics)
-                print(
-                    f"{env_id} seed {seed}: solved={metrics['solved']} wall {metrics['wall_seconds']:.1f} s", flush=True
-                )
-    print("\n| env | seed | solved | wall s | train s | env steps | mean_return_100 | greedy eval (20) | batch share |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+                for algo in algos:
+                    if algo == "sb3" and env_id not in sb3_envs:
+                        continue
+                    if algo == "kerasce":
+                        metrics = run_example(env_id, seed, args.max_seconds, Path(tmp))
+                    else:
+                        metrics = run_sb3(
+                            env_id, seed, args.max_seconds, args.sb3_eval_freq, args.sb3_python, Path(tmp)
+                        )
+                    results.append(metrics)
+                    print(
+                        f"{metrics['algo']} {env_id} seed {seed}: solved={metrics['solved']} "
+                        f"wall {metrics['wall_seconds']:.1f} s",
+                        flush=True,
+                    )
+    if not results:
+        return results
+    print(
+        "\n| algo | env | seed | solved | wall s | train s | env steps | mean_return_100 | greedy eval (20) "
+        "| batch share |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for m in results:
-        mean100 = "–" if m["mean_return_100"] is None else f"{m['mean_return_100']:.1f}"
+        greedy = "–" if m["eval_return_mean"] is None else f"{m['eval_return_mean']:.1f} ± {m['eval_return_std']:.1f}"
         print(
-            f"| {m['env']} | {m['seed']} | {'yes' if m['solved'] else 'no'} | {m['wall_seconds']:.1f} | "
-            f"{m['train_seconds']:.1f} | {m['env_steps']:,} | {mean100} | "
-            f"{m['eval_return_mean']:.1f} ± {m['eval_return_std']:.1f} | {m['batch_share']:.2f} |"
+            f"| {m['algo']} | {m['env']} | {m['seed']} | {'yes' if m['solved'] else 'no'} | {m['wall_seconds']:.1f} | "
+            f"{m['train_seconds']:.1f} | {m['env_steps']:,} | {fmt(m['mean_return_100'], '.1f')} | {greedy} | "
+            f"{m['batch_share']:.2f} |"
         )
     return results
 

@@ -1,0 +1,108 @@
+"""The SB3 PPO side of benchmarks/reinforce_solve_time.py: RL Zoo's settings and their translation.
+
+The translation is plain Python and runs without stable-baselines3; the one check that builds a PPO model
+is skipped where SB3 is not installed (the project's own venv).
+"""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def load(name):
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # the runner's dataclass looks its module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+runner = load("sb3_ppo_solve_time")
+solve_time = load("reinforce_solve_time")
+
+
+@pytest.mark.parametrize("progress, expected", [(1.0, 1e-3), (0.5, 5e-4), (0.25, 2.5e-4), (0.0, 0.0)])
+def test_linear_schedule_goes_from_the_initial_value_to_zero(progress, expected):
+    # RL Zoo: SimpleLinearSchedule(x)(progress_remaining) = progress_remaining * x.
+    schedule = runner.ppo_settings("CartPole-v1").ppo_kwargs["learning_rate"]
+    assert isinstance(schedule, runner.SimpleLinearSchedule)
+    assert schedule(progress) == pytest.approx(expected, rel=1e-12, abs=0)
+
+
+def test_cartpole_settings_are_rl_zoo_ones():
+    settings = runner.ppo_settings("CartPole-v1")
+    assert (settings.n_envs, settings.n_timesteps, settings.normalize) == (8, 100_000, None)
+    kwargs = dict(settings.ppo_kwargs)
+    assert kwargs.pop("clip_range")(1.0) == pytest.approx(0.2)
+    kwargs.pop("learning_rate")
+    assert kwargs == {
+        "policy": "MlpPolicy",
+        "n_steps": 32,
+        "batch_size": 256,
+        "gae_lambda": 0.8,
+        "gamma": 0.98,
+        "n_epochs": 20,
+        "ent_coef": 0.0,
+    }
+
+
+def test_normalize_true_passes_the_discount_to_vecnormalize():
+    settings = runner.ppo_settings("Acrobot-v1")
+    assert (settings.n_envs, settings.n_timesteps, settings.normalize) == (16, 1_000_000, {"gamma": 0.99})
+    assert "normalize" not in settings.ppo_kwargs and "n_envs" not in settings.ppo_kwargs
+    assert runner.ppo_settings("LunarLander-v3").normalize is None
+
+
+def test_other_rl_zoo_forms():
+    table = {
+        "Env-v0": {
+            "n_timesteps": 2e4,
+            "normalize": "dict(norm_obs=False, norm_reward=True)",
+            "gamma": 0.9,
+            "learning_rate": 3e-4,
+            "clip_range": -1,
+            "clip_range_vf": "lin_0.5",
+        }
+    }
+    settings = runner.ppo_settings("Env-v0", table)
+    assert settings.n_envs == 1  # RL Zoo's default
+    assert settings.normalize == {"norm_obs": False, "norm_reward": True, "gamma": 0.9}
+    assert settings.ppo_kwargs["learning_rate"] == 3e-4  # a constant stays a number
+    assert settings.ppo_kwargs["clip_range"] == -1  # negative: left alone, as RL Zoo does
+    assert settings.ppo_kwargs["clip_range_vf"](0.5) == pytest.approx(0.25)
+    assert table["Env-v0"]["clip_range_vf"] == "lin_0.5"  # the table itself is not modified
+
+
+@pytest.mark.parametrize(
+    "env_id, table, message",
+    [
+        ("NoSuchEnv-v0", runner.ZOO_PPO, "No RL Zoo PPO settings for 'NoSuchEnv-v0'"),
+        ("E", {"E": {"n_timesteps": 1, "learning_rate": "exp_0.1"}}, "Expected a schedule 'lin_<number>'"),
+        ("E", {"E": {"n_timesteps": 1, "normalize": "print(1)"}}, "Expected normalize as 'dict"),
+    ],
+)
+def test_bad_settings_are_rejected(env_id, table, message):
+    with pytest.raises(ValueError, match=message):
+        runner.ppo_settings(env_id, table)
+
+
+def test_the_benchmark_reads_the_runner_envs_and_reports_a_missing_interpreter():
+    assert solve_time.zoo_envs() == ["Acrobot-v1", "CartPole-v1", "LunarLander-v3"]
+    assert "cannot start /nonexistent/python" in solve_time.sb3_missing("/nonexistent/python")
+
+
+@pytest.mark.slow
+def test_sb3_ppo_takes_the_translated_settings():
+    pytest.importorskip("stable_baselines3")
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.env_util import make_vec_env
+
+    settings = runner.ppo_settings("CartPole-v1")
+    model = PPO(env=make_vec_env("CartPole-v1", n_envs=settings.n_envs), device="cpu", **settings.ppo_kwargs)
+    assert (model.n_steps, model.batch_size, model.n_epochs, model.gamma) == (32, 256, 20, 0.98)
+    assert model.lr_schedule(0.5) == pytest.approx(5e-4)
+    assert model.clip_range(0.5) == pytest.approx(0.1)
