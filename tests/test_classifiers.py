@@ -137,7 +137,11 @@ def test_digits_classifier_learns(data_dir):
 @pytest.mark.slow
 def test_multi_digits_classifier_learns(data_dir):
     data = load_image_dataset("multi_digits", batch_size=64, data_dir=data_dir)
-    model = build_image_classifier(data.input_shape, data.num_classes, multilabel=True, dropout=0.0, learning_rate=2e-3)
+    # Half the default convolution widths: half the time. Measured (seed 0): micro-F1 0.85, AUC 0.965, loss
+    # 0.26x; with the default widths 0.92, 0.988, 0.15x in twice the time.
+    model = build_image_classifier(
+        data.input_shape, data.num_classes, multilabel=True, filters=(16, 32), dropout=0.0, learning_rate=2e-3
+    )
     before = model.evaluate(data.test, return_dict=True, verbose=0)
     model.fit(data.train, epochs=2, shuffle=False, verbose=0)  # the pipeline shuffles
     after = model.evaluate(data.test, return_dict=True, verbose=0)
