@@ -93,6 +93,7 @@ def test_digits_images_and_labels_are_sklearns(digits, raw):
     assert pixels.min() == 0 and pixels.max() == 255
 
 
+@pytest.mark.slow
 @SHARES_PREPARED
 def test_multi_digits_features(data_dir, multi_digits):
     builder = tfds.builder("multi_digits", data_dir=str(data_dir))
@@ -105,6 +106,7 @@ def test_multi_digits_features(data_dir, multi_digits):
     assert {s: builder.info.splits[s].num_examples for s in ("train", "test")} == {"train": 4000, "test": 1000}
 
 
+@pytest.mark.slow
 @SHARES_PREPARED
 @pytest.mark.parametrize("split", ["train", "test"])
 def test_multi_digits_tiles_labels_and_sources_agree(multi_digits, digits, raw, split):
@@ -132,6 +134,7 @@ def test_multi_digits_tiles_labels_and_sources_agree(multi_digits, digits, raw, 
     assert abs(np.mean(sources < 0) - (0.25 - 0.25**4) / (1 - 0.25**4)) < 0.02
 
 
+@pytest.mark.slow
 @SHARES_PREPARED
 def test_multi_digits_splits_use_disjoint_source_digits(multi_digits):
     train, test = (multi_digits[s]["sources"] for s in ("train", "test"))

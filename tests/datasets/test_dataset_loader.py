@@ -30,6 +30,7 @@ def _collect(dataset):
 # ------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @SHARES_DATA_DIR
 def test_digits_pipelines(data_dir):
     data = load_image_dataset("digits", batch_size=100, data_dir=data_dir, seed=1)
