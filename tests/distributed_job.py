@@ -1,10 +1,15 @@
 """A few training steps under a tf.distribute strategy, run as its own process by test_distribute.py.
 
-Prints one JSON line: the per-step losses Keras logged and the final weights. The same global batches,
-initial weights and optimizer are used whatever the strategy, so the results must equal a one-device run.
+Prints one JSON line: for each task, the per-step losses Keras logged and the final weights. The same
+global batches, initial weights and optimizer are used whatever the strategy, so the results must equal a
+one-device run. Several tasks (and strategies) share one process, as a TensorFlow start costs seconds: each
+task builds its own model; each strategy is created once.
 
     python tests/distributed_job.py --task softmax --strategy mirrored --devices 2
+    python tests/distributed_job.py --task softmax sigmoid --strategy default mirrored --devices 2
     TF_CONFIG=... python tests/distributed_job.py --task sigmoid --strategy multiworker
+
+Output: ``{strategy: {task: {"replicas": ..., "losses": [...], "weights": [...]}}}``.
 """
 
 import argparse
@@ -31,8 +36,8 @@ TASKS = ("softmax", "sigmoid", "naive_softmax", "agent", "agent_learn", "classif
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--task", required=True, choices=TASKS, help="what to train")
-    parser.add_argument("--strategy", default="default", choices=distribute.STRATEGIES)
+    parser.add_argument("--task", required=True, nargs="+", choices=TASKS, help="what to train (each in turn)")
+    parser.add_argument("--strategy", default=["default"], nargs="+", choices=distribute.STRATEGIES)
     parser.add_argument("--devices", type=int, default=1, help="logical CPU devices to split the CPU into")
     return parser.parse_args()
 
@@ -99,53 +104,48 @@ def build(task: str):
     return model
 
 
-def main() -> None:
-    args = parse_args()
-    if args.devices > 1:
-        distribute.split_cpu(args.devices)
-    strategy = distribute.get_strategy(args.strategy)
-    x, y, w = make_data(args.task, np.random.default_rng(0))
+def train(task: str, strategy: tf.distribute.Strategy, multiworker: bool) -> dict:
+    """Trains `task` under `strategy`; returns its replicas, per-step losses and final weights."""
+    x, y, w = make_data(task, np.random.default_rng(0))
     with strategy.scope():
-        model = build(args.task)
-    dataset = tf.data.Dataset.from_tensor_slices((x, y, w)).batch(GLOBAL_BATCH)
-    if args.strategy == "multiworker":
-        # Each worker reads the whole global batch and keeps its own half (sharding by DATA).
-        options = tf.data.Options()
-        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-        dataset = dataset.with_options(options)
+        model = build(task)
     batch_losses = []
-    if args.task == "agent_learn":
+    if task == "agent_learn":
         # learn()'s path: one call per update, batch sizes that are not multiples of GLOBAL_BATCH.
         start = 0
         for size in (10, 14, 24):
             logs = model._train_on_batch(x[start : start + size], y[start : start + size], w[start : start + size])
             batch_losses += [logs[k] for k in sorted(logs)]
             start += size
-        print(
-            json.dumps(
-                {
-                    "replicas": strategy.num_replicas_in_sync,
-                    "losses": batch_losses,
-                    "weights": [v.tolist() for v in model.get_weights()],
-                }
-            )
-        )
-        return
+    else:
+        dataset = tf.data.Dataset.from_tensor_slices((x, y, w)).batch(GLOBAL_BATCH)
+        if multiworker:
+            # Each worker reads the whole global batch and keeps its own half (sharding by DATA).
+            options = tf.data.Options()
+            options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+            dataset = dataset.with_options(options)
 
-    class RecordLoss(tf.keras.callbacks.Callback):
-        def on_train_batch_end(self, batch, logs=None):
-            batch_losses.append(float(logs["loss"]))
+        class RecordLoss(tf.keras.callbacks.Callback):
+            def on_train_batch_end(self, batch, logs=None):
+                batch_losses.append(float(logs["loss"]))
 
-    model.fit(dataset, epochs=1, verbose=0, callbacks=[RecordLoss()])
-    print(
-        json.dumps(
-            {
-                "replicas": strategy.num_replicas_in_sync,
-                "losses": batch_losses,
-                "weights": [w.tolist() for w in model.get_weights()],
-            }
-        )
-    )
+        model.fit(dataset, epochs=1, verbose=0, callbacks=[RecordLoss()])
+    return {
+        "replicas": strategy.num_replicas_in_sync,
+        "losses": batch_losses,
+        "weights": [v.tolist() for v in model.get_weights()],
+    }
+
+
+def main() -> None:
+    args = parse_args()
+    if args.devices > 1:
+        distribute.split_cpu(args.devices)
+    results: dict = {}
+    for name in args.strategy:
+        strategy = distribute.get_strategy(name)
+        results[name] = {task: train(task, strategy, name == "multiworker") for task in args.task}
+    print(json.dumps(results))
     sys.stdout.flush()
 
 

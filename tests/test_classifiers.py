@@ -29,6 +29,7 @@ def _logsumexp(z):
     return (m + np.log(np.exp(z - m).sum(axis=-1, keepdims=True)))[..., 0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("multilabel, loss_class", [(False, SoftmaxCrossEntropy), (True, SigmoidCrossEntropy)])
 def test_compiled_structure(multilabel, loss_class):
     model = build_image_classifier((16, 12, 3), 5, multilabel=multilabel)
@@ -93,6 +94,7 @@ def test_class_accuracy_when_the_label_axis_size_is_unknown_until_run_time(label
     np.testing.assert_array_equal(accuracy(labels.astype(np.float32), scores).numpy(), [1.0, 1.0, 0.0])
 
 
+@pytest.mark.slow
 def test_sigmoid_loss_sees_logits_and_metrics_see_probabilities():
     model = build_image_classifier((8, 8, 1), 5, multilabel=True, dropout=0.0)
     # Logits in (0, 0.5] are positive as probabilities (> 0.5) but would be negative if a metric
@@ -137,7 +139,11 @@ def test_digits_classifier_learns(data_dir):
 @pytest.mark.slow
 def test_multi_digits_classifier_learns(data_dir):
     data = load_image_dataset("multi_digits", batch_size=64, data_dir=data_dir)
-    model = build_image_classifier(data.input_shape, data.num_classes, multilabel=True, dropout=0.0, learning_rate=2e-3)
+    # Half the default convolution widths: half the time. Measured (seed 0): micro-F1 0.85, AUC 0.965, loss
+    # 0.26x; with the default widths 0.92, 0.988, 0.15x in twice the time.
+    model = build_image_classifier(
+        data.input_shape, data.num_classes, multilabel=True, filters=(16, 32), dropout=0.0, learning_rate=2e-3
+    )
     before = model.evaluate(data.test, return_dict=True, verbose=0)
     model.fit(data.train, epochs=2, shuffle=False, verbose=0)  # the pipeline shuffles
     after = model.evaluate(data.test, return_dict=True, verbose=0)
@@ -146,6 +152,7 @@ def test_multi_digits_classifier_learns(data_dir):
     assert after["loss"] < 0.6 * before["loss"]
 
 
+@pytest.mark.slow
 def test_built_and_trained_under_a_strategy_scope():
     strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
     with strategy.scope():
@@ -170,6 +177,7 @@ def test_keras_file_round_trip(tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_export_serves_probabilities_of_uint8_images(tmp_path):
     model = build_image_classifier((8, 8, 1), 10)
     images = np.random.default_rng(2).integers(0, 256, (7, 8, 8, 1), dtype=np.uint8)

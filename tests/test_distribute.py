@@ -20,14 +20,17 @@ JOB = Path(__file__).with_name("distributed_job.py")
 pytestmark = pytest.mark.slow
 
 
-def run_job(task: str, strategy: str = "default", devices: int = 1, env: dict | None = None) -> subprocess.Popen:
-    cmd = [sys.executable, str(JOB), "--task", task, "--strategy", strategy, "--devices", str(devices)]
+def run_job(
+    tasks: tuple[str, ...], strategies: tuple[str, ...] = ("default",), devices: int = 1, env: dict | None = None
+) -> subprocess.Popen:
+    cmd = [sys.executable, str(JOB), "--task", *tasks, "--strategy", *strategies, "--devices", str(devices)]
     return subprocess.Popen(
         cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})}
     )
 
 
 def result(proc: subprocess.Popen) -> dict:
+    """``{strategy: {task: result}}``."""
     out, err = proc.communicate(timeout=240)
     if proc.returncode != 0:
         raise AssertionError(f"job failed ({proc.returncode}):\n{err[-3000:]}")
@@ -40,45 +43,57 @@ def assert_same_training(got: dict, want: dict) -> None:
         np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
 
 
+# The tests below share three processes, started once (a TensorFlow start costs seconds): one on a CPU split
+# into 2 devices trains every task on one device (the references, TensorFlow's default strategy) and then
+# mirrored on both; two workers of a local cluster train the multi-worker tasks. They run on one pytest-xdist
+# worker (pyproject: --dist loadgroup), which starts them once.
+SHARED = pytest.mark.xdist_group("distribute")
+TASKS = ("softmax", "sigmoid", "naive_softmax", "agent", "agent_learn", "classifier", "multilabel_classifier")
+MULTIWORKER_TASKS = ("softmax", "classifier", "multilabel_classifier")
+
+
 @pytest.fixture(scope="module")
-def one_device():
-    """One-device reference runs, started together."""
-    procs = {
-        task: run_job(task)
-        for task in (
-            "softmax",
-            "sigmoid",
-            "naive_softmax",
-            "agent",
-            "agent_learn",
-            "classifier",
-            "multilabel_classifier",
-        )
-    }
-    return {task: result(proc) for task, proc in procs.items()}
+def local():
+    """``{"default": {task: result}, "mirrored": {task: result}}``."""
+    return result(run_job(TASKS, ("default", "mirrored"), devices=2))
 
 
+@pytest.fixture(scope="module")
+def one_device(local):
+    return local["default"]
+
+
+@pytest.fixture(scope="module")
+def two_workers():
+    """Each worker's ``{task: result}``."""
+    workers = [run_job(MULTIWORKER_TASKS, ("multiworker",), env={"TF_CONFIG": config}) for config in tf_configs(2)]
+    return [result(w)["multiworker"] for w in workers]
+
+
+@SHARED
 @pytest.mark.parametrize("task", ["softmax", "sigmoid", "agent", "agent_learn", "classifier", "multilabel_classifier"])
-def test_mirrored_on_two_cpu_devices_equals_one_device(task, one_device):
-    mirrored = result(run_job(task, "mirrored", devices=2))
+def test_mirrored_on_two_cpu_devices_equals_one_device(task, local, one_device):
+    mirrored = local["mirrored"][task]
     assert mirrored["replicas"] == 2
+    assert one_device[task]["replicas"] == 1
     assert_same_training(mirrored, one_device[task])
 
 
-def test_the_comparison_catches_the_per_replica_mean_bug(one_device):
+@SHARED
+def test_the_comparison_catches_the_per_replica_mean_bug(local, one_device):
     # A train_step reducing with tf.reduce_mean instead of a Keras Loss gets 2x gradients on 2 replicas.
-    naive = result(run_job("naive_softmax", "mirrored", devices=2))
+    naive = local["mirrored"]["naive_softmax"]
+    assert naive["replicas"] == 2
     with pytest.raises(AssertionError):
         assert_same_training(naive, one_device["naive_softmax"])
 
 
-@pytest.mark.parametrize("task", ["softmax", "classifier", "multilabel_classifier"])
-def test_two_worker_processes_equal_one_device(task, one_device):
-    workers = [run_job(task, "multiworker", env={"TF_CONFIG": config}) for config in tf_configs(2)]
-    results = [result(w) for w in workers]
-    for worker in results:
-        assert worker["replicas"] == 2
-        assert_same_training(worker, one_device[task])
+@SHARED
+@pytest.mark.parametrize("task", MULTIWORKER_TASKS)
+def test_two_worker_processes_equal_one_device(task, two_workers, one_device):
+    for worker in two_workers:
+        assert worker[task]["replicas"] == 2
+        assert_same_training(worker[task], one_device[task])
 
 
 def test_unknown_strategy_and_bad_tf_config_are_clear_errors(monkeypatch):

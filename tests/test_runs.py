@@ -183,8 +183,23 @@ QUIET_START = """
 """
 
 
+# A plain TensorFlow import, in a fresh process with every log line shown: the reference of both tests below
+# (its GPU count; the CUDA start-up lines this machine prints, if any). Both tests run on one pytest-xdist
+# worker (pyproject: --dist loadgroup), which starts it once.
+PLAIN_IMPORT = "import tensorflow as tf; print(len(tf.config.list_physical_devices('GPU')))"
+SHARES_PLAIN_IMPORT = pytest.mark.xdist_group("runs-plain-import")
+
+
+@pytest.fixture(scope="module")
+def plain_import():
+    result = _python(PLAIN_IMPORT, {"TF_CPP_MIN_LOG_LEVEL": "0"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+@SHARES_PLAIN_IMPORT
 @pytest.mark.slow
-def test_tensorflow_starts_quietly_and_other_messages_survive():
+def test_tensorflow_starts_quietly_and_other_messages_survive(plain_import):
     """In a fresh process: none of the known start-up lines reach stderr, other output does, GPUs stay visible.
 
     Mutation tried: `yield` without the fd capture in `quiet_tensorflow_startup` -> red on this CPU machine
@@ -196,15 +211,15 @@ def test_tensorflow_starts_quietly_and_other_messages_survive():
     assert "cuInit" not in result.stderr
     assert "a message of the program's own" in result.stderr
     assert result.stdout.split()[1] == "2"  # the default level, set before TensorFlow was imported
-    # Nothing hidden from a GPU user: the GPU count equals that of a plain import.
-    plain = _python("import tensorflow as tf; print(len(tf.config.list_physical_devices('GPU')))", {})
-    assert result.stdout.split()[0] == plain.stdout.strip()
+    # Nothing hidden from a GPU user: the GPU count equals that of a plain import (the log level changes no device).
+    assert result.stdout.split()[0] == plain_import.stdout.strip()
 
 
+@SHARES_PLAIN_IMPORT
 @pytest.mark.slow
-def test_tf_cpp_min_log_level_0_shows_everything():
+def test_tf_cpp_min_log_level_0_shows_everything(plain_import):
     result = _python(QUIET_START, {"TF_CPP_MIN_LOG_LEVEL": "0"})
     assert result.returncode == 0 and "a message of the program's own" in result.stderr
-    if "cuda drivers" not in _python("import tensorflow", {"TF_CPP_MIN_LOG_LEVEL": "0"}).stderr:
+    if "cuda drivers" not in plain_import.stderr:
         pytest.skip("this machine prints no CUDA start-up lines")
     assert "cuda drivers" in result.stderr

@@ -20,6 +20,11 @@ def _as_numpy(data_dir, name, split):
     return {key: np.stack([ex[key] for ex in examples]) for key in examples[0]}
 
 
+# The tests reading the module's prepared datasets run on one pytest-xdist worker (pyproject: --dist loadgroup),
+# which prepares them once.
+SHARES_PREPARED = pytest.mark.xdist_group("dataset-builders")
+
+
 @pytest.fixture(scope="module")
 def raw():
     digits = load_digits()
@@ -46,6 +51,7 @@ def _uint8_reference(counts):
     return np.floor(counts * 255.0 / 16.0 + 0.5).astype(np.uint8)
 
 
+@SHARES_PREPARED
 def test_digits_registered_with_documented_features(data_dir, digits):
     builder = tfds.builder("digits", data_dir=str(data_dir))
     features = builder.info.features
@@ -59,6 +65,7 @@ def test_digits_registered_with_documented_features(data_dir, digits):
     assert str(builder.info.version) == "1.0.0"
 
 
+@SHARES_PREPARED
 def test_digits_splits_every_fifth_image_of_each_class_is_test(digits, raw):
     _, target = raw
     counts = np.bincount(target)
@@ -73,6 +80,7 @@ def test_digits_splits_every_fifth_image_of_each_class_is_test(digits, raw):
         assert 0.18 < np.mean(np.isin(positions, test_idx)) < 0.21
 
 
+@SHARES_PREPARED
 def test_digits_images_and_labels_are_sklearns(digits, raw):
     counts, target = raw
     for split in digits.values():
@@ -85,6 +93,8 @@ def test_digits_images_and_labels_are_sklearns(digits, raw):
     assert pixels.min() == 0 and pixels.max() == 255
 
 
+@pytest.mark.slow
+@SHARES_PREPARED
 def test_multi_digits_features(data_dir, multi_digits):
     builder = tfds.builder("multi_digits", data_dir=str(data_dir))
     features = builder.info.features
@@ -96,6 +106,8 @@ def test_multi_digits_features(data_dir, multi_digits):
     assert {s: builder.info.splits[s].num_examples for s in ("train", "test")} == {"train": 4000, "test": 1000}
 
 
+@pytest.mark.slow
+@SHARES_PREPARED
 @pytest.mark.parametrize("split", ["train", "test"])
 def test_multi_digits_tiles_labels_and_sources_agree(multi_digits, digits, raw, split):
     counts, target = raw
@@ -122,11 +134,14 @@ def test_multi_digits_tiles_labels_and_sources_agree(multi_digits, digits, raw, 
     assert abs(np.mean(sources < 0) - (0.25 - 0.25**4) / (1 - 0.25**4)) < 0.02
 
 
+@pytest.mark.slow
+@SHARES_PREPARED
 def test_multi_digits_splits_use_disjoint_source_digits(multi_digits):
     train, test = (multi_digits[s]["sources"] for s in ("train", "test"))
     assert not set(train[train >= 0].tolist()) & set(test[test >= 0].tolist())
 
 
+@SHARES_PREPARED
 @pytest.mark.slow  # one of the heaviest: kept out of the quick subset (-m "not slow")
 def test_preparing_twice_gives_identical_datasets(tmp_path, digits, multi_digits):
     for name, first in (("digits", digits), ("multi_digits", multi_digits)):

@@ -10,6 +10,10 @@ from PIL import Image
 
 from kerasce.datasets import image_task, load_image_dataset, load_image_folder
 
+# The tests preparing datasets into the module's data_dir run on one pytest-xdist worker (pyproject:
+# --dist loadgroup), which prepares each dataset once.
+SHARES_DATA_DIR = pytest.mark.xdist_group("dataset-loader")
+
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
@@ -26,6 +30,8 @@ def _collect(dataset):
 # ------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
+@SHARES_DATA_DIR
 def test_digits_pipelines(data_dir):
     data = load_image_dataset("digits", batch_size=100, data_dir=data_dir, seed=1)
     assert (data.input_shape, data.num_classes, data.multilabel) == ((8, 8, 1), 10, False)
@@ -47,6 +53,7 @@ def test_digits_pipelines(data_dir):
     assert not np.array_equal(epoch1, epoch2), "the training set is reshuffled every epoch"
 
 
+@SHARES_DATA_DIR
 @pytest.mark.slow  # one of the heaviest: kept out of the quick subset (-m "not slow")
 def test_multi_digits_labels_are_multi_hot_float(data_dir):
     data = load_image_dataset("multi_digits", batch_size=256, data_dir=data_dir)
@@ -185,6 +192,7 @@ def test_non_image_dataset_is_rejected():
         load_image_dataset("imdb_reviews")
 
 
+@SHARES_DATA_DIR
 def test_unknown_split(data_dir):
     with pytest.raises(ValueError, match=r"expected a split of 'digits' among \['train', 'test'\], got 'valid'"):
         load_image_dataset("digits", data_dir=data_dir, test_split="valid")

@@ -7,6 +7,13 @@ final weights must equal the one-device update on the union. ``--task learn``: a
 
     python tests/rl/scaling_job.py --task update --strategy default
     TF_CONFIG=... python tests/rl/scaling_job.py --task update --strategy multiworker --split 9
+
+Several runs can share one process (a TensorFlow start costs seconds): flag groups separated by ``--then``
+run one after the other, and the process prints one JSON list of their results instead. ``--devices``
+applies to the process (give it in the first group); each strategy is created once and reused. A run that
+raises is reported as ``{"error": traceback}`` (also printed to stderr) and the next run goes on.
+
+    python tests/rl/scaling_job.py --devices 2 --task update --then --task update --strategy mirrored
 """
 
 import argparse
@@ -14,6 +21,7 @@ import json
 import os
 import sys
 import time
+import traceback
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -24,7 +32,7 @@ from kerasce import distribute
 T, N = 6, 4  # the union: [T, N] steps of which MASK keeps some
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--task", required=True, choices=("update", "learn"))
     parser.add_argument("--strategy", default="default", choices=distribute.STRATEGIES)
@@ -61,7 +69,7 @@ def parse_args() -> argparse.Namespace:
         default=None,
         help="learn: worker 1 exits with code 7 at the end of this update (a crash)",
     )
-    return parser.parse_args()
+    return parser.parse_args(argv)
 
 
 def union_data():
@@ -129,11 +137,19 @@ def update_task(args, strategy) -> dict:
 
 def learn_task(args, strategy) -> dict:
     import kerasce.rl.learner as learner_module
-    from kerasce.rl.distributed import worker_index
 
-    if args.clock_scale != 1.0:  # this worker's clock disagrees with the chief's
+    if args.clock_scale != 1.0:  # this worker's clock disagrees with the chief's (for this run only)
         real = time.perf_counter
         learner_module.time = type("Clock", (), {"perf_counter": staticmethod(lambda: real() * args.clock_scale)})
+    try:
+        return _learn(args, strategy)
+    finally:
+        learner_module.time = time
+
+
+def _learn(args, strategy) -> dict:
+    from kerasce.rl.distributed import worker_index
+
     agent = build_agent(strategy)
     agent.max_rollout_steps = 500
     import keras
@@ -167,15 +183,38 @@ def learn_task(args, strategy) -> dict:
     }
 
 
-def main() -> None:
-    args = parse_args()
-    if args.devices > 1:
-        distribute.split_cpu(args.devices)
-    strategy = distribute.get_strategy(args.strategy)
-    out = update_task(args, strategy) if args.task == "update" else learn_task(args, strategy)
-    print(json.dumps(out))
+def run(args, strategy) -> dict:
+    return update_task(args, strategy) if args.task == "update" else learn_task(args, strategy)
+
+
+def main(argv: list[str]) -> None:
+    groups: list[list[str]] = [[]]
+    for arg in argv:
+        if arg == "--then":
+            groups.append([])
+        else:
+            groups[-1].append(arg)
+    runs = [parse_args(group) for group in groups]
+    if runs[0].devices > 1:
+        distribute.split_cpu(runs[0].devices)
+    if len(runs) == 1:
+        out = run(runs[0], distribute.get_strategy(runs[0].strategy))
+        print(json.dumps(out))
+        sys.stdout.flush()
+        return
+    strategies: dict = {}
+    results = []
+    for args in runs:
+        if args.strategy not in strategies:
+            strategies[args.strategy] = distribute.get_strategy(args.strategy)
+        try:
+            results.append(run(args, strategies[args.strategy]))
+        except Exception:  # noqa: BLE001  (reported in the output, for a test that expects this run to fail)
+            traceback.print_exc()
+            results.append({"error": traceback.format_exc()})
+    print(json.dumps(results))
     sys.stdout.flush()
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

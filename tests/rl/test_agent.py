@@ -63,6 +63,7 @@ def test_train_step_gradient_equals_analytic_reinforce_gradient(ent_coef):
     np.testing.assert_allclose(logs["loss"], np.mean(g * ce) - ent_coef * entropy.mean(), rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.slow
 def test_baseline_logs_value_loss_and_uses_advantages():
     agent = ReinforceAgent((3,), 2, baseline=True, vf_coef=0.5, seed=0)
     agent.compile()
@@ -106,6 +107,7 @@ def sgd_update(dtype_policy, unscaled=False):
         keras.mixed_precision.set_dtype_policy("float32")
 
 
+@pytest.mark.slow
 def test_mixed_float16_scales_the_loss_and_trains():
     # SGD, not Adam: Adam's update is invariant to the gradient's scale and would hide a missing
     # scale_loss. The LossScaleOptimizer divides the gradients by its scale (2^15): without
@@ -124,6 +126,7 @@ def test_mixed_float16_scales_the_loss_and_trains():
     assert not np.allclose(after_bad[0] - before_bad[0], after32[0] - before32[0], rtol=1e-2, atol=1e-4)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("replicas", [1, 3])
 def test_the_train_step_gets_aligned_steps_of_complete_episodes(scripted_vec_env, monkeypatch, replicas):
     # Sub-envs with episodes of 1, 2 and 4 steps, actions Discrete(2, start=1), next-step autoreset.
@@ -376,6 +379,7 @@ def test_nan_observation_names_update_and_step():
         env.close()
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_with_a_clear_error_and_keeps_the_checkpoint(tmp_path):
     good = sync_env(length=3)
     bad = sync_env(length=3, nan_reward=True)
@@ -466,6 +470,7 @@ def test_stop_at_mean_return_checks_the_history_when_training_begins(last_row, s
     assert stopper.reached_at == (6 if stops else None)
 
 
+@pytest.mark.slow
 def test_resuming_a_run_that_met_the_target_does_no_update(scripted_vec_env, tmp_path):
     # 50 one-step episodes of return 1 per update: after 2 updates the 100-episode mean is 1.
     env = scripted_vec_env([1] * 50)
@@ -480,6 +485,7 @@ def test_resuming_a_run_that_met_the_target_does_no_update(scripted_vec_env, tmp
         np.testing.assert_array_equal(w0, w1)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("baseline", [False, True])
 def test_jit_compiled_update_equals_the_plain_update(baseline):
     x, a, g = batch(np.random.default_rng(4), size=16, dims=4)
@@ -495,6 +501,7 @@ def test_jit_compiled_update_equals_the_plain_update(baseline):
         np.testing.assert_allclose(xla, plain, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("jit", [False, True])
 def test_bad_actions_never_reach_the_weights(jit):
     """An action id outside [0, A): eagerly / in tf.function the loss's check raises before the update; under
@@ -519,6 +526,7 @@ def test_bad_actions_never_reach_the_weights(jit):
         np.testing.assert_array_equal(b, c)
 
 
+@pytest.mark.slow
 def test_baseline_bootstraps_truncated_episodes_with_the_value_of_the_state_reached(scripted_vec_env, monkeypatch):
     # One 3-step episode ended by a time limit (truncated), rewards 1, 2, 3; obs [t, 3]. With a baseline
     # the last return continues with gamma * V(s') for s' = [3, 3], the state the time limit cut off.
@@ -537,6 +545,7 @@ def test_baseline_bootstraps_truncated_episodes_with_the_value_of_the_state_reac
     np.testing.assert_allclose(seen[0], [1 + 0.5 * (2 + 0.5 * g2), 2 + 0.5 * g2, g2], rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_baseline_targets_are_divided_by_the_running_std_of_returns(scripted_vec_env, monkeypatch):
     agent = ReinforceAgent((2,), 2, gamma=1.0, baseline=True, seed=0)
     train_on_batch, seen = agent._train_on_batch, []

@@ -42,6 +42,7 @@ def test_each_save_writes_only_the_new_updates(scripted_vec_env, tmp_path, monke
     assert len(list(tmp_path.glob("ckpt-*.index"))) == 2  # max_to_keep
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("baseline", [False, True])
 def test_restore_continues_with_the_same_state(scripted_vec_env, tmp_path, baseline):
     env = scripted_vec_env([1, 2, 3])
@@ -59,6 +60,7 @@ def test_restore_continues_with_the_same_state(scripted_vec_env, tmp_path, basel
         np.testing.assert_array_equal(a.numpy(), b.numpy())
 
 
+@pytest.mark.slow
 def test_history_written_after_the_last_state_is_cut_off(scripted_vec_env, tmp_path):
     # A kill between the history append and state.json: the next restore ignores the extra lines.
     env = scripted_vec_env([1, 2])
@@ -76,6 +78,7 @@ def test_history_written_after_the_last_state_is_cut_off(scripted_vec_env, tmp_p
     assert json.loads((tmp_path / STATE_FILE).read_text())["history_rows"] == 4
 
 
+@pytest.mark.slow
 def test_a_fresh_run_replaces_an_old_checkpoint(scripted_vec_env, tmp_path):
     env = scripted_vec_env([1, 2])
     ReinforceAgent((2,), 2, seed=0).learn(env, max_updates=3, checkpoint_dir=tmp_path)
@@ -94,6 +97,7 @@ def test_a_checkpoint_of_another_agent_is_refused_with_a_way_out(tmp_path, other
         ReinforceAgent(**kwargs).load_checkpoint(tmp_path)
 
 
+@pytest.mark.slow
 def test_strict_json_everywhere(scripted_vec_env, tmp_path):
     def reject(constant):
         raise ValueError(f"non-strict JSON constant {constant}")

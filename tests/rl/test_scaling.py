@@ -17,6 +17,10 @@ from kerasce.rl.distributed import combine_moments, pad_batch
 
 JOB = Path(__file__).with_name("scaling_job.py")
 TIMEOUT = 240  # seconds for one job; a worker left waiting in an all-reduce fails the test instead of hanging it
+# Tests sharing a module fixture's processes run on one pytest-xdist worker (pyproject: --dist loadgroup),
+# which starts them once; spread over two workers, each would start its own.
+UPDATES_WORKER = pytest.mark.xdist_group("scaling-updates")
+LEARNED_WORKER = pytest.mark.xdist_group("scaling-learned")
 
 
 def start(*args: str, config: str | None = None) -> subprocess.Popen:
@@ -26,7 +30,8 @@ def start(*args: str, config: str | None = None) -> subprocess.Popen:
     )
 
 
-def result(proc: subprocess.Popen) -> dict:
+def result(proc: subprocess.Popen):
+    """The job's JSON: a dict for one run, a list of dicts for several (``--then``)."""
     try:
         out, err = proc.communicate(timeout=TIMEOUT)
     except subprocess.TimeoutExpired:
@@ -38,12 +43,27 @@ def result(proc: subprocess.Popen) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
-def cluster(*args: str, per_worker: tuple = ((), ())) -> list[dict]:
+def runs(*groups: tuple[str, ...]) -> list[str]:
+    """The flags of several runs in one process (a TensorFlow start costs seconds): scaling_job.py's ``--then``."""
+    return [arg for i, group in enumerate(groups) for arg in (("--then",) if i else ()) + group]
+
+
+def cluster(*groups: tuple[str, ...], per_worker: tuple = ((), ())) -> list:
+    """Worker 0's and worker 1's results of the runs `groups` on a 2-worker cluster (one process per worker,
+    the runs one after the other); `per_worker` holds flags added to each worker's first run."""
+    multiworker = ("--strategy", "multiworker")
     procs = [
-        start(*args, *extra, "--strategy", "multiworker", config=config)
+        start(*runs(groups[0] + extra + multiworker, *(group + multiworker for group in groups[1:])), config=config)
         for config, extra in zip(tf_configs(2), per_worker)
     ]
     return [result(p) for p in procs]
+
+
+def ok(run: dict) -> dict:
+    """A run of a several-run job, failing the test with its traceback if it raised."""
+    if "error" in run:
+        raise AssertionError(f"run failed:\n{run['error'][-3000:]}")
+    return run
 
 
 def assert_same_weights(got: dict, want: dict) -> None:
@@ -97,24 +117,58 @@ def test_pad_batch_adds_zero_weight_rows(kept, with_masks):
 # --- one update ------------------------------------------------------------------------------------
 
 
+# One process (split into 2 CPU devices) holds every one-device and mirrored update: the one-device
+# references (all 13 kept steps; 1 kept step) are default-strategy runs, on one device, as before.
+UPDATES = {
+    "one_device": ("--task", "update"),
+    "one_kept": ("--task", "update", "--kept", "1"),
+    "mirrored": ("--task", "update", "--strategy", "mirrored"),
+    "mirrored_one_kept": ("--task", "update", "--kept", "1", "--strategy", "mirrored"),
+    "mirrored_none_kept": ("--task", "update", "--kept", "0", "--strategy", "mirrored"),
+}
+
+
 @pytest.fixture(scope="module")
-def one_device():
-    return result(start("--task", "update"))
+def updates():
+    return dict(zip(UPDATES, result(start("--devices", "2", *runs(*UPDATES.values())))))
 
 
+@pytest.fixture(scope="module")
+def one_device(updates):
+    return ok(updates["one_device"])
+
+
+@UPDATES_WORKER
 @pytest.mark.slow
-def test_mirrored_uneven_replicas_equal_one_device(one_device):
+def test_mirrored_uneven_replicas_equal_one_device(updates, one_device):
     # 13 kept steps over 2 replicas: 7 and 6 real rows, padded to 7.
-    mirrored = result(start("--task", "update", "--strategy", "mirrored", "--devices", "2"))
+    mirrored = ok(updates["mirrored"])
     assert mirrored["replicas"] == 2 and one_device["kept"] == 13
     assert_same_weights(mirrored, one_device)
     np.testing.assert_allclose(list(mirrored["metrics"].values()), list(one_device["metrics"].values()), rtol=1e-5)
 
 
+# One 2-worker cluster runs every multi-worker update, one after the other (each with a new agent).
+CLUSTER_UPDATES = {
+    9: ("--task", "update", "--split", "9"),  # 9 + 4 kept steps
+    13: ("--task", "update", "--split", "13"),  # 13 + 0 (worker 1 has no step at all)
+    "per_worker_mean": ("--task", "update", "--split", "9", "--mutation", "per_worker_mean"),
+    "local_count": ("--task", "update", "--split", "9", "--mutation", "local_count"),
+}
+
+
+@pytest.fixture(scope="module")
+def cluster_updates():
+    """{run: [worker 0's result, worker 1's]}."""
+    workers = cluster(*CLUSTER_UPDATES.values())
+    return {name: [w[i] for w in workers] for i, name in enumerate(CLUSTER_UPDATES)}
+
+
+@UPDATES_WORKER
 @pytest.mark.slow
-@pytest.mark.parametrize("split", [9, 13])  # 9 + 4 kept steps; 13 + 0 (worker 1 has no step at all)
-def test_two_workers_with_different_batch_sizes_equal_one_device_on_the_union(split, one_device):
-    workers = cluster("--task", "update", "--split", str(split))
+@pytest.mark.parametrize("split", [9, 13])
+def test_two_workers_with_different_batch_sizes_equal_one_device_on_the_union(split, cluster_updates, one_device):
+    workers = [ok(w) for w in cluster_updates[split]]
     assert [w["kept"] for w in workers] == [split, 13 - split]
     for worker in workers:
         assert worker["replicas"] == 2
@@ -122,11 +176,12 @@ def test_two_workers_with_different_batch_sizes_equal_one_device_on_the_union(sp
         np.testing.assert_allclose(worker["metrics"]["loss"], one_device["metrics"]["loss"], rtol=1e-5)
 
 
+@UPDATES_WORKER
 @pytest.mark.slow
 @pytest.mark.parametrize("mutation", ["per_worker_mean", "local_count"])
-def test_the_comparison_catches_per_worker_scaling(mutation, one_device):
+def test_the_comparison_catches_per_worker_scaling(mutation, cluster_updates, one_device):
     # Negative control: averaging each worker's own mean (or scaling by its own count) is not the union's mean.
-    workers = cluster("--task", "update", "--split", "9", "--mutation", mutation)
+    workers = [ok(w) for w in cluster_updates[mutation]]
     with pytest.raises(AssertionError):
         assert_same_weights(workers[0], one_device)
 
@@ -136,14 +191,29 @@ def test_the_comparison_catches_per_worker_scaling(mutation, one_device):
 NUM_ENVS = 4  # per worker (scaling_job.build_agent)
 
 
+# One 2-worker cluster runs these learn() runs one after the other, each with a new agent:
+LEARN = {
+    # three updates; worker 1's clock runs 1000x fast (its max_seconds would pass at once): per_worker below
+    "three_updates": ("--task", "learn", "--max-updates", "3", "--max-seconds", "60"),
+    "total_timesteps": ("--task", "learn", "--total-timesteps", "300", "--max-updates", "50"),
+    # only the chief's callback says stop (as an EarlyStopping on the chief would)
+    "chief_stops": ("--task", "learn", "--max-updates", "6", "--chief-stops-at", "2"),
+}
+
+
 @pytest.fixture(scope="module")
-def three_updates():
-    """Two workers, three updates; worker 1's clock runs 1000x fast (its max_seconds would pass at once)."""
-    return cluster(
-        "--task", "learn", "--max-updates", "3", "--max-seconds", "60", per_worker=((), ("--clock-scale", "1000"))
-    )
+def learned():
+    """{run: [worker 0's result, worker 1's]}."""
+    workers = cluster(*LEARN.values(), per_worker=((), ("--clock-scale", "1000")))  # the first run's clocks
+    return {name: [ok(w[i]) for w in workers] for i, name in enumerate(LEARN)}
 
 
+@pytest.fixture(scope="module")
+def three_updates(learned):
+    return learned["three_updates"]
+
+
+@LEARNED_WORKER
 @pytest.mark.slow
 def test_disagreeing_clocks_stop_every_worker_at_the_same_update(three_updates):
     # Deciding max_seconds on worker 1's own clock would stop it after update 1 and leave the chief waiting.
@@ -152,6 +222,7 @@ def test_disagreeing_clocks_stop_every_worker_at_the_same_update(three_updates):
     assert_same_weights(other, chief)
 
 
+@LEARNED_WORKER
 @pytest.mark.slow
 def test_workers_collect_their_own_episodes_and_count_all_of_them(three_updates):
     chief, other = three_updates
@@ -166,14 +237,16 @@ def test_workers_collect_their_own_episodes_and_count_all_of_them(three_updates)
     assert first[:NUM_ENVS] != first[NUM_ENVS:]
 
 
+@LEARNED_WORKER
 @pytest.mark.slow
-def test_total_timesteps_counts_every_workers_steps():
-    workers = cluster("--task", "learn", "--total-timesteps", "300", "--max-updates", "50")
+def test_total_timesteps_counts_every_workers_steps(learned):
+    workers = learned["total_timesteps"]
     log = workers[0]["log"]
     assert workers[0]["updates"] == workers[1]["updates"] == len(log)
     assert log[-1]["env_steps"] >= 300 and (len(log) == 1 or log[-2]["env_steps"] < 300)
 
 
+@LEARNED_WORKER
 @pytest.mark.slow
 def test_a_crashed_worker_fails_the_launch_and_a_rerun_resumes_the_cluster(tmp_path, three_updates):
     backup = str(tmp_path / "backup")
@@ -224,21 +297,20 @@ def test_without_the_launcher_a_dead_worker_fails_the_survivor_with_an_error_nam
     assert "task:1" in err and ("unhealthy" in err or "UNAVAILABLE" in err), err[-2000:]
 
 
+@UPDATES_WORKER
 @pytest.mark.slow
-def test_a_replica_without_steps_contributes_zeros_and_no_steps_anywhere_is_a_clear_error():
+def test_a_replica_without_steps_contributes_zeros_and_no_steps_anywhere_is_a_clear_error(updates):
     # One kept step on two replicas: replica 1 holds only padding.
-    one = result(start("--task", "update", "--kept", "1"))
-    mirrored = result(start("--task", "update", "--kept", "1", "--strategy", "mirrored", "--devices", "2"))
-    assert_same_weights(mirrored, one)
-    empty = start("--task", "update", "--kept", "0", "--strategy", "mirrored", "--devices", "2")
-    _, err = empty.communicate(timeout=TIMEOUT)
-    assert empty.returncode != 0
+    assert_same_weights(ok(updates["mirrored_one_kept"]), ok(updates["one_kept"]))
+    err = updates["mirrored_none_kept"].get("error", "")  # the run's traceback, as stderr would show it
+    assert err, "no kept step at all should fail"
     assert "No episode ended within max_rollout_steps" in err and "zero-size array" not in err
 
 
+@LEARNED_WORKER
 @pytest.mark.slow
-def test_a_callback_stopping_the_chief_stops_every_worker_at_the_same_update():
+def test_a_callback_stopping_the_chief_stops_every_worker_at_the_same_update(learned):
     # Only the chief's callback says stop (as an EarlyStopping on the chief would): worker 1 must follow.
-    workers = cluster("--task", "learn", "--max-updates", "6", "--chief-stops-at", "2")
+    workers = learned["chief_stops"]
     assert [w["updates"] for w in workers] == [2, 2]
     assert_same_weights(workers[1], workers[0])
