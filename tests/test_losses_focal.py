@@ -936,6 +936,7 @@ def mirrored_focal_runs():
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("focal-mirrored")  # both tasks on one xdist worker: the fixture's process starts once
 @pytest.mark.parametrize("task", ["softmax", "sigmoid"])
 def test_mirrored_on_two_cpu_devices_equals_one_device(task, mirrored_focal_runs):
     # The one-device reference runs here, in the test's own process (default strategy).
