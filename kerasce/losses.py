@@ -155,7 +155,7 @@ class _Checks:
         """Checks ``0 <= values <= high`` (``< high``), and that they are integers if `integral`; the message
         reports min and max.
 
-        Two reductions, no elementwise pass. NaN propagates through min / max and fails the comparison,
+        Min and max (and all, if integral). NaN propagates through min / max and fails the comparison,
         so NaN is rejected too. Returns `values`. Under XLA there is no message to report, and the check
         becomes elementwise and fuses into the loss's own passes instead of a separate reduction: with
         `poison`, `values` come back NaN where out of range (the NaN reaches the loss and its gradients
