@@ -167,6 +167,7 @@ class ReinforceAgent(keras.Model):
         self.policy_loss_tracker = keras.metrics.Mean(name="policy_loss")
         self.entropy_tracker = keras.metrics.Mean(name="entropy")
         self.value_loss_tracker = keras.metrics.Mean(name="value_loss") if self.baseline else None
+        self._reset_trackers_function: Callable[[], None] | None = None
 
         # Training state, saved by save_checkpoint: counters and the per-episode / per-update history.
         self.updates = 0
@@ -503,9 +504,28 @@ class ReinforceAgent(keras.Model):
 
             data = strategy.experimental_distribute_values_from_function(split)
         self.make_train_function()
-        self.reset_metrics()
+        self._reset_trackers()
         logs = self.train_function(iter([data]))
         return {k: float(v) for k, v in logs.items()}
+
+    def _reset_trackers(self) -> None:
+        """Zero the metric trackers, so that the next step's logs are that step's values.
+
+        Not ``reset_metrics()``: Keras's ``Variable.assign`` reads the variable back, and under a multi-worker
+        strategy reading a tracker's (sync-on-read) variable is a collective all-reduce, one per variable:
+        measured 140 ms per update for four trackers on two local workers. A compiled assignment without
+        read-back costs under 1 ms.
+        """
+        if self._reset_trackers_function is None:
+            variables = [variable.value for metric in self.metrics for variable in metric.variables]
+
+            @tf.function
+            def reset() -> None:
+                for variable in variables:
+                    variable.assign(tf.zeros(variable.shape, variable.dtype), read_value=False)
+
+            self._reset_trackers_function = reset
+        self._reset_trackers_function()
 
     def learn(
         self,

@@ -30,7 +30,8 @@ retracing (and so its collective ops) in step across workers.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import weakref
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -81,7 +82,29 @@ def all_gather(strategy: tf.distribute.Strategy, row: Sequence[float] | np.ndarr
         return tf.constant(mine if context.replica_id_in_sync_group % local == 0 else zeros)
 
     values = strategy.experimental_distribute_values_from_function(value)
-    return strategy.reduce(tf.distribute.ReduceOp.SUM, values, axis=None).numpy()
+    return _summing_function(strategy)(values).numpy()
+
+
+_SUMMING_FUNCTIONS: weakref.WeakKeyDictionary[tf.distribute.Strategy, Callable[[object], tf.Tensor]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _summing_function(strategy: tf.distribute.Strategy) -> Callable[[object], tf.Tensor]:
+    """``strategy.reduce(SUM)`` compiled once per strategy (retraced per row length).
+
+    Eagerly, a collective reduce starts a thread pool on every call: about 12 ms per all-gather on two
+    local workers against about 5 ms compiled (measured), and a learner all-gathers three times per update.
+    """
+    if strategy not in _SUMMING_FUNCTIONS:
+        owner = weakref.ref(strategy)  # a strong reference in the value would keep the key alive
+
+        @tf.function
+        def summed(values):
+            return owner().reduce(tf.distribute.ReduceOp.SUM, values, axis=None)  # type: ignore[union-attr]
+
+        _SUMMING_FUNCTIONS[strategy] = summed
+    return _SUMMING_FUNCTIONS[strategy]
 
 
 def combine_moments(counts: np.ndarray, means: np.ndarray, m2s: np.ndarray) -> tuple[float, float]:

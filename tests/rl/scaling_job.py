@@ -125,6 +125,9 @@ def update_task(args, strategy) -> dict:
     learner = (Mutant if args.mutation != "none" else driver)(agent, env)
     normalised = learner.finish_returns(returns.astype(np.float32), mask, update=0)
     batch = (observations[mask], actions[mask], normalised[mask].astype(np.float32), None)
+    learner.train_on_batch(batch)
+    # A second update on the same batch: its logs must be its own (the trackers are zeroed in between on
+    # every replica), so they are compared with the one-device run's second update.
     metrics = learner.train_on_batch(batch)
     env.close()
     return {

@@ -63,6 +63,22 @@ def test_train_step_gradient_equals_analytic_reinforce_gradient(ent_coef):
     np.testing.assert_allclose(logs["loss"], np.mean(g * ce) - ent_coef * entropy.mean(), rtol=1e-5, atol=1e-7)
 
 
+def test_each_updates_logs_are_that_updates_values():
+    """learn() logs one update per row: the trackers are zeroed before each step (mutation tried: the reset
+    dropped, so the second update logs the mean over both -> red)."""
+    agent = linear_agent(ent_coef=0.1)
+    rng = np.random.default_rng(3)
+    agent._train_on_batch(*batch(rng))
+    x, a, g = batch(rng, size=9)
+    w, b = (v.astype(np.float64) for v in agent.policy.get_weights())
+    p = np_softmax(x.astype(np.float64) @ w + b)
+    ce = -np.log(p[np.arange(len(a)), a])
+    entropy = -(p * np.log(p)).sum(-1).mean()
+    logs = agent._train_on_batch(x, a, g)
+    np.testing.assert_allclose(logs["policy_loss"], np.mean(g * ce), rtol=1e-5)
+    np.testing.assert_allclose(logs["entropy"], entropy, rtol=1e-5)
+
+
 @pytest.mark.slow
 def test_baseline_logs_value_loss_and_uses_advantages():
     agent = ReinforceAgent((3,), 2, baseline=True, vf_coef=0.5, seed=0)
