@@ -5,13 +5,13 @@
 
 For each env and seed, runs examples/reinforce_cartpole.py through ``python -m kerasce.launch --workers W``
 for W = 1 and W = 2, interleaved, with the same GLOBAL number of envs (``--num-envs`` split across the
-workers), one thread per worker (TensorFlow intra/inter-op, OpenMP, BLAS: ``--threads 1``) and the env's
-one-process vectorization (native or ``sync``), so that the figures measure the workers, not the env's own
-parallelism. Reads each run's metrics.json: aggregate collection env steps/s (all workers' steps over
-the slowest worker's collection time), time per update, time to the target (the training stops when the
-100-episode mean and the greedy evaluation reach the env's reward threshold). Prints a table and the
-ratios 2 workers / 1 worker (medians over seeds), and the uptime load average: timings taken while other
-work runs on the machine are not the machine's.
+workers), one thread per worker (TensorFlow intra/inter-op, OpenMP, BLAS: ``--threads 1``), each worker pinned
+to a core of its own (``--pin``; the 1-worker run too) and the env's one-process vectorization (native or
+``sync``), so that the figures measure the workers, not the env's own parallelism. Reads each run's
+metrics.json: aggregate collection env steps/s (all workers' steps over the slowest worker's collection time),
+time per update, time to the target (the training stops when the 100-episode mean and the greedy evaluation
+reach the env's reward threshold). Prints a table and the ratios 2 workers / 1 worker (medians over seeds),
+and the uptime load average: timings taken while other work runs on the machine are not the machine's.
 
 Targets on a 2-core machine: steps/s ratio >= 1.7, time-to-target ratio (Acrobot-v1) <= 0.65.
 """
@@ -56,6 +56,7 @@ def run(env: str, seed: int, workers: int, args: argparse.Namespace, scratch: Pa
         str(workers),
         "--threads",
         "1",
+        "--pin",
         str(EXAMPLE),
         "--strategy",
         "multiworker",

@@ -5,7 +5,10 @@
 Every worker runs ``python SCRIPT ARGS...`` with ``TF_CONFIG`` naming a cluster of ``--workers`` workers
 on free ports of 127.0.0.1 (worker 0 is the chief) and its own index, and with its TensorFlow, OpenMP
 and BLAS thread pools limited to ``--threads`` (default: the cores divided among the workers), so that
-N workers share the machine instead of fighting over it. Output lines are prefixed with ``[w<i>]``.
+N workers share the machine instead of fighting over it. With ``--pin`` each worker is also bound to
+cores of its own (worker ``i`` to the ``i``-th group of ``--threads`` cores this process may use): its
+side threads (gRPC, collectives) then never preempt another worker's main thread. Output lines are
+prefixed with ``[w<i>]``.
 
 The launch fails as a whole: when one worker exits with an error, the others get SIGINT (then SIGKILL
 after ``--grace`` seconds), and the launcher exits with that worker's code, naming it. Ctrl-C (SIGINT)
@@ -28,7 +31,7 @@ import threading
 import time
 from collections.abc import Sequence
 
-__all__ = ["launch", "main", "tf_configs"]
+__all__ = ["launch", "main", "tf_configs", "worker_cpus"]
 
 
 def tf_configs(num_workers: int, host: str = "127.0.0.1") -> list[str]:
@@ -70,22 +73,47 @@ def _relay(stream, prefix: str, out) -> None:
     stream.close()
 
 
-def launch(command: Sequence[str], workers: int, threads: int | None = None, grace: float = 20.0) -> int:
+def default_threads(workers: int) -> int:
+    """Threads per worker when not given: the cores divided among the workers, at least 1."""
+    return max((os.cpu_count() or 1) // max(workers, 1), 1)
+
+
+def worker_cpus(workers: int, threads: int) -> list[list[int]]:
+    """Disjoint groups of `threads` CPUs, one per worker, from those this process may run on.
+
+    Raises:
+      ValueError: fewer than ``workers * threads`` CPUs are available.
+    """
+    available = sorted(os.sched_getaffinity(0))
+    if workers * threads > len(available):
+        raise ValueError(
+            f"Cannot pin {workers} workers x {threads} threads to cores of their own: only {len(available)} CPUs "
+            f"are available ({available}). Lower --workers or --threads, or leave out --pin."
+        )
+    return [available[i * threads : (i + 1) * threads] for i in range(workers)]
+
+
+def launch(
+    command: Sequence[str], workers: int, threads: int | None = None, grace: float = 20.0, pin: bool = False
+) -> int:
     """Run `command` (argv of a Python script and its arguments) as `workers` local workers.
+
+    With `pin`, worker ``i`` runs on the CPUs ``worker_cpus(workers, threads)[i]`` (Linux).
 
     Returns:
       0 when every worker succeeds; else the exit code of the first worker that failed (130 after a
       forwarded Ctrl-C).
 
     Raises:
-      ValueError: `workers` < 1, `threads` < 1, or an empty command.
+      ValueError: `workers` < 1, `threads` < 1, an empty command, or `pin` with too few CPUs.
     """
     if not command:
         raise ValueError("Expected a script to run, e.g. examples/reinforce_cartpole.py --strategy multiworker.")
     if threads is None:
-        threads = max((os.cpu_count() or 1) // max(workers, 1), 1)
+        threads = default_threads(workers)
     if threads < 1:
         raise ValueError(f"Expected threads >= 1, got {threads}.")
+    cpus = worker_cpus(workers, threads) if pin else None
     configs = tf_configs(workers)
     procs: list[subprocess.Popen] = []
     relays = []
@@ -99,6 +127,9 @@ def launch(command: Sequence[str], workers: int, threads: int | None = None, gra
             text=True,
             start_new_session=True,
         )
+        if cpus is not None:
+            # Bound right after exec, before the interpreter starts a thread: later threads inherit it.
+            os.sched_setaffinity(proc.pid, cpus[i])
         procs.append(proc)
         relay = threading.Thread(target=_relay, args=(proc.stdout, f"[w{i}] ", sys.stdout), daemon=True)
         relay.start()
@@ -168,6 +199,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="TensorFlow/OpenMP/BLAS threads per worker (default: cores // workers, at least 1)",
     )
     parser.add_argument(
+        "--pin",
+        action="store_true",
+        help="bind each worker to --threads cores of its own (Linux; default: the OS schedules them)",
+    )
+    parser.add_argument(
         "--grace",
         type=float,
         default=20.0,
@@ -180,9 +216,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--workers must be >= 1; got {args.workers}.")
     if args.threads is not None and args.threads < 1:
         parser.error(f"--threads must be >= 1; got {args.threads}.")
+    if args.pin:
+        try:
+            worker_cpus(args.workers, args.threads or default_threads(args.workers))
+        except ValueError as error:
+            parser.error(str(error))
     if not os.path.isfile(args.script):
         parser.error(f"no such script: {args.script!r}")
-    return launch([args.script, *args.args], args.workers, args.threads, args.grace)
+    return launch([args.script, *args.args], args.workers, args.threads, args.grace, pin=args.pin)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 the workers are tiny Python scripts, so each test takes a second or two."""
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -10,7 +11,7 @@ import time
 
 import pytest
 
-from kerasce.launch import tf_configs
+from kerasce.launch import tf_configs, worker_cpus
 
 LAUNCH = [sys.executable, "-m", "kerasce.launch"]
 
@@ -112,9 +113,42 @@ def test_ctrl_c_is_forwarded_to_every_worker(tmp_path):
     assert (tmp_path / "stopped0").exists() and (tmp_path / "stopped1").exists()
 
 
+def test_pinned_workers_and_their_threads_run_on_cpus_of_their_own(tmp_path):
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("needs 2 CPUs")
+    worker = script(
+        tmp_path,
+        """
+        import json, os, threading
+        index = json.loads(os.environ["TF_CONFIG"])["task"]["index"]
+        seen = []
+        thread = threading.Thread(target=lambda: seen.append(sorted(os.sched_getaffinity(0))))
+        thread.start(); thread.join()
+        print("cpus", index, sorted(os.sched_getaffinity(0)), seen[0])
+    """,
+    )
+    done = subprocess.run(
+        LAUNCH + ["--workers", "2", "--threads", "1", "--pin", worker], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    expected = worker_cpus(2, 1)
+    lines = sorted(line for line in done.stdout.splitlines() if "cpus" in line)
+    assert lines == [f"[w{i}] cpus {i} {expected[i]} {expected[i]}" for i in range(2)]
+    assert expected[0] != expected[1]
+
+
+def test_worker_cpus_are_disjoint_groups_and_too_many_is_a_clear_error():
+    cpus = sorted(os.sched_getaffinity(0))
+    groups = worker_cpus(len(cpus), 1)
+    assert groups == [[c] for c in cpus]
+    with pytest.raises(ValueError, match=f"only {len(cpus)} CPUs"):
+        worker_cpus(len(cpus) + 1, 1)
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [
+        (["--workers", "64", "--threads", "64", "--pin", "x.py"], "Cannot pin 64 workers x 64 threads"),
         (["--workers", "0", "x.py"], "--workers must be >= 1"),
         (["--workers", "2", "--threads", "0", "x.py"], "--threads must be >= 1"),
         (["--workers", "2", "no_such_script.py"], "no such script"),
