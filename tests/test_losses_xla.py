@@ -263,6 +263,26 @@ def test_a_stated_label_form_that_does_not_fit_is_a_clear_error(call, message):
         call()
 
 
+def test_under_xla_exactly_the_bad_entries_are_nan():
+    """The XLA check is elementwise (a clamp that must change nothing); each bad id or label poisons its own
+    example and no other, against the float64 reference for the good ones. Mutation tried: the integer clamp
+    without the comparison against the float value (fractions pass) -> red."""
+    ids = np.array([0, -0.5, 2.5, 3, 1e10, -1e10, np.inf, np.nan, 2, 1e-7, 1.9999], np.float32)
+    bad = np.array([False, True, True, True, True, True, True, True, False, True, True])
+    rng = np.random.default_rng(5)
+    logits = rng.normal(size=(len(ids), 3)).astype(np.float32)
+    got = tf.function(lambda y, z: L.softmax_cross_entropy(y, z), jit_compile=True)(ids, logits).numpy()
+    assert np.isnan(got[bad]).all()
+    np.testing.assert_allclose(
+        got[~bad], ref_softmax_ce(ids[~bad].astype(int), logits[~bad], sparse=True)[0], rtol=1e-6
+    )
+    labels = np.array([[0, 1, 0.5], [-1e-3, 0, 0], [0, 1.01, 0], [np.nan, 0, 0], [0, 0, np.inf], [1, 1, 1]], np.float32)
+    logits = rng.normal(size=labels.shape).astype(np.float32)
+    got = tf.function(lambda y, z: L.sigmoid_cross_entropy(y, z), jit_compile=True)(labels, logits).numpy()
+    assert np.isnan(got[1:5]).all()
+    np.testing.assert_allclose(got[[0, 5]], ref_sigmoid_ce(labels[[0, 5]], logits[[0, 5]]), rtol=1e-6)
+
+
 @pytest.mark.parametrize("jit_compile", [False, True])
 def test_dense_labels_of_another_shape_are_caught_at_run_time(jit_compile):
     # [B, 1] labels stated dense would broadcast against [B, 3] predictions: a run-time shape check stops it.
