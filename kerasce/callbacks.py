@@ -7,8 +7,12 @@ import math
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import keras
+
+if TYPE_CHECKING:
+    import numpy as np
 
 _BEST_JSON = "best.json"
 _BEST_WEIGHTS = "best_weights.npz"
@@ -184,6 +188,9 @@ class EvalCallback(keras.callbacks.Callback):
         self.directory: Path | None = None
         self._carried: dict[str, float] = {}
         self.latest_logs: dict[str, float] = {}  # what on_epoch_end added to the logs
+        # Set by kerasce.rl.distributed.DistributedLearner: (worker, workers, gather). Each worker then plays
+        # its own contiguous share of the episodes and `gather` assembles every worker's in episode order.
+        self.share: tuple[int, int, Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]] | None = None
 
     @property
     def last(self) -> dict[str, float] | None:
@@ -237,16 +244,27 @@ class EvalCallback(keras.callbacks.Callback):
         """Run one evaluation of the current weights now; returns (and records) its summary."""
         import numpy as np
 
-        from kerasce.rl.evaluation import evaluate_policy
+        from kerasce.rl.evaluation import Evaluation, evaluate_policy
 
         agent = self.model
         run_seed = self.seed if self.seed is not None else (getattr(agent, "_run_seed", None) or 0)
         update = int(getattr(agent, "updates", epoch + 1))
         # Fresh seeds per evaluation, disjoint in practice from the training resets (another key).
         base = int(np.random.SeedSequence([int(run_seed), update, 1]).generate_state(1)[0] % 2**30)
-        result = evaluate_policy(
-            agent.policy_sampler().logits, self.env, self.episodes, base, action_mask=self.action_mask
-        )
+        logits = agent.policy_sampler().logits
+        if self.share is None:
+            result = evaluate_policy(logits, self.env, self.episodes, base, action_mask=self.action_mask)
+        else:
+            # Episode i is still reset with base + i: the same evaluation as on one worker, in 1/W of the time.
+            worker, workers, gather = self.share
+            lo, hi = (self.episodes * worker) // workers, (self.episodes * (worker + 1)) // workers
+            mine = (
+                evaluate_policy(logits, self.env, hi - lo, base + lo, action_mask=self.action_mask)
+                if hi > lo
+                else Evaluation(np.zeros(0), np.zeros(0, np.int64), base + lo)
+            )
+            returns, lengths = gather(mine.returns, mine.lengths)
+            result = Evaluation(returns=returns, lengths=lengths, seed=base)
         summary = {
             "epoch": epoch,
             "update": update,

@@ -182,6 +182,22 @@ class DistributedLearner(Learner):
         agent._run_seed = int(rows[0, 0])  # the chief's: one run, whichever seed each worker drew
         # First episodes only: at most one completed episode per sub-env and update.
         self.episode_capacity = int(rows[:, 2].max())
+        if self.evaluation is not None and self.workers > 1:
+            self.evaluation.share = (self.worker, self.workers, self._gather_episodes)
+
+    def _gather_episodes(self, returns: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Every worker's evaluation episodes ``(returns, lengths)``, concatenated in worker order."""
+        capacity = -(-self.evaluation.episodes // self.workers) if self.evaluation is not None else 0
+        row = np.zeros(1 + 2 * capacity)
+        row[0] = returns.size
+        row[1 : 1 + returns.size] = returns
+        row[1 + capacity : 1 + capacity + lengths.size] = lengths
+        rows = all_gather(self.strategy, row)
+        counts = rows[:, 0].astype(int)
+        return (
+            np.concatenate([r[1 : 1 + n] for r, n in zip(rows, counts)]),
+            np.concatenate([r[1 + capacity : 1 + capacity + n] for r, n in zip(rows, counts)]).astype(np.int64),
+        )
 
     def _kept_steps(self) -> np.ndarray:
         """This update's kept steps per worker, gathered by :meth:`finish_returns`."""

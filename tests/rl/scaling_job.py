@@ -56,6 +56,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-seconds", type=float, default=None)
     parser.add_argument("--max-updates", type=int, default=None)
     parser.add_argument("--total-timesteps", type=int, default=None)
+    parser.add_argument("--eval-episodes", type=int, default=None, help="learn: a greedy evaluation every update")
     parser.add_argument("--checkpoint-dir", default=None, help="learn: checkpoints (a directory per worker)")
     parser.add_argument(
         "--chief-stops-at",
@@ -165,6 +166,11 @@ def _learn(args, strategy) -> dict:
                 self.model.stop_training = True  # as EarlyStopping does
 
     checkpoint_dir = None if args.checkpoint_dir is None else distribute.worker_path(args.checkpoint_dir, strategy)
+    evaluation = None
+    if args.eval_episodes is not None:
+        from kerasce.callbacks import EvalCallback
+
+        evaluation = EvalCallback("CartPole-v1", episodes=args.eval_episodes, eval_every=1, restore_best=False)
     agent.learn(
         "CartPole-v1",
         total_timesteps=args.total_timesteps,
@@ -174,8 +180,18 @@ def _learn(args, strategy) -> dict:
         resume=True,
         checkpoint_every=1,
         callbacks=[Die()],
+        evaluation=evaluation,
     )
+    reevaluated = None
+    if evaluation is not None and evaluation.last is not None:
+        from kerasce.rl.evaluation import evaluate_policy
+
+        # The last evaluation's episodes played again here, all of them on this worker (same final weights).
+        last = evaluation.last
+        replay = evaluate_policy(agent.policy_sampler().logits, "CartPole-v1", int(last["episodes"]), int(last["seed"]))
+        reevaluated = {"mean": replay.mean, "std": replay.std, "last": last, "count": len(evaluation.evaluations)}
     return {
+        "reevaluated": reevaluated,
         "worker": worker_index(strategy)[0],
         "updates": agent.updates,
         "env_steps": agent.env_steps,

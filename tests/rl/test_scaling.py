@@ -194,7 +194,8 @@ NUM_ENVS = 4  # per worker (scaling_job.build_agent)
 # One 2-worker cluster runs these learn() runs one after the other, each with a new agent:
 LEARN = {
     # three updates; worker 1's clock runs 1000x fast (its max_seconds would pass at once): per_worker below
-    "three_updates": ("--task", "learn", "--max-updates", "3", "--max-seconds", "60"),
+    # (and a greedy evaluation of 5 episodes after every update, shared out 2 + 3 between the workers)
+    "three_updates": ("--task", "learn", "--max-updates", "3", "--max-seconds", "60", "--eval-episodes", "5"),
     "total_timesteps": ("--task", "learn", "--total-timesteps", "300", "--max-updates", "50"),
     # only the chief's callback says stop (as an EarlyStopping on the chief would)
     "chief_stops": ("--task", "learn", "--max-updates", "6", "--chief-stops-at", "2"),
@@ -235,6 +236,18 @@ def test_workers_collect_their_own_episodes_and_count_all_of_them(three_updates)
     # The chief's episodes come first, then worker 1's: different seeds, different episodes.
     first = chief["episode_returns"][: 2 * NUM_ENVS]
     assert first[:NUM_ENVS] != first[NUM_ENVS:]
+
+
+@LEARNED_WORKER
+@pytest.mark.slow
+def test_workers_share_out_the_evaluation_episodes_and_get_the_one_worker_evaluation(three_updates):
+    # Each worker plays its share of the episodes (seeds base + i kept); the gathered evaluation equals all
+    # the episodes played on one worker. Mutation tried: each worker's share reset from `base` -> red.
+    for worker in three_updates:
+        replay = worker["reevaluated"]
+        assert replay["count"] == 3 and replay["last"]["episodes"] == 5
+        assert replay["last"]["mean"] == replay["mean"] and replay["last"]["std"] == replay["std"]
+    assert three_updates[0]["reevaluated"] == three_updates[1]["reevaluated"]
 
 
 @LEARNED_WORKER
