@@ -82,7 +82,7 @@ def time_interleaved(steps: dict, data, rounds: int, calls: int) -> dict[str, li
     for step in steps.values():  # trace and warm up
         for _ in range(5):
             float(step(data)["loss"])
-    samples = {name: [] for name in steps}
+    samples: dict[str, list[float]] = {name: [] for name in steps}
     order = list(steps)
     for _ in range(rounds):
         order.reverse()  # alternate who goes first, so neither always runs right after the other

@@ -88,7 +88,7 @@ def time_interleaved(steps: dict, labels, logits, rounds: int, calls: int) -> di
     for step in steps.values():  # trace and warm up
         for _ in range(5):
             step(labels, logits)[1].numpy()
-    samples = {name: [] for name in steps}
+    samples: dict[str, list[float]] = {name: [] for name in steps}
     for _ in range(rounds):
         for name, step in steps.items():
             start = time.perf_counter()

@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         sampler = agent.policy_sampler()
         envs = {mode: make_vector_env(env_id, args.num_envs, mode=mode) for mode in ("sync", "async")}
         rng = np.random.default_rng(0)
-        measured = {mode: [] for mode in envs}
+        measured: dict[str, list[float]] = {mode: [] for mode in envs}
         try:
             for _ in range(args.rounds):
                 for mode, env in envs.items():

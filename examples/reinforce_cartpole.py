@@ -33,8 +33,9 @@ import re
 import shutil
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # pygame renders off-screen
 
@@ -51,6 +52,8 @@ from kerasce.runs import (
 )
 
 if TYPE_CHECKING:
+    import gymnasium
+    import numpy as np
     from PIL import Image
 
     from kerasce.rl import ReinforceAgent
@@ -139,14 +142,18 @@ def greedy_episode(
 
     env = make_vector_env(env_id, 1, mode="sync", render_mode="rgb_array")
     sampler = agent.policy_sampler()
-    frames, total = [], 0.0
+    # The agent accepts Discrete actions only (gymnasium's stubs type the space as Space).
+    action_space = cast("gymnasium.spaces.Discrete", env.single_action_space)
+    frames: list[Image.Image] = []
+    total = 0.0
     obs, infos = env.reset(seed=seed)
-    for step in range(env.spec.max_episode_steps or max_frames):
+    for step in range((env.spec.max_episode_steps if env.spec else None) or max_frames):
         if step % 2 == 0 and len(frames) < max_frames:
-            frame = Image.fromarray(env.render()[0])
+            images = cast("tuple[np.ndarray, ...]", env.render())  # rgb_array: one image per sub-env
+            frame = Image.fromarray(images[0])
             frames.append(frame.resize((frame.width // 2, frame.height // 2)))
         mask = info_action_mask(obs, infos) if agent.use_action_mask else None
-        action = greedy_actions(mask_logits(sampler.logits(obs), mask)) + int(env.single_action_space.start)
+        action = greedy_actions(mask_logits(sampler.logits(obs), mask)) + int(action_space.start)
         obs, reward, terminated, truncated, infos = env.step(action)
         total += float(reward[0])
         if terminated[0] or truncated[0]:
@@ -268,9 +275,15 @@ def main(argv: list[str] | None = None) -> dict:
     )
     wall_seconds = time.perf_counter() - learn_start  # this run's learn(), evaluations included
     # The best evaluation's weights are the agent's now (EvalCallback.restore_best).
-    best = evaluation.best or {"mean": math.nan, "std": math.nan, "episodes": 0, "seed": None, "update": None}
+    best: Mapping[str, float | None] = evaluation.best or {
+        "mean": math.nan,
+        "std": math.nan,
+        "episodes": 0,
+        "seed": None,
+        "update": None,
+    }
     trained = target is not None and len(agent.episode_returns) >= 100 and agent.mean_return(100) >= target
-    solved = trained and best is not None and best["mean"] >= target
+    solved = trained and evaluation.best is not None and evaluation.best["mean"] >= target
     steps_per_second = agent.env_steps / max(agent.collect_seconds, 1e-9)
     print(
         f"{'solved' if solved else 'not solved'}: mean return (100 episodes) {agent.mean_return(100):.1f}, "

@@ -33,8 +33,8 @@ if any(m == "kerasce" or m.startswith("kerasce.") for m in sys.modules):
 """
 
 
-def run_without_kerasce(code: str, *args: str, cwd: str | os.PathLike) -> str:
-    """Runs `code` (with ``sys.argv[1:] == args``) in an isolated interpreter; returns its stdout."""
+def run_without_kerasce(code: str, *args: object, cwd: str | os.PathLike) -> str:
+    """Runs `code` (with ``sys.argv[1:] == [str(a) for a in args]``) in an isolated interpreter; returns its stdout."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["TF_CPP_MIN_LOG_LEVEL"] = "3"
     script = _PRELUDE + textwrap.dedent(code) + _POSTLUDE

@@ -205,6 +205,7 @@ def _micro_f1_range(labels, scores, slack=PROBABILITY_SLACK):
 
 def _example_module():
     spec = importlib.util.spec_from_file_location("image_classifier_example", EXAMPLE)
+    assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -103,6 +103,7 @@ def test_ctrl_c_is_forwarded_to_every_worker(tmp_path):
     proc = subprocess.Popen(
         LAUNCH + ["--workers", "2", worker], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
+    assert proc.stdout is not None and proc.stderr is not None
     ready = 0
     while ready < 2:  # both workers have installed their handler
         line = proc.stdout.readline()

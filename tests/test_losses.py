@@ -64,7 +64,7 @@ def ref_sigmoid_ce(labels, pred, *, from_logits=True, smoothing=0.0, pos_weight=
         log_p, log_not_p = np.log(np.clip(x, EPS, 1 - EPS)), np.log(np.clip(1 - x, EPS, 1 - EPS))
     w = 1.0 if pos_weight is None else np.asarray(pos_weight, np.float64)
     if pos_weight is not None and np.ndim(w) == 1 and x.ndim > 1:
-        w = w.reshape([-1] + [1] * (x.ndim - 1 - axis % x.ndim))
+        w = np.reshape(w, [-1] + [1] * (x.ndim - 1 - axis % x.ndim))
     per_label = -(w * y * log_p + (1 - y) * log_not_p)
     return per_label if x.ndim == 1 else per_label.mean(axis=axis)
 

@@ -92,7 +92,7 @@ def ref_sigmoid_focal(
         log_p, log_q = np.log(np.clip(x, EPS, 1 - EPS)), np.log(np.clip(1 - x, EPS, 1 - EPS))
     w = 1.0 if pos_weight is None else np.asarray(pos_weight, np.float64)
     if np.ndim(w) == 1 and x.ndim > 1:
-        w = w.reshape([-1] + [1] * (x.ndim - 1 - axis % x.ndim))
+        w = np.reshape(w, [-1] + [1] * (x.ndim - 1 - axis % x.ndim))
     a_pos, a_neg = (1.0, 1.0) if alpha is None else (alpha, 1.0 - alpha)
     per_label = -(a_pos * w * y * np.exp(gamma * log_q) * log_p + a_neg * (1 - y) * np.exp(gamma * log_p) * log_q)
     return per_label if x.ndim == 1 else per_label.mean(axis=axis)
@@ -775,6 +775,7 @@ def test_get_config_holds_the_focal_options_and_revives(loss):
 def test_compile_fit_save_load_round_trip(tmp_path, multilabel):
     rng = np.random.default_rng(14)
     x = rng.normal(size=(64, 6)).astype(np.float32)
+    y: np.ndarray  # multi-hot float32, or int64 class ids
     if multilabel:
         y = (x[:, :3] > 0).astype(np.float32)
         loss = L.SigmoidCrossEntropy(focal_gamma=2.0, alpha=0.25)

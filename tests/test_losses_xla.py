@@ -441,6 +441,7 @@ def test_under_xla_raise_on_non_finite_loss_names_the_step():
         model.fit(
             x, labels, batch_size=6, epochs=1, verbose=0, shuffle=False, callbacks=[RaiseOnNonFiniteLoss(), Snapshot()]
         )
+    assert before is not None
     for a, b in zip(_state(model), before):
         np.testing.assert_array_equal(a, b)
 

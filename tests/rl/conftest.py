@@ -1,5 +1,7 @@
 """Fixtures of the rl tests."""
 
+import functools
+
 import gymnasium
 import pytest
 from scripted_envs import ScriptedEnv
@@ -13,7 +15,7 @@ def scripted_vec_env():
 
     def make(lengths, mode=gymnasium.vector.AutoresetMode.NEXT_STEP, copy=True, **kwargs):
         env = gymnasium.vector.SyncVectorEnv(
-            [lambda n=n: ScriptedEnv(n, **kwargs) for n in lengths], autoreset_mode=mode, copy=copy
+            [functools.partial(ScriptedEnv, n, **kwargs) for n in lengths], autoreset_mode=mode, copy=copy
         )
         envs.append(env)
         return env

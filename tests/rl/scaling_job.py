@@ -22,6 +22,7 @@ import os
 import sys
 import time
 import traceback
+from unittest import mock
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -115,8 +116,9 @@ def update_task(args, strategy) -> dict:
     class Mutant(DistributedLearner):
         def train_on_batch(self, batch):
             local = len(self.strategy.extended.worker_devices)
-            size = -(-int(self._kept.max()) // local)
-            mine = max(int(self._kept[self.worker]), 1)
+            kept = self._kept_steps()
+            size = -(-int(kept.max()) // local)
+            mine = max(int(kept[self.worker]), 1)
             if args.mutation == "per_worker_mean":  # each replica's mean over its own steps, averaged
                 weight = size * local / mine
             else:  # local_count: this worker's count where the global one belongs
@@ -142,13 +144,13 @@ def update_task(args, strategy) -> dict:
 def learn_task(args, strategy) -> dict:
     import kerasce.rl.learner as learner_module
 
-    if args.clock_scale != 1.0:  # this worker's clock disagrees with the chief's (for this run only)
-        real = time.perf_counter
-        learner_module.time = type("Clock", (), {"perf_counter": staticmethod(lambda: real() * args.clock_scale)})
-    try:
+    if args.clock_scale == 1.0:
         return _learn(args, strategy)
-    finally:
-        learner_module.time = time
+    # This worker's clock disagrees with the chief's (for this run only).
+    real = time.perf_counter
+    clock = type("Clock", (), {"perf_counter": staticmethod(lambda: real() * args.clock_scale)})
+    with mock.patch.object(learner_module, "time", clock):
+        return _learn(args, strategy)
 
 
 def _learn(args, strategy) -> dict:

@@ -85,6 +85,7 @@ def test_baseline_logs_value_loss_and_uses_advantages():
     agent.compile()
     x, a, g = batch(np.random.default_rng(1))
     p = np_softmax(keras.ops.convert_to_numpy(agent(x)).astype(np.float64))
+    assert agent.value_network is not None
     v = keras.ops.convert_to_numpy(agent.value_network(x))[:, 0].astype(np.float64)
     ce = -np.log(p[np.arange(len(a)), a])
     entropy = -(p * np.log(p)).sum(-1).mean()
@@ -308,6 +309,7 @@ def test_keras_round_trip_and_config(tmp_path):
     assert loaded.get_config() == agent.get_config()
     x = np.random.default_rng(0).normal(size=(5, 4)).astype(np.float32)
     np.testing.assert_allclose(loaded(x), agent(x), rtol=1e-6)
+    assert loaded.value_network is not None and agent.value_network is not None
     np.testing.assert_allclose(loaded.value_network(x), agent.value_network(x), rtol=1e-6)
     own = set(inspect.signature(ReinforceAgent.__init__).parameters) - {"self", "kwargs"}
     assert own <= set(agent.get_config())
@@ -548,6 +550,7 @@ def test_baseline_bootstraps_truncated_episodes_with_the_value_of_the_state_reac
     # the last return continues with gamma * V(s') for s' = [3, 3], the state the time limit cut off.
     env = scripted_vec_env([3], truncate=True)
     agent = ReinforceAgent((2,), 2, gamma=0.5, baseline=True, normalize_returns=False, seed=0)
+    assert agent.value_network is not None
     v = float(agent.value_network(np.array([[3.0, 3.0]], np.float32))[0, 0])
     train_on_batch, seen = agent._train_on_batch, []
 

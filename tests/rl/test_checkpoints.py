@@ -16,7 +16,8 @@ from kerasce.rl.checkpoints import HISTORY_FILE, STATE_FILE, CheckpointStore
 def test_each_save_writes_only_the_new_updates(scripted_vec_env, tmp_path, monkeypatch):
     env = scripted_vec_env([1, 2, 3])
     agent = ReinforceAgent((2,), 2, seed=0)
-    rows_per_save, dumps = [], json.dumps
+    rows_per_save: list[int] = []  # log rows written by each save
+    dumps = json.dumps
 
     def counting_dumps(obj, **kwargs):
         rows_per_save[-1] += "log" in obj

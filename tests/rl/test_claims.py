@@ -4,6 +4,8 @@ Public names only (`ReinforceAgent`, its Keras `train_on_batch` -> `train_step`,
 `NumpyPolicy`), so the tests hold whatever module the agent's parts live in.
 """
 
+from collections.abc import Callable
+
 import keras
 import numpy as np
 import pytest
@@ -104,7 +106,8 @@ def _reference_logits(model, shared, repeats, activation, observations):
     """The model's forward pass in float64 NumPy, written out: the shared layer applied `repeats` times."""
     kernel, bias = (np.asarray(w, np.float64) for w in shared.get_weights())
     out_kernel, out_bias = (np.asarray(w, np.float64) for w in model.layers[-1].get_weights())
-    act = {"tanh": np.tanh, "relu": lambda v: np.maximum(v, 0.0)}[activation]
+    activations: dict[str, Callable[[np.ndarray], np.ndarray]] = {"tanh": np.tanh, "relu": lambda v: np.maximum(v, 0.0)}
+    act = activations[activation]
     h = observations.astype(np.float64)
     for _ in range(repeats):
         h = act(h @ kernel + bias)

@@ -2,6 +2,7 @@
 rule, best weights), and the export played by plain TensorFlow reproducing the reported evaluation."""
 
 import json
+from typing import cast
 
 import gymnasium
 import keras
@@ -18,10 +19,11 @@ def replay_greedy(env_id, logits, seed, episodes):
     returns = []
     for i in range(episodes):
         env = gymnasium.make(env_id)
+        action_space = cast(gymnasium.spaces.Discrete, env.action_space)  # the stubs type it as Space
         obs, _ = env.reset(seed=seed + i)
         total, done = 0.0, False
         while not done:
-            action = int(np.argmax(logits(obs[None].astype(np.float32))[0])) + int(env.action_space.start)
+            action = int(np.argmax(logits(obs[None].astype(np.float32))[0])) + int(action_space.start)
             obs, reward, terminated, truncated, _ = env.step(action)
             total, done = total + float(reward), terminated or truncated
         env.close()
@@ -61,7 +63,8 @@ class FakeEvaluation:
 @pytest.mark.parametrize("eval_mean, eval_epoch, stops", [(10.0, 4, True), (9.0, 4, False), (10.0, 3, False)])
 def test_the_stop_rule_needs_a_fresh_greedy_evaluation_at_the_target(eval_mean, eval_epoch, stops):
     agent = ReinforceAgent((2,), 2)
-    stopper = StopAtMeanReturn(10.0, evaluation=FakeEvaluation(eval_mean, eval_epoch))
+    # A stand-in for EvalCallback: StopAtMeanReturn reads only its `last` evaluation.
+    stopper = StopAtMeanReturn(10.0, evaluation=cast(EvalCallback, FakeEvaluation(eval_mean, eval_epoch)))
     stopper.set_model(agent)
     agent.stop_training = False
     stopper.on_epoch_end(4, {"mean_return_100": 12.0, "episodes": 200.0})
@@ -102,6 +105,7 @@ def test_the_exported_policy_reproduces_the_reported_evaluation(tmp_path):
     evaluation = EvalCallback("CartPole-v1", episodes=4, eval_every=2)
     agent.learn("CartPole-v1", max_updates=4, evaluation=evaluation)
     best = evaluation.best
+    assert best is not None
     export_dir = agent.export_policy(tmp_path / "policy")
     code = """
         import json, sys

@@ -59,6 +59,7 @@ def reject_non_strict_json(constant):
 
 def load_example():
     spec = importlib.util.spec_from_file_location("reinforce_cartpole_example", EXAMPLE)
+    assert spec is not None and spec.loader is not None
     example = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(example)
     return example

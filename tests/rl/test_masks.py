@@ -1,6 +1,8 @@
 """Discrete observations (one-hot) and invalid-action masks: never sampled, -inf in the loss, an input
 of the export."""
 
+from collections.abc import Callable
+
 import gymnasium
 import keras
 import numpy as np
@@ -89,12 +91,12 @@ def test_learn_samples_only_valid_actions_and_trains_on_masks(source, monkeypatc
 
     monkeypatch.setattr(agent, "_train_on_batch", spy)
     allowed = 2
-    kwargs = {}
+    action_mask_fn: Callable[[np.ndarray, dict], np.ndarray] | None = None  # None: info["action_mask"]
     if source == "function":  # a user function overrides info["action_mask"]
         allowed = 1
-        kwargs["action_mask_fn"] = lambda obs, infos: np.eye(3, dtype=bool)[np.ones(len(obs), int)]
+        action_mask_fn = lambda obs, infos: np.eye(3, dtype=bool)[np.ones(len(obs), int)]
     try:
-        agent.learn(env, max_updates=2, **kwargs)
+        agent.learn(env, max_updates=2, action_mask_fn=action_mask_fn)
         taken = [a for sub in env.envs for a in sub.actions_taken]
     finally:
         env.close()
