@@ -7,6 +7,8 @@ from typing import Any
 import gymnasium
 import numpy as np
 
+from kerasce.rl.tabular import TABULAR_ENV_IDS, TabularVectorEnv
+
 __all__ = ["check_spaces", "info_action_mask", "make_vector_env", "one_hot_observations"]
 
 
@@ -55,7 +57,8 @@ def make_vector_env(env_id: str, num_envs: int, mode: str = "auto", **kwargs: An
     Args:
       env_id: a registered gymnasium id, e.g. ``"CartPole-v1"``.
       num_envs: number of sub-environments ``N >= 1``.
-      mode: ``"native"`` the env's own NumPy vector implementation; ``"sync"`` sub-envs stepped in
+      mode: ``"native"`` the env's own NumPy vector implementation (for the tabular envs Taxi, FrozenLake
+        and CliffWalking: :class:`kerasce.rl.tabular.TabularVectorEnv`); ``"sync"`` sub-envs stepped in
         turn in this process (sub-env ``i`` reset with ``seed`` is the single env reset with
         ``seed + i``); ``"async"`` one process per sub-env; ``"auto"`` native when the env has one,
         else sync.
@@ -75,9 +78,12 @@ def make_vector_env(env_id: str, num_envs: int, mode: str = "auto", **kwargs: An
         raise ValueError(
             f"Unknown gymnasium env id {env_id!r}; expected a registered id such as 'CartPole-v1' ({error})."
         ) from None
-    if mode == "native" and spec.vector_entry_point is None:
+    tabular = env_id in TABULAR_ENV_IDS and kwargs.get("render_mode") is None and not kwargs.get("fickle_passenger")
+    if mode == "native" and spec.vector_entry_point is None and not tabular:
         raise ValueError(f"{env_id!r} has no native vector implementation; use mode 'sync' or 'async'.")
     try:
+        if mode in ("auto", "native") and tabular:
+            return one_hot_observations(TabularVectorEnv(env_id, int(num_envs), **kwargs))
         if mode in ("auto", "native") and spec.vector_entry_point is not None:
             return one_hot_observations(
                 gymnasium.make_vec(env_id, num_envs=int(num_envs), vectorization_mode="vector_entry_point", **kwargs)

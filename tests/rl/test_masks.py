@@ -13,6 +13,7 @@ from scripted_envs import ScriptedEnv
 from kerasce.rl import ReinforceAgent, make_vector_env
 from kerasce.rl.envs import info_action_mask
 from kerasce.rl.rollout import sample_actions
+from kerasce.rl.tabular import TabularVectorEnv
 
 
 class MaskedEnv(ScriptedEnv):
@@ -122,7 +123,12 @@ def test_mask_errors_are_clear():
 @pytest.mark.parametrize("mode", ["auto", "sync"])
 def test_discrete_observations_arrive_one_hot(mode):
     env = make_vector_env("FrozenLake-v1", 3, mode=mode)
-    plain = gymnasium.make_vec("FrozenLake-v1", 3, vectorization_mode="sync")
+    # "auto" is kerasce's NumPy env of the table (its own random stream), "sync" gymnasium's (seed + i).
+    plain = (
+        TabularVectorEnv("FrozenLake-v1", 3)
+        if mode == "auto"
+        else gymnasium.make_vec("FrozenLake-v1", 3, vectorization_mode="sync")
+    )
     try:
         assert env.single_observation_space.shape == (16,)
         obs, _ = env.reset(seed=4)
