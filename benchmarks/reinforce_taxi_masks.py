@@ -37,7 +37,7 @@ def run(masks: bool, seed: int, max_seconds: float):
     agent = ReinforceAgent.from_env("Taxi-v4", **{**preset("Taxi-v4"), "use_action_mask": masks}, seed=seed)
     evaluation = EvalCallback("Taxi-v4", episodes=20, eval_every=10, target_return=TARGET)
     start = time.perf_counter()
-    agent.learn("Taxi-v4", target_return=TARGET, max_seconds=max_seconds, evaluation=evaluation)
+    agent.learn("Taxi-v4", target_return=TARGET, max_seconds=max_seconds, total_timesteps=None, evaluation=evaluation)
     wall = time.perf_counter() - start
     solved = agent.mean_return(100) >= TARGET and evaluation.best is not None and evaluation.best["mean"] >= TARGET
     return agent, evaluation, wall, solved
