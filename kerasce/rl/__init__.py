@@ -22,6 +22,7 @@ from kerasce.rl.rollout import (
     make_policy_sampler,
     sample_actions,
 )
+from kerasce.rl.tabular import TabularVectorEnv
 
 __all__ = [
     "CompiledPolicy",
@@ -33,6 +34,7 @@ __all__ = [
     "Rollout",
     "StopAtMeanReturn",
     "StopConditions",
+    "TabularVectorEnv",
     "build_mlp",
     "check_spaces",
     "collect_episodes",
