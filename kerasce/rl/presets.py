@@ -1,7 +1,7 @@
 """Per-env settings of the REINFORCE agent, in the spirit of RL Zoo's ``hyperparams/*.yml``.
 
-``PRESETS[env_id]`` holds ``ReinforceAgent`` constructor knobs (SB3 vocabulary) plus ``eval_every``
-for the example. Read them, copy them, override them:
+``PRESETS[env_id]`` holds ``ReinforceAgent`` constructor knobs (SB3 vocabulary). Read them, copy them,
+override them:
 
     from kerasce.rl import ReinforceAgent
     from kerasce.rl.presets import preset
@@ -23,17 +23,20 @@ PRESETS: dict[str, dict[str, Any]] = {
     "CartPole-v1": {},
     "Acrobot-v1": {"num_envs": 32, "learning_rate": 1e-2},
     # Tabular problems: a linear policy on the one-hot state; Taxi-v4 gives info["action_mask"].
-    "Taxi-v4": {"hidden_units": (), "use_action_mask": True, "num_envs": 64, "learning_rate": 0.05},
+    # 32 envs: with 64 (or 256) the masked run's training mean plateaued at 7.3-7.8, under the threshold 8.
+    "Taxi-v4": {"hidden_units": (), "use_action_mask": True, "num_envs": 32, "learning_rate": 0.05},
     "FrozenLake-v1": {"hidden_units": (), "num_envs": 64, "learning_rate": 0.05},
     # Long episodes with a time limit (1000 steps; a hovering lander is truncated): a learned baseline,
-    # which also bootstraps the truncated returns.
+    # which also bootstraps the truncated returns. A small entropy bonus: with 0.01 the sampled policy's
+    # training mean stayed near 100 for 900 s while its greedy play reached 222; with 0.001, seed 0 solves
+    # (training mean 246, greedy 207 over 20 episodes) in 676 s here, under load.
     "LunarLander-v3": {
         "baseline": True,
         "gamma": 0.99,
         "num_envs": 16,
         "hidden_units": (64, 64),
         "learning_rate": 3e-3,
-        "ent_coef": 0.01,
+        "ent_coef": 0.001,
         "max_grad_norm": 1.0,
         "max_rollout_steps": 1001,
     },
