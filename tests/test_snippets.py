@@ -3,19 +3,15 @@
 A snippet is a fenced block opened by three backticks and ``python``. Each runs alone (no state shared with
 the blocks before it) as ``python -c`` runs it, in an empty temporary directory, so it needs its own imports
 and its own tiny model, and files it writes go nowhere near the repository. The interpreters are forked from
-one that has imported tensorflow and keras and done nothing else (tests/snippet_zygote.py): the import is
+one that has imported tensorflow and keras and done nothing else (tests/zygote.py): the import is
 paid once per pytest worker instead of once per snippet. Shell blocks are checked where it is cheap: every
 ``python some/script.py`` they show names a script that exists.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import select
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -47,42 +43,12 @@ def test_the_documents_have_snippets():
     assert len(PYTHON_SNIPPETS) >= 8
 
 
-ZYGOTE = Path(__file__).with_name("snippet_zygote.py")
-TIMEOUT = 600  # seconds for one snippet
-
-
-@pytest.fixture(scope="module")
-def run_snippet(tmp_path_factory):
+@pytest.fixture
+def run_snippet(zygote):
     """``run_snippet(code, cwd)`` -> a CompletedProcess: ``code`` run as ``python -c`` in a fresh interpreter
-    (forked from snippet_zygote.py) that imports this checkout's kerasce."""
+    (forked from tests/zygote.py's, which imported tensorflow and keras) that imports this checkout's kerasce."""
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(ROOT), MPLBACKEND="Agg")
-    outputs = tmp_path_factory.mktemp("snippet-outputs")  # not in the snippet's own (empty) directory
-    zygote_log = outputs / "zygote.stderr"
-    with open(zygote_log, "w") as log:
-        zygote = subprocess.Popen(
-            [sys.executable, str(ZYGOTE)], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True
-        )
-
-    def run(code: str, cwd: Path) -> subprocess.CompletedProcess:
-        out, err = outputs / "stdout", outputs / "stderr"
-        request = {"code": code, "cwd": str(cwd), "stdout": str(out), "stderr": str(err)}
-        zygote.stdin.write(json.dumps(request) + "\n")
-        zygote.stdin.flush()
-        if not select.select([zygote.stdout], [], [], TIMEOUT)[0]:
-            zygote.kill()
-            raise AssertionError(f"the snippet did not finish in {TIMEOUT} s")
-        line = zygote.stdout.readline()
-        if not line:
-            raise AssertionError(f"snippet_zygote.py died ({zygote.wait()}):\n{zygote_log.read_text()[-3000:]}")
-        returncode = json.loads(line)["returncode"]
-        stdout, stderr = out.read_text(), err.read_text()
-        out.unlink()
-        err.unlink()
-        return subprocess.CompletedProcess(["python", "-c", code], returncode, stdout, stderr)
-
-    yield run
-    zygote.stdin.close()
-    zygote.wait(timeout=60)
+    return lambda code, cwd: zygote.run(code=code, env=env, cwd=cwd, timeout=600)
 
 
 @pytest.mark.slow
@@ -92,7 +58,7 @@ def test_python_snippet_runs_as_pasted(location, code, tmp_path, run_snippet):
     assert result.returncode == 0, f"{location} fails as pasted:\n{code}\n--- stderr ---\n{result.stderr[-4000:]}"
 
 
-@pytest.mark.slow  # starts snippet_zygote.py (a TensorFlow import)
+@pytest.mark.slow  # starts tests/zygote.py (a TensorFlow import)
 def test_a_broken_snippet_is_reported(tmp_path, run_snippet):
     """Negative control: the runner sees a failure (a snippet that uses a name it never imports)."""
     result = run_snippet("x = keras.layers.Dense(3)\n", tmp_path)
