@@ -56,10 +56,10 @@ def _fork_example(zygote, *flags, check=True):
     return result
 
 
-def _serve_without_kerasce(export_dir, images, tmp_path):
+def _serve_without_kerasce(zygote, export_dir, images, tmp_path):
     np.savez(tmp_path / "test_images.npz", images=images)
     out = tmp_path / "probabilities.npy"
-    run_without_kerasce(SERVE, export_dir, tmp_path / "test_images.npz", out, cwd=tmp_path)
+    run_without_kerasce(zygote, SERVE, export_dir, tmp_path / "test_images.npz", out, cwd=tmp_path)
     return np.load(out)
 
 
@@ -125,7 +125,7 @@ def test_killed_run_resumes_and_its_export_reproduces_without_kerasce(tmp_path, 
     assert metrics["dataset"] == "digits" and metrics["num_test"] == 355 and not metrics["multilabel"]
 
     images, labels = _test_split("digits", data_dir)
-    probabilities = _serve_without_kerasce(export_dir, images, tmp_path)
+    probabilities = _serve_without_kerasce(zygote, export_dir, images, tmp_path)
     assert probabilities.shape == (355, 10)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
     accuracy = np.mean(probabilities.argmax(axis=1) == labels)
@@ -161,7 +161,7 @@ def test_multilabel_export_reproduces_f1_and_auc_without_kerasce(tmp_path, zygot
         assert plot.format == "PNG"
 
     images, labels = _test_split("multi_digits", data_dir)
-    probabilities = _serve_without_kerasce(export_dir, images, tmp_path)
+    probabilities = _serve_without_kerasce(zygote, export_dir, images, tmp_path)
     assert probabilities.shape == (1000, 10) and probabilities.min() >= 0 and probabilities.max() <= 1
     f1_low, f1_high = _micro_f1_range(labels, probabilities)
     assert f1_low - 1e-12 <= metrics["test_micro_f1"] <= f1_high + 1e-12
