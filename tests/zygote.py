@@ -30,6 +30,7 @@ import sys
 import traceback
 import types
 from pathlib import Path
+from typing import Any
 
 # --- the server (python zygote.py) ------------------------------------------------------------------------
 
@@ -63,7 +64,8 @@ def _run_child(request: dict) -> None:
     except SystemExit:
         raise
     except BaseException as error:  # noqa: BLE001  (what the interpreter does with an uncaught exception)
-        traceback.print_exception(type(error), error, error.__traceback__.tb_next)
+        frames = error.__traceback__
+        traceback.print_exception(type(error), error, frames.tb_next if frames else None)  # without this frame
         sys.exit(1)
     sys.exit(0)
 
@@ -80,7 +82,7 @@ def _serve() -> None:
             pid = os.fork()
             if pid == 0:
                 _run_child(request)  # does not return
-            reply = {"pid": pid}
+            reply: dict[str, int | None] = {"pid": pid}
         else:  # "wait": blocks until the child ends; "poll": answers at once (returncode None while it runs)
             pid, status = os.waitpid(request["pid"], 0 if request["op"] == "wait" else os.WNOHANG)
             reply = {"returncode": os.waitstatus_to_exitcode(status) if pid else None}
@@ -106,18 +108,28 @@ class Zygote:
                 text=True,
                 env=env,
             )
+        if self._server.stdin is None or self._server.stdout is None:  # for the type checker: PIPE gives both
+            raise RuntimeError("zygote.py started without pipes")
+        self._requests, self._replies = self._server.stdin, self._server.stdout
 
-    def _ask(self, request: dict, timeout: float | None = None) -> dict | None:
-        """Sends a request and returns the reply, or None if none came within `timeout` seconds."""
-        if request:
-            self._server.stdin.write(json.dumps(request) + "\n")
-            self._server.stdin.flush()
-        if timeout is not None and not select.select([self._server.stdout], [], [], timeout)[0]:
+    def _send(self, request: dict[str, Any]) -> None:
+        self._requests.write(json.dumps(request) + "\n")
+        self._requests.flush()
+
+    def _reply(self, timeout: float | None = None) -> dict[str, Any] | None:
+        """The next reply, or None if none came within `timeout` seconds."""
+        if timeout is not None and not select.select([self._replies], [], [], timeout)[0]:
             return None
-        line = self._server.stdout.readline()
+        line = self._replies.readline()
         if not line:
             raise RuntimeError(f"zygote.py died ({self._server.wait()}):\n{self._log.read_text()[-3000:]}")
         return json.loads(line)
+
+    def _ask(self, request: dict[str, Any]) -> dict[str, Any]:
+        self._send(request)
+        reply = self._reply()
+        assert reply is not None  # no timeout: a reply or an exception
+        return reply
 
     def start(
         self,
@@ -131,7 +143,7 @@ class Zygote:
         environment (default: this process's), `cwd` the working directory (default: this process's)."""
         self._count += 1
         out, err = self.directory / f"{self._count}.stdout", self.directory / f"{self._count}.stderr"
-        request = {
+        request: dict[str, Any] = {
             "op": "start",
             "args": [str(a) for a in args],
             "env": dict(os.environ if env is None else env),
@@ -154,10 +166,10 @@ class Zygote:
             child.kill()
             child.communicate()
             raise
-        return subprocess.CompletedProcess(child.args, child.returncode, out, err)
+        return subprocess.CompletedProcess(child.args, child.wait(), out, err)
 
     def close(self) -> None:
-        self._server.stdin.close()
+        self._requests.close()
         self._server.wait(timeout=60)
 
 
@@ -167,7 +179,7 @@ class Child:
 
     def __init__(self, zygote: Zygote, pid: int, stdout: Path, stderr: Path):
         self._zygote, self.pid, self._stdout, self._stderr = zygote, pid, stdout, stderr
-        self.args = ["<zygote child>", pid]
+        self.args = ["<zygote child>", str(pid)]
         self.returncode: int | None = None
         self._waiting = False  # a "wait" request whose reply has not been read yet
 
@@ -178,10 +190,12 @@ class Child:
 
     def wait(self, timeout: float | None = None) -> int:
         if self.returncode is None:
-            reply = self._zygote._ask({} if self._waiting else {"op": "wait", "pid": self.pid}, timeout)
-            if reply is None:
+            if not self._waiting:
+                self._zygote._send({"op": "wait", "pid": self.pid})
                 self._waiting = True
-                raise subprocess.TimeoutExpired(self.args, timeout)
+            reply = self._zygote._reply(timeout)
+            if reply is None:
+                raise subprocess.TimeoutExpired(self.args, timeout or 0.0)
             self._waiting, self.returncode = False, reply["returncode"]
         return self.returncode
 
