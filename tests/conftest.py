@@ -1,6 +1,7 @@
 """Test set-up shared by every test module: quiet TensorFlow, a fixed seed per test, working xdist groups."""
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -36,3 +37,18 @@ def _seed_everything():
 
     keras.utils.set_random_seed(0)
     yield
+
+
+@pytest.fixture(scope="session")
+def zygote(tmp_path_factory):
+    """A ``zygote.Zygote`` of this worker: fresh Python processes forked from one that imported TensorFlow.
+
+    Started on first use (one TensorFlow import per pytest-xdist worker instead of one per process).
+    """
+    from zygote import Zygote
+
+    root = str(Path(__file__).resolve().parents[1])  # this checkout's kerasce first, as PYTHONPATH=ROOT would
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([root, *filter(None, [os.environ.get("PYTHONPATH")])]))
+    server = Zygote(tmp_path_factory.mktemp("zygote"), env=env)
+    yield server
+    server.close()

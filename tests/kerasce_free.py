@@ -2,13 +2,14 @@
 
 kerasce is installed (editable) in the test environment, so leaving it off ``sys.path`` is not enough:
 the process blocks the import itself, checks that the block works, runs the code, and finally checks that
-no kerasce module was loaded.
+no kerasce module was loaded. The process is forked from tests/zygote.py's, which has imported tensorflow
+and keras but never kerasce (so the block is checked before anything could have loaded it).
 """
 
 import os
-import subprocess
-import sys
 import textwrap
+
+from zygote import Zygote
 
 _PRELUDE = """
 import importlib.abc, sys
@@ -33,19 +34,13 @@ if any(m == "kerasce" or m.startswith("kerasce.") for m in sys.modules):
 """
 
 
-def run_without_kerasce(code: str, *args: object, cwd: str | os.PathLike) -> str:
-    """Runs `code` (with ``sys.argv[1:] == [str(a) for a in args]``) in an isolated interpreter; returns its stdout."""
+def run_without_kerasce(zygote: Zygote, code: str, *args: object, cwd: str | os.PathLike) -> str:
+    """Runs `code` (with ``sys.argv[1:] == [str(a) for a in args]``) in a fresh interpreter forked from `zygote`
+    (the ``zygote`` fixture) that cannot import kerasce; returns its stdout."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["TF_CPP_MIN_LOG_LEVEL"] = "3"
     script = _PRELUDE + textwrap.dedent(code) + _POSTLUDE
-    result = subprocess.run(
-        [sys.executable, "-I", "-c", script, *map(str, args)],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = zygote.run(None, *map(str, args), code=script, cwd=cwd, env=env, timeout=300)
     if result.returncode != 0:
         raise AssertionError(f"kerasce-free process failed ({result.returncode}):\n{result.stderr[-3000:]}")
     return result.stdout

@@ -6,8 +6,6 @@ a multi-worker cluster must happen before TensorFlow initialises.
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,15 +19,19 @@ pytestmark = pytest.mark.slow
 
 
 def run_job(
-    tasks: tuple[str, ...], strategies: tuple[str, ...] = ("default",), devices: int = 1, env: dict | None = None
-) -> subprocess.Popen:
-    cmd = [sys.executable, str(JOB), "--task", *tasks, "--strategy", *strategies, "--devices", str(devices)]
-    return subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})}
-    )
+    zygote,
+    tasks: tuple[str, ...],
+    strategies: tuple[str, ...] = ("default",),
+    devices: int = 1,
+    env: dict | None = None,
+):
+    """Starts distributed_job.py in a fresh process, forked from tests/zygote.py's (no TensorFlow import of its
+    own: TensorFlow's devices and cluster are set up in the child)."""
+    args = ["--task", *tasks, "--strategy", *strategies, "--devices", str(devices)]
+    return zygote.start(JOB, *args, env={**os.environ, **(env or {})})
 
 
-def result(proc: subprocess.Popen) -> dict:
+def result(proc) -> dict:
     """``{strategy: {task: result}}``."""
     out, err = proc.communicate(timeout=240)
     if proc.returncode != 0:
@@ -53,9 +55,9 @@ MULTIWORKER_TASKS = ("softmax", "classifier", "multilabel_classifier")
 
 
 @pytest.fixture(scope="module")
-def local():
+def local(zygote):
     """``{"default": {task: result}, "mirrored": {task: result}}``."""
-    return result(run_job(TASKS, ("default", "mirrored"), devices=2))
+    return result(run_job(zygote, TASKS, ("default", "mirrored"), devices=2))
 
 
 @pytest.fixture(scope="module")
@@ -64,9 +66,11 @@ def one_device(local):
 
 
 @pytest.fixture(scope="module")
-def two_workers():
+def two_workers(zygote):
     """Each worker's ``{task: result}``."""
-    workers = [run_job(MULTIWORKER_TASKS, ("multiworker",), env={"TF_CONFIG": config}) for config in tf_configs(2)]
+    workers = [
+        run_job(zygote, MULTIWORKER_TASKS, ("multiworker",), env={"TF_CONFIG": config}) for config in tf_configs(2)
+    ]
     return [result(w)["multiworker"] for w in workers]
 
 

@@ -4,7 +4,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import textwrap
 import time
@@ -115,12 +114,12 @@ KILLED_EXPORT = textwrap.dedent(
 
 
 @pytest.mark.slow
-def test_export_killed_midway_keeps_the_previous_good_export(tmp_path):
+def test_export_killed_midway_keeps_the_previous_good_export(tmp_path, zygote):
     export_tiny(tmp_path / "export", 0.5)
     marker = tmp_path / "marker"
     script = tmp_path / "killed_export.py"
     script.write_text(KILLED_EXPORT)
-    proc = subprocess.Popen([sys.executable, str(script), str(tmp_path / "export"), str(marker)])
+    proc = zygote.start(script, str(tmp_path / "export"), str(marker))  # forked: no TensorFlow import of its own
     try:
         deadline = time.time() + 120
         while not marker.exists():

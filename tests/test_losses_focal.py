@@ -20,8 +20,6 @@ import argparse
 import inspect
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -921,19 +919,19 @@ def test_mixed_float16_policy_trains_finitely(loss_cls):
         keras.mixed_precision.set_global_policy("float32")
 
 
-def run_distributed_job(devices: int) -> dict:
-    """Both focal tasks trained on `devices` CPU devices, in a fresh process (the split needs one)."""
-    cmd = [sys.executable, __file__, "--devices", str(devices)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
+def run_distributed_job(zygote, devices: int) -> dict:
+    """Both focal tasks trained on `devices` CPU devices, in a fresh process (the split needs one; forked from
+    tests/zygote.py's, so without a TensorFlow import of its own)."""
+    proc = zygote.run(__file__, "--devices", str(devices), timeout=240)
     if proc.returncode != 0:
         raise AssertionError(f"job failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 @pytest.fixture(scope="module")
-def mirrored_focal_runs():
+def mirrored_focal_runs(zygote):
     """Both tasks under MirroredStrategy on 2 CPU devices: one process for the two."""
-    return run_distributed_job(2)
+    return run_distributed_job(zygote, 2)
 
 
 @pytest.mark.slow

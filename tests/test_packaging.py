@@ -112,9 +112,10 @@ def _registering_modules() -> set[str]:
 
 
 @pytest.mark.slow
-def test_a_fresh_interpreter_loads_kerasce_models_with_load_model_only(tmp_path):
+def test_a_fresh_interpreter_loads_kerasce_models_with_load_model_only(tmp_path, zygote):
     """What a user meets: keras.saving.load_model alone fails on kerasce classes, kerasce.load_model works,
-    and register_serializables imports every module that registers a serializable."""
+    and register_serializables imports every module that registers a serializable. (The interpreter is forked
+    from tests/zygote.py's, which imported only tensorflow and keras: kerasce and its registrations are new.)"""
     from kerasce.classifiers import build_image_classifier
 
     build_image_classifier((8, 8, 1), 3).save(tmp_path / "classifier.keras")
@@ -133,7 +134,7 @@ def test_a_fresh_interpreter_loads_kerasce_models_with_load_model_only(tmp_path)
         """
     )
     env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="3")
-    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True)
+    result = zygote.run(code=code, cwd=tmp_path, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     loaded = set(result.stdout.split())
     assert _registering_modules() <= loaded, _registering_modules() - loaded

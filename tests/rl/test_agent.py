@@ -321,7 +321,7 @@ def test_keras_round_trip_and_config(tmp_path):
 
 
 @pytest.mark.slow
-def test_export_loads_and_plays_without_kerasce(tmp_path):
+def test_export_loads_and_plays_without_kerasce(tmp_path, zygote):
     agent = ReinforceAgent.from_env("CartPole-v1", seed=0)
     agent.learn("CartPole-v1", max_updates=2)
     export_dir = agent.export_policy(tmp_path / "policy")
@@ -342,7 +342,7 @@ def test_export_loads_and_plays_without_kerasce(tmp_path):
         print(json.dumps({"action": out["action"].numpy().tolist(),
                           "probabilities": out["probabilities"].numpy().tolist(), "length": length}))
         """
-    stdout = run_without_kerasce(code, export_dir, tmp_path / "obs.npy", cwd=tmp_path)
+    stdout = run_without_kerasce(zygote, code, export_dir, tmp_path / "obs.npy", cwd=tmp_path)
     out = json.loads(stdout.strip().splitlines()[-1])
     probabilities = agent.action_probabilities(observations)
     np.testing.assert_allclose(out["probabilities"], probabilities, rtol=1e-5, atol=1e-6)

@@ -100,7 +100,7 @@ def test_learn_evaluates_logs_every_update_and_keeps_the_best_weights():
 
 
 @pytest.mark.slow
-def test_the_exported_policy_reproduces_the_reported_evaluation(tmp_path):
+def test_the_exported_policy_reproduces_the_reported_evaluation(tmp_path, zygote):
     agent = ReinforceAgent.from_env("CartPole-v1", seed=1, num_envs=8)
     evaluation = EvalCallback("CartPole-v1", episodes=4, eval_every=2)
     agent.learn("CartPole-v1", max_updates=4, evaluation=evaluation)
@@ -127,7 +127,7 @@ def test_the_exported_policy_reproduces_the_reported_evaluation(tmp_path):
         print(json.dumps({"returns": returns, "sampled": np.bincount(out["action"].numpy(), minlength=2).tolist(),
                           "probabilities": out["probabilities"].numpy()[0].tolist()}))
         """
-    stdout = run_without_kerasce(code, export_dir, best["seed"], 4, cwd=tmp_path)
+    stdout = run_without_kerasce(zygote, code, export_dir, best["seed"], 4, cwd=tmp_path)
     out = json.loads(stdout.strip().splitlines()[-1])
     assert np.mean(out["returns"]) == best["mean"] and np.std(out["returns"]) == pytest.approx(best["std"])
     # The `sample` signature draws from `probabilities` (4000 draws: 5 standard errors).

@@ -23,14 +23,13 @@ UPDATES_WORKER = pytest.mark.xdist_group("scaling-updates")
 LEARNED_WORKER = pytest.mark.xdist_group("scaling-learned")
 
 
-def start(*args: str, config: str | None = None) -> subprocess.Popen:
+def start(zygote, *args: str, config: str | None = None):
+    """scaling_job.py in a fresh process, forked from tests/zygote.py's (no TensorFlow import of its own)."""
     env = dict(os.environ, TF_CONFIG=config) if config else dict(os.environ)
-    return subprocess.Popen(
-        [sys.executable, str(JOB), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
-    )
+    return zygote.start(JOB, *args, env=env)
 
 
-def result(proc: subprocess.Popen):
+def result(proc):
     """The job's JSON: a dict for one run, a list of dicts for several (``--then``)."""
     try:
         out, err = proc.communicate(timeout=TIMEOUT)
@@ -48,12 +47,16 @@ def runs(*groups: tuple[str, ...]) -> list[str]:
     return [arg for i, group in enumerate(groups) for arg in (("--then",) if i else ()) + group]
 
 
-def cluster(*groups: tuple[str, ...], per_worker: tuple = ((), ())) -> list:
+def cluster(zygote, *groups: tuple[str, ...], per_worker: tuple = ((), ())) -> list:
     """Worker 0's and worker 1's results of the runs `groups` on a 2-worker cluster (one process per worker,
     the runs one after the other); `per_worker` holds flags added to each worker's first run."""
     multiworker = ("--strategy", "multiworker")
     procs = [
-        start(*runs(groups[0] + extra + multiworker, *(group + multiworker for group in groups[1:])), config=config)
+        start(
+            zygote,
+            *runs(groups[0] + extra + multiworker, *(group + multiworker for group in groups[1:])),
+            config=config,
+        )
         for config, extra in zip(tf_configs(2), per_worker)
     ]
     return [result(p) for p in procs]
@@ -129,8 +132,8 @@ UPDATES = {
 
 
 @pytest.fixture(scope="module")
-def updates():
-    return dict(zip(UPDATES, result(start("--devices", "2", *runs(*UPDATES.values())))))
+def updates(zygote):
+    return dict(zip(UPDATES, result(start(zygote, "--devices", "2", *runs(*UPDATES.values())))))
 
 
 @pytest.fixture(scope="module")
@@ -158,9 +161,9 @@ CLUSTER_UPDATES = {
 
 
 @pytest.fixture(scope="module")
-def cluster_updates():
+def cluster_updates(zygote):
     """{run: [worker 0's result, worker 1's]}."""
-    workers = cluster(*CLUSTER_UPDATES.values())
+    workers = cluster(zygote, *CLUSTER_UPDATES.values())
     return {name: [w[i] for w in workers] for i, name in enumerate(CLUSTER_UPDATES)}
 
 
@@ -203,9 +206,9 @@ LEARN = {
 
 
 @pytest.fixture(scope="module")
-def learned():
+def learned(zygote):
     """{run: [worker 0's result, worker 1's]}."""
-    workers = cluster(*LEARN.values(), per_worker=((), ("--clock-scale", "1000")))  # the first run's clocks
+    workers = cluster(zygote, *LEARN.values(), per_worker=((), ("--clock-scale", "1000")))  # the first run's clocks
     return {name: [ok(w[i]) for w in workers] for i, name in enumerate(LEARN)}
 
 
@@ -295,11 +298,20 @@ def test_a_crashed_worker_fails_the_launch_and_a_rerun_resumes_the_cluster(tmp_p
 
 
 @pytest.mark.slow
-def test_without_the_launcher_a_dead_worker_fails_the_survivor_with_an_error_naming_it():
+def test_without_the_launcher_a_dead_worker_fails_the_survivor_with_an_error_naming_it(zygote):
     # Across machines no launcher watches the workers: TensorFlow's coordination service (heartbeats) must.
     procs = [
         start(
-            "--task", "learn", "--strategy", "multiworker", "--max-updates", "6", "--die-at-update", "2", config=config
+            zygote,
+            "--task",
+            "learn",
+            "--strategy",
+            "multiworker",
+            "--max-updates",
+            "6",
+            "--die-at-update",
+            "2",
+            config=config,
         )
         for config in tf_configs(2)
     ]
