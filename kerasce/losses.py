@@ -104,6 +104,12 @@ def _check_nonnegative_weights(weights: Sequence[float] | float | None, name: st
     return values
 
 
+# The losses hold no Python control flow on tensors, so AutoGraph has nothing to rewrite in them; left to it,
+# the first trace of a train step that calls one spends seconds of CPU converting this module's code
+# (measured: 4.4 s for softmax_cross_entropy). Keras and TensorFlow exempt their own code the same way.
+_not_autograph = tf.autograph.experimental.do_not_convert
+
+
 class _Checks:
     """The run-time checks of one loss call, and the gate that ties the loss value to them.
 
@@ -241,10 +247,28 @@ def _true_class_nll(log_probs: tf.Tensor, logits: tf.Tensor, ids: tf.Tensor, fro
 
 def _softplus_minus_product(labels: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
     """``softplus(z) - y z``, the unweighted sigmoid cross-entropy; under XLA the fused TF op's form
-    (``max(z, 0) - y z + log1p(exp(-|z|))``), which XLA compiles faster than its softplus."""
+    (``max(z, 0) - y z + log1p(exp(-|z|))``), which XLA compiles faster than its softplus, with a
+    closed-form gradient (`_sigmoid_xent_closed_form`)."""
     if _in_xla():
-        return tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits)
+        return _sigmoid_xent_closed_form(labels, logits)
     return tf.nn.softplus(logits) - labels * logits
+
+
+@tf.custom_gradient
+def _sigmoid_xent_closed_form(labels: tf.Tensor, logits: tf.Tensor) -> Any:
+    """``max(z, 0) - y z + log1p(e)`` with ``e = exp(-|z|)``, and the gradients ``d/dz = sigmoid(z) - y``,
+    ``d/dy = -z``, where ``sigmoid(z)`` is ``1 / (1 + e)`` (``z >= 0``) or ``e / (1 + e)``: the forward's
+    ``e`` serves both, and XLA's fused gradient loop has fewer ops per entry than autodiff's (measured
+    kerasce / Keras under XLA, sigmoid 4096x80: 1.059 -> 1.003 and 1.047 -> 1.041 in two A/B runs).
+    """
+    e = tf.exp(-tf.abs(logits))
+    loss = tf.nn.relu(logits) - logits * labels + tf.math.log1p(e)
+
+    def grad(upstream: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        r = 1.0 / (1.0 + e)
+        return -upstream * logits, upstream * (tf.where(logits >= 0, r, e * r) - labels)
+
+    return loss, grad
 
 
 def _format_value(value: Any) -> str:
@@ -382,6 +406,7 @@ def _softmax_label_form(
     return True, tf.gather(labels, 0, axis=class_axis)
 
 
+@_not_autograph
 def softmax_cross_entropy(
     labels: Any,
     logits: Any,
@@ -647,6 +672,7 @@ def _softmax_focal_poly(
     return _focal_poly_terms(log_p, log1m_p, focal_gamma, poly_epsilon)
 
 
+@_not_autograph
 def softmax_entropy(logits: Any, axis: int = -1) -> tf.Tensor:
     """Entropy of the softmax distribution per example, ``H = -Σ_c p_c log p_c`` with ``p = softmax(z)``.
 
@@ -677,6 +703,7 @@ def _per_step(returns: Any, cross_entropy: tf.Tensor) -> tf.Tensor:
     return returns
 
 
+@_not_autograph
 def policy_gradient_loss(actions: Any, logits: Any, returns: Any) -> tf.Tensor:
     r"""REINFORCE loss per step: sparse softmax cross-entropy of the taken action times the return.
 
@@ -708,6 +735,7 @@ def policy_gradient_loss(actions: Any, logits: Any, returns: Any) -> tf.Tensor:
 # --------------------------------------------------------------------------------------------------
 
 
+@_not_autograph
 def sigmoid_cross_entropy(
     labels: Any,
     logits: Any,
