@@ -19,6 +19,7 @@ Targets on a 2-core machine: steps/s ratio >= 1.7, time-to-target ratio (Acrobot
 from __future__ import annotations
 
 import argparse
+import csv
 import importlib.util
 import json
 import os
@@ -33,6 +34,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "reinforce_cartpole.py"
 TARGETS = {"steps_per_second_ratio": 1.7, "time_to_target_ratio": 0.65}
+STEADY_FROM = 5  # the steady-state columns leave out the first updates
 
 
 def parse_args() -> argparse.Namespace:
@@ -85,7 +87,17 @@ def run(env: str, seed: int, workers: int, args: argparse.Namespace, scratch: Pa
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({done.returncode}):\n{done.stdout[-3000:]}{done.stderr[-2000:]}")
     metrics = json.loads((export / "metrics.json").read_text())
+    # Past the start-up (traces, first all-gathers and evaluations): updates from STEADY_FROM on.
+    with open(export / "training_log.csv", newline="") as f:
+        log = list(csv.DictReader(f))
+    seconds = [float(row["train_seconds"]) for row in log]
+    later = log[STEADY_FROM:]
+    steady = len(later) >= 3
     return {
+        "steady_seconds_per_update": (seconds[-1] - seconds[STEADY_FROM - 1]) / len(later) if steady else float("nan"),
+        "steady_steps_per_second": statistics.median(float(r["steps_per_second"]) for r in later)
+        if steady
+        else float("nan"),
         "steps_per_second": metrics["collect_steps_per_second"],
         "seconds_per_update": metrics["train_seconds"] / max(metrics["updates"], 1),
         "time_to_target": metrics["train_seconds"] if metrics["solved"] else float("inf"),
@@ -125,8 +137,11 @@ def main() -> None:
                     )
     print(f"load average after: {os.getloadavg()}")
     base = args.workers[0]
-    print("\n| env | workers | env steps/s | ratio | ms/update | ratio | time to target (s) | ratio | solved |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print(
+        "\n| env | workers | env steps/s | ratio | ms/update | ratio | time to target (s) | ratio | solved "
+        f"| from update {STEADY_FROM}: env steps/s | ratio | ms/update | ratio |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     summary = {}
     for env in args.envs:
         med = {}
@@ -134,7 +149,13 @@ def main() -> None:
             mine = [r for r in rows if r["env"] == env and r["workers"] == workers]
             med[workers] = {
                 k: statistics.median(r[k] for r in mine)
-                for k in ("steps_per_second", "seconds_per_update", "time_to_target")
+                for k in (
+                    "steps_per_second",
+                    "seconds_per_update",
+                    "time_to_target",
+                    "steady_steps_per_second",
+                    "steady_seconds_per_update",
+                )
             }
             med[workers]["solved"] = sum(r["solved"] for r in mine)
         for workers in args.workers:
@@ -145,7 +166,11 @@ def main() -> None:
                 f"| {env} | {workers} | {m['steps_per_second']:,.0f} "
                 f"| {m['steps_per_second'] / b['steps_per_second']:.2f} "
                 f"| {m['seconds_per_update'] * 1e3:.1f} | {m['seconds_per_update'] / b['seconds_per_update']:.2f} "
-                f"| {ttt:.1f} | {ratio:.2f} | {m['solved']}/{len(args.seeds)} |"
+                f"| {ttt:.1f} | {ratio:.2f} | {m['solved']}/{len(args.seeds)} "
+                f"| {m['steady_steps_per_second']:,.0f} "
+                f"| {m['steady_steps_per_second'] / b['steady_steps_per_second']:.2f} "
+                f"| {m['steady_seconds_per_update'] * 1e3:.1f} "
+                f"| {m['steady_seconds_per_update'] / b['steady_seconds_per_update']:.2f} |"
             )
             summary[(env, workers)] = (m["steps_per_second"] / b["steps_per_second"], ratio)
     if 2 in args.workers and base == 1:
