@@ -7,7 +7,7 @@ from typing import Any
 import gymnasium
 import numpy as np
 
-from kerasce.rl.tabular import TABULAR_ENV_IDS, TabularVectorEnv
+from kerasce.rl.tabular import TabularVectorEnv, unsupported_reason
 
 __all__ = ["check_spaces", "info_action_mask", "make_vector_env", "one_hot_observations"]
 
@@ -78,7 +78,7 @@ def make_vector_env(env_id: str, num_envs: int, mode: str = "auto", **kwargs: An
         raise ValueError(
             f"Unknown gymnasium env id {env_id!r}; expected a registered id such as 'CartPole-v1' ({error})."
         ) from None
-    tabular = env_id in TABULAR_ENV_IDS and kwargs.get("render_mode") is None and not kwargs.get("fickle_passenger")
+    tabular = unsupported_reason(env_id, kwargs) is None
     if mode == "native" and spec.vector_entry_point is None and not tabular:
         raise ValueError(f"{env_id!r} has no native vector implementation; use mode 'sync' or 'async'.")
     try:

@@ -23,10 +23,21 @@ import numpy as np
 from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space
 
-__all__ = ["TABULAR_ENV_IDS", "TabularVectorEnv"]
+__all__ = ["TABULAR_ENV_IDS", "TabularVectorEnv", "unsupported_reason"]
 
 # Registered ids whose dynamics are exactly their `P` table (Taxi's rainy / fickle options are refused below).
 TABULAR_ENV_IDS = ("Taxi-v4", "FrozenLake-v1", "FrozenLake8x8-v1", "CliffWalking-v1", "CliffWalkingSlippery-v1")
+
+
+def unsupported_reason(env_id: str, kwargs: dict[str, Any]) -> str | None:
+    """Why :class:`TabularVectorEnv` cannot stand in for ``gymnasium.make(env_id, **kwargs)``; None if it can."""
+    if env_id not in TABULAR_ENV_IDS:
+        return f"TabularVectorEnv supports {TABULAR_ENV_IDS}, got {env_id!r}."
+    if kwargs.get("render_mode") is not None:
+        return "TabularVectorEnv does not render; use make_vector_env(..., mode='sync') to render."
+    if kwargs.get("fickle_passenger"):
+        return "Taxi's fickle_passenger changes the destination outside its table; use mode='sync'."
+    return None
 
 
 class TabularVectorEnv(gymnasium.vector.VectorEnv):
@@ -49,12 +60,9 @@ class TabularVectorEnv(gymnasium.vector.VectorEnv):
     """
 
     def __init__(self, env_id: str, num_envs: int, **kwargs: Any):
-        if env_id not in TABULAR_ENV_IDS:
-            raise ValueError(f"TabularVectorEnv supports {TABULAR_ENV_IDS}, got {env_id!r}.")
-        if kwargs.get("render_mode") is not None:
-            raise ValueError("TabularVectorEnv does not render; use make_vector_env(..., mode='sync') to render.")
-        if kwargs.get("fickle_passenger"):
-            raise ValueError("Taxi's fickle_passenger changes the destination outside its table; use mode='sync'.")
+        reason = unsupported_reason(env_id, kwargs)
+        if reason is not None:
+            raise ValueError(reason)
         if int(num_envs) < 1:
             raise ValueError(f"Expected num_envs >= 1, got {num_envs}.")
         env = gymnasium.make(env_id, **kwargs)
