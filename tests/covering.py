@@ -12,6 +12,14 @@ import itertools
 from collections.abc import Sequence
 from typing import Any
 
+import pytest
+
+# The tf.function variant of a check whose eager variant runs in the quick subset (-m "not slow"): each
+# variant traces a fresh function (0.1-1 s of CPU), so across the option tables the compiled variants were
+# a quarter of the quick subset's time. The full suite runs them; the compiled and XLA paths keep quick
+# tests of their own (test_losses_xla.py).
+COMPILED = pytest.param("tf.function", marks=pytest.mark.slow, id="tf.function")
+
 
 def covering_cases(
     full: Sequence[tuple[str, Sequence[Any]]], pairwise: Sequence[tuple[str, Sequence[Any]]]
@@ -69,3 +77,28 @@ def covering_cases(
 
     cases = [sum((flatten(axis, axes[axis][1][v]) for axis, v in enumerate(row)), ()) for row in rows]
     return ",".join(name for name, _ in axes), cases
+
+
+def product_quick_pairs(*axes: tuple[str, Sequence[Any]]) -> tuple[str, list[Any]]:
+    """The full product of ``axes`` for ``pytest.mark.parametrize``, with the quick subset meeting every pair.
+
+    The cases of ``covering_cases(full=[], pairwise=axes)`` run in the quick subset (``-m "not slow"``); every
+    other case of the product is marked ``slow`` and runs in the full suite. A bug that needs two option
+    values together is then caught by the quick subset, one that needs three by the full suite.
+    """
+    argnames, quick = covering_cases([], axes)
+
+    def flatten(names: str, value: Any) -> tuple[Any, ...]:
+        return tuple(value) if "," in names else (value,)
+
+    cases, quick_rows = [], []
+    for row in itertools.product(*(range(len(values)) for _, values in axes)):
+        case = sum((flatten(names, values[i]) for (names, values), i in zip(axes, row)), ())
+        cases.append(pytest.param(*case, marks=[] if case in quick else [pytest.mark.slow]))
+        quick_rows += [row] if case in quick else []
+    # The quick rows must meet every pair of values of every two axes (checked here, at collection).
+    for a, b in itertools.combinations(range(len(axes)), 2):
+        met = {(row[a], row[b]) for row in quick_rows}
+        if len(met) != len(axes[a][1]) * len(axes[b][1]):
+            raise ValueError(f"the quick cases miss pairs of {axes[a][0]!r} and {axes[b][0]!r}")
+    return argnames, cases

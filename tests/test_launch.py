@@ -67,6 +67,7 @@ def test_a_failing_worker_stops_the_others_and_is_named(tmp_path):
     assert time.monotonic() - start < 30
 
 
+@pytest.mark.slow  # waits out a 2 s grace period
 def test_a_worker_ignoring_sigint_is_killed_after_the_grace_period(tmp_path):
     worker = script(
         tmp_path,

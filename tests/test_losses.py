@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from covering import covering_cases
+from covering import COMPILED, covering_cases, product_quick_pairs
 
 from kerasce import losses as L
 
@@ -272,10 +272,14 @@ def test_softmax_activation_output_uses_the_cached_logits():
 # ------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("shape,axis", [((7, 5), -1), ((3, 4, 6), -1), ((3, 4, 6), 1), ((9,), -1)])
-@pytest.mark.parametrize("from_logits", [True, False])
-@pytest.mark.parametrize("smoothing", [0.0, 0.1])
-@pytest.mark.parametrize("pos_weight", ["none", "scalar", "vector"])
+@pytest.mark.parametrize(
+    *product_quick_pairs(
+        ("shape,axis", [((7, 5), -1), ((3, 4, 6), -1), ((3, 4, 6), 1), ((9,), -1)]),
+        ("from_logits", [True, False]),
+        ("smoothing", [0.0, 0.1]),
+        ("pos_weight", ["none", "scalar", "vector"]),
+    )
+)
 def test_sigmoid_matches_float64_reference(shape, axis, from_logits, smoothing, pos_weight):
     rng = np.random.default_rng(7)
     x = rng.normal(size=shape).astype(np.float32) * 3
@@ -518,7 +522,7 @@ STATIC_ERRORS = [
 
 
 @pytest.mark.parametrize("call,message", RUNTIME_ERRORS)
-@pytest.mark.parametrize("mode", ["eager", "tf.function"])
+@pytest.mark.parametrize("mode", ["eager", COMPILED])
 def test_bad_values_raise_clear_errors(call, message, mode):
     run = call if mode == "eager" else tf.function(call)
     with pytest.raises(tf.errors.InvalidArgumentError, match=re.compile(message, re.S)):
@@ -526,7 +530,7 @@ def test_bad_values_raise_clear_errors(call, message, mode):
 
 
 @pytest.mark.parametrize("call,message", STATIC_ERRORS)
-@pytest.mark.parametrize("mode", ["eager", "tf.function"])
+@pytest.mark.parametrize("mode", ["eager", COMPILED])
 def test_bad_shapes_and_options_raise_clear_errors(call, message, mode):
     run = call if mode == "eager" else tf.function(call)
     with pytest.raises(ValueError, match=message):

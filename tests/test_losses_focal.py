@@ -28,7 +28,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras
 import tensorflow as tf
-from covering import covering_cases
+from covering import COMPILED, covering_cases, product_quick_pairs
 
 from kerasce import losses as L
 
@@ -203,10 +203,14 @@ def test_softmax_focal_poly_matches_float64_reference(
     np.testing.assert_allclose(got.numpy(), want, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("form", ["sparse", "dense"])
-@pytest.mark.parametrize("gamma,epsilon", [(2.0, 0.0), (0.5, 1.0), (0.0, 2.0)])
-@pytest.mark.parametrize("smoothing,weighted", [(0.0, False), (0.1, False), (0.1, True)])
-@pytest.mark.parametrize("from_logits", [True, False])
+@pytest.mark.parametrize(
+    *product_quick_pairs(
+        ("form", ["sparse", "dense"]),
+        ("gamma,epsilon", [(2.0, 0.0), (0.5, 1.0), (0.0, 2.0)]),
+        ("smoothing,weighted", [(0.0, False), (0.1, False), (0.1, True)]),
+        ("from_logits", [True, False]),
+    )
+)
 def test_softmax_focal_poly_gradient_matches_finite_differences(form, gamma, epsilon, smoothing, weighted, from_logits):
     rng = np.random.default_rng(2)
     pred, ids, soft = random_problem(rng, (4, 5), -1, probabilities=not from_logits)
@@ -309,9 +313,10 @@ PLAIN_CASES = [
 # option set and each form meets each of them (a covering set: 18 cases instead of the 54 of the product).
 BIT_FOR_BIT_RUNS = [("eager", 2.5), ("tf.function", 2.5), ("eager", 12.0)]
 BIT_FOR_BIT_CASES = [
-    (options, form, *BIT_FOR_BIT_RUNS[(i + j) % 3])
+    pytest.param(options, form, mode, scale, marks=[pytest.mark.slow] if mode == "tf.function" else [])
     for i, options in enumerate(PLAIN_CASES)
     for j, form in enumerate(["sparse", "dense", "ignore_class"])
+    for mode, scale in [BIT_FOR_BIT_RUNS[(i + j) % 3]]
 ]
 
 
@@ -372,10 +377,14 @@ def test_the_default_is_the_v0_1_formula_bit_for_bit(scale):
     )
 
 
-@pytest.mark.parametrize("gamma,epsilon", [(2.0, 0.0), (0.5, 1.0)])
-@pytest.mark.parametrize("smoothing", [0.0, 0.3])
-@pytest.mark.parametrize("weighted", [False, True])
-@pytest.mark.parametrize("from_logits", [True, False])
+@pytest.mark.parametrize(
+    *product_quick_pairs(
+        ("gamma,epsilon", [(2.0, 0.0), (0.5, 1.0)]),
+        ("smoothing", [0.0, 0.3]),
+        ("weighted", [False, True]),
+        ("from_logits", [True, False]),
+    )
+)
 def test_integer_labels_equal_one_hot_labels(gamma, epsilon, smoothing, weighted, from_logits):
     rng = np.random.default_rng(5)
     pred, ids, _ = random_problem(rng, (16, 9), -1, probabilities=not from_logits)
@@ -475,10 +484,12 @@ def test_ignore_class_equals_dense_labels_with_those_positions_removed(gamma, ep
 # ------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32", "float64"])
-@pytest.mark.parametrize("form", ["sparse", "dense"])
 @pytest.mark.parametrize(
-    "gamma,epsilon,smoothing", [(2.0, 0.0, 0.0), (0.5, 1.0, 0.0), (0.25, 0.0, 0.1), (1.0, 2.0, 0.2)]
+    *product_quick_pairs(
+        ("dtype", ["float16", "bfloat16", "float32", "float64"]),
+        ("form", ["sparse", "dense"]),
+        ("gamma,epsilon,smoothing", [(2.0, 0.0, 0.0), (0.5, 1.0, 0.0), (0.25, 0.0, 0.1), (1.0, 2.0, 0.2)]),
+    )
 )
 def test_softmax_extreme_logits_give_finite_exact_values_and_gradients(dtype, form, gamma, epsilon, smoothing):
     logits = tf.constant([[1e4, -1e4, 0.0], [-1e4, 1e4, 1e4], [0.0, 0.0, 0.0], [1e4, -1e4, -1e4]], dtype)
@@ -515,9 +526,11 @@ def test_softmax_extreme_logits_give_finite_exact_values_and_gradients(dtype, fo
     np.testing.assert_allclose(grad, numeric_grad(ref, rounded, h=1e-3), rtol=tol, atol=1e-6)
 
 
-@pytest.mark.parametrize("gamma", [0.1, 0.5, 0.9, 2.0])
-@pytest.mark.parametrize("form", ["sparse", "dense"])
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize(
+    *product_quick_pairs(
+        ("gamma", [0.1, 0.5, 0.9, 2.0]), ("form", ["sparse", "dense"]), ("dtype", ["float32", "float64"])
+    )
+)
 def test_softmax_focal_gradient_as_p_tends_to_1_is_the_finite_exact_limit(gamma, form, dtype):
     # z = (a, 0, -1) with class 0 true: 1 - p_0 ≈ e^-a from 1e-2 down to 1e-40, past float32's resolution of
     # p near 1. d(1 - p)^γ/dp is infinite at p = 1 for γ < 1, yet the loss gradient w.r.t. the logits tends to 0.
@@ -645,10 +658,14 @@ def test_optax_poly_loss_cross_entropy(epsilon, smoothing, form):
     np.testing.assert_allclose(got.numpy(), want, rtol=1e-12)
 
 
-@pytest.mark.parametrize("gamma", [0.5, 2.0, 4.0])
-@pytest.mark.parametrize("smoothing", [0.0, 0.1])
-@pytest.mark.parametrize("alpha", [0.25, 1.0, "per_class"])
-@pytest.mark.parametrize("form", ["sparse", "dense"])
+@pytest.mark.parametrize(
+    *product_quick_pairs(
+        ("gamma", [0.5, 2.0, 4.0]),
+        ("smoothing", [0.0, 0.1]),
+        ("alpha", [0.25, 1.0, "per_class"]),
+        ("form", ["sparse", "dense"]),
+    )
+)
 def test_keras_categorical_focal_crossentropy_values_and_gradients(gamma, smoothing, alpha, form):
     # Keras's α (a scalar, default 0.25, or one per class) is kerasce's class_weight; label_smoothing is the
     # same ỹ. Keras needs one-hot labels; kerasce takes the ids too.
@@ -734,7 +751,7 @@ BAD_OPTIONS = [
 
 
 @pytest.mark.parametrize("call,message", BAD_OPTIONS)
-@pytest.mark.parametrize("mode", ["eager", "tf.function"])
+@pytest.mark.parametrize("mode", ["eager", COMPILED])
 def test_bad_focal_options_raise_clear_errors(call, message, mode):
     run = call if mode == "eager" else tf.function(call)
     with pytest.raises(ValueError, match=message):
@@ -832,6 +849,7 @@ def test_unknown_shapes_in_tf_function():
     )
 
 
+@pytest.mark.slow  # one XLA compilation, 5 s: the quick subset's XLA checks are in test_losses_xla.py
 def test_focal_math_compiles_under_xla():
     # The focal / poly math itself (not the run-time label checks, issue 10) under jit_compile=True.
     rng = np.random.default_rng(16)
