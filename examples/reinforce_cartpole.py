@@ -82,7 +82,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="stop when the 100-episode mean return reaches it (default: the env's reward threshold)",
     )
-    parser.add_argument("--max-seconds", type=positive_float, default=120.0, help="stop after this much training time")
+    parser.add_argument(
+        "--max-seconds",
+        type=positive_float,
+        default=None,
+        help="stop after this much training time (default: kerasce.rl.presets.MAX_SECONDS[env], else 120)",
+    )
     parser.add_argument("--max-updates", type=positive_int, default=None, help="stop after this many updates in total")
     parser.add_argument(
         "--export-dir",
@@ -213,8 +218,10 @@ def main(argv: list[str] | None = None) -> dict:
     from kerasce.export import write_json_atomic
     from kerasce.rl import ReinforceAgent
     from kerasce.rl.distributed import worker_index
-    from kerasce.rl.presets import preset
+    from kerasce.rl.presets import max_seconds, preset
 
+    if args.max_seconds is None:  # the env's time budget (LunarLander-v3: 900 s), recorded with the run's flags
+        args.max_seconds = max_seconds(args.env)
     strategy = distribute.get_strategy(args.strategy)
     # Every worker of a cluster checkpoints, each into a directory of its own.
     backup = open_backup(
@@ -302,6 +309,7 @@ def main(argv: list[str] | None = None) -> dict:
         "strategy": args.strategy,
         "workers": worker_index(strategy)[1],  # env_steps, episodes and steps/s count every worker's
         "target_return": target,
+        "max_seconds": args.max_seconds,
         "solved": bool(solved),
         "episodes": len(agent.episode_returns),
         "env_steps": agent.env_steps,

@@ -76,13 +76,18 @@ def test_env_slug(env_id, slug):
 @pytest.mark.slow
 def test_default_export_dir_is_named_after_the_env_and_metrics_are_strict_json(tmp_path, monkeypatch):
     # One update: no 100-episode mean yet; it is null, not NaN, in metrics.json.
+    from kerasce.rl import presets
+
     monkeypatch.chdir(tmp_path)
+    # No --max-seconds: the env's budget from the presets module (mutation tried: the flag's default ignored).
+    monkeypatch.setitem(presets.MAX_SECONDS, "Acrobot-v1", 77.0)
     load_example().main(
         ["--env", "Acrobot-v1", "--max-updates", "1", "--quiet", "--num-envs", "4", "--eval-episodes", "2"]
     )
     export_dir = tmp_path / "saved_models" / "reinforce_acrobot_v1"
     saved = json.loads((export_dir / "metrics.json").read_text(), parse_constant=reject_non_strict_json)
     assert saved["solved"] is False and saved["eval_episodes"] == 2 and saved["updates"] == 1
+    assert saved["max_seconds"] == 77.0
     assert sorted(p.name for p in (tmp_path / "saved_models").iterdir()) == ["reinforce_acrobot_v1"]
 
 
@@ -223,7 +228,7 @@ def test_help_and_flag_errors_answer_without_importing_tensorflow():
         [sys.executable, EXAMPLE, "--max-seconds", "0"], capture_output=True, text=True, timeout=120, check=False
     )
     seconds = time.monotonic() - start
-    assert "(default: 10)" in help_text and "(default: 120.0)" in help_text and "--fresh" in help_text
+    assert "(default: 10)" in help_text and "MAX_SECONDS[env], else 120)" in help_text and "--fresh" in help_text
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert bad.stderr.strip().splitlines()[-1].endswith("error: argument --max-seconds: expected a number > 0, got 0")
     assert seconds < 5, f"two runs took {seconds:.1f} s: TensorFlow was imported?"  # ~0.1 s each here
