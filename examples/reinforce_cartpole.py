@@ -222,11 +222,19 @@ def main(argv: list[str] | None = None) -> dict:
 
     if args.max_seconds is None:  # the env's time budget (LunarLander-v3: 900 s), recorded with the run's flags
         args.max_seconds = max_seconds(args.env)
+    # Settings: the env's preset (kerasce/rl/presets.py), then the flags given.
+    settings = {} if args.no_preset else preset(args.env)
+    for key in ("num_envs", "learning_rate"):
+        if getattr(args, key) is not None:
+            settings[key] = getattr(args, key)
+
     strategy = distribute.get_strategy(args.strategy)
-    # Every worker of a cluster checkpoints, each into a directory of its own.
+    # Every worker of a cluster checkpoints, each into a directory of its own. The backup records the
+    # resolved settings beside the flags: a preset edited since the backup was made makes another run.
     backup = open_backup(
         distribute.worker_path(args.backup_dir or args.export_dir.rstrip("/") + ".backup", strategy),
         vars(args),
+        settings=settings,
         may_change=MAY_CHANGE_ON_RESUME,
         fresh=args.fresh,
     )
@@ -238,11 +246,6 @@ def main(argv: list[str] | None = None) -> dict:
     # Seeding: one block. The agent derives env reset seeds and sampling streams from `seed`.
     keras.utils.set_random_seed(args.seed)
 
-    # Settings: the env's preset (kerasce/rl/presets.py), then the flags given.
-    settings = {} if args.no_preset else preset(args.env)
-    for key in ("num_envs", "learning_rate"):
-        if getattr(args, key) is not None:
-            settings[key] = getattr(args, key)
     print(
         f"kerasce REINFORCE on {args.env}: seed={args.seed} settings={settings} target={target} "
         f"max_seconds={args.max_seconds} strategy={args.strategy} export_dir={args.export_dir}"

@@ -159,13 +159,14 @@ def open_backup(
     *,
     may_change: Collection[str] = (),
     fresh: bool = False,
+    settings: Mapping[str, Any] | None = None,
 ) -> RunBackup:
     """Opens `directory` for the run described by `config`: resumes the same run, or starts a new one.
 
     * ``fresh``: the directory is deleted first.
     * No state in ``state/`` (nothing to lose): ``run.json`` is (re)written for this run.
     * State and a record whose flags equal `config` (ignoring `may_change`): the run is resumed.
-    * State and other flags, or state without a readable record: :class:`RunConfigMismatch`.
+    * State and other flags or `settings`, or state without a readable record: :class:`RunConfigMismatch`.
 
     Args:
         directory: The backup directory (created if needed).
@@ -175,6 +176,9 @@ def open_backup(
         may_change: Names in `config` that may differ between a run and its resume (where output goes,
             verbosity, a time or update budget that only moves the stopping point).
         fresh: Discard any existing backup.
+        settings: What else defines the run and does not come from a flag, resolved (e.g. the env's preset
+            from ``kerasce.rl.presets``); recorded beside the flags. A backup made with other settings is
+            not resumed either: a preset edited since would otherwise change a run halfway.
 
     Returns:
         The opened :class:`RunBackup`.
@@ -190,17 +194,19 @@ def open_backup(
     if fresh:
         shutil.rmtree(directory, ignore_errors=True)
     flags: dict[str, Any] = json.loads(json.dumps(dict(config), default=str))  # as run.json holds them
+    resolved: dict[str, Any] = json.loads(json.dumps(dict(settings or {}), default=str))
     record_path, state_dir = directory / RECORD_FILE, directory / STATE_DIR
     has_state = state_dir.is_dir() and any(state_dir.iterdir())
     if not has_state:
         # Nothing to resume: a new run (a start killed before its first checkpoint is simply restarted).
         started = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
-        _write_record(record_path, {"config": flags, "started": started})
+        _write_record(record_path, {"config": flags, "settings": resolved, "started": started})
         return RunBackup(directory, state_dir, flags, started, resuming=False)
 
     try:
         record = json.loads(record_path.read_text())
         recorded, started = dict(record["config"]), str(record["started"])
+        recorded_settings = dict(record.get("settings", {}))
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise RunConfigMismatch(
             f"the backup in {directory} holds training state but no readable run record ({RECORD_FILE}: {error}), "
@@ -220,6 +226,18 @@ def open_backup(
         raise RunConfigMismatch(
             f"the backup in {directory} was made with other flags ({changes}); it is not resumed. "
             f"To resume it, run again with {resume}; to start fresh, add --fresh (discards the backup) "
+            f"or delete {directory}."
+        )
+    changed = [
+        f"{key} {_show(recorded_settings.get(key, _UNSET))} -> {_show(resolved.get(key, _UNSET))}"
+        for key in sorted(set(recorded_settings) | set(resolved))
+        if recorded_settings.get(key, _UNSET) != resolved.get(key, _UNSET)
+    ]
+    if changed:
+        raise RunConfigMismatch(
+            f"the backup in {directory} was made with other settings ({', '.join(changed)}), with the same "
+            f"flags: they come from the code (e.g. a preset in kerasce.rl.presets), not from a flag. It is not "
+            f"resumed. To resume it, restore those settings; to start fresh, add --fresh (discards the backup) "
             f"or delete {directory}."
         )
     return RunBackup(directory, state_dir, recorded, started, resuming=True)

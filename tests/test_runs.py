@@ -103,6 +103,33 @@ def test_other_flags_are_refused_naming_each_difference(tmp_path, change, differ
     assert isinstance(error.value, ValueError)  # the examples print ValueErrors as one `error: ...` line
 
 
+PRESET = {"baseline": True, "hidden_units": (64, 64), "ent_coef": 0.001}
+
+
+@pytest.mark.parametrize(
+    "now, differences",
+    [
+        ({**PRESET, "ent_coef": 0.01}, "ent_coef 0.001 -> 0.01"),
+        ({"baseline": True, "hidden_units": (64, 64)}, "ent_coef 0.001 -> (not recorded)"),
+        ({**PRESET, "hidden_units": (32,), "gamma": 0.9}, "gamma (not recorded) -> 0.9, hidden_units 64 64 -> 32"),
+    ],
+)
+def test_other_settings_with_the_same_flags_are_refused_naming_each_difference(tmp_path, now, differences):
+    """A preset edited between a run and its resume (mutation tried: no settings comparison -> red)."""
+    _with_state(open_backup(tmp_path / "b", CONFIG, may_change=MAY_CHANGE, settings=PRESET))
+    assert json.loads((tmp_path / "b" / "run.json").read_text())["settings"]["hidden_units"] == [64, 64]
+    resumed = open_backup(tmp_path / "b", CONFIG, may_change=MAY_CHANGE, settings=dict(PRESET))  # tuples as lists
+    assert resumed.resuming
+    with pytest.raises(RunConfigMismatch) as error:
+        open_backup(tmp_path / "b", CONFIG, may_change=MAY_CHANGE, settings=now)
+    message = str(error.value)
+    assert (
+        f"the backup in {tmp_path / 'b'} was made with other settings ({differences}), with the same flags" in message
+    )
+    assert "To resume it, restore those settings; to start fresh, add --fresh" in message
+    assert (tmp_path / "b" / "state" / "checkpoint").read_text() == "weights"
+
+
 def test_fresh_discards_the_backup(tmp_path):
     _with_state(open_backup(tmp_path / "b", CONFIG, may_change=MAY_CHANGE))
     backup = open_backup(tmp_path / "b", {**CONFIG, "seed": 5}, may_change=MAY_CHANGE, fresh=True)

@@ -267,6 +267,13 @@ def test_a_backup_made_with_other_flags_is_not_resumed(tmp_path, monkeypatch, ca
         p.relative_to(backup): p.read_bytes() for p in (backup / "state").rglob("*") if p.is_file()
     } == state and not export_dir.exists()
 
+    # The same flags after the env's preset was edited: another run, refused as well.
+    from kerasce.rl import presets
+
+    with monkeypatch.context() as patch, pytest.raises(RunConfigMismatch, match=r"other settings \(ent_coef"):
+        patch.setitem(presets.PRESETS, "CartPole-v1", {"ent_coef": 0.05})
+        load_example().main([*flags, "--max-updates", "10"])
+
     capsys.readouterr()
     load_example().main([*flags, "--max-updates", "12"])
     out = capsys.readouterr().out
