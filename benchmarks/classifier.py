@@ -24,11 +24,25 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras
-import numpy as np
-import tensorflow as tf
+from kerasce.runs import HelpFormatter, non_negative_int, positive_int
 
-from kerasce.classifiers import ImageClassifier, build_image_classifier, classifier_metrics
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    parser.add_argument("--rounds", type=positive_int, default=20, help="interleaved rounds (median taken over them)")
+    parser.add_argument("--steps", type=positive_int, default=10, help="training steps per variant per round")
+    parser.add_argument("--seed", type=non_negative_int, default=0, help="seed of the weights and the random batch")
+    return parser.parse_args()
+
+
+if __name__ == "__main__":
+    parse_args()  # --help and bad flags answer here, before the TensorFlow import below
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from kerasce.classifiers import ImageClassifier, build_image_classifier, classifier_metrics  # noqa: E402
 
 TARGET_RATIO = 1.02
 # (case, input shape, classes, multi-label, batch): the example's two datasets and a CIFAR-sized input.
@@ -37,14 +51,6 @@ CASES = [
     ("multi_digits 16x16x1, 10 labels", (16, 16, 1), 10, True, 64),
     ("cifar-like 32x32x3, 10 classes", (32, 32, 3), 10, False, 64),
 ]
-
-
-def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=20, help="interleaved rounds (median taken over them)")
-    parser.add_argument("--steps", type=int, default=10, help="training steps per variant per round")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the weights and the random batch")
-    return parser.parse_args()
 
 
 def models(input_shape, num_classes: int, multilabel: bool) -> dict[str, keras.Model]:

@@ -15,6 +15,8 @@ import sys
 import time
 from pathlib import Path
 
+from kerasce.runs import HelpFormatter
+
 REPO = Path(__file__).resolve().parents[1]
 COMMANDS = {
     "image_classifier.py --help": [str(REPO / "examples" / "image_classifier.py"), "--help"],
@@ -26,7 +28,7 @@ COMMANDS = {
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
     rounds = parser.parse_args().rounds
     times: dict[str, list[float]] = {name: [] for name in COMMANDS}

@@ -27,22 +27,28 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras
-import numpy as np
-import tensorflow as tf
-
-from kerasce import losses
+from kerasce.runs import HelpFormatter, non_negative_int, positive_int
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=30, help="interleaved rounds (median taken over them)")
-    parser.add_argument("--calls", type=int, default=50, help="calls per variant per round")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random logits and labels")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    parser.add_argument("--rounds", type=positive_int, default=30, help="interleaved rounds (median taken over them)")
+    parser.add_argument("--calls", type=positive_int, default=50, help="calls per variant per round")
+    parser.add_argument("--seed", type=non_negative_int, default=0, help="seed of the random logits and labels")
     parser.add_argument("--skip-plain", action="store_true", help="skip the plain cross-entropy table")
     parser.add_argument("--skip-focal", action="store_true", help="skip the focal tables")
     parser.add_argument("--memory-variant", help=argparse.SUPPRESS)  # internal: one memory measurement
     return parser.parse_args()
+
+
+if __name__ == "__main__":
+    parse_args()  # --help and bad flags answer here, before the TensorFlow import below
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from kerasce import losses  # noqa: E402
 
 
 def forward_backward(loss_fn, jit_compile: bool = False):

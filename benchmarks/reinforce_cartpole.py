@@ -20,22 +20,28 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import gymnasium
-import keras
-import numpy as np
-import tensorflow as tf
-
-from kerasce.rl import ReinforceAgent
-
-TARGET = 475.0
-TARGETS = {"median_seconds": 3.0, "median_ratio": 0.4, "collect_steps_per_second": 150_000}
+from kerasce.runs import HelpFormatter, non_negative_int, positive_float
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds to run")
-    parser.add_argument("--max-seconds", type=float, default=90.0, help="give up a run after this long")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    parser.add_argument("--seeds", type=non_negative_int, nargs="+", default=[0, 1, 2], help="seeds to run")
+    parser.add_argument("--max-seconds", type=positive_float, default=90.0, help="give up a run after this long")
     return parser.parse_args()
+
+
+if __name__ == "__main__":
+    parse_args()  # --help and bad flags answer here, before the TensorFlow import below
+
+import gymnasium  # noqa: E402
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from kerasce.rl import ReinforceAgent  # noqa: E402
+
+TARGET = 475.0
+TARGETS = {"median_seconds": 3.0, "median_ratio": 0.4, "collect_steps_per_second": 150_000}
 
 
 def run_kerasce(seed: int, max_seconds: float) -> dict:

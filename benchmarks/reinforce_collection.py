@@ -15,11 +15,13 @@ import os
 import platform
 import time
 
+from kerasce.runs import HelpFormatter
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--envs", nargs="+", default=["Acrobot-v1", "LunarLander-v3"], help="gymnasium env ids")
     parser.add_argument("--num-envs", type=int, default=16, help="sub-envs per vector env")
     parser.add_argument("--steps", type=int, default=300, help="vector steps per round")

@@ -31,6 +31,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from kerasce.runs import HelpFormatter
+
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "reinforce_cartpole.py"
 TARGETS = {"steps_per_second_ratio": 1.7, "time_to_target_ratio": 0.65}
@@ -38,7 +40,7 @@ STEADY_FROM = 5  # the steady-state columns leave out the first updates
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     default_envs = ["Acrobot-v1"] + (["LunarLander-v3"] if importlib.util.find_spec("Box2D") else [])
     parser.add_argument("--envs", nargs="+", default=default_envs, help="gymnasium ids")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])

@@ -33,13 +33,15 @@ import sys
 import tempfile
 from pathlib import Path
 
+from kerasce.runs import HelpFormatter
+
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "reinforce_cartpole.py"
 SB3_RUNNER = Path(__file__).resolve().parent / "sb3_ppo_solve_time.py"
 ALGOS = {"kerasce": "kerasce REINFORCE", "sb3": "SB3 PPO"}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--envs", nargs="+", default=["CartPole-v1", "Acrobot-v1"], help="gymnasium env ids")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="seeds per env")
     parser.add_argument("--max-seconds", type=float, default=300.0, help="training budget per run")

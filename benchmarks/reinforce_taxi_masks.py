@@ -16,13 +16,15 @@ import os
 import platform
 import time
 
+from kerasce.runs import HelpFormatter
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 TARGET = 8.0
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--seed", type=int, default=0, help="seed of both runs")
     parser.add_argument("--max-seconds", type=float, default=400.0, help="training budget per run")
     parser.add_argument("--plot", default=None, help="write both curves to this PNG")

@@ -104,6 +104,11 @@ class PPOSettings:
     ppo_kwargs: dict[str, Any]  # PPO(...) arguments, "policy" included
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """The description as written, defaults in --help (kerasce.runs.HelpFormatter: this file also runs in
+    an SB3 interpreter that need not have kerasce installed)."""
+
+
 def ppo_settings(env_id: str, table: dict[str, dict[str, Any]] = ZOO_PPO) -> PPOSettings:
     """Translate ``table[env_id]`` as ``rl_zoo3.exp_manager.ExperimentManager`` does.
 
@@ -152,7 +157,7 @@ def _parse_dict_call(text: str) -> dict[str, Any]:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--env", required=True, choices=sorted(ZOO_PPO), help="gymnasium env id")
     parser.add_argument("--seed", type=int, default=0, help="run seed (training sub-env i is reset with seed + i)")
     parser.add_argument("--max-seconds", type=float, default=300.0, help="training budget of the learn call")

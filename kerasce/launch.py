@@ -31,6 +31,8 @@ import threading
 import time
 from collections.abc import Sequence
 
+from kerasce.runs import HelpFormatter
+
 __all__ = ["launch", "main", "tf_configs", "worker_cpus"]
 
 
@@ -189,7 +191,7 @@ def launch(
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m kerasce.launch", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m kerasce.launch", description=__doc__, formatter_class=HelpFormatter
     )
     parser.add_argument("--workers", type=int, required=True, help="local worker processes to start (>= 1)")
     parser.add_argument(
