@@ -6,6 +6,12 @@ For each env, "sync" (sub-envs stepped in turn in this process) and "async" (one
 gymnasium's AsyncVectorEnv) step the same number of vector steps with actions from the agent's NumPy
 policy (as `learn` samples them), interleaved round by round; the table shows env steps per second
 (median over rounds) and the ratio async / sync measured side by side.
+
+A second table measures what `learn` collects each update (each sub-env's first episode,
+`collect_episodes`) on the sync vector env, side by side per round on the same reset seeds and action
+draws: every sub-env stepped until the slowest first episode ends ("all") against sub-envs left alone once
+their first episode has ended ("first only", `first_episodes_only=True`, what `learn` does): env steps
+taken, the share of them that enter the batch, and the collection time.
 """
 
 from __future__ import annotations
@@ -76,6 +82,65 @@ def main(argv: list[str] | None = None) -> list[dict]:
     print("| --- | --- | --- | --- |")
     for row in rows:
         print(f"| {row['env']} | {row['sync']:,.0f} | {row['async']:,.0f} | {row['ratio']:.2f} |")
+    first_episode_table(args)
+    return rows
+
+
+def first_episode_table(args: argparse.Namespace) -> list[dict]:
+    """The second table: one `collect_episodes` per round and variant (see the module docstring)."""
+    import numpy as np
+
+    from kerasce.rl import ReinforceAgent, make_vector_env
+    from kerasce.rl.returns import first_episode_mask
+    from kerasce.rl.rollout import collect_episodes, sample_actions
+
+    rows = []
+    for env_id in args.envs:
+        agent = ReinforceAgent.from_env(env_id, seed=0)
+        sampler = agent.policy_sampler()
+        env = make_vector_env(env_id, args.num_envs, mode="sync")
+        measured: dict[bool, list[tuple[float, int, int]]] = {False: [], True: []}
+        try:
+            for round_ in range(args.rounds):
+                for only in (False, True):
+                    rng = np.random.default_rng(round_)  # the same action draws for both variants
+                    observations, _ = env.reset(seed=1000 + round_)
+                    start = time.perf_counter()
+                    rollout, _ = collect_episodes(
+                        env,
+                        lambda o: sample_actions(sampler.logits(o), rng),  # noqa: B023  (called right here)
+                        observations,
+                        agent.max_rollout_steps,
+                        first_episodes_only=only,
+                    )
+                    seconds = time.perf_counter() - start
+                    first = first_episode_mask(rollout.terminated, rollout.truncated, rollout.valid)
+                    measured[only].append((seconds, rollout.env_steps, int(first.sum())))
+        finally:
+            env.close()
+        full, lean = measured[False], measured[True]
+        rows.append(
+            {
+                "env": env_id,
+                "steps_all": int(np.median([m[1] for m in full])),
+                "steps_first": int(np.median([m[1] for m in lean])),
+                "share_all": float(np.median([m[2] / m[1] for m in full])),
+                "share_first": float(np.median([m[2] / m[1] for m in lean])),
+                "ms_all": float(np.median([m[0] for m in full])) * 1e3,
+                "ms_first": float(np.median([m[0] for m in lean])) * 1e3,
+                "ratio": float(np.median([b[0] / a[0] for a, b in zip(full, lean)])),
+            }
+        )
+    print(
+        "\n| env | env steps: all / first only | batch share: all / first only "
+        "| ms per collection: all / first only | first only / all (median of rounds) |"
+    )
+    print("| --- | --- | --- | --- | --- |")
+    for row in rows:
+        print(
+            f"| {row['env']} | {row['steps_all']:,} / {row['steps_first']:,} | {row['share_all']:.2f} / "
+            f"{row['share_first']:.2f} | {row['ms_all']:.1f} / {row['ms_first']:.1f} | {row['ratio']:.2f} |"
+        )
     return rows
 
 

@@ -560,8 +560,10 @@ class ReinforceAgent(keras.Model):
         Only the first episode of each sub-env is used (and logged in ``episode_returns``): a fast
         sub-env's 2nd, 3rd, ... episodes finish before the slowest sub-env's first one only when they
         are short, so keeping them would bias the gradient and ``mean_return_100`` toward short
-        episodes. The later steps are still collected (a vector env steps all sub-envs at once) and
-        counted in ``env_steps``.
+        episodes. A plain ``SyncVectorEnv`` (``make_vector_env``'s choice for envs without a NumPy
+        implementation: Acrobot, LunarLander) stops stepping a sub-env once its first episode has ended;
+        other vector envs step all sub-envs at once, and those later steps are collected and counted in
+        ``env_steps`` too.
 
         With ``eval_env``, an :class:`kerasce.callbacks.EvalCallback` plays ``eval_episodes`` greedy
         episodes on fresh seeds every ``eval_every`` updates; ``target_return`` then stops training only

@@ -98,7 +98,9 @@ def evaluate_policy(
         def act(obs, mask=None):
             return greedy_actions(mask_logits(logits(obs), mask)) + offset
 
-        rollout, _ = collect_episodes(vec_env, act, observations, int(max_steps), action_mask=action_mask, infos=infos)
+        rollout, _ = collect_episodes(
+            vec_env, act, observations, int(max_steps), action_mask=action_mask, infos=infos, first_episodes_only=True
+        )
     finally:
         if own:
             vec_env.close()

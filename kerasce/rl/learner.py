@@ -152,7 +152,13 @@ class Learner:
             return sample_actions(self.sampler.logits(obs), rng, mask) + self.action_offset
 
         rollout, _ = collect_episodes(
-            self.env, act, observations, agent.max_rollout_steps, action_mask=self.action_mask_fn, infos=infos
+            self.env,
+            act,
+            observations,
+            agent.max_rollout_steps,
+            action_mask=self.action_mask_fn,
+            infos=infos,
+            first_episodes_only=True,  # the steps after a sub-env's first episode would be thrown away
         )
         first = first_episode_mask(rollout.terminated, rollout.truncated, rollout.valid)
         return dataclasses.replace(rollout, valid=first)

@@ -260,11 +260,14 @@ class Rollout:
     valid: np.ndarray
     masks: np.ndarray | None = None
     last_observations: np.ndarray | None = None
+    skipped_steps: int = 0
 
     @property
     def env_steps(self) -> int:
-        """Number of ``env.step`` transitions, ``T * N`` (autoreset steps included)."""
-        return int(self.actions.size)
+        """Number of sub-env transitions taken: ``T * N`` (autoreset steps included), less the
+        ``skipped_steps`` of sub-envs that were no longer stepped (``collect_episodes(...,
+        first_episodes_only=True)``)."""
+        return int(self.actions.size) - self.skipped_steps
 
 
 def autoreset_mode(env: gymnasium.vector.VectorEnv) -> gymnasium.vector.AutoresetMode:
@@ -280,6 +283,22 @@ def autoreset_mode(env: gymnasium.vector.VectorEnv) -> gymnasium.vector.Autorese
     return mode
 
 
+def steppable_sub_envs(env: gymnasium.vector.VectorEnv) -> list[gymnasium.Env] | None:
+    """The sub-envs of ``env`` if `collect_episodes` may step them one by one, else None.
+
+    Only a plain ``SyncVectorEnv`` (it steps its sub-envs in a Python loop anyway) with next-step
+    autoreset and ``Box`` observations (stacked as the vector env would). Any other vector env (async,
+    NumPy-vectorized like :class:`~kerasce.rl.tabular.TabularVectorEnv`, wrapped) is stepped whole.
+    """
+    if type(env) is not gymnasium.vector.SyncVectorEnv:
+        return None
+    if autoreset_mode(env) is not gymnasium.vector.AutoresetMode.NEXT_STEP:
+        return None
+    if not isinstance(env.single_observation_space, gymnasium.spaces.Box):
+        return None
+    return list(env.envs)
+
+
 def collect_episodes(
     env: gymnasium.vector.VectorEnv,
     act: Callable[..., np.ndarray],  # act(observations) or, with action_mask, act(observations, mask)
@@ -287,6 +306,7 @@ def collect_episodes(
     max_steps: int,
     action_mask: Callable[[np.ndarray, dict], np.ndarray] | None = None,
     infos: dict | None = None,
+    first_episodes_only: bool = False,
 ) -> tuple[Rollout, np.ndarray]:
     """Step ``env`` until every sub-env has finished at least one episode (or ``max_steps`` rows).
 
@@ -309,6 +329,12 @@ def collect_episodes(
         :func:`kerasce.rl.envs.info_action_mask`; then ``act`` is called as ``act(observations, mask)``
         and the masks are stored in the rollout.
       infos: the infos that came with ``observations`` (from ``env.reset``), for ``action_mask``.
+      first_episodes_only: the caller keeps each sub-env's first episode only (the learner and the
+        evaluation do): a sub-env that has finished it is no longer stepped where `steppable_sub_envs`
+        allows (its later rows repeat its last observation with ``valid=False`` and count as
+        ``skipped_steps``). The first episodes, the actions drawn and the rows stay exactly those of
+        stepping every sub-env; the steps that would have been thrown away are not taken. The vector
+        env must be reset before it is stepped again.
 
     Returns:
       ``(rollout, observations)``: the :class:`Rollout` and the observations after its last step.
@@ -319,6 +345,8 @@ def collect_episodes(
     infos = {} if infos is None else infos
     prev_done = np.zeros(n, bool)
     finished = np.zeros(n, bool)
+    sub_envs = steppable_sub_envs(env) if first_episodes_only and action_mask is None else None
+    skipped = 0
     for _ in range(max_steps):
         # Copied before env.step: a vector env may return one observation buffer that every step
         # overwrites in place (SyncVectorEnv(..., copy=False)).
@@ -329,12 +357,23 @@ def collect_episodes(
             mask = np.asarray(action_mask(observations, infos), bool)
             rows["m"].append(mask)
             actions = act(observations, mask)
-        next_obs, rewards, terminated, truncated, infos = env.step(actions)
+        if sub_envs is not None and finished.any():
+            # Only the sub-envs still in their first episode. From here on the vector env itself is not
+            # stepped, so its autoreset bookkeeping is never consulted before the next reset.
+            next_obs, rewards = np.array(observations, copy=True), np.zeros(n)
+            terminated, truncated = np.zeros(n, bool), np.zeros(n, bool)
+            for i in np.flatnonzero(~finished):
+                next_obs[i], rewards[i], terminated[i], truncated[i], _ = sub_envs[i].step(actions[i])
+            skipped += int(finished.sum())
+        else:
+            next_obs, rewards, terminated, truncated, infos = env.step(actions)
         rows["a"].append(actions)
         rows["r"].append(rewards)
         rows["te"].append(terminated)
         rows["tr"].append(truncated)
-        rows["v"].append(np.ones(n, bool) if same_step else ~prev_done)
+        rows["v"].append(
+            (np.ones(n, bool) if same_step else ~prev_done) & ~(finished if sub_envs is not None else False)
+        )
         prev_done = terminated | truncated
         finished |= prev_done
         observations = next_obs
@@ -349,6 +388,7 @@ def collect_episodes(
         valid=np.asarray(rows["v"], bool),
         masks=np.asarray(rows["m"], bool) if action_mask is not None else None,
         last_observations=np.array(observations, np.float32, copy=True),
+        skipped_steps=skipped,
     )
     return rollout, observations
 

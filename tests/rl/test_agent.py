@@ -15,6 +15,7 @@ from kerasce_free import run_without_kerasce
 from scripted_envs import ScriptedEnv
 
 from kerasce.rl import ReinforceAgent, StopAtMeanReturn
+from kerasce.rl.envs import make_vector_env
 from kerasce.rl.learner import Learner
 
 TIMING_KEYS = {"steps_per_second", "train_seconds"}
@@ -147,9 +148,11 @@ def test_mixed_float16_scales_the_loss_and_trains():
 @pytest.mark.parametrize("replicas", [1, 3])
 def test_the_train_step_gets_aligned_steps_of_complete_episodes(scripted_vec_env, monkeypatch, replicas):
     # Sub-envs with episodes of 1, 2 and 4 steps, actions Discrete(2, start=1), next-step autoreset.
-    # Collection stops at row 3, when the 4-step episode ends. Rows (t) per env, "r" = reset step:
-    #   env 0 (L=1): ep0 t0 | r t1 | ep1 t2 (a 2nd episode: dropped) | r t3
-    #   env 1 (L=2): ep0 t0 t1 | r t2 | ep1 t3 (partial: dropped)
+    # Collection stops at row 3, when the 4-step episode ends. Rows (t) per env; "-": the sub-env has
+    # finished its first episode and is not stepped any more (a SyncVectorEnv's sub-envs are stepped one
+    # by one; stepping them would give a reset step and a 2nd episode, both dropped):
+    #   env 0 (L=1): ep0 t0 | - t1 t2 t3
+    #   env 1 (L=2): ep0 t0 t1 | - t2 t3
     #   env 2 (L=4): ep0 t0 t1 t2 t3
     # The batch is time-major over the kept steps. ScriptedEnv's obs is [step in episode, L] and its
     # reward r_k = k + 1, so with gamma = 0.5: L=1 G = [1]; L=2 G = [1 + 0.5*2, 2] = [2, 2];
@@ -180,7 +183,7 @@ def test_the_train_step_gets_aligned_steps_of_complete_episodes(scripted_vec_env
 
     ((observations, actions, returns),) = seen
     taken = [sub.actions_taken for sub in env.envs]
-    assert [len(a) for a in taken] == [2, 3, 4]  # reset steps never reach the env's step
+    assert [len(a) for a in taken] == [1, 2, 4]  # only first-episode steps reach the env's step
     np.testing.assert_array_equal(observations, [[k, length] for _, _, k, length, _ in expected])
     np.testing.assert_array_equal(actions, [taken[n][i] - 1 for n, i, _, _, _ in expected])  # start=1
     np.testing.assert_array_equal(returns, [g for *_, g in expected])
@@ -210,8 +213,10 @@ def test_each_env_contributes_its_first_episode_only(scripted_vec_env):
     history = agent.learn(env, max_updates=2)
     assert agent.episode_returns == [1.0, 15.0] * 2
     assert history.history["episode_return"] == [8.0, 8.0]
-    assert history.history["batch_steps"] == [6.0, 6.0]  # 1 + 5 steps of the first episodes, of 10 collected
-    assert agent.env_steps == 2 * 5 * 2  # every collected step counts, used or not
+    assert history.history["batch_steps"] == [6.0, 6.0]  # 1 + 5 steps of the first episodes, in 5 rows
+    # Env 0 is not stepped after its first episode (a SyncVectorEnv: sub-envs step one by one), so only
+    # those 6 steps per update are taken and counted (10 per update when every row steps every env).
+    assert agent.env_steps == 2 * (1 + 5)
 
 
 def test_max_grad_norm_goes_through_the_optimizer():
@@ -255,6 +260,30 @@ def test_same_seed_same_run():
     assert runs[0][0] == runs[1][0] and runs[0][2] == runs[1][2]
     for w0, w1 in zip(runs[0][1], runs[1][1]):
         np.testing.assert_array_equal(w0, w1)
+
+
+def test_not_stepping_finished_sub_envs_changes_nothing_but_the_steps_taken(monkeypatch):
+    """learn() on a SyncVectorEnv, with and without stepping sub-envs past their first episode: the same
+    updates, episodes and weights; fewer env steps (mutation tried: skipped steps not subtracted from
+    ``env_steps`` -> red)."""
+    from kerasce.rl import rollout
+
+    runs = {}
+    for lean in (True, False):
+        if not lean:
+            monkeypatch.setattr(rollout, "steppable_sub_envs", lambda env: None)
+        env = make_vector_env("CartPole-v1", 8, mode="sync")
+        agent = ReinforceAgent.from_env("CartPole-v1", seed=4, num_envs=8)
+        agent.learn(env, max_updates=3)
+        env.close()
+        runs[lean] = agent
+    lean, full = runs[True], runs[False]
+    assert lean.episode_returns == full.episode_returns and len(lean.episode_returns) == 24
+    for w0, w1 in zip(lean.get_weights(), full.get_weights()):
+        np.testing.assert_array_equal(w0, w1)
+    steps = lambda agent: [row["batch_steps"] for row in agent.training_log]
+    assert steps(lean) == steps(full)
+    assert sum(steps(lean)) == lean.env_steps < full.env_steps  # only first-episode steps were taken
 
 
 @pytest.mark.slow

@@ -1,12 +1,14 @@
 """Samplers (NumPy vs compiled TF) and episode collection from vector envs."""
 
+import dataclasses
+
 import gymnasium
 import keras
 import numpy as np
 import pytest
 
 from kerasce.rl.envs import check_spaces, make_vector_env
-from kerasce.rl.returns import complete_episode_mask
+from kerasce.rl.returns import complete_episode_mask, first_episode_mask
 from kerasce.rl.rollout import (
     CompiledPolicy,
     NumpyPolicy,
@@ -15,6 +17,7 @@ from kerasce.rl.rollout import (
     make_policy_sampler,
     sample_actions,
     softmax,
+    steppable_sub_envs,
 )
 
 
@@ -200,3 +203,55 @@ def test_unknown_vector_mode_is_rejected():
         make_vector_env("CartPole-v1", 2, mode="threads")
     with pytest.raises(ValueError, match="no native vector implementation"):
         make_vector_env("Acrobot-v1", 2, mode="native")
+
+
+@pytest.mark.parametrize("env_id, kwargs", [("CartPole-v1", {}), ("CartPole-v1", {"max_episode_steps": 18})])
+def test_first_episodes_only_skips_exactly_the_steps_that_would_be_thrown_away(env_id, kwargs):
+    """Sub-envs past their first episode are not stepped; the first episodes are those of stepping them all.
+
+    With an 18-step limit some first episodes are truncated: their following observation (the state the
+    baseline bootstraps from) must be the same too. Mutation tried: stepping a finished sub-env once more
+    (its autoreset step) -> red (env_steps).
+    """
+    rollouts = {}
+    for only in (False, True):
+        env = make_vector_env(env_id, 6, mode="sync", **kwargs)
+        assert steppable_sub_envs(env) is not None
+        rng = np.random.default_rng(3)
+        obs, _ = env.reset(seed=11)
+        act = lambda o: rng.integers(0, env.single_action_space.n, len(o))
+        rollouts[only], _ = collect_episodes(env, act, obs, 600, first_episodes_only=only)
+        env.close()
+    full, lean = rollouts[False], rollouts[True]
+    first = first_episode_mask(full.terminated, full.truncated, full.valid)
+    assert lean.actions.shape == full.actions.shape  # both stop when the slowest first episode ends
+    np.testing.assert_array_equal(first_episode_mask(lean.terminated, lean.truncated, lean.valid), first)
+    for field in ("observations", "actions", "rewards", "terminated", "truncated"):
+        np.testing.assert_array_equal(getattr(lean, field)[first], getattr(full, field)[first], err_msg=field)
+    assert lean.env_steps == first.sum() < full.env_steps == full.actions.size
+    np.testing.assert_array_equal(lean.valid, first)  # a row not stepped belongs to no episode
+    t, n = np.nonzero(first & full.truncated)
+    assert len(t) > 0 or not kwargs
+    following = lambda r: np.concatenate([r.observations[1:], r.last_observations[None]])
+    np.testing.assert_array_equal(following(lean)[t, n], following(full)[t, n])
+    np.testing.assert_array_equal(
+        completed_episodes(dataclasses.replace(lean, valid=first))[0],
+        completed_episodes(dataclasses.replace(full, valid=first))[0],
+    )
+
+
+def test_only_a_plain_sync_vector_env_is_stepped_sub_env_by_sub_env():
+    native = make_vector_env("CartPole-v1", 2)  # gymnasium's NumPy CartPole
+    taxi = make_vector_env("Taxi-v4", 2)  # kerasce's TabularVectorEnv
+    same_step = gymnasium.make_vec(
+        "CartPole-v1",
+        2,
+        vectorization_mode="sync",
+        vector_kwargs={"autoreset_mode": gymnasium.vector.AutoresetMode.SAME_STEP},
+    )
+    try:
+        assert steppable_sub_envs(native) is None and steppable_sub_envs(taxi) is None
+        assert steppable_sub_envs(same_step) is None
+    finally:
+        for env in (native, taxi, same_step):
+            env.close()
