@@ -48,4 +48,6 @@ def on_page_markdown(markdown: str, page=None, **kwargs) -> str:
         for anchor, target in _ANCHOR_PAGES.items():
             if here != target:
                 markdown = markdown.replace(f"](#{anchor})", f"]({target}#{anchor})")
+        # The README links files of docs/ (images) from the repository root; the pages live in docs/.
+        markdown = markdown.replace("](docs/", "](")
     return _FILE.sub(lambda m: _read(m.group(1).strip()), markdown)
