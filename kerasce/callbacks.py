@@ -15,7 +15,9 @@ if TYPE_CHECKING:
     import numpy as np
 
 _BEST_JSON = "best.json"
-_BEST_WEIGHTS = "best_weights.npz"
+# Keras's own weights file: keyed by each variable's place in the model's structure (not by position in a
+# flat list, nor by auto-generated layer names, which depend on what else the process built first).
+_BEST_WEIGHTS = "best.weights.h5"
 
 __all__ = ["EvalCallback", "RaiseOnNonFiniteLoss", "StopAtMeanReturn"]
 
@@ -184,7 +186,8 @@ class EvalCallback(keras.callbacks.Callback):
         self.action_mask = action_mask
         self.evaluations: list[dict[str, float]] = []
         self.best: dict[str, float] | None = None
-        self.best_weights: list | None = None
+        self.best_weights: list | None = None  # this run's best, in memory
+        self._best_file: Path | None = None  # a resumed run's best so far, on disk
         self.directory: Path | None = None
         self._carried: dict[str, float] = {}
         self.latest_logs: dict[str, float] = {}  # what on_epoch_end added to the logs
@@ -201,25 +204,23 @@ class EvalCallback(keras.callbacks.Callback):
         and with ``resumed``, start from the best saved there: a resumed run keeps the best weights its
         killed part found."""
         self.directory = None if directory is None else Path(directory)
+        self._best_file = None
         if resumed and self.directory is not None and (self.directory / _BEST_JSON).is_file():
-            import numpy as np
-
             self.best = json.loads((self.directory / _BEST_JSON).read_text())
-            with np.load(self.directory / _BEST_WEIGHTS) as arrays:
-                self.best_weights = [arrays[f"w{i}"] for i in range(len(arrays.files))]
+            self._best_file = self.directory / _BEST_WEIGHTS  # loaded into the model at the end of training
 
     def _save_best(self) -> None:
-        import numpy as np
-
+        """Writes the model's weights (those just evaluated best) and then the json that describes them."""
         from kerasce.export import write_json_atomic
 
-        directory, best_weights = self.directory, self.best_weights
-        if directory is None or best_weights is None:
+        directory = self.directory
+        if directory is None or self.best_weights is None:
             raise RuntimeError("EvalCallback._save_best needs an attached directory and best weights.")
         directory.mkdir(parents=True, exist_ok=True)
-        tmp = directory / (_BEST_WEIGHTS + ".tmp.npz")
-        np.savez(tmp, **{f"w{i}": w for i, w in enumerate(best_weights)})
-        os.replace(tmp, directory / _BEST_WEIGHTS)  # then the json that describes them
+        tmp = directory / ("tmp." + _BEST_WEIGHTS)  # Keras wants the .weights.h5 suffix
+        self.model.save_weights(tmp)
+        os.replace(tmp, directory / _BEST_WEIGHTS)
+        self._best_file = None  # the weights in memory are the best now
         write_json_atomic(directory / _BEST_JSON, self.best)
 
     def on_train_begin(self, logs: dict | None = None) -> None:
@@ -304,5 +305,15 @@ class EvalCallback(keras.callbacks.Callback):
         logs.update(self.latest_logs)
 
     def on_train_end(self, logs: dict | None = None) -> None:
-        if self.restore_best and self.best_weights is not None:
+        if not self.restore_best:
+            return
+        if self.best_weights is not None:  # found by this run (same process, same model)
             self.model.set_weights(self.best_weights)
+        elif self._best_file is not None:  # found before a resume: from the run's best-evaluation file
+            try:
+                self.model.load_weights(self._best_file)
+            except (ValueError, OSError) as error:
+                raise ValueError(
+                    f"the best evaluation's weights in {self._best_file} do not fit this policy ({error}); "
+                    "resume with the settings the run was started with, or start fresh."
+                ) from None

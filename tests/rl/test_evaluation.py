@@ -99,6 +99,31 @@ def test_learn_evaluates_logs_every_update_and_keeps_the_best_weights():
     )
 
 
+def test_a_resumed_runs_best_weights_come_back_by_structure_not_by_name(tmp_path):
+    """The best evaluation's weights on disk are a Keras weights file (keyed by each variable's place in the
+    model, like the checkpoints): a resumed run restores them into a policy built after other models (other
+    auto-generated layer names), and a policy of another shape is a clear error. Mutation tried: the old
+    npz keyed by auto-named variable path -> red (KeyError 'policy/dense_3/kernel')."""
+    agent = ReinforceAgent.from_env("CartPole-v1", seed=0, num_envs=4)
+    agent.learn("CartPole-v1", max_updates=2, evaluation=EvalCallback("CartPole-v1", 2), checkpoint_dir=tmp_path)
+    best = [keras.ops.convert_to_numpy(v) for v in agent.weights]  # learn() restored the best evaluation's
+
+    resumed = EvalCallback("CartPole-v1", 2)
+    resumed.attach(tmp_path / "best_eval", resumed=True)
+    fresh = ReinforceAgent.from_env("CartPole-v1", seed=1, num_envs=4)  # other initial weights and layer names
+    assert [v.path for v in fresh.weights] != [v.path for v in agent.weights]
+    assert not np.array_equal(keras.ops.convert_to_numpy(fresh.weights[0]), best[0])
+    resumed.set_model(fresh)
+    resumed.on_train_end()
+    for variable, want in zip(fresh.weights, best):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(variable), want)
+
+    other = ReinforceAgent.from_env("CartPole-v1", seed=1, num_envs=4, hidden_units=(8,))
+    resumed.set_model(other)
+    with pytest.raises(ValueError, match="best evaluation's weights in .* do not fit this policy"):
+        resumed.on_train_end()
+
+
 @pytest.mark.slow
 def test_the_exported_policy_reproduces_the_reported_evaluation(tmp_path, zygote):
     agent = ReinforceAgent.from_env("CartPole-v1", seed=1, num_envs=8)
