@@ -13,10 +13,14 @@ observations -> greedy `action`, `probabilities`; signature `sample`: a sampled 
 training_log.csv, learning_curve.png (training and greedy-evaluation curves) and greedy_episode.gif
 (one greedy episode, rendered headless).
 
+Settings: the env's preset (kerasce/rl/presets.py, RL Zoo style), then --num-envs, --learning-rate and
+--set KEY=VALUE ... (any ReinforceAgent argument); --no-preset starts from the agent's defaults.
+
 Training is resumable: the agent is checkpointed to --backup-dir every 10 updates; a run that is killed
 continues from its last checkpoint (same optimizer state, update count and curve) when started again
-with the same flags, and says so in one line. The backup records the flags it was made with
-(kerasce.runs): a run with other flags is refused, not silently resumed. --export-dir, --backup-dir,
+with the same flags, and says so in one line. The backup records the flags it was made with and the
+settings they resolved to (kerasce.runs): a run with other flags or an edited preset is refused, not
+silently resumed. --export-dir, --backup-dir,
 --quiet and the stopping flags (--max-seconds, --max-updates, --target-return: they move where the same
 run stops) may differ; --fresh discards the backup. The backup is deleted once training ends.
 
@@ -26,6 +30,8 @@ Flags are checked before TensorFlow is imported: --help and a bad value answer a
 from __future__ import annotations
 
 import argparse
+import ast
+import inspect
 import math
 import os
 import platform
@@ -33,7 +39,7 @@ import re
 import shutil
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
@@ -119,7 +125,44 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="ignore kerasce.rl.presets.PRESETS[env] and use the ReinforceAgent defaults",
     )
+    parser.add_argument(
+        "--set",
+        nargs="+",
+        type=setting,
+        default=[],
+        metavar="KEY=VALUE",
+        help="override ReinforceAgent settings of the preset, values as Python literals, e.g. "
+        "--set ent_coef=0.01 gamma=0.98 'hidden_units=(64, 64)'",
+    )
     return parser.parse_args(argv)
+
+
+def setting(text: str) -> str:
+    """``KEY=VALUE`` with a Python literal VALUE (checked here; the key is checked against the agent)."""
+    key, sep, value = text.partition("=")
+    try:
+        if not (sep and key.isidentifier()):
+            raise ValueError
+        ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        raise argparse.ArgumentTypeError(
+            f"expected KEY=VALUE with a Python literal VALUE (ent_coef=0.01, baseline=True), got {text!r}"
+        ) from None
+    return text
+
+
+def apply_settings(settings: dict, overrides: list[str], allowed: Collection[str]) -> dict:
+    """``settings`` with each ``--set KEY=VALUE`` applied.
+
+    Raises:
+        ValueError: a KEY that is not in `allowed` (the agent's constructor arguments).
+    """
+    for text in overrides:
+        key, _, value = text.partition("=")
+        if key not in allowed:
+            raise ValueError(f"--set {key}: not a ReinforceAgent setting; expected one of {sorted(allowed)}.")
+        settings[key] = ast.literal_eval(value)
+    return settings
 
 
 def env_slug(env_id: str) -> str:
@@ -227,6 +270,8 @@ def main(argv: list[str] | None = None) -> dict:
     for key in ("num_envs", "learning_rate"):
         if getattr(args, key) is not None:
             settings[key] = getattr(args, key)
+    agent_arguments = set(inspect.signature(ReinforceAgent.__init__).parameters) - {"self", "seed", "policy"}
+    settings = apply_settings(settings, args.set, agent_arguments)
 
     strategy = distribute.get_strategy(args.strategy)
     # Every worker of a cluster checkpoints, each into a directory of its own. The backup records the

@@ -91,6 +91,19 @@ def test_default_export_dir_is_named_after_the_env_and_metrics_are_strict_json(t
     assert sorted(p.name for p in (tmp_path / "saved_models").iterdir()) == ["reinforce_acrobot_v1"]
 
 
+@pytest.mark.slow
+def test_set_overrides_preset_settings_and_unknown_ones_are_refused(tmp_path):
+    example = load_example()
+    flags = ["--quiet", "--max-updates", "1", "--num-envs", "4", "--eval-episodes", "2"]
+    with pytest.raises(ValueError, match=r"--set hiden_units: not a ReinforceAgent setting; expected one of \["):
+        example.main([*flags, "--export-dir", str(tmp_path / "a"), "--set", "hiden_units=(8,)"])
+    metrics = example.main(
+        [*flags, "--export-dir", str(tmp_path / "b"), "--set", "hidden_units=(8,)", "ent_coef=0.05", "baseline=True"]
+    )
+    assert metrics["settings"]["hidden_units"] == [8] and metrics["settings"]["ent_coef"] == 0.05
+    assert metrics["settings"]["baseline"] is True and metrics["settings"]["num_envs"] == 4
+
+
 def _example_process(zygote, *flags: str, env: dict | None = None):
     """The example in a fresh process, forked from tests/zygote.py's (which has imported TensorFlow already:
     about 7 s of CPU less per process)."""
@@ -199,6 +212,8 @@ def test_two_worker_processes_train_and_only_the_chief_exports(tmp_path, zygote)
         (["--seed", "-1"], "--seed: expected an integer >= 0, got -1"),
         (["--target-return", "nan"], "--target-return: expected a finite number, got nan"),
         (["--strategy", "tpu"], "argument --strategy: invalid choice: 'tpu'"),
+        (["--set", "ent_coef"], "--set: expected KEY=VALUE with a Python literal VALUE"),
+        (["--set", "gamma=0.9", "ent_coef=lots"], "got 'ent_coef=lots'"),
     ],
 )
 def test_bad_flags_exit_with_a_message(flags, message, capsys):
