@@ -157,6 +157,7 @@ class _Checks:
         integral: bool = False,
         poison: bool = False,
         per_example: bool = False,
+        constant: bool = False,
     ) -> tf.Tensor:
         """Checks ``0 <= values <= high`` (``< high``), and that they are integers if `integral`; the message
         reports min and max.
@@ -166,7 +167,9 @@ class _Checks:
         becomes elementwise and fuses into the loss's own passes instead of a separate reduction: with
         `poison`, `values` come back NaN where out of range (the NaN reaches the loss and its gradients
         through the math); with `per_example` (`values` of the per-example result's shape, e.g. sparse ids),
-        `gate` multiplies those entries of the result by NaN.
+        `gate` multiplies those entries of the result by NaN. With `poison`, `constant` says that no gradient
+        with respect to `values` is wanted (labels): a select instead of a product with a 1 / NaN factor,
+        one op less per entry (the product also makes that gradient NaN, which predictions need).
         """
         if self._xla and (poison or per_example):
             # In range iff clamping changes nothing (NaN: never equal), two ops per entry instead of three; for
@@ -180,6 +183,8 @@ class _Checks:
             else:
                 raise ValueError("require_range: an exclusive bound needs integral values under XLA.")
             good = tf.equal(clamped, values)
+            if poison and constant:
+                return tf.where(good, values, tf.constant(float("nan"), values.dtype))
             dtype = values.dtype if values.dtype.is_floating else tf.float32
             factor = tf.where(good, tf.ones([], dtype), tf.constant(float("nan"), dtype))
             if poison:
@@ -281,9 +286,14 @@ def _format_value(value: Any) -> str:
     return str(array.tolist())
 
 
-def _check_unit_interval(checks: _Checks, x: tf.Tensor, what: str, fn: str) -> tf.Tensor:
-    """Run-time check that every entry of `x` lies in [0, 1]; returns `x` (NaN where not, under XLA)."""
-    return checks.require_range(x, 1.0 + _PROBABILITY_TOLERANCE, f"{fn}: {what} must be in [0, 1].", poison=True)
+def _check_unit_interval(checks: _Checks, x: tf.Tensor, what: str, fn: str, *, labels: bool = False) -> tf.Tensor:
+    """Run-time check that every entry of `x` lies in [0, 1]; returns `x` (NaN where not, under XLA).
+
+    ``labels=True``: `x` are labels, whose gradient no one takes (see `_Checks.require_range`'s `constant`).
+    """
+    return checks.require_range(
+        x, 1.0 + _PROBABILITY_TOLERANCE, f"{fn}: {what} must be in [0, 1].", poison=True, constant=labels
+    )
 
 
 def _log_clipped(p: tf.Tensor) -> tf.Tensor:
@@ -574,7 +584,7 @@ def softmax_cross_entropy(
         labels, logits_in, f"{fn}: one-hot / soft labels must have the predictions' shape."
     )
     labels = tf.cast(_move_axis_last(labels, class_axis), log_probs.dtype)
-    labels = _check_unit_interval(checks, labels, "one-hot / soft labels", fn)
+    labels = _check_unit_interval(checks, labels, "one-hot / soft labels", fn, labels=True)
     if label_smoothing:
         labels = labels * (1.0 - label_smoothing) + label_smoothing / num_classes
     if weights is not None:
@@ -820,7 +830,7 @@ def sigmoid_cross_entropy(
     labels = tf.cast(labels, logits.dtype)
     checks = _Checks()
     labels = checks.require_same_shape(labels, logits, f"{fn}: labels must have the predictions' shape.")
-    labels = _check_unit_interval(checks, labels, "labels", fn)
+    labels = _check_unit_interval(checks, labels, "labels", fn, labels=True)
     if not from_logits:
         logits = _check_unit_interval(checks, logits, "probabilities (from_logits=False)", fn)
     if label_smoothing:
