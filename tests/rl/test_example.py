@@ -75,7 +75,7 @@ def test_env_slug(env_id, slug):
 
 @pytest.mark.slow
 def test_default_export_dir_is_named_after_the_env_and_metrics_are_strict_json(tmp_path, monkeypatch):
-    # One update: no 100-episode mean yet; it is null, not NaN, in metrics.json.
+    # One update, 4 episodes: metrics.json must still be strict JSON (parse_constant rejects NaN and Infinity).
     from kerasce.rl import presets
 
     monkeypatch.chdir(tmp_path)
