@@ -219,7 +219,7 @@ def test_first_episodes_only_skips_exactly_the_steps_that_would_be_thrown_away(e
         assert steppable_sub_envs(env) is not None
         rng = np.random.default_rng(3)
         obs, _ = env.reset(seed=11)
-        act = lambda o: rng.integers(0, env.single_action_space.n, len(o))
+        act = lambda o: rng.integers(0, 2, len(o))  # CartPole: Discrete(2)
         rollouts[only], _ = collect_episodes(env, act, obs, 600, first_episodes_only=only)
         env.close()
     full, lean = rollouts[False], rollouts[True]
