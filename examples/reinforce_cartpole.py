@@ -270,7 +270,11 @@ def main(argv: list[str] | None = None) -> dict:
     for key in ("num_envs", "learning_rate"):
         if getattr(args, key) is not None:
             settings[key] = getattr(args, key)
-    agent_arguments = set(inspect.signature(ReinforceAgent.__init__).parameters) - {"self", "seed", "policy"}
+    # The env decides the shapes, --seed the seed; --set takes the agent's knobs.
+    parameters = inspect.signature(ReinforceAgent.__init__).parameters
+    agent_arguments = {
+        name for name, p in parameters.items() if p.kind is p.POSITIONAL_OR_KEYWORD or p.kind is p.KEYWORD_ONLY
+    } - {"self", "seed", "policy", "observation_shape", "num_actions"}
     settings = apply_settings(settings, args.set, agent_arguments)
 
     strategy = distribute.get_strategy(args.strategy)
