@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import ast
-import inspect
 import math
 import os
 import platform
@@ -261,7 +260,7 @@ def main(argv: list[str] | None = None) -> dict:
     from kerasce.export import write_json_atomic
     from kerasce.rl import ReinforceAgent
     from kerasce.rl.distributed import worker_index
-    from kerasce.rl.presets import max_seconds, preset
+    from kerasce.rl.presets import max_seconds, preset, setting_names
 
     if args.max_seconds is None:  # the env's time budget (LunarLander-v3: 900 s), recorded with the run's flags
         args.max_seconds = max_seconds(args.env)
@@ -270,12 +269,7 @@ def main(argv: list[str] | None = None) -> dict:
     for key in ("num_envs", "learning_rate"):
         if getattr(args, key) is not None:
             settings[key] = getattr(args, key)
-    # The env decides the shapes, --seed the seed; --set takes the agent's knobs.
-    parameters = inspect.signature(ReinforceAgent.__init__).parameters
-    agent_arguments = {
-        name for name, p in parameters.items() if p.kind is p.POSITIONAL_OR_KEYWORD or p.kind is p.KEYWORD_ONLY
-    } - {"self", "seed", "policy", "observation_shape", "num_actions"}
-    settings = apply_settings(settings, args.set, agent_arguments)
+    settings = apply_settings(settings, args.set, setting_names())
 
     strategy = distribute.get_strategy(args.strategy)
     # Every worker of a cluster checkpoints, each into a directory of its own. The backup records the

@@ -16,7 +16,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-__all__ = ["DEFAULT_MAX_SECONDS", "MAX_SECONDS", "PRESETS", "max_seconds", "preset"]
+__all__ = ["DEFAULT_MAX_SECONDS", "MAX_SECONDS", "PRESETS", "max_seconds", "preset", "setting_names"]
 
 PRESETS: dict[str, dict[str, Any]] = {
     # The constructor defaults: 32 envs, 2x32 tanh MLP, Adam 1e-2, per-batch normalised returns.
@@ -58,3 +58,15 @@ MAX_SECONDS: dict[str, float] = {"LunarLander-v3": 900.0}
 def max_seconds(env_id: str) -> float:
     """``MAX_SECONDS[env_id]``, else ``DEFAULT_MAX_SECONDS``: the example's default training time, in seconds."""
     return MAX_SECONDS.get(env_id, DEFAULT_MAX_SECONDS)
+
+
+def setting_names() -> frozenset[str]:
+    """The ``ReinforceAgent`` constructor arguments a preset (or the example's ``--set``) may give: all but
+    those the env decides (``observation_shape``, ``num_actions``), the seed and the policy model."""
+    import inspect
+
+    from kerasce.rl.agent import ReinforceAgent  # here, not at the top: agent.py is the heavier module
+
+    parameters = inspect.signature(ReinforceAgent.__init__).parameters.values()
+    named = {p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    return frozenset(named - {"self", "observation_shape", "num_actions", "seed", "policy"})

@@ -30,3 +30,10 @@ def test_time_budgets_are_per_env_and_positive():
     assert presets.max_seconds("CartPole-v1") == presets.DEFAULT_MAX_SECONDS == 120.0
     assert set(presets.MAX_SECONDS) <= set(gymnasium.registry)
     assert all(seconds > 0 for seconds in presets.MAX_SECONDS.values())
+
+
+def test_setting_names_are_the_agents_knobs():
+    # Reference: the constructor's signature read here; the env decides the shapes, --seed the seed.
+    arguments = set(inspect.signature(ReinforceAgent.__init__).parameters) - {"self", "kwargs"}
+    assert presets.setting_names() == arguments - {"observation_shape", "num_actions", "seed", "policy"}
+    assert {"ent_coef", "gamma", "hidden_units", "baseline", "num_envs"} <= presets.setting_names()
