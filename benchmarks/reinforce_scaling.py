@@ -4,14 +4,23 @@
     python benchmarks/reinforce_scaling.py --envs Acrobot-v1 --seeds 0 --max-seconds 60     # a short run
 
 For each env and seed, runs examples/reinforce_cartpole.py through ``python -m kerasce.launch --workers W``
-for W = 1 and W = 2, interleaved, with the same GLOBAL number of envs (``--num-envs`` split across the
-workers), one thread per worker (TensorFlow intra/inter-op, OpenMP, BLAS: ``--threads 1``), each worker pinned
-to a core of its own (``--pin``; the 1-worker run too) and the env's one-process vectorization (native or
-``sync``), so that the figures measure the workers, not the env's own parallelism. Reads each run's
-metrics.json: aggregate collection env steps/s (all workers' steps over the slowest worker's collection time),
-time per update, time to the target (the training stops when the 100-episode mean and the greedy evaluation
-reach the env's reward threshold). Prints a table and the ratios 2 workers / 1 worker (medians over seeds),
-and the uptime load average: timings taken while other work runs on the machine are not the machine's.
+for W = 1 and W = 2, interleaved, with the same GLOBAL number of envs (the env's preset, as the example
+uses, or ``--num-envs``; split across the workers), one thread per worker (TensorFlow intra/inter-op,
+OpenMP, BLAS: ``--threads 1``), each worker pinned to a core of its own (``--pin``; the 1-worker run too)
+and the env's one-process vectorization (native or ``sync``), so that the figures measure the workers, not
+the env's own parallelism. A seed fixes a run (its updates and env steps), so ``--repeats`` runs each
+(seed, workers) pair again for more timing samples; the per-seed figure is the median of its repeats.
+
+Reads each run's metrics.json: aggregate collection env steps/s (all workers' steps over the slowest
+worker's collection time), time per update, time to the target (the training stops when the 100-episode
+mean and the greedy evaluation reach the env's reward threshold). Prints a table and the ratios 2 workers /
+1 worker (medians over seeds), and the uptime load average: timings taken while other work runs on the
+machine are not the machine's.
+
+The machine's own ceiling, measured in the same run (the "plain processes" rows): W plain Python processes,
+pinned like the workers, each stepping its share of the envs with random actions and no TensorFlow, for
+``--probe-seconds`` each time, before every seed. On a virtual machine two busy cores can be slower than
+one busy core (the host shares them); the ratio of these rows is what any W-process scheme can reach here.
 
 Targets on a 2-core machine: steps/s ratio >= 1.7, time-to-target ratio (Acrobot-v1) <= 0.65.
 """
@@ -20,7 +29,9 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import importlib.util
+import inspect
 import json
 import os
 import platform
@@ -44,14 +55,71 @@ def parse_args() -> argparse.Namespace:
     default_envs = ["Acrobot-v1"] + (["LunarLander-v3"] if importlib.util.find_spec("Box2D") else [])
     parser.add_argument("--envs", nargs="+", default=default_envs, help="gymnasium ids")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--num-envs", type=int, default=16, help="global envs, split across the workers")
+    parser.add_argument(
+        "--num-envs", type=int, default=None, help="global envs, split across the workers (default: the preset's)"
+    )
     parser.add_argument("--max-seconds", type=float, default=180.0, help="training time limit of one run")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="worker counts to compare")
+    parser.add_argument("--repeats", type=int, default=1, help="runs of each (seed, workers) pair; median taken")
+    parser.add_argument("--probe-seconds", type=float, default=5.0, help="duration of one plain-process probe")
     return parser.parse_args()
 
 
-def run(env: str, seed: int, workers: int, args: argparse.Namespace, scratch: Path) -> dict:
-    export = scratch / f"{env}-{seed}-{workers}"
+def global_envs(env: str, args: argparse.Namespace) -> int:
+    """``--num-envs``, else the env's preset (what the example runs), else the agent's default."""
+    if args.num_envs is not None:
+        return args.num_envs
+    from kerasce.rl.agent import ReinforceAgent  # not at the top: --help answers without TensorFlow
+    from kerasce.rl.presets import preset
+
+    default = inspect.signature(ReinforceAgent.__init__).parameters["num_envs"].default
+    return int(preset(env).get("num_envs", default))
+
+
+PROBE = """
+import sys, time
+import numpy as np
+from kerasce.rl.envs import make_vector_env
+env_id, num_envs, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+env = make_vector_env(env_id, num_envs, mode="auto")
+env.reset(seed=0)
+rng = np.random.default_rng(0)
+n = env.single_action_space.n
+for _ in range(20):
+    env.step(rng.integers(0, n, num_envs))
+steps, start = 0, time.perf_counter()
+while time.perf_counter() - start < seconds:
+    env.step(rng.integers(0, n, num_envs))
+    steps += num_envs
+print(steps / (time.perf_counter() - start))
+"""
+
+
+def probe(env: str, num_envs: int, workers: int, seconds: float) -> float:
+    """Aggregate env steps/s of ``workers`` plain processes, pinned to a core each, stepping ``num_envs //
+    workers`` envs each with random actions, all at once (no TensorFlow, no policy, no synchronisation)."""
+    cpus = sorted(os.sched_getaffinity(0))
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", PROBE, env, str(num_envs // workers), str(seconds)],
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+            env=dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1"),
+            preexec_fn=functools.partial(os.sched_setaffinity, 0, {cpus[i % len(cpus)]}),
+        )
+        for i in range(workers)
+    ]
+    rates = []
+    for proc in procs:
+        out, _ = proc.communicate(timeout=seconds + 120)
+        if proc.returncode != 0:
+            raise RuntimeError(f"probe process failed ({proc.returncode})")
+        rates.append(float(out.strip().splitlines()[-1]))
+    return sum(rates)
+
+
+def run(env: str, seed: int, workers: int, num_envs: int, args: argparse.Namespace, export: Path) -> dict:
     cmd = [
         sys.executable,
         "-m",
@@ -69,7 +137,7 @@ def run(env: str, seed: int, workers: int, args: argparse.Namespace, scratch: Pa
         "--seed",
         str(seed),
         "--num-envs",
-        str(args.num_envs // workers),
+        str(num_envs // workers),
         "--max-seconds",
         str(args.max_seconds),
         "--quiet",
@@ -112,31 +180,61 @@ def run(env: str, seed: int, workers: int, args: argparse.Namespace, scratch: Pa
     }
 
 
+KEYS = (
+    "steps_per_second",
+    "seconds_per_update",
+    "time_to_target",
+    "steady_steps_per_second",
+    "steady_seconds_per_update",
+)
+
+
+def seed_medians(rows: list[dict], env: str, workers: int, seeds: list[int]) -> list[dict]:
+    """One row per seed: the median of each timing over its repeats (a seed fixes everything else)."""
+    out = []
+    for seed in seeds:
+        mine = [r for r in rows if (r["env"], r["workers"], r["seed"]) == (env, workers, seed)]
+        out.append({k: statistics.median(r[k] for r in mine) for k in KEYS} | {"solved": mine[0]["solved"]})
+    return out
+
+
 def main() -> None:
     args = parse_args()
-    if any(args.num_envs % w for w in args.workers):
-        sys.exit(f"error: --num-envs {args.num_envs} must split evenly across {args.workers} workers")
+    envs = {env: global_envs(env, args) for env in args.envs}
+    for env, num_envs in envs.items():
+        if any(num_envs % w for w in args.workers):
+            sys.exit(f"error: {env}: {num_envs} envs must split evenly across {args.workers} workers")
     print(
         f"python {platform.python_version()} on {platform.machine()}, {os.cpu_count()} cores; "
         f"load average before: {os.getloadavg()}"
     )
-    print(f"envs {args.envs}, seeds {args.seeds}, {args.num_envs} envs in all, max {args.max_seconds:g} s per run")
-    rows = []
+    print(
+        f"envs in all {envs}, seeds {args.seeds}, {args.repeats} repeat(s), max {args.max_seconds:g} s per run, "
+        f"plain-process probes of {args.probe_seconds:g} s"
+    )
+    rows, probes = [], []
     with tempfile.TemporaryDirectory(prefix="kerasce-scaling-") as scratch:
-        for env in args.envs:
+        for env, num_envs in envs.items():
             for seed in args.seeds:
-                for workers in args.workers:  # interleaved: both counts see the same load
-                    result = run(env, seed, workers, args, Path(scratch))
-                    assert result["workers"] == workers, result
-                    rows.append({"env": env, "seed": seed, **result})
-                    print(
-                        f"  {env:15s} seed {seed} workers {workers}: {result['steps_per_second']:9,.0f} steps/s  "
-                        f"{result['seconds_per_update'] * 1e3:7.1f} ms/update  "
-                        f"train {result['train_seconds']:6.1f} s "
-                        f"({'solved' if result['solved'] else 'not solved'}, {result['updates']} updates, "
-                        f"{result['env_steps']:,} steps)  wall {result['wall']:.0f} s",
-                        flush=True,
-                    )
+                for workers in args.workers:
+                    rate = probe(env, num_envs, workers, args.probe_seconds)
+                    probes.append({"env": env, "workers": workers, "steps_per_second": rate})
+                    print(f"  {env:15s} plain processes {workers}: {rate:9,.0f} steps/s", flush=True)
+                for repeat in range(args.repeats):
+                    for workers in args.workers:  # interleaved: both counts see the same load
+                        export = Path(scratch) / f"{env}-{seed}-{workers}-{repeat}"
+                        result = run(env, seed, workers, num_envs, args, export)
+                        if result["workers"] != workers:
+                            raise RuntimeError(f"expected a run of {workers} workers, got {result['workers']}")
+                        rows.append({"env": env, "seed": seed, **result})
+                        print(
+                            f"  {env:15s} seed {seed} workers {workers}: {result['steps_per_second']:9,.0f} steps/s  "
+                            f"{result['seconds_per_update'] * 1e3:7.1f} ms/update  "
+                            f"train {result['train_seconds']:6.1f} s "
+                            f"({'solved' if result['solved'] else 'not solved'}, {result['updates']} updates, "
+                            f"{result['env_steps']:,} steps)  wall {result['wall']:.0f} s",
+                            flush=True,
+                        )
     print(f"load average after: {os.getloadavg()}")
     base = args.workers[0]
     print(
@@ -145,21 +243,15 @@ def main() -> None:
     )
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     summary = {}
-    for env in args.envs:
-        med = {}
+    for env in envs:
+        med, plain = {}, {}
         for workers in args.workers:
-            mine = [r for r in rows if r["env"] == env and r["workers"] == workers]
-            med[workers] = {
-                k: statistics.median(r[k] for r in mine)
-                for k in (
-                    "steps_per_second",
-                    "seconds_per_update",
-                    "time_to_target",
-                    "steady_steps_per_second",
-                    "steady_seconds_per_update",
-                )
-            }
-            med[workers]["solved"] = sum(r["solved"] for r in mine)
+            per_seed = seed_medians(rows, env, workers, args.seeds)
+            med[workers] = {k: statistics.median(r[k] for r in per_seed) for k in KEYS}
+            med[workers]["solved"] = sum(r["solved"] for r in per_seed)
+            plain[workers] = statistics.median(
+                p["steps_per_second"] for p in probes if (p["env"], p["workers"]) == (env, workers)
+            )
         for workers in args.workers:
             m, b = med[workers], med[base]
             ttt = m["time_to_target"]
@@ -174,14 +266,20 @@ def main() -> None:
                 f"| {m['steady_seconds_per_update'] * 1e3:.1f} "
                 f"| {m['steady_seconds_per_update'] / b['steady_seconds_per_update']:.2f} |"
             )
-            summary[(env, workers)] = (m["steps_per_second"] / b["steps_per_second"], ratio)
+            steps_ratio = m["steps_per_second"] / b["steps_per_second"]
+            summary[(env, workers)] = (steps_ratio, ratio, plain[workers] / plain[base])
+        for workers in args.workers:
+            print(
+                f"| {env}, plain processes | {workers} | {plain[workers]:,.0f} | {plain[workers] / plain[base]:.2f} "
+                "| | | | | | | | | |"
+            )
     if 2 in args.workers and base == 1:
-        for env in args.envs:
-            steps_ratio, ttt_ratio = summary[(env, 2)]
+        for env in envs:
+            steps_ratio, ttt_ratio, ceiling = summary[(env, 2)]
             verdict = "meets" if steps_ratio >= TARGETS["steps_per_second_ratio"] else "misses"
             print(
                 f"{env}: 2 workers collect {steps_ratio:.2f}x the env steps/s of one ({verdict} the "
-                f">= {TARGETS['steps_per_second_ratio']}x target)"
+                f">= {TARGETS['steps_per_second_ratio']}x target; two plain processes step {ceiling:.2f}x one here)"
                 + (
                     f"; time to target {ttt_ratio:.2f}x (target <= {TARGETS['time_to_target_ratio']}x)"
                     if env == "Acrobot-v1"
