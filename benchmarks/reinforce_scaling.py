@@ -19,8 +19,9 @@ machine are not the machine's.
 
 The machine's own ceiling, measured in the same run (the "plain processes" rows): W plain Python processes,
 pinned like the workers, each stepping its share of the envs with random actions and no TensorFlow, for
-``--probe-seconds`` each time, before every seed. On a virtual machine two busy cores can be slower than
-one busy core (the host shares them); the ratio of these rows is what any W-process scheme can reach here.
+``--probe-seconds`` at a time, 1 and 2 processes alternating ``--probe-rounds`` times before every seed
+(median). On a virtual machine two busy cores can each be slower than one busy core (the host shares
+them); the ratio of these rows is what any W-process scheme can reach here.
 
 Targets on a 2-core machine: steps/s ratio >= 1.7, time-to-target ratio (Acrobot-v1) <= 0.65.
 """
@@ -61,7 +62,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--max-seconds", type=float, default=180.0, help="training time limit of one run")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="worker counts to compare")
     parser.add_argument("--repeats", type=int, default=1, help="runs of each (seed, workers) pair; median taken")
-    parser.add_argument("--probe-seconds", type=float, default=5.0, help="duration of one plain-process probe")
+    parser.add_argument("--probe-seconds", type=float, default=2.0, help="duration of one plain-process probe")
+    parser.add_argument("--probe-rounds", type=int, default=3, help="alternating probe rounds per seed (median)")
     return parser.parse_args()
 
 
@@ -78,10 +80,13 @@ def global_envs(env: str, args: argparse.Namespace) -> int:
 
 PROBE = """
 import sys, time
+import gymnasium
 import numpy as np
-from kerasce.rl.envs import make_vector_env
 env_id, num_envs, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
-env = make_vector_env(env_id, num_envs, mode="auto")
+try:  # the example's choice (kerasce.rl.envs.make_vector_env "auto"), without importing TensorFlow
+    env = gymnasium.make_vec(env_id, num_envs, vectorization_mode="vector_entry_point")
+except gymnasium.error.Error:
+    env = gymnasium.make_vec(env_id, num_envs, vectorization_mode="sync")
 env.reset(seed=0)
 rng = np.random.default_rng(0)
 n = env.single_action_space.n
@@ -210,16 +215,17 @@ def main() -> None:
     )
     print(
         f"envs in all {envs}, seeds {args.seeds}, {args.repeats} repeat(s), max {args.max_seconds:g} s per run, "
-        f"plain-process probes of {args.probe_seconds:g} s"
+        f"plain-process probes of {args.probe_seconds:g} s x {args.probe_rounds} per seed"
     )
     rows, probes = [], []
     with tempfile.TemporaryDirectory(prefix="kerasce-scaling-") as scratch:
         for env, num_envs in envs.items():
             for seed in args.seeds:
-                for workers in args.workers:
-                    rate = probe(env, num_envs, workers, args.probe_seconds)
-                    probes.append({"env": env, "workers": workers, "steps_per_second": rate})
-                    print(f"  {env:15s} plain processes {workers}: {rate:9,.0f} steps/s", flush=True)
+                for _ in range(args.probe_rounds):  # short and alternating: this VM's speed drifts by 2x in seconds
+                    for workers in args.workers:
+                        rate = probe(env, num_envs, workers, args.probe_seconds)
+                        probes.append({"env": env, "workers": workers, "steps_per_second": rate})
+                        print(f"  {env:15s} plain processes {workers}: {rate:9,.0f} steps/s", flush=True)
                 for repeat in range(args.repeats):
                     for workers in args.workers:  # interleaved: both counts see the same load
                         export = Path(scratch) / f"{env}-{seed}-{workers}-{repeat}"
