@@ -43,7 +43,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from kerasce.runs import HelpFormatter
+from kerasce.runs import HelpFormatter, positive_float, positive_int
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "reinforce_cartpole.py"
@@ -57,13 +57,20 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--envs", nargs="+", default=default_envs, help="gymnasium ids")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument(
-        "--num-envs", type=int, default=None, help="global envs, split across the workers (default: the preset's)"
+        "--num-envs",
+        type=positive_int,
+        default=None,
+        help="global envs, split across the workers (default: the preset's)",
     )
     parser.add_argument("--max-seconds", type=float, default=180.0, help="training time limit of one run")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="worker counts to compare")
-    parser.add_argument("--repeats", type=int, default=1, help="runs of each (seed, workers) pair; median taken")
-    parser.add_argument("--probe-seconds", type=float, default=2.0, help="duration of one plain-process probe")
-    parser.add_argument("--probe-rounds", type=int, default=3, help="alternating probe rounds per seed (median)")
+    parser.add_argument(
+        "--repeats", type=positive_int, default=1, help="runs of each (seed, workers) pair; median taken"
+    )
+    parser.add_argument("--probe-seconds", type=positive_float, default=2.0, help="duration of one plain-process probe")
+    parser.add_argument(
+        "--probe-rounds", type=positive_int, default=3, help="alternating probe rounds per seed (median)"
+    )
     return parser.parse_args()
 
 
