@@ -13,15 +13,18 @@ the env's own parallelism. A seed fixes a run (its updates and env steps), so ``
 
 Reads each run's metrics.json: aggregate collection env steps/s (all workers' steps over the slowest
 worker's collection time), time per update, time to the target (the training stops when the 100-episode
-mean and the greedy evaluation reach the env's reward threshold). Prints a table and the ratios 2 workers /
-1 worker (medians over seeds), and the uptime load average: timings taken while other work runs on the
-machine are not the machine's.
+mean and the greedy evaluation reach the env's reward threshold); and from its training log, the CPU time
+per env step while collecting (``collect_cpu_seconds``, all workers): the same code costs more CPU time per
+step only when the CPU itself runs slower, so this column tells a slower CPU from time spent waiting.
+Prints a table and the ratios 2 workers / 1 worker (medians over seeds), and the uptime load average:
+timings taken while other work runs on the machine are not the machine's.
 
 The machine's own ceiling, measured in the same run (the "plain processes" rows): W plain Python processes,
 pinned like the workers, each stepping its share of the envs with random actions and no TensorFlow, for
 ``--probe-seconds`` at a time, 1 and 2 processes alternating ``--probe-rounds`` times before every seed
 (median). On a virtual machine two busy cores can each be slower than one busy core (the host shares
-them); the ratio of these rows is what any W-process scheme can reach here.
+them): their CPU time per env step goes up. The ratio of these rows is what any W-process scheme can reach
+here.
 
 Targets on a 2-core machine: steps/s ratio >= 1.7, time-to-target ratio (Acrobot-v1) <= 0.65.
 """
@@ -99,17 +102,18 @@ rng = np.random.default_rng(0)
 n = env.single_action_space.n
 for _ in range(20):
     env.step(rng.integers(0, n, num_envs))
-steps, start = 0, time.perf_counter()
+steps, start, cpu = 0, time.perf_counter(), time.process_time()
 while time.perf_counter() - start < seconds:
     env.step(rng.integers(0, n, num_envs))
     steps += num_envs
-print(steps / (time.perf_counter() - start))
+print(steps / (time.perf_counter() - start), (time.process_time() - cpu) / steps)
 """
 
 
-def probe(env: str, num_envs: int, workers: int, seconds: float) -> float:
-    """Aggregate env steps/s of ``workers`` plain processes, pinned to a core each, stepping ``num_envs //
-    workers`` envs each with random actions, all at once (no TensorFlow, no policy, no synchronisation)."""
+def probe(env: str, num_envs: int, workers: int, seconds: float) -> tuple[float, float]:
+    """``(aggregate env steps/s, mean CPU seconds per env step)`` of ``workers`` plain processes, pinned to a
+    core each, stepping ``num_envs // workers`` envs each with random actions, all at once (no TensorFlow,
+    no policy, no synchronisation)."""
     cpus = sorted(os.sched_getaffinity(0))
     procs = [
         subprocess.Popen(
@@ -122,13 +126,15 @@ def probe(env: str, num_envs: int, workers: int, seconds: float) -> float:
         )
         for i in range(workers)
     ]
-    rates = []
+    rates, cpu = [], []
     for proc in procs:
         out, _ = proc.communicate(timeout=seconds + 120)
         if proc.returncode != 0:
             raise RuntimeError(f"probe process failed ({proc.returncode})")
-        rates.append(float(out.strip().splitlines()[-1]))
-    return sum(rates)
+        rate, cpu_per_step = (float(x) for x in out.strip().splitlines()[-1].split())
+        rates.append(rate)
+        cpu.append(cpu_per_step)
+    return sum(rates), statistics.mean(cpu)
 
 
 def run(env: str, seed: int, workers: int, num_envs: int, args: argparse.Namespace, export: Path) -> dict:
@@ -175,7 +181,11 @@ def run(env: str, seed: int, workers: int, num_envs: int, args: argparse.Namespa
     seconds = [float(row["train_seconds"]) for row in log]
     later = log[STEADY_FROM:]
     steady = len(later) >= 3
+    # CPU time per env step while collecting, all workers, all updates: the same code on a slower CPU costs
+    # more of it (collection has no start-up cost: the first update's trace is not part of it).
+    cpu = sum(float(row["collect_cpu_seconds"]) for row in log)
     return {
+        "cpu_us_per_step": 1e6 * cpu / metrics["env_steps"],
         "steady_seconds_per_update": (seconds[-1] - seconds[STEADY_FROM - 1]) / len(later) if steady else float("nan"),
         "steady_steps_per_second": statistics.median(float(r["steps_per_second"]) for r in later)
         if steady
@@ -193,6 +203,7 @@ def run(env: str, seed: int, workers: int, num_envs: int, args: argparse.Namespa
 
 
 KEYS = (
+    "cpu_us_per_step",
     "steps_per_second",
     "seconds_per_update",
     "time_to_target",
@@ -230,9 +241,15 @@ def main() -> None:
             for seed in args.seeds:
                 for _ in range(args.probe_rounds):  # short and alternating: this VM's speed drifts by 2x in seconds
                     for workers in args.workers:
-                        rate = probe(env, num_envs, workers, args.probe_seconds)
-                        probes.append({"env": env, "workers": workers, "steps_per_second": rate})
-                        print(f"  {env:15s} plain processes {workers}: {rate:9,.0f} steps/s", flush=True)
+                        rate, cpu = probe(env, num_envs, workers, args.probe_seconds)
+                        probes.append(
+                            {"env": env, "workers": workers, "steps_per_second": rate, "cpu_us_per_step": 1e6 * cpu}
+                        )
+                        print(
+                            f"  {env:15s} plain processes {workers}: {rate:9,.0f} steps/s  "
+                            f"{1e6 * cpu:6.1f} CPU us/step",
+                            flush=True,
+                        )
                 for repeat in range(args.repeats):
                     for workers in args.workers:  # interleaved: both counts see the same load
                         export = Path(scratch) / f"{env}-{seed}-{workers}-{repeat}"
@@ -245,16 +262,17 @@ def main() -> None:
                             f"{result['seconds_per_update'] * 1e3:7.1f} ms/update  "
                             f"train {result['train_seconds']:6.1f} s "
                             f"({'solved' if result['solved'] else 'not solved'}, {result['updates']} updates, "
-                            f"{result['env_steps']:,} steps)  wall {result['wall']:.0f} s",
+                            f"{result['env_steps']:,} steps)  {result['cpu_us_per_step']:6.1f} CPU us/step  "
+                            f"wall {result['wall']:.0f} s",
                             flush=True,
                         )
     print(f"load average after: {os.getloadavg()}")
     base = args.workers[0]
     print(
         "\n| env | workers | env steps/s | ratio | ms/update | ratio | time to target (s) | ratio | solved "
-        f"| from update {STEADY_FROM}: env steps/s | ratio | ms/update | ratio |"
+        f"| from update {STEADY_FROM}: env steps/s | ratio | ms/update | ratio | CPU µs per env step | ratio |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     summary = {}
     for env in envs:
         med, plain = {}, {}
@@ -262,9 +280,10 @@ def main() -> None:
             per_seed = seed_medians(rows, env, workers, args.seeds)
             med[workers] = {k: statistics.median(r[k] for r in per_seed) for k in KEYS}
             med[workers]["solved"] = sum(r["solved"] for r in per_seed)
-            plain[workers] = statistics.median(
-                p["steps_per_second"] for p in probes if (p["env"], p["workers"]) == (env, workers)
-            )
+            plain[workers] = {
+                key: statistics.median(p[key] for p in probes if (p["env"], p["workers"]) == (env, workers))
+                for key in ("steps_per_second", "cpu_us_per_step")
+            }
         for workers in args.workers:
             m, b = med[workers], med[base]
             ttt = m["time_to_target"]
@@ -277,24 +296,34 @@ def main() -> None:
                 f"| {m['steady_steps_per_second']:,.0f} "
                 f"| {m['steady_steps_per_second'] / b['steady_steps_per_second']:.2f} "
                 f"| {m['steady_seconds_per_update'] * 1e3:.1f} "
-                f"| {m['steady_seconds_per_update'] / b['steady_seconds_per_update']:.2f} |"
+                f"| {m['steady_seconds_per_update'] / b['steady_seconds_per_update']:.2f} "
+                f"| {m['cpu_us_per_step']:.1f} | {m['cpu_us_per_step'] / b['cpu_us_per_step']:.2f} |"
             )
-            steps_ratio = m["steps_per_second"] / b["steps_per_second"]
-            summary[(env, workers)] = (steps_ratio, ratio, plain[workers] / plain[base])
+            summary[(env, workers)] = {
+                "steps": m["steps_per_second"] / b["steps_per_second"],
+                "time_to_target": ratio,
+                "cpu": m["cpu_us_per_step"] / b["cpu_us_per_step"],
+                "plain_steps": plain[workers]["steps_per_second"] / plain[base]["steps_per_second"],
+                "plain_cpu": plain[workers]["cpu_us_per_step"] / plain[base]["cpu_us_per_step"],
+            }
         for workers in args.workers:
+            p, b = plain[workers], plain[base]
             print(
-                f"| {env}, plain processes | {workers} | {plain[workers]:,.0f} | {plain[workers] / plain[base]:.2f} "
-                "| | | | | | | | | |"
+                f"| {env}, plain processes | {workers} | {p['steps_per_second']:,.0f} "
+                f"| {p['steps_per_second'] / b['steps_per_second']:.2f} | | | | | | | | | "
+                f"| {p['cpu_us_per_step']:.1f} | {p['cpu_us_per_step'] / b['cpu_us_per_step']:.2f} |"
             )
     if 2 in args.workers and base == 1:
         for env in envs:
-            steps_ratio, ttt_ratio, ceiling = summary[(env, 2)]
-            verdict = "meets" if steps_ratio >= TARGETS["steps_per_second_ratio"] else "misses"
+            r = summary[(env, 2)]
+            verdict = "meets" if r["steps"] >= TARGETS["steps_per_second_ratio"] else "misses"
             print(
-                f"{env}: 2 workers collect {steps_ratio:.2f}x the env steps/s of one ({verdict} the "
-                f">= {TARGETS['steps_per_second_ratio']}x target; two plain processes step {ceiling:.2f}x one here)"
+                f"{env}: 2 workers collect {r['steps']:.2f}x the env steps/s of one ({verdict} the "
+                f">= {TARGETS['steps_per_second_ratio']}x target; two plain processes step {r['plain_steps']:.2f}x "
+                f"one here); an env step costs the workers {r['cpu']:.2f}x the CPU time it costs one worker "
+                f"(plain processes: {r['plain_cpu']:.2f}x)"
                 + (
-                    f"; time to target {ttt_ratio:.2f}x (target <= {TARGETS['time_to_target_ratio']}x)"
+                    f"; time to target {r['time_to_target']:.2f}x (target <= {TARGETS['time_to_target_ratio']}x)"
                     if env == "Acrobot-v1"
                     else ""
                 )

@@ -599,7 +599,9 @@ class ReinforceAgent(keras.Model):
 
         Callbacks see one update as one epoch; logs hold ``loss``, ``policy_loss``, ``entropy``,
         (``value_loss``), ``mean_return_100``, ``episode_return`` (this update's mean), ``episodes``,
-        ``env_steps``, ``steps_per_second`` (collection), ``train_seconds`` and, with ``eval_env``,
+        ``env_steps``, ``steps_per_second`` (collection), ``collect_cpu_seconds`` (the CPU time of this
+        update's collection, every thread of the process; in a cluster, summed over the workers: per env
+        step it tells a slower CPU from waiting), ``train_seconds`` and, with ``eval_env``,
         ``eval_return_mean``, ``eval_return_std``, ``eval_episodes``, ``eval_seed``, ``evaluated``.
 
         Args:

@@ -17,10 +17,10 @@ processes or machines, ``MirroredStrategy`` across the devices of one), :class:`
   no kept step anywhere fails (the one-device error, raised on every worker).
 * **Global decisions and counts.** ``env_steps``, ``episodes``, the episode returns (so
   ``mean_return_100`` and ``target_return``), ``steps_per_second`` (global steps over the slowest
-  worker's collection time) and ``train_seconds`` are all-gathered, identical on every worker. Whether
-  to stop is the chief's decision (its clock for ``max_seconds``, its callbacks' ``stop_training``),
-  all-gathered before each update, so every worker stops after the same update and none waits forever
-  in an all-reduce.
+  worker's collection time), ``collect_cpu_seconds`` (summed over the workers) and ``train_seconds`` are
+  all-gathered, identical on every worker. Whether to stop is the chief's decision (its clock for
+  ``max_seconds``, its callbacks' ``stop_training``), all-gathered before each update, so every worker
+  stops after the same update and none waits forever in an all-reduce.
 
 All-gathers are one small SUM all-reduce of a ``[W, k]`` float64 array in which each worker fills its
 own row (exact for counts below 2**53). Identical batch shapes on every worker keep the compiled step's
@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import tensorflow as tf
 
-from kerasce.rl.learner import Learner, StopConditions
+from kerasce.rl.learner import Learner, StopConditions, UpdateTimes
 from kerasce.rl.rollout import Rollout
 
 if TYPE_CHECKING:
@@ -241,23 +241,21 @@ class DistributedLearner(Learner):
         padded = pad_batch(batch, local * per_replica, replicas * per_replica / total)
         return self.agent._train_on_batch(*padded)
 
-    def gather_counts(
-        self, rollout: Rollout, collect_seconds: float, update_seconds: float
-    ) -> tuple[np.ndarray, int, float, float]:
-        returns, env_steps, collect_seconds, update_seconds = super().gather_counts(
-            rollout, collect_seconds, update_seconds
-        )
+    def gather_counts(self, rollout: Rollout, times: UpdateTimes) -> tuple[np.ndarray, int, UpdateTimes]:
+        returns, env_steps, times = super().gather_counts(rollout, times)
         if returns.size > self.episode_capacity:
             raise ValueError(
                 f"Expected at most {self.episode_capacity} episodes per worker and update, got {returns.size}."
             )
-        row = np.zeros(4 + self.episode_capacity)
-        row[:4] = env_steps, collect_seconds, update_seconds, returns.size
-        row[4 : 4 + returns.size] = returns
+        head = 5
+        row = np.zeros(head + self.episode_capacity)
+        row[:head] = env_steps, times.collect_seconds, times.collect_cpu_seconds, times.update_seconds, returns.size
+        row[head : head + returns.size] = returns
         rows = all_gather(self.strategy, row)
-        episodes = np.concatenate([r[4 : 4 + int(r[3])] for r in rows])  # worker order
+        episodes = np.concatenate([r[head : head + int(r[4])] for r in rows])  # worker order
         # Workers collect in parallel: the slowest one's time is the cluster's; the chief's for the update.
-        return episodes, int(rows[:, 0].sum()), float(rows[:, 1].max()), float(rows[0, 2])
+        gathered = UpdateTimes(float(rows[:, 1].max()), float(rows[:, 2].sum()), float(rows[0, 3]))
+        return episodes, int(rows[:, 0].sum()), gathered
 
     def batch_steps(self, batch: tuple) -> int:
         return int(self._kept_steps().sum())  # every worker's kept steps (gathered in finish_returns)

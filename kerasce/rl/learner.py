@@ -31,7 +31,7 @@ from kerasce.rl.rollout import Rollout, collect_episodes, completed_episodes, ma
 if TYPE_CHECKING:
     from kerasce.rl.agent import ReinforceAgent
 
-__all__ = ["Learner", "StopConditions"]
+__all__ = ["Learner", "StopConditions", "UpdateTimes"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +57,23 @@ class StopConditions:
         if self.max_seconds is not None and elapsed >= self.max_seconds:
             return "max_seconds"
         return None
+
+
+@dataclasses.dataclass(frozen=True)
+class UpdateTimes:
+    """Where one update's time went (in a cluster, once gathered: see `Learner.gather_counts`).
+
+    Attributes:
+      collect_seconds: wall time of the collection round (a cluster's: its slowest worker's).
+      collect_cpu_seconds: CPU time the process used during collection, all its threads (a cluster's: the
+        sum over its workers). Per env step, it tells a slower CPU (on a VM whose other cores are busy,
+        say) from time spent waiting.
+      update_seconds: wall time of the whole update, collection included.
+    """
+
+    collect_seconds: float
+    collect_cpu_seconds: float
+    update_seconds: float
 
 
 class Learner:
@@ -250,12 +267,10 @@ class Learner:
         """One update on ``make_batch``'s output; returns the loss metrics."""
         return self.agent._train_on_batch(*batch)
 
-    def gather_counts(
-        self, rollout: Rollout, collect_seconds: float, update_seconds: float
-    ) -> tuple[np.ndarray, int, float, float]:
-        """``(episode returns, env steps, collection seconds, update seconds)`` of this update."""
+    def gather_counts(self, rollout: Rollout, times: UpdateTimes) -> tuple[np.ndarray, int, UpdateTimes]:
+        """``(episode returns, env steps, times)`` of this update."""
         episode_returns, _ = completed_episodes(rollout)
-        return np.asarray(episode_returns, np.float64), int(rollout.env_steps), collect_seconds, update_seconds
+        return np.asarray(episode_returns, np.float64), int(rollout.env_steps), times
 
     def stop_reason(self, stop: StopConditions, elapsed: float) -> str | None:
         """Why training stops before the next update (a callback set ``stop_training``, a limit), or None."""
@@ -272,25 +287,18 @@ class Learner:
         self.store.save()
 
     def record(
-        self,
-        rollout: Rollout,
-        metrics: dict[str, float],
-        collect_seconds: float,
-        update_seconds: float,
-        batch_steps: int,
+        self, rollout: Rollout, metrics: dict[str, float], times: UpdateTimes, batch_steps: int
     ) -> dict[str, float]:
         """Count the update's episodes and steps into the agent; return the update's logs
         (``batch_steps``: the env steps that entered the batch; the rest of ``rollout.env_steps`` are
         autoreset steps and later episodes, collected because a vector env steps all sub-envs at once)."""
         agent = self.agent
-        episode_returns, env_steps, collect_seconds, update_seconds = self.gather_counts(
-            rollout, collect_seconds, update_seconds
-        )
+        episode_returns, env_steps, times = self.gather_counts(rollout, times)
         agent.episode_returns.extend(float(r) for r in episode_returns)
         agent.updates += 1
         agent.env_steps += env_steps
-        agent.train_seconds += update_seconds
-        agent.collect_seconds += collect_seconds
+        agent.train_seconds += times.update_seconds
+        agent.collect_seconds += times.collect_seconds
         return dict(
             metrics,
             mean_return_100=agent.mean_return(100),
@@ -298,7 +306,8 @@ class Learner:
             episodes=float(len(agent.episode_returns)),
             env_steps=float(agent.env_steps),
             batch_steps=float(batch_steps),
-            steps_per_second=env_steps / max(collect_seconds, 1e-9),
+            steps_per_second=env_steps / max(times.collect_seconds, 1e-9),
+            collect_cpu_seconds=times.collect_cpu_seconds,
             train_seconds=agent.train_seconds,
         )
 
@@ -314,8 +323,10 @@ class Learner:
             update = agent.updates
             self.callbacks.on_epoch_begin(update)
             self.callbacks.on_train_batch_begin(0)
+            cpu_start = time.process_time()
             rollout = self.collect(update)
             collect_seconds = time.perf_counter() - update_start
+            collect_cpu_seconds = time.process_time() - cpu_start
             batch = self.make_batch(rollout, update)
             metrics = self.train_on_batch(batch)
             if not all(math.isfinite(v) for v in metrics.values()):
@@ -328,9 +339,8 @@ class Learner:
                     )
                 )
             self.sampler.refresh()
-            logs = self.record(
-                rollout, metrics, collect_seconds, time.perf_counter() - update_start, self.batch_steps(batch)
-            )
+            times = UpdateTimes(collect_seconds, collect_cpu_seconds, time.perf_counter() - update_start)
+            logs = self.record(rollout, metrics, times, self.batch_steps(batch))
             self.callbacks.on_train_batch_end(0, metrics)
             self.callbacks.on_epoch_end(update, logs)
             if self.evaluation is not None:  # CallbackList hands callbacks a copy of `logs`

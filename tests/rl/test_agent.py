@@ -5,6 +5,7 @@ import csv
 import inspect
 import json
 import os
+import time
 
 import gymnasium
 import keras
@@ -18,7 +19,7 @@ from kerasce.rl import ReinforceAgent, StopAtMeanReturn
 from kerasce.rl.envs import make_vector_env
 from kerasce.rl.learner import Learner
 
-TIMING_KEYS = {"steps_per_second", "train_seconds"}
+TIMING_KEYS = {"steps_per_second", "train_seconds", "collect_cpu_seconds"}
 
 
 def np_softmax(z):
@@ -78,6 +79,43 @@ def test_each_updates_logs_are_that_updates_values():
     logs = agent._train_on_batch(x, a, g)
     np.testing.assert_allclose(logs["policy_loss"], np.mean(g * ce), rtol=1e-5)
     np.testing.assert_allclose(logs["entropy"], entropy, rtol=1e-5)
+
+
+class _TimedScriptedEnv(ScriptedEnv):
+    """ScriptedEnv whose every step sleeps (``busy=False``) or spins on the CPU (``busy=True``) ``seconds``."""
+
+    def __init__(self, seconds, busy, **kwargs):
+        super().__init__(**kwargs)
+        self.seconds, self.busy = seconds, busy
+
+    def step(self, action):
+        if self.busy:
+            end = time.process_time() + self.seconds
+            while time.process_time() < end:
+                pass
+        else:
+            time.sleep(self.seconds)
+        return super().step(action)
+
+
+@pytest.mark.parametrize("busy", [False, True])
+def test_collect_cpu_seconds_is_the_collections_cpu_time(busy):
+    """``collect_cpu_seconds`` counts CPU time, not wall time: env steps that sleep 5 ms add wall time and
+    (almost) no CPU time, steps that spin 5 ms of CPU add at least that (mutation tried: wall time logged
+    -> the sleeping case red; the CPU time of the update instead of the collection's only -> not caught,
+    the update is short; CPU time not counted -> the spinning case red)."""
+    seconds, length, n = 0.005, 4, 2
+    env = gymnasium.vector.SyncVectorEnv([lambda: _TimedScriptedEnv(seconds, busy, length=length) for _ in range(n)])
+    agent = ReinforceAgent((2,), 2, hidden_units=(), seed=0)
+    agent.learn(env, max_updates=2)
+    env.close()
+    for row in agent.training_log:
+        collect_wall = length * n / row["steps_per_second"]  # first episodes only: length steps per sub-env
+        assert collect_wall >= length * n * seconds
+        if busy:
+            assert row["collect_cpu_seconds"] >= length * n * seconds
+        else:
+            assert 0 < row["collect_cpu_seconds"] < 0.5 * length * n * seconds
 
 
 def test_updates_of_any_batch_size_share_one_trace():

@@ -94,6 +94,34 @@ def test_combine_moments_of_nothing_is_a_clear_error():
         combine_moments(np.zeros(2), np.zeros(2), np.zeros(2))
 
 
+def test_gathered_counts_sum_steps_and_cpu_time_and_take_the_slowest_collection(monkeypatch):
+    """A cluster's update counts: env steps and collection CPU time summed over the workers, the slowest
+    worker's collection wall time, the chief's update time, every worker's episodes in worker order
+    (mutations tried: CPU time maxed instead of summed -> red; wall time summed -> red)."""
+    from kerasce.rl import distributed
+    from kerasce.rl.learner import UpdateTimes
+    from kerasce.rl.rollout import Rollout
+
+    ones = np.ones((2, 1), bool)
+    rollout = Rollout(  # one sub-env, one 2-step episode of return 3
+        observations=np.zeros((2, 1, 2), np.float32),
+        actions=np.zeros((2, 1), np.int64),
+        rewards=np.array([[1.0], [2.0]]),
+        terminated=np.array([[False], [True]]),
+        truncated=~ones,
+        valid=ones,
+    )
+    # Worker 1's row: 7 env steps, 0.5 s collecting (0.4 s CPU), 9 s update, 2 episodes (returns 1.5, -2).
+    other = np.array([7.0, 0.5, 0.4, 9.0, 2.0, 1.5, -2.0])
+    monkeypatch.setattr(distributed, "all_gather", lambda strategy, row: np.stack([row, other]))
+    learner = object.__new__(distributed.DistributedLearner)  # gather_counts needs only these two
+    learner.strategy, learner.episode_capacity = None, 2
+    episodes, env_steps, times = learner.gather_counts(rollout, UpdateTimes(0.25, 0.2, 1.0))
+    np.testing.assert_array_equal(episodes, [3.0, 1.5, -2.0])
+    assert env_steps == 2 + 7
+    assert times == UpdateTimes(collect_seconds=0.5, collect_cpu_seconds=0.2 + 0.4, update_seconds=1.0)
+
+
 @pytest.mark.parametrize("kept", [0, 1, 5])
 @pytest.mark.parametrize("with_masks", [False, True])
 def test_pad_batch_adds_zero_weight_rows(kept, with_masks):
