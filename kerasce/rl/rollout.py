@@ -59,9 +59,11 @@ _ACTIVATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
 
 def softmax(logits: np.ndarray) -> np.ndarray:
     """Softmax over the last axis, shifted by the max for stability. ``[..., A] -> [..., A]``."""
-    z = logits - logits.max(axis=-1, keepdims=True)
+    # The ufuncs that ``.max`` / ``.sum`` / ``/`` call, without NumPy's Python-level wrappers (the same numbers):
+    # the sampler runs this once per vector step.
+    z = logits - np.maximum.reduce(logits, axis=-1, keepdims=True)
     e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
+    return np.divide(e, np.add.reduce(e, axis=-1, keepdims=True), out=e)
 
 
 def mask_logits(logits: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
@@ -94,13 +96,8 @@ def sample_actions(logits: np.ndarray, rng: np.random.Generator, mask: np.ndarra
     Returns:
       ``[N]`` int64 actions in ``[0, A)``.
     """
-    # `softmax` and `np.cumsum` spelled as the ufunc calls they make, in place: the same numbers, bit for
-    # bit, without NumPy's Python-level wrappers (this runs once per vector step).
-    logits = mask_logits(logits, mask)
-    cdf = logits - np.maximum.reduce(logits, axis=-1, keepdims=True)
-    np.exp(cdf, out=cdf)
-    np.divide(cdf, np.add.reduce(cdf, axis=-1, keepdims=True), out=cdf)
-    np.add.accumulate(cdf, axis=-1, out=cdf)
+    probabilities = softmax(mask_logits(logits, mask))
+    cdf = np.add.accumulate(probabilities, axis=-1, out=probabilities)  # np.cumsum's ufunc, in place
     u = rng.random((cdf.shape[0], 1)) * cdf[:, -1:]
     return np.minimum(np.add.reduce(cdf < u, axis=-1), cdf.shape[-1] - 1)
 
