@@ -17,20 +17,32 @@ process; the table reports the median per-step time, the median of the per-round
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import platform
 import statistics
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from kerasce.runs import HelpFormatter, non_negative_int, positive_int
+
+# (case, input shape, classes, multi-label, batch): the example's two datasets and a CIFAR-sized input.
+CASES = [
+    ("digits", (8, 8, 1), 10, False, 64),
+    ("multi_digits", (16, 16, 1), 10, True, 64),
+    ("cifar-like", (32, 32, 3), 10, False, 64),
+]
+CASE_NAMES = [case[0] for case in CASES]
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--rounds", type=positive_int, default=20, help="interleaved rounds (median taken over them)")
     parser.add_argument("--steps", type=positive_int, default=10, help="training steps per variant per round")
+    parser.add_argument(
+        "--cases", nargs="+", choices=CASE_NAMES, default=CASE_NAMES, help="cases to run (default: all)"
+    )
+    parser.add_argument("--instances", type=positive_int, default=3, help="models per kind, pooled per round")
     parser.add_argument("--seed", type=non_negative_int, default=0, help="seed of the weights and the random batch")
     return parser.parse_args()
 
@@ -41,36 +53,38 @@ if __name__ == "__main__":
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from _timing import paired_ratio, pooled, time_interleaved  # noqa: E402
 
 from kerasce.classifiers import ImageClassifier, build_image_classifier, classifier_metrics  # noqa: E402
 
 TARGET_RATIO = 1.02
-# (case, input shape, classes, multi-label, batch): the example's two datasets and a CIFAR-sized input.
-CASES = [
-    ("digits 8x8x1, 10 classes", (8, 8, 1), 10, False, 64),
-    ("multi_digits 16x16x1, 10 labels", (16, 16, 1), 10, True, 64),
-    ("cifar-like 32x32x3, 10 classes", (32, 32, 3), 10, False, 64),
-]
 
 
-def models(input_shape, num_classes: int, multilabel: bool) -> dict[str, keras.Model]:
-    """The kerasce-compiled classifier and the same network, same weights, on the Keras built-in loss.
+KINDS = ("kerasce", "keras", "keras copy")
 
-    A second copy of the Keras one ("keras copy") measures the noise floor: its ratio to "keras" differs
-    from 1 only by chance.
+
+def models(input_shape, num_classes: int, multilabel: bool, instances: int) -> dict[tuple[str, int], keras.Model]:
+    """``instances`` kerasce-compiled classifiers and as many of the same network, same weights, on the Keras
+    built-in loss, keyed ``(kind, instance)``.
+
+    A second Keras kind ("keras copy") measures the noise floor: its ratio to "keras" differs from 1 only by
+    chance.
     """
-    ours = build_image_classifier(input_shape, num_classes, multilabel)
-    variants = {"kerasce": ours}
+    # The weights' source is timed as neither kind: no timed instance differs from the others by being built first.
+    template = build_image_classifier(input_shape, num_classes, multilabel)
     builtin = keras.losses.BinaryCrossentropy if multilabel else keras.losses.SparseCategoricalCrossentropy
-    for name in ("keras", "keras copy"):
-        theirs = build_image_classifier(input_shape, num_classes, multilabel)
-        theirs.set_weights(ours.get_weights())
-        theirs.compile(
-            optimizer=keras.optimizers.Adam(float(ours.optimizer.learning_rate)),
-            loss=builtin(from_logits=True),
-            metrics=classifier_metrics(num_classes, multilabel),
-        )
-        variants[name] = theirs
+    variants = {}
+    for i in range(instances):
+        for kind in KINDS:
+            model = build_image_classifier(input_shape, num_classes, multilabel)
+            model.set_weights(template.get_weights())
+            if kind != "kerasce":
+                model.compile(
+                    optimizer=keras.optimizers.Adam(float(template.optimizer.learning_rate)),
+                    loss=builtin(from_logits=True),
+                    metrics=classifier_metrics(num_classes, multilabel),
+                )
+            variants[kind, i] = model
     return variants
 
 
@@ -83,39 +97,13 @@ def batch(rng: np.random.Generator, input_shape, num_classes: int, multilabel: b
     return images, labels
 
 
-def time_interleaved(steps: dict, data, rounds: int, calls: int) -> dict[str, list[float]]:
-    """Per-round mean step time (ms) of each variant; variants interleaved, their order alternating."""
-    for step in steps.values():  # trace and warm up
-        for _ in range(5):
-            float(step(data)["loss"])
-    samples: dict[str, list[float]] = {name: [] for name in steps}
-    order = list(steps)
-    for _ in range(rounds):
-        order.reverse()  # alternate who goes first, so neither always runs right after the other
-        for name in order:
-            step = steps[name]
-            start = time.perf_counter()
-            for _ in range(calls):
-                logs = step(data)
-            float(logs["loss"])  # wait for the last step
-            samples[name].append((time.perf_counter() - start) / calls * 1e3)
-    return samples
-
-
-def paired_ratio(a: list[float], b: list[float]) -> tuple[float, float, float]:
-    """Median and interquartile range of the per-round ratios a/b (pairing cancels slow load drifts)."""
-    ratios = np.asarray(a) / np.asarray(b)
-    q1, median, q3 = np.percentile(ratios, [25, 50, 75])
-    return float(median), float(q1), float(q3)
-
-
 def main() -> None:
     args = parse_args()
     keras.utils.set_random_seed(args.seed)
     rng = np.random.default_rng(args.seed)
     print(
         f"tensorflow {tf.__version__}, keras {keras.__version__}, python {platform.python_version()}, "
-        f"{os.cpu_count()} CPUs; rounds={args.rounds}, steps={args.steps}"
+        f"{os.cpu_count()} CPUs; rounds={args.rounds}, steps={args.steps}, instances={args.instances}"
     )
     header = (
         f"{'case':<32} {'batch':>5} {'kerasce ms':>10} {'keras ms':>9} {'kerasce/keras (IQR)':>22} "
@@ -124,22 +112,28 @@ def main() -> None:
     print(header)
     print("-" * len(header))
     for name, input_shape, num_classes, multilabel, size in CASES:
-        variants = models(input_shape, num_classes, multilabel)
+        if name not in args.cases:
+            continue
+        label = f"{name} {'x'.join(map(str, input_shape))}, {num_classes} {'labels' if multilabel else 'classes'}"
+        variants = models(input_shape, num_classes, multilabel, args.instances)
         data = batch(rng, input_shape, num_classes, multilabel, size)
         # Same starting weights and the same loss value, or the timing compares different work.
         first = {k: float(m.compute_loss(*data, y_pred=m(data[0], training=False))) for k, m in variants.items()}
-        np.testing.assert_allclose(first["kerasce"], first["keras"], rtol=1e-5)
+        np.testing.assert_allclose(list(first.values()), first["kerasce", 0], rtol=1e-5)
         # kerasce: its own gated train_step; keras: the stock Keras step that ImageClassifier overrides.
         steps = {
-            k: tf.function(m.train_step if k == "kerasce" else super(ImageClassifier, m).train_step)
+            k: functools.partial(
+                tf.function(m.train_step if k[0] == "kerasce" else super(ImageClassifier, m).train_step), data
+            )
             for k, m in variants.items()
         }
-        samples = time_interleaved(steps, data, args.rounds, args.steps)
-        ratio, q1, q3 = paired_ratio(samples["kerasce"], samples["keras"])
-        noise, _, _ = paired_ratio(samples["keras copy"], samples["keras"])
-        ms = {k: statistics.median(v) for k, v in samples.items()}
+        samples = time_interleaved(steps, args.rounds, args.steps, wait=lambda logs: float(logs["loss"]))
+        kinds = {kind: pooled(samples, [k for k in samples if k[0] == kind]) for kind in KINDS}
+        ratio, q1, q3 = paired_ratio(kinds["kerasce"], kinds["keras"])
+        noise, _, _ = paired_ratio(kinds["keras copy"], kinds["keras"])
+        ms = {kind: statistics.median(v) for kind, v in kinds.items()}
         print(
-            f"{name:<32} {size:>5} {ms['kerasce']:>10.3f} {ms['keras']:>9.3f} "
+            f"{label:<32} {size:>5} {ms['kerasce']:>10.3f} {ms['keras']:>9.3f} "
             f"{f'{ratio:.3f} ({q1:.3f}-{q3:.3f})':>22} {'yes' if ratio <= TARGET_RATIO else 'NO':>7} {noise:>19.3f}"
         )
 

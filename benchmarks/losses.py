@@ -3,8 +3,9 @@
 Every variant is a `tf.function` computing the mean loss and its gradient with respect to the logits.
 kerasce and Keras are timed twice: as plain ``tf.function`` s and compiled with ``jit_compile=True`` (XLA,
 what Keras's default ``"auto"`` gives on a GPU). Variants are timed interleaved (round-robin, many
-rounds) in one process, and the table reports the median per-call time and the ratios kerasce / Keras and
-kerasce / tf.nn, then the XLA times and their ratio kerasce / Keras (target: <= 1.0 in every column).
+rounds, order alternating) in one process, and the table reports the median per-call time and the ratios
+kerasce / Keras and kerasce / tf.nn, then the XLA times and their ratio kerasce / Keras (target: <= 1.0 in
+every column). A ratio is the median of the per-round ratios (pairing cancels the machine's slow drifts).
 
 A second table times the focal loss (γ = 2) against Keras's focal built-ins (one-hot labels for Keras,
 made outside the timed step), and a third gives the peak memory of one per-pixel step, [8, 128, 128] ids
@@ -23,7 +24,6 @@ import platform
 import statistics
 import subprocess
 import sys
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -47,6 +47,7 @@ if __name__ == "__main__":
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from _timing import paired_ratio, time_interleaved  # noqa: E402
 
 from kerasce import losses  # noqa: E402
 
@@ -89,19 +90,13 @@ def cases(rng: np.random.Generator):
     yield "multi-label sigmoid 4096x80", labels, logits, sigmoid_variants
 
 
-def time_interleaved(steps: dict, labels, logits, rounds: int, calls: int) -> dict[str, float]:
-    """Median over rounds of the mean per-call time (ms) of each step, variants interleaved."""
-    for step in steps.values():  # trace and warm up
-        for _ in range(5):
-            step(labels, logits)[1].numpy()
-    samples: dict[str, list[float]] = {name: [] for name in steps}
-    for _ in range(rounds):
-        for name, step in steps.items():
-            start = time.perf_counter()
-            for _ in range(calls):
-                out = step(labels, logits)
-            out[1].numpy()  # wait for the last call
-            samples[name].append((time.perf_counter() - start) / calls * 1e3)
+def time_steps(steps: dict, labels, logits, rounds: int, calls: int) -> dict[str, list[float]]:
+    """Per-round mean time per call (ms) of each ``step(labels, logits)``, interleaved (`_timing`)."""
+    bound = {name: functools.partial(step, labels, logits) for name, step in steps.items()}
+    return time_interleaved(bound, rounds, calls, wait=lambda out: out[1].numpy())
+
+
+def medians(samples: dict[str, list[float]]) -> dict[str, float]:
     return {name: statistics.median(values) for name, values in samples.items()}
 
 
@@ -136,11 +131,17 @@ def plain_table(args: argparse.Namespace, rng: np.random.Generator) -> None:
         ref = steps["tf.nn"](labels, logits)[0].numpy()
         for variant, step in steps.items():
             np.testing.assert_allclose(step(labels, logits)[0].numpy(), ref, rtol=2e-5, err_msg=variant)
-        ms = time_interleaved(steps, labels, logits, args.rounds, args.calls)
+        samples = time_steps(steps, labels, logits, args.rounds, args.calls)
+        ms = medians(samples)
+        ratio = {
+            "keras": paired_ratio(samples["kerasce"], samples["keras"])[0],
+            "tf.nn": paired_ratio(samples["kerasce"], samples["tf.nn"])[0],
+            "xla": paired_ratio(samples["xla kerasce"], samples["xla keras"])[0],
+        }
         print(
             f"{name:<30} {ms['kerasce']:>10.3f} {ms['keras']:>9.3f} {ms['tf.nn']:>9.3f} "
-            f"{ms['kerasce'] / ms['keras']:>14.2f} {ms['kerasce'] / ms['tf.nn']:>14.2f} "
-            f"{ms['xla kerasce']:>15.3f} {ms['xla keras']:>13.3f} {ms['xla kerasce'] / ms['xla keras']:>18.2f}"
+            f"{ratio['keras']:>14.3f} {ratio['tf.nn']:>14.3f} "
+            f"{ms['xla kerasce']:>15.3f} {ms['xla keras']:>13.3f} {ratio['xla']:>18.3f}"
         )
 
 
@@ -197,10 +198,12 @@ def focal_table(args: argparse.Namespace, rng: np.random.Generator) -> None:
             steps[variant] = functools.partial(lambda step, labels, _, z: step(labels, z), step, labels)
         ref = steps["keras"](None, logits)[0].numpy()
         np.testing.assert_allclose(steps["kerasce"](None, logits)[0].numpy(), ref, rtol=1e-4, err_msg=name)
-        ms = time_interleaved(steps, None, logits, args.rounds, args.calls)
+        samples = time_steps(steps, None, logits, args.rounds, args.calls)
+        ms = medians(samples)
         print(
             f"{name:<30} {ms['kerasce']:>10.3f} {ms['keras']:>9.3f} {ms['plain']:>11.3f} "
-            f"{ms['kerasce'] / ms['keras']:>14.2f} {ms['kerasce'] / ms['plain']:>14.2f}"
+            f"{paired_ratio(samples['kerasce'], samples['keras'])[0]:>14.3f} "
+            f"{paired_ratio(samples['kerasce'], samples['plain'])[0]:>14.3f}"
         )
 
 
@@ -279,7 +282,7 @@ def memory_table(args: argparse.Namespace) -> None:
             samples.append(json.loads(out.stdout.strip().splitlines()[-1])["peak_mib"])
         peaks[variant] = statistics.median(samples)
     steps = {variant: (lambda step: lambda y, z: step(y, z))(_pixel_step(variant)) for variant in MEMORY_VARIANTS}
-    ms = time_interleaved(steps, ids, logits, max(3, args.rounds // 3), max(3, args.calls // 10))
+    ms = medians(time_steps(steps, ids, logits, max(3, args.rounds // 3), max(3, args.calls // 10)))
     keras_peak = peaks["keras CategoricalFocal, one-hot"]
     print()
     print(

@@ -32,7 +32,7 @@ from test_losses import ref_sigmoid_ce, ref_softmax_ce
 from kerasce import losses as L
 from kerasce.callbacks import RaiseOnNonFiniteLoss
 from kerasce.classifiers import ImageClassifier
-from kerasce.training import apply_gradients_if_finite
+from kerasce.training import all_finite, apply_gradients_if_finite
 
 B, F = 8, 5  # batch, input features
 
@@ -493,6 +493,34 @@ def test_apply_gradients_if_finite(path, bad):
     else:
         for a, b in zip(after, before):
             np.testing.assert_array_equal(a, b)
+
+
+ALL_FINITE_CASES: dict[str, tuple[float, list[np.ndarray | None]]] = {
+    # name: (loss, gradients); the reference is NumPy's isfinite over every entry
+    "finite": (1.0, [np.full((2, 3), 0.5, np.float32), np.array([1.0, -1.0], np.float32)]),
+    "+inf and -inf in one gradient (sum NaN)": (1.0, [np.array([np.inf, -np.inf, 1.0], np.float32)]),
+    "+inf and -inf in two gradients": (1.0, [np.array([np.inf], np.float32), np.array([-np.inf], np.float32)]),
+    "NaN beside finite": (1.0, [np.array([0.0, np.nan], np.float32), np.ones(2, np.float32)]),
+    "inf loss": (np.inf, [np.ones(2, np.float32)]),
+    "large but finite": (1.0, [np.full(4, 1e37, np.float32), np.full(3, -1e37, np.float32)]),
+    "float16 whose sum exceeds the float16 range": (1.0, [np.full(8, 6e4, np.float16)]),
+    "float16 inf": (1.0, [np.array([1.0, np.inf], np.float16)]),
+    "float64 beyond float32 range": (1.0, [np.array([1e300, -1e300], np.float64)]),
+    "float64 NaN": (1.0, [np.array([1.0, np.nan], np.float64)]),
+    "None gradient": (1.0, [None, np.ones(2, np.float32)]),
+}
+
+
+@pytest.mark.parametrize("path", ["eager", "tf.function", "xla"])
+@pytest.mark.parametrize("case", list(ALL_FINITE_CASES))
+def test_all_finite_agrees_with_numpy(path, case):
+    """Mutations tried: the loss left out of the total -> "inf loss" red (3 paths); half-precision gradients
+    summed in float16 -> "float16 whose sum exceeds the float16 range" red (3 paths)."""
+    loss, grads = ALL_FINITE_CASES[case]
+    want = np.isfinite(loss) and all(np.isfinite(g).all() for g in grads if g is not None)
+    fn = all_finite if path == "eager" else tf.function(all_finite, jit_compile=path == "xla")
+    tensors = [None if g is None else tf.constant(g) for g in grads]
+    assert bool(fn(tf.constant(loss, tf.float32), tensors)) is bool(want)
 
 
 def test_apply_gradients_if_finite_needs_one_gradient_per_variable():
