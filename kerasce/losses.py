@@ -645,7 +645,7 @@ def _softmax_log_p_and_log1m_p(log_probs: tf.Tensor) -> tuple[tf.Tensor, tf.Tens
     """
     top = tf.argmax(log_probs, axis=-1, output_type=tf.int32)
     is_top = tf.equal(tf.range(tf.shape(log_probs)[-1]), top[..., None])
-    log_p_top = tf.gather(log_probs, top, batch_dims=top.shape.rank)
+    log_p_top = _take_class(log_probs, top)
     ratios = tf.where(is_top, tf.zeros_like(log_probs), tf.exp(log_probs - log_p_top[..., None]))
     rest = tf.maximum(tf.reduce_sum(ratios, axis=-1), np.finfo(log_probs.dtype.as_numpy_dtype).tiny)
     log_p_top = -tf.math.log1p(rest)[..., None]
@@ -693,7 +693,7 @@ def _softmax_focal_poly(
         log_p, log1m_p = _softmax_log_p_and_log1m_p(log_probs)
     else:
         # Probabilities as given: 1 - p is as accurate as the input; clipped like log p (value only).
-        gather = (lambda x: x) if ids is None else (lambda x: tf.gather(x, ids, batch_dims=ids.shape.rank))
+        gather = (lambda x: x) if ids is None else (lambda x: _take_class(x, ids))
         log_p, log1m_p = gather(log_probs), _log_clipped(1.0 - gather(predictions))
     return _focal_poly_terms(log_p, log1m_p, focal_gamma, poly_epsilon)
 
