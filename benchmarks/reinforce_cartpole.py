@@ -37,6 +37,7 @@ import gymnasium  # noqa: E402
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from _results import save_result  # noqa: E402
 
 from kerasce.rl import ReinforceAgent  # noqa: E402
 
@@ -182,6 +183,30 @@ def main() -> None:
     }
     for name, ok in checks.items():
         print(f"[{'ok' if ok else 'MISSED'}] {name}")
+    save_result(
+        "reinforce-cartpole",
+        {
+            "median seconds to solve": round(median_seconds, 2),
+            "median ratio kerasce / hand-written": round(median_ratio, 2),
+            "slowest collection steps/s": round(slowest_collection),
+            "seeds": [seed_row(seed, *row) for seed, row in zip(args.seeds, rows)],
+        },
+    )
+
+
+def seed_row(seed: int, ours: dict, plain: dict, ratio: float) -> dict:
+    """One seed's figures, for the result file."""
+    return {
+        "seed": seed,
+        "kerasce_s": round(ours["seconds"], 2),
+        "kerasce_solved": ours["solved"],
+        "kerasce_env_steps": ours["env_steps"],
+        "kerasce_steps_per_s": round(ours["steps_per_second"]),
+        "hand_written_s": round(plain["seconds"], 2),
+        "hand_written_solved": plain["solved"],
+        "hand_written_env_steps": plain["env_steps"],
+        "ratio": round(ratio, 2),
+    }
 
 
 if __name__ == "__main__":

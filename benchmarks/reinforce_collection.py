@@ -48,6 +48,7 @@ def steps_per_second(env, sampler, rng, steps: int) -> float:
 def main(argv: list[str] | None = None) -> list[dict]:
     args = parse_args(argv)
     import numpy as np
+    from _results import save_result  # benchmarks/ is on sys.path when run as a script
 
     from kerasce.rl import ReinforceAgent, make_vector_env
 
@@ -82,7 +83,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     print("| --- | --- | --- | --- |")
     for row in rows:
         print(f"| {row['env']} | {row['sync']:,.0f} | {row['async']:,.0f} | {row['ratio']:.2f} |")
-    first_episode_table(args)
+    first_only = first_episode_table(args)
+    summary = {f"{row['env']}: async / sync": round(row["ratio"], 2) for row in rows}
+    summary |= {f"{row['env']}: first only / all": round(row["ratio"], 2) for row in first_only}
+    save_result("reinforce-collection", {**summary, "sync_vs_async": rows, "first_only_vs_all": first_only})
     return rows
 
 

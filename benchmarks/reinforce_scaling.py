@@ -223,6 +223,8 @@ def seed_medians(rows: list[dict], env: str, workers: int, seeds: list[int]) -> 
 
 def main() -> None:
     args = parse_args()
+    from _results import save_result  # benchmarks/ is on sys.path when run as a script
+
     envs = {env: global_envs(env, args) for env in args.envs}
     for env, num_envs in envs.items():
         if any(num_envs % w for w in args.workers):
@@ -328,6 +330,23 @@ def main() -> None:
                     else ""
                 )
             )
+    save_result("reinforce-scaling", scaling_figures(summary))
+
+
+def scaling_figures(summary: dict) -> dict:
+    """The result file's figures: per env and worker count, the ratios to the first worker count."""
+
+    def finite(x: float) -> float | None:
+        return round(x, 2) if x == x and abs(x) != float("inf") else None
+
+    rows = [
+        {"env": env, "workers": workers, **{key: finite(value) for key, value in ratios.items()}}
+        for (env, workers), ratios in summary.items()
+    ]
+    headline = {
+        f"{row['env']} x{row['workers']}: env steps/s ratio": row["steps"] for row in rows if row["workers"] != 1
+    }
+    return {**headline, "ratios": rows}
 
 
 if __name__ == "__main__":

@@ -164,6 +164,8 @@ def probes(env_id: str, num_envs: int, cores: list[int], seconds: float) -> list
 
 def main() -> None:
     args = parse_args()
+    from _results import save_result  # benchmarks/ is on sys.path when run as a script
+
     if args.probe:
         probe(int(args.probe[0]), float(args.probe[1]), args.env)
         return
@@ -181,13 +183,19 @@ def main() -> None:
 
     print("\n   2 workers / 1, collection env steps per second, if both cores ran at the speed of one:")
     print(f"   {'F / c':>12} {'ratio':>7} {'busy share':>11}")
+    figures: dict = {"updates": len(updates), "env steps": steps, "F us": round(f, 1), "c us": round(c, 1)}
+    ceilings = []
     for label, ratio_f in [("0 (free)", 0.0), (f"{f / c:.2f} (here)", f / c), (f"{2 * f / c:.2f} (2x)", 2 * f / c)]:
         ratio, busy = ceiling(updates, ratio_f)
         print(f"   {label:>12} {ratio:>7.3f} {busy:>11.2f}")
+        ceilings.append({"F / c": label, "ceiling": round(ratio, 3), "busy share": round(busy, 2)})
+    figures["ceiling, 2 workers / 1"] = ceilings[1]["ceiling"]
+    figures["ceilings"] = ceilings
 
     cores = sorted(os.sched_getaffinity(0))[:2]
     if len(cores) < 2:
         print("\n3. skipped: fewer than 2 cores available")
+        save_result("reinforce-scaling-model", figures)
         return
     half = num_envs // 2
     print(f"\n3. CPU us per env step of the collection loop, {half} sub-envs a process, {args.pair_seconds:g} s:")
@@ -195,11 +203,20 @@ def main() -> None:
         f"   {'round':>5} {'alone, core ' + str(cores[0]):>15} {'pair, core ' + str(cores[0]):>14} "
         f"{'pair, core ' + str(cores[1]):>14} {'slowest / alone':>16}"
     )
+    pairs = []
     for round_ in range(args.pair_rounds):
         (alone,) = probes(args.env, half, cores[:1], args.pair_seconds)
         pair = probes(args.env, half, cores, args.pair_seconds)
         print(f"   {round_:>5} {alone:>15.1f} {pair[0]:>14.1f} {pair[1]:>14.1f} {max(pair) / alone:>16.2f}")
+        pairs.append(
+            {
+                "alone us": round(alone, 1),
+                "pair us": [round(p, 1) for p in pair],
+                "slowest / alone": round(max(pair) / alone, 2),
+            }
+        )
     print("   (the ceiling above holds where 'slowest / alone' is 1; 2 workers get about ceiling / that factor)")
+    save_result("reinforce-scaling-model", {**figures, "pair rounds": pairs})
 
 
 if __name__ == "__main__":

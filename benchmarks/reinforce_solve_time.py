@@ -28,6 +28,7 @@ import csv
 import importlib.util
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -132,6 +133,8 @@ def fmt(value: float | None, spec: str) -> str:
 
 def main(argv: list[str] | None = None) -> list[dict]:
     args = parse_args(argv)
+    from _results import save_result  # benchmarks/ is on sys.path when run as a script
+
     algos = list(dict.fromkeys(args.algos))
     if "sb3" in algos:
         missing = sb3_missing(args.sb3_python)
@@ -179,7 +182,23 @@ def main(argv: list[str] | None = None) -> list[dict]:
             f"{m['train_seconds']:.1f} | {m['env_steps']:,} | {fmt(m['mean_return_100'], '.1f')} | {greedy} | "
             f"{m['batch_share']:.2f} |"
         )
+    save_result("reinforce-solve-time", solve_time_figures(results))
     return results
+
+
+def solve_time_figures(results: list[dict]) -> dict:
+    """The result file's figures: per algorithm and env, the seeds solved and the median wall time; one row per run."""
+    keys = ("algo", "env", "seed", "solved", "wall_seconds", "train_seconds", "env_steps", "mean_return_100")
+    rows = [
+        {key: m[key] for key in keys} | {"eval_mean": m["eval_return_mean"], "eval_std": m["eval_return_std"]}
+        for m in results
+    ]
+    summary: dict[str, object] = {}
+    for algo, env in dict.fromkeys((m["algo"], m["env"]) for m in results):
+        runs = [m for m in results if (m["algo"], m["env"]) == (algo, env)]
+        summary[f"{algo} {env}: solved"] = f"{sum(bool(m['solved']) for m in runs)}/{len(runs)}"
+        summary[f"{algo} {env}: median wall s"] = round(statistics.median(m["wall_seconds"] for m in runs), 1)
+    return {**summary, "runs": rows}
 
 
 if __name__ == "__main__":

@@ -45,9 +45,35 @@ def run(masks: bool, seed: int, max_seconds: float):
     return agent, evaluation, wall, solved
 
 
+def taxi_figures(runs: dict) -> dict:
+    """The result file's figures: train seconds with and without masks, and one row per run."""
+    rows = []
+    for masks, (agent, evaluation, wall, solved) in runs.items():
+        rows.append(
+            {
+                "action_masks": masks,
+                "solved": solved,
+                "train_s": round(agent.train_seconds, 1),
+                "wall_s": round(wall, 1),
+                "env_steps": agent.env_steps,
+                "updates": agent.updates,
+                "mean_return_100": round(agent.mean_return(100), 2),
+                "best_greedy_mean": round(evaluation.best["mean"], 2),
+                "best_greedy_std": round(evaluation.best["std"], 2),
+            }
+        )
+    by_masks = {row["action_masks"]: row for row in rows}
+    return {
+        "train s with masks": by_masks[True]["train_s"],
+        "train s without masks": by_masks[False]["train_s"],
+        "runs": rows,
+    }
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     import keras
+    from _results import save_result  # benchmarks/ is on sys.path when run as a script
 
     print(
         f"python {platform.python_version()}, keras {keras.__version__}, seed {args.seed}, "
@@ -65,6 +91,7 @@ def main(argv: list[str] | None = None) -> None:
             f"{agent.env_steps:,} | {agent.updates} | {agent.mean_return(100):.2f} | "
             f"{best['mean']:.2f} ± {best['std']:.2f} (update {best['update']}) |"
         )
+    save_result("reinforce-taxi-masks", taxi_figures(runs))
     if args.plot:
         import matplotlib
 
