@@ -188,7 +188,7 @@ def main() -> None:
         {
             "median seconds to solve": round(median_seconds, 2),
             "median ratio kerasce / hand-written": round(median_ratio, 2),
-            "slowest collection steps/s": round(slowest_collection),
+            "slowest collection steps/s": round(float(slowest_collection)),
             "seeds": [seed_row(seed, *row) for seed, row in zip(args.seeds, rows)],
         },
     )
@@ -199,12 +199,12 @@ def seed_row(seed: int, ours: dict, plain: dict, ratio: float) -> dict:
     return {
         "seed": seed,
         "kerasce_s": round(ours["seconds"], 2),
-        "kerasce_solved": ours["solved"],
-        "kerasce_env_steps": ours["env_steps"],
+        "kerasce_solved": bool(ours["solved"]),
+        "kerasce_env_steps": int(ours["env_steps"]),
         "kerasce_steps_per_s": round(ours["steps_per_second"]),
         "hand_written_s": round(plain["seconds"], 2),
-        "hand_written_solved": plain["solved"],
-        "hand_written_env_steps": plain["env_steps"],
+        "hand_written_solved": bool(plain["solved"]),
+        "hand_written_env_steps": int(plain["env_steps"]),
         "ratio": round(ratio, 2),
     }
 

@@ -52,11 +52,11 @@ def taxi_figures(runs: dict) -> dict:
         rows.append(
             {
                 "action_masks": masks,
-                "solved": solved,
+                "solved": bool(solved),
                 "train_s": round(agent.train_seconds, 1),
                 "wall_s": round(wall, 1),
-                "env_steps": agent.env_steps,
-                "updates": agent.updates,
+                "env_steps": int(agent.env_steps),
+                "updates": int(agent.updates),
                 "mean_return_100": round(agent.mean_return(100), 2),
                 "best_greedy_mean": round(evaluation.best["mean"], 2),
                 "best_greedy_std": round(evaluation.best["std"], 2),
