@@ -1,53 +1,175 @@
-"""mkdocs hook: pages include parts of README.md and CHANGELOG.md, so that text kept there is not copied.
+"""mkdocs hook: the benchmarks page is rendered from the result files, and the changelog page is CHANGELOG.md.
 
-* A line ``<!-- readme: Bad input -->`` is replaced by the body of the README section whose ``## ``
-  heading starts with that title (up to the next ``## `` heading), without the heading itself.
-* A line ``<!-- file: CHANGELOG.md -->`` is replaced by that file of the repository, whole.
+* A line ``<!-- results: NAME -->`` becomes the record of the latest run of that claim (where, when, which
+  commit and command, its figures) and a history table with one row per run, newest first, read from
+  ``benchmarks/results/NAME/*.json`` (written by ``benchmarks/_results.py``'s ``save_result``).
+* A line ``<!-- results: unlisted -->`` becomes the same for every claim folder that no other marker of the
+  page names, each under a heading of its name: a benchmark added later appears without a docs change.
+* A line ``<!-- file: CHANGELOG.md -->`` becomes that file of the repository, whole.
 
-An unknown title or file fails the build.
+How figures are shown: numbers, strings and booleans at the top of ``figures`` are the claim's headline
+figures (each shown with the newest run that measured it, and as the history's columns); a list of flat dicts
+is a table of its own (newest run only). A record may carry a ``source`` (e.g. figures transcribed from an
+older document) and a ``note`` (the conditions of the run), shown with it. An unknown claim, an unreadable or
+incomplete record fails the build: the page never shows a figure that is not in the files.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
+from typing import Any
 
-from mkdocs.exceptions import PluginError
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+UNLISTED = "unlisted"
+_RESULTS_MARKER = re.compile(r"^<!-- results: (.+?) -->$", re.MULTILINE)
+_FILE_MARKER = re.compile(r"^<!-- file: (.+?) -->$", re.MULTILINE)
+_REQUIRED = ("command", "date", "commit", "machine", "figures")
 
-_ROOT = Path(__file__).resolve().parent.parent
-_README_SECTION = re.compile(r"^<!-- readme: (.+?) -->$", re.MULTILINE)
-_FILE = re.compile(r"^<!-- file: (.+?) -->$", re.MULTILINE)
+
+def load_records(folder: Path) -> list[dict[str, Any]]:
+    """The records of one claim's folder, oldest first (by their ``date``)."""
+    if not folder.is_dir():
+        raise ValueError(f"`results` must name a folder of {RESULTS}. Received: results={folder.name!r}")
+    records = []
+    for path in sorted(folder.glob("*.json")):
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path} is not valid JSON: {err}") from err
+        missing = [key for key in _REQUIRED if key not in record]
+        if missing:
+            raise ValueError(f"{path} must hold {list(_REQUIRED)}. Missing: {missing}")
+        records.append(record)
+    if not records:
+        raise ValueError(f"{folder} must hold at least one result file (*.json)")
+    return sorted(records, key=lambda record: record["date"])
 
 
-def readme_section(title: str, readme: str) -> str:
-    """The body of the README's ``## {title}...`` section (heading excluded)."""
-    sections = re.split(r"^## ", readme, flags=re.MULTILINE)
-    for section in sections[1:]:
-        heading, _, body = section.partition("\n")
-        if heading.startswith(title):
-            return body.strip() + "\n"
-    raise PluginError(f"README.md has no '## {title}' section (included by a docs page)")
+def cell(value: Any) -> str:
+    """One value as a Markdown table cell."""
+    if value is None:
+        return "–"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:,.6g}"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(cell(v) for v in value)
+    if isinstance(value, dict):
+        return "; ".join(f"{k}: {cell(v)}" for k, v in value.items())
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def table(header: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    lines += ["| " + " | ".join(cell(value) for value in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def headline(figures: dict[str, Any]) -> dict[str, Any]:
+    """The scalar figures (numbers, strings, booleans, None) of a record."""
+    return {k: v for k, v in figures.items() if v is None or isinstance(v, (int, float, str, bool))}
+
+
+def tables_of(figures: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """The figures that are lists of flat dicts: one table each."""
+    return {k: v for k, v in figures.items() if isinstance(v, list) and v and all(isinstance(r, dict) for r in v)}
+
+
+def machine(record: dict[str, Any]) -> str:
+    about = record["machine"]
+    if isinstance(about, str):
+        return about
+    cores = f" ({about['cores']} cores)" if about.get("cores") else ""
+    return f"{about.get('cpu', '?')}{cores}"
+
+
+def provenance(record: dict[str, Any]) -> str | None:
+    """Where a record's figures come from, when not from a run of the script (``source``, then ``note``)."""
+    parts = [record[key] for key in ("source", "note") if record.get(key)]
+    return "; ".join(parts) or None
+
+
+def headline_columns(records: list[dict[str, Any]]) -> list[str]:
+    """Every headline figure of a claim's records, in the order they first appear."""
+    return list(dict.fromkeys(key for record in records for key in headline(record["figures"])))
+
+
+def render_latest_figures(records: list[dict[str, Any]]) -> str:
+    """Each headline figure from the newest run that measured it (runs may measure different subsets)."""
+    rows = []
+    for key in headline_columns(records):
+        newest = next(r for r in reversed(records) if key in r["figures"])
+        rows.append([key, newest["figures"][key], newest["date"][:10], f"`{newest['commit']}`"])
+    return table(["figure", "latest value", "date", "commit"], rows)
+
+
+def render_run(record: dict[str, Any]) -> str:
+    """One run: when, where, which command, its provenance and its tables."""
+    versions = ", ".join(f"{k} {v}" for k, v in record.get("versions", {}).items())
+    lines = [
+        f"The newest run: {record['date'][:10]}, commit `{record['commit']}`, {machine(record)}"
+        + (f"; {versions}" if versions else "")
+        + ".",
+        "",
+        f"```bash\n{record['command']}\n```",
+    ]
+    if provenance(record):
+        lines += ["", f"Source: {provenance(record)}."]
+    for name, rows in tables_of(record["figures"]).items():
+        columns = list(dict.fromkeys(key for row in rows for key in row))
+        lines += ["", f"*{name}*", "", table(columns, [[row.get(c) for c in columns] for row in rows])]
+    return "\n".join(lines)
+
+
+def render_history(records: list[dict[str, Any]]) -> str:
+    columns = headline_columns(records)
+    header = ["date", "commit", "machine", *columns, "source"]
+    rows = [
+        [r["date"][:10], f"`{r['commit']}`", machine(r), *(r["figures"].get(c) for c in columns), provenance(r)]
+        for r in reversed(records)
+    ]
+    return table(header, rows)
+
+
+def render_claim(name: str, results: Path = RESULTS) -> str:
+    records = load_records(results / name)
+    parts = [render_latest_figures(records), render_run(records[-1]), f"History ({len(records)} runs, newest first):"]
+    return "\n\n".join([*parts, render_history(records)]) + "\n"
+
+
+def render_results(markdown: str, results: Path = RESULTS) -> str:
+    """``markdown`` with every ``<!-- results: ... -->`` marker replaced by its tables."""
+    named = {m.group(1).strip() for m in _RESULTS_MARKER.finditer(markdown)} - {UNLISTED}
+
+    def replace(match: re.Match[str]) -> str:
+        name = match.group(1).strip()
+        if name != UNLISTED:
+            return render_claim(name, results)
+        folders = results.iterdir() if results.is_dir() else []
+        rest = sorted(p.name for p in folders if p.is_dir() and p.name not in named)
+        return "\n".join(f"### {claim}\n\n{render_claim(claim, results)}" for claim in rest) or "(none)\n"
+
+    return _RESULTS_MARKER.sub(replace, markdown)
 
 
 def _read(name: str) -> str:
-    path = _ROOT / name
+    path = ROOT / name
     if not path.is_file():
-        raise PluginError(f"a docs page includes {name!r}, which is not a file at the top of the repository")
+        raise ValueError(f"a docs page includes {name!r}, which is not a file at the top of the repository")
     return path.read_text(encoding="utf-8")
 
 
-# README anchors whose section is a heading of another docs page: links to them from included text point there.
-_ANCHOR_PAGES = {"resumed-runs-are-the-same-run": "runs.md", "troubleshooting": "runs.md"}
+def on_page_markdown(markdown: str, **kwargs: Any) -> str:
+    from mkdocs.exceptions import PluginError  # here, so that the renderers above import without mkdocs
 
-
-def on_page_markdown(markdown: str, page=None, **kwargs) -> str:
-    if _README_SECTION.search(markdown):
-        readme = _read("README.md")
-        markdown = _README_SECTION.sub(lambda m: readme_section(m.group(1).strip(), readme), markdown)
-        here = page.file.src_uri if page is not None else ""
-        for anchor, target in _ANCHOR_PAGES.items():
-            if here != target:
-                markdown = markdown.replace(f"](#{anchor})", f"]({target}#{anchor})")
-        # The README links files of docs/ (images) from the repository root; the pages live in docs/.
-        markdown = markdown.replace("](docs/", "](")
-    return _FILE.sub(lambda m: _read(m.group(1).strip()), markdown)
+    try:
+        markdown = render_results(markdown)
+        return _FILE_MARKER.sub(lambda m: _read(m.group(1).strip()), markdown)
+    except ValueError as err:
+        raise PluginError(str(err)) from err
