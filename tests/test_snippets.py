@@ -179,6 +179,16 @@ def test_each_snippet_starts_from_a_fresh_interpreter(tmp_path, run_snippet):
     assert second.returncode == 0, second.stderr
 
 
+def test_relative_links_in_the_readme_point_to_files():
+    """The README links into docs/ (mkdocs checks the links between docs pages, not the README's)."""
+    prose = _FENCE.sub("", (ROOT / "README.md").read_text(encoding="utf-8"))
+    links = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", prose)
+    relative = [link for link in links if "://" not in link]
+    assert len(relative) >= 5, relative
+    missing = [link for link in relative if not (ROOT / link).is_file()]
+    assert not missing, f"README.md links to files that do not exist: {missing}"
+
+
 @pytest.mark.parametrize("location, code", SHELL_SNIPPETS, ids=[loc for loc, _ in SHELL_SNIPPETS])
 def test_scripts_named_in_shell_snippets_exist(location, code):
     scripts = re.findall(r"\bpython3? (\S+\.py)\b", code)
