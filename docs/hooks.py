@@ -7,11 +7,12 @@
   page names, each under a heading of its name: a benchmark added later appears without a docs change.
 * A line ``<!-- file: CHANGELOG.md -->`` becomes that file of the repository, whole.
 
-How figures are shown: numbers, strings and booleans at the top of ``figures`` are the claim's headline
-figures (each shown with the newest run that measured it, and as the history's columns); a list of flat dicts
-is a table of its own (newest run only). A record may carry a ``source`` (e.g. figures transcribed from an
-older document) and a ``note`` (the conditions of the run), shown with it. An unknown claim, an unreadable or
-incomplete record fails the build: the page never shows a figure that is not in the files.
+How figures are shown: numbers, strings and booleans in ``figures`` are the claim's headline figures (each
+shown with the newest run that measured it, and as the history's columns); a list of dicts, or a dict of
+dicts, is a table of its own (newest run only); see ``split_figures``. A record may carry a ``source`` (e.g.
+figures transcribed from an older document) and a ``note`` (the conditions of the run), shown with it. An
+unknown claim, an unreadable or incomplete record fails the build: the page never shows a figure that is
+not in the files.
 """
 
 from __future__ import annotations
@@ -66,19 +67,40 @@ def cell(value: Any) -> str:
 
 
 def table(header: list[str], rows: list[list[Any]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    lines = ["| " + " | ".join(cell(name) for name in header) + " |", "|" + " --- |" * len(header)]
     lines += ["| " + " | ".join(cell(value) for value in row) + " |" for row in rows]
     return "\n".join(lines)
 
 
+def split_figures(figures: dict[str, Any], prefix: str = "") -> tuple[dict[str, Any], dict[str, list[dict]]]:
+    """``figures`` as headline values and tables. Numbers, strings, booleans, None and lists of them are
+    headline values; a list of dicts is a table, and so is a dict of dicts (one row per key); another dict
+    is opened, its keys prefixed with its own (``"outer / inner"``)."""
+    scalars: dict[str, Any] = {}
+    tables: dict[str, list[dict]] = {}
+    for key, value in figures.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, list) and value and all(isinstance(row, dict) for row in value):
+            tables[name] = value
+        elif isinstance(value, dict) and value and all(isinstance(row, dict) for row in value.values()):
+            tables[name] = [{key: row_name, **row} for row_name, row in value.items()]
+        elif isinstance(value, dict):
+            inner_scalars, inner_tables = split_figures(value, f"{name} / ")
+            scalars |= inner_scalars
+            tables |= inner_tables
+        else:
+            scalars[name] = value
+    return scalars, tables
+
+
 def headline(figures: dict[str, Any]) -> dict[str, Any]:
-    """The scalar figures (numbers, strings, booleans, None) of a record."""
-    return {k: v for k, v in figures.items() if v is None or isinstance(v, (int, float, str, bool))}
+    """The headline figures of a record (see ``split_figures``)."""
+    return split_figures(figures)[0]
 
 
 def tables_of(figures: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
-    """The figures that are lists of flat dicts: one table each."""
-    return {k: v for k, v in figures.items() if isinstance(v, list) and v and all(isinstance(r, dict) for r in v)}
+    """The tables of a record (see ``split_figures``)."""
+    return split_figures(figures)[1]
 
 
 def machine(record: dict[str, Any]) -> str:
@@ -104,8 +126,8 @@ def render_latest_figures(records: list[dict[str, Any]]) -> str:
     """Each headline figure from the newest run that measured it (runs may measure different subsets)."""
     rows = []
     for key in headline_columns(records):
-        newest = next(r for r in reversed(records) if key in r["figures"])
-        rows.append([key, newest["figures"][key], newest["date"][:10], f"`{newest['commit']}`"])
+        newest = next(r for r in reversed(records) if key in headline(r["figures"]))
+        rows.append([key, headline(newest["figures"])[key], newest["date"][:10], f"`{newest['commit']}`"])
     return table(["figure", "latest value", "date", "commit"], rows)
 
 
@@ -131,7 +153,13 @@ def render_history(records: list[dict[str, Any]]) -> str:
     columns = headline_columns(records)
     header = ["date", "commit", "machine", *columns, "source"]
     rows = [
-        [r["date"][:10], f"`{r['commit']}`", machine(r), *(r["figures"].get(c) for c in columns), provenance(r)]
+        [
+            r["date"][:10],
+            f"`{r['commit']}`",
+            machine(r),
+            *(headline(r["figures"]).get(c) for c in columns),
+            provenance(r),
+        ]
         for r in reversed(records)
     ]
     return table(header, rows)

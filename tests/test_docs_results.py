@@ -82,6 +82,15 @@ def test_the_history_has_one_row_per_run_newest_first(tmp_path):
     assert "| 3 | – | – |" in lines[3]
 
 
+def test_nested_figures_become_headline_values_and_tables(tmp_path):
+    figures = {"speed": {"ratio": 0.5, "jit": {"ratio": 0.25}}, "cases": {"a": {"ms": 1.5}, "b": {"ms": 2.5}}}
+    write(tmp_path, "claim", "01", figures)
+    page = hooks.render_claim("claim", tmp_path)
+    assert rows_of(page, "speed / ratio")[0][1] == "0.5"
+    assert rows_of(page, "speed / jit / ratio")[0][1] == "0.25"
+    assert rows_of(page, "b") == [["b", "2.5"]]  # a dict of dicts: one row per key, its key first
+
+
 @pytest.mark.parametrize(
     "content, message",
     [
