@@ -53,7 +53,6 @@ if __name__ == "__main__":
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from _results import save_result  # noqa: E402
 from _timing import paired_ratio, pooled, time_interleaved  # noqa: E402
 
 from kerasce.classifiers import ImageClassifier, build_image_classifier, classifier_metrics  # noqa: E402
@@ -112,7 +111,6 @@ def main() -> None:
     )
     print(header)
     print("-" * len(header))
-    rows = []
     for name, input_shape, num_classes, multilabel, size in CASES:
         if name not in args.cases:
             continue
@@ -138,19 +136,6 @@ def main() -> None:
             f"{label:<32} {size:>5} {ms['kerasce']:>10.3f} {ms['keras']:>9.3f} "
             f"{f'{ratio:.3f} ({q1:.3f}-{q3:.3f})':>22} {'yes' if ratio <= TARGET_RATIO else 'NO':>7} {noise:>19.3f}"
         )
-        rows.append(
-            {
-                "case": name,
-                "batch": size,
-                "kerasce_ms": round(ms["kerasce"], 3),
-                "keras_ms": round(ms["keras"], 3),
-                "kerasce_over_keras": round(ratio, 3),
-                "iqr": f"{q1:.3f}-{q3:.3f}",
-                "noise": round(noise, 3),
-            }
-        )
-    summary = {f"{row['case']}: kerasce / keras": row["kerasce_over_keras"] for row in rows}
-    save_result("classifier", {**summary, "target": TARGET_RATIO, "cases": rows})
 
 
 if __name__ == "__main__":

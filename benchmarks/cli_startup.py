@@ -31,8 +31,6 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
     rounds = parser.parse_args().rounds
-    from _results import save_result  # benchmarks/ is on sys.path when run as a script
-
     times: dict[str, list[float]] = {name: [] for name in COMMANDS}
     for _ in range(rounds):
         for name, args in COMMANDS.items():
@@ -42,16 +40,9 @@ def main() -> None:
     baseline = statistics.median(times["python -c 'import tensorflow'"])
     print(f"| command | median s ({rounds} rounds) | / import tensorflow |")
     print("| --- | --- | --- |")
-    rows: list[dict[str, str | float]] = []
     for name, values in times.items():
         median = statistics.median(values)
         print(f"| `{name}` | {median:.3f} | {median / baseline:.3f} |")
-        rows.append(
-            {"command": name, "median_s": round(median, 3), "over_import_tensorflow": round(median / baseline, 3)}
-        )
-    slowest = max(statistics.median(times[name]) for name in COMMANDS if ".py" in name)
-    summary = {"import tensorflow s": round(baseline, 3), "slowest example answer s": round(slowest, 3)}
-    save_result("cli-startup", {**summary, "commands": rows})
 
 
 if __name__ == "__main__":

@@ -3,6 +3,8 @@
 * A line ``<!-- results: NAME -->`` becomes the record of the latest run of that claim (where, when, which
   commit and command, its figures) and a history table with one row per run, newest first, read from
   ``benchmarks/results/NAME/*.json`` (written by ``benchmarks/_results.py``'s ``save_result``).
+* ``<!-- results: NAME; history: cases > * > ratio, ... -->`` tracks the figures at those paths (keys, ``*``
+  for every key or table row) instead of the headline figures: see ``tracked``.
 * A line ``<!-- results: unlisted -->`` becomes the same for every claim folder that no other marker of the
   page names, each under a heading of its name: a benchmark added later appears without a docs change.
 * A line ``<!-- file: CHANGELOG.md -->`` becomes that file of the repository, whole.
@@ -117,17 +119,52 @@ def provenance(record: dict[str, Any]) -> str | None:
     return "; ".join(parts) or None
 
 
-def headline_columns(records: list[dict[str, Any]]) -> list[str]:
-    """Every headline figure of a claim's records, in the order they first appear."""
-    return list(dict.fromkeys(key for record in records for key in headline(record["figures"])))
+def row_key(row: dict[str, Any]) -> str:
+    """A table row's name in a path: its string values joined (e.g. case and mode), else its first value."""
+    words = [value for value in row.values() if isinstance(value, str)]
+    return " ".join(words) if words else str(next(iter(row.values()), ""))
 
 
-def render_latest_figures(records: list[dict[str, Any]]) -> str:
-    """Each headline figure from the newest run that measured it (runs may measure different subsets)."""
+def select(node: Any, path: list[str], matched: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
+    """The values at ``path`` (keys, ``*`` for every key or table row) in a record's figures, keyed by what
+    each ``*`` matched."""
+    if not path:
+        return {matched: node}
+    if isinstance(node, list) and all(isinstance(row, dict) for row in node):
+        node = {row_key(row): row for row in node}
+    if not isinstance(node, dict):
+        return {}
+    head, rest = path[0], path[1:]
+    keys = list(node) if head == "*" else [head] if head in node else []
+    found: dict[tuple[str, ...], Any] = {}
+    for key in keys:
+        found |= select(node[key], rest, (*matched, str(key)) if head == "*" else matched)
+    return found
+
+
+def tracked(record: dict[str, Any], paths: list[list[str]] | None) -> dict[str, Any]:
+    """The figures a claim's history tracks: the headline figures, or the values at the marker's paths, named
+    by what ``*`` matched and the path's last key (``cases > * > ratio`` -> ``"digits: ratio"``)."""
+    if not paths:
+        return headline(record["figures"])
+    found: dict[str, Any] = {}
+    for path in paths:
+        for matched, value in select(record["figures"], path).items():
+            found[f"{' '.join(matched)}: {path[-1]}" if matched else " / ".join(path)] = value
+    return found
+
+
+def tracked_columns(records: list[dict[str, Any]], paths: list[list[str]] | None) -> list[str]:
+    """Every tracked figure of a claim's records, in the order they first appear."""
+    return list(dict.fromkeys(key for record in records for key in tracked(record, paths)))
+
+
+def render_latest_figures(records: list[dict[str, Any]], paths: list[list[str]] | None = None) -> str:
+    """Each tracked figure from the newest run that measured it (runs may measure different subsets)."""
     rows = []
-    for key in headline_columns(records):
-        newest = next(r for r in reversed(records) if key in headline(r["figures"]))
-        rows.append([key, headline(newest["figures"])[key], newest["date"][:10], f"`{newest['commit']}`"])
+    for key in tracked_columns(records, paths):
+        newest = next(r for r in reversed(records) if key in tracked(r, paths))
+        rows.append([key, tracked(newest, paths)[key], newest["date"][:10], f"`{newest['commit']}`"])
     return table(["figure", "latest value", "date", "commit"], rows)
 
 
@@ -149,15 +186,15 @@ def render_run(record: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def render_history(records: list[dict[str, Any]]) -> str:
-    columns = headline_columns(records)
+def render_history(records: list[dict[str, Any]], paths: list[list[str]] | None = None) -> str:
+    columns = tracked_columns(records, paths)
     header = ["date", "commit", "machine", *columns, "source"]
     rows = [
         [
             r["date"][:10],
             f"`{r['commit']}`",
             machine(r),
-            *(headline(r["figures"]).get(c) for c in columns),
+            *(tracked(r, paths).get(c) for c in columns),
             provenance(r),
         ]
         for r in reversed(records)
@@ -165,20 +202,34 @@ def render_history(records: list[dict[str, Any]]) -> str:
     return table(header, rows)
 
 
-def render_claim(name: str, results: Path = RESULTS) -> str:
+def render_claim(name: str, results: Path = RESULTS, paths: list[list[str]] | None = None) -> str:
+    """A claim's latest figures, its newest run and its history; ``paths`` pick the figures to track."""
     records = load_records(results / name)
-    parts = [render_latest_figures(records), render_run(records[-1]), f"History ({len(records)} runs, newest first):"]
-    return "\n\n".join([*parts, render_history(records)]) + "\n"
+    latest, history = render_latest_figures(records, paths), render_history(records, paths)
+    parts = [latest, render_run(records[-1]), f"History ({len(records)} runs, newest first):", history]
+    return "\n\n".join(parts) + "\n"
+
+
+def parse_marker(text: str) -> tuple[str, list[list[str]] | None]:
+    """``"name; history: a > * > b, c"`` -> ``("name", [["a", "*", "b"], ["c"]])``."""
+    name, _, spec = text.partition(";")
+    spec = spec.strip()
+    if not spec:
+        return name.strip(), None
+    if not spec.startswith("history:"):
+        raise ValueError(f"`results` options must be `history: PATH, ...`. Received: {spec!r}")
+    paths = [[key.strip() for key in path.split(">")] for path in spec[len("history:") :].split(",")]
+    return name.strip(), paths
 
 
 def render_results(markdown: str, results: Path = RESULTS) -> str:
     """``markdown`` with every ``<!-- results: ... -->`` marker replaced by its tables."""
-    named = {m.group(1).strip() for m in _RESULTS_MARKER.finditer(markdown)} - {UNLISTED}
+    named = {parse_marker(m.group(1))[0] for m in _RESULTS_MARKER.finditer(markdown)} - {UNLISTED}
 
     def replace(match: re.Match[str]) -> str:
-        name = match.group(1).strip()
+        name, paths = parse_marker(match.group(1))
         if name != UNLISTED:
-            return render_claim(name, results)
+            return render_claim(name, results, paths)
         folders = results.iterdir() if results.is_dir() else []
         rest = sorted(p.name for p in folders if p.is_dir() and p.name not in named)
         return "\n".join(f"### {claim}\n\n{render_claim(claim, results)}" for claim in rest) or "(none)\n"

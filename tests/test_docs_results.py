@@ -91,6 +91,21 @@ def test_nested_figures_become_headline_values_and_tables(tmp_path):
     assert rows_of(page, "b") == [["b", "2.5"]]  # a dict of dicts: one row per key, its key first
 
 
+def test_a_marker_can_pick_the_figures_the_history_tracks(tmp_path):
+    write(tmp_path, "claim", "01", {"cases": {"a": {"ratio": 1.25, "ms": 3}, "b": {"ratio": 0.5}}, "n": 1})
+    rows = [{"case": "a", "mode": "jit", "r": {"k/x": 0.75}}, {"case": "a", "mode": "eager", "r": {"k/x": 2.0}}]
+    write(tmp_path, "claim", "02", {"cases": {"a": {"ratio": 1.5}}, "table": rows})
+    page = hooks.render_results("<!-- results: claim; history: cases > * > ratio, table > * > r > k/x -->", tmp_path)
+    assert rows_of(page, "a: ratio")[0] == ["a: ratio", "1.5", "2026-01-02", "`c02`"]
+    assert rows_of(page, "b: ratio")[0] == ["b: ratio", "0.5", "2026-01-01", "`c01`"]
+    assert rows_of(page, "a eager: k/x")[0][1] == "2" and rows_of(page, "a jit: k/x")[0][1] == "0.75"
+    history = page[page.index("History") :]
+    assert "| date | commit | machine | a: ratio | b: ratio | a jit: k/x | a eager: k/x | source |" in history
+    assert rows_of(page, "n") == []  # an untracked headline figure is not a row
+    with pytest.raises(ValueError, match="`results` options must be `history: PATH, ...`"):
+        hooks.render_results("<!-- results: claim; cases > * -->", tmp_path)
+
+
 @pytest.mark.parametrize(
     "content, message",
     [
