@@ -1,8 +1,9 @@
 """mkdocs hook: the benchmarks page is rendered from the result files, and the changelog page is CHANGELOG.md.
 
-* A line ``<!-- results: NAME -->`` becomes the record of the latest run of that claim (where, when, which
-  commit and command, its figures) and a history table with one row per run, newest first, read from
-  ``benchmarks/results/NAME/*.json`` (written by ``benchmarks/_results.py``'s ``save_result``).
+* A line ``<!-- results: NAME -->`` becomes, read from ``benchmarks/results/NAME/*.json`` (written by
+  ``benchmarks/_results.py``'s ``save_result``): each figure with the newest run that measured it, that run
+  (when, where, which commit and command, its tables), and a history table with one row per run, newest
+  first.
 * ``<!-- results: NAME; history: cases > * > ratio, ... -->`` tracks the figures at those paths (keys, ``*``
   for every key or table row) instead of the headline figures: see ``tracked``.
 * A line ``<!-- results: unlisted -->`` becomes the same for every claim folder that no other marker of the
