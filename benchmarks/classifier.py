@@ -24,7 +24,7 @@ import statistics
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from kerasce.runs import HelpFormatter, non_negative_int, positive_int
+from kerasce.cli.runs import HelpFormatter, non_negative_int, positive_int
 
 # (case, input shape, classes, multi-label, batch): the example's two datasets and a CIFAR-sized input.
 CASES = [

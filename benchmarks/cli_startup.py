@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from kerasce.runs import HelpFormatter
+from kerasce.cli.runs import HelpFormatter
 
 REPO = Path(__file__).resolve().parents[1]
 COMMANDS = {

@@ -31,7 +31,7 @@ import threading
 import time
 from collections.abc import Sequence
 
-from kerasce.runs import HelpFormatter
+from kerasce.cli.runs import HelpFormatter
 
 __all__ = ["launch", "main", "tf_configs", "worker_cpus"]
 

@@ -394,7 +394,7 @@ def test_a_backup_made_with_other_flags_is_not_resumed(tmp_path, monkeypatch, ca
     """Issue 10's scenario: an interrupted run's backup is refused by a run with other flags, resumed by the
     same flags (saying so in one line), and discarded by `--fresh`.
 
-    Mutation tried: comparing no flags in `kerasce.runs.open_backup` (`differences = []`) -> red (the
+    Mutation tried: comparing no flags in `kerasce.cli.runs.open_backup` (`differences = []`) -> red (the
     run with another learning rate resumes the backup).
     """
     import kerasce.classifiers

@@ -9,8 +9,8 @@ import textwrap
 
 import pytest
 
-from kerasce import runs
-from kerasce.runs import RunConfigMismatch, open_backup
+from kerasce.cli import runs
+from kerasce.cli.runs import RunConfigMismatch, open_backup
 
 CONFIG = {
     "dataset": "digits",
@@ -201,7 +201,7 @@ def _python(code, env_update):
 
 QUIET_START = """
     import os, sys
-    from kerasce.runs import quiet_tensorflow_startup
+    from kerasce.cli.runs import quiet_tensorflow_startup
     with quiet_tensorflow_startup():
         import tensorflow as tf
         tf.config.list_physical_devices()
