@@ -23,15 +23,17 @@ from kerasce.cli import classify
 REPO = Path(__file__).resolve().parents[1]
 
 
-def train_and_export(dataset: str = "digits", epochs: int = 15, export_dir: str | Path = "saved_models/api") -> float:
+def train_and_export(
+    dataset: str = "digits", epochs: int = 15, export_dir: str | Path = "saved_models/api", data_dir: str | None = None
+) -> float:
     """The library calls of a run, without the command line's resume and reports; returns the test accuracy
-    (multi-class) or micro-F1 (multi-label) of the exported model."""
+    (multi-class) or micro-F1 (multi-label) of the exported model. `data_dir`: TFDS's (default its own)."""
     from kerasce.classifiers import build_image_classifier, export_image_classifier
     from kerasce.datasets import load_image_dataset
 
-    data = load_image_dataset(dataset, batch_size=64, seed=0)
+    data = load_image_dataset(dataset, batch_size=64, data_dir=data_dir, seed=0)
     model = build_image_classifier(data.input_shape, data.num_classes, data.multilabel)
-    model.fit(data.train, epochs=epochs, verbose=2)
+    model.fit(data.train, epochs=epochs, shuffle=False, verbose=2)  # the pipeline reshuffles every epoch
     export_image_classifier(export_dir, model)
 
     images, labels = classify.test_arrays(data)  # the whole test split as NumPy
