@@ -206,16 +206,16 @@ def test_public_methods_are_annotated():
 @pytest.mark.parametrize(
     "kwargs, error, match",
     [
-        (dict(input_shape=(8, 8)), ValueError, r"expected input_shape as \(height, width, channels\).*got \(8, 8\)"),
-        (dict(input_shape=(1, 8, 8, 1)), ValueError, r"expected input_shape as \(height, width, channels\)"),
-        (dict(input_shape=(8, 0, 1)), ValueError, r"expected input_shape .* positive integers, got \(8, 0, 1\)"),
-        (dict(input_shape=8), TypeError, r"expected input_shape as \(height, width, channels\).*got 8"),
-        (dict(num_classes=1), ValueError, "expected num_classes >= 2, got 1"),
-        (dict(num_classes=0, multilabel=True), ValueError, "expected num_classes >= 2, got 0"),
-        (dict(num_classes=2.5), TypeError, "expected num_classes as an integer >= 2, got 2.5"),
-        (dict(filters=()), ValueError, "expected filters as a non-empty sequence of positive integers, got ()"),
-        (dict(dense_units=0), ValueError, "expected dense_units as an integer >= 1, got 0"),
-        (dict(dropout=1.0), ValueError, r"expected dropout in \[0, 1\), got 1.0"),
+        (dict(input_shape=(8, 8)), ValueError, r"`input_shape` must be \(height, .*Received: input_shape=\(8, 8\)"),
+        (dict(input_shape=(1, 8, 8, 1)), ValueError, r"`input_shape` must be \(height, width, channels\)"),
+        (dict(input_shape=(8, 0, 1)), ValueError, r"`input_shape` must be .* Received: input_shape=\(8, 0, 1\)"),
+        (dict(input_shape=8), TypeError, r"`input_shape` must be \(height, width, channels\).*Received: input_shape=8"),
+        (dict(num_classes=1), ValueError, "`num_classes` must be >= 2. Received: num_classes=1"),
+        (dict(num_classes=0, multilabel=True), ValueError, "`num_classes` must be >= 2. Received: num_classes=0"),
+        (dict(num_classes=2.5), TypeError, "`num_classes` must be an integer >= 2. Received: num_classes=2.5"),
+        (dict(filters=()), ValueError, r"`filters` must be a non-empty sequence of .* Received: filters=\(\)"),
+        (dict(dense_units=0), ValueError, "`dense_units` must be an integer >= 1. Received: dense_units=0"),
+        (dict(dropout=1.0), ValueError, r"`dropout` must be in \[0, 1\)\. Received: dropout=1.0"),
     ],
 )
 def test_bad_arguments(kwargs, error, match):
@@ -227,14 +227,14 @@ def test_bad_arguments(kwargs, error, match):
 def test_images_of_the_wrong_rank_are_rejected():
     model = build_image_classifier((8, 8, 1), 10)
     with pytest.raises(
-        ValueError, match=r"expected images of rank 4 with shape \('B', 8, 8, 1\), got shape \(2, 8, 8\)"
+        ValueError, match=r"`inputs` must be images of rank 4 with shape \('B', 8, 8, 1\)\. Received: inputs.shape=\(2,"
     ):
         model(np.zeros((2, 8, 8), np.uint8))
-    with pytest.raises(ValueError, match=r"expected images of rank 4 .* got shape \(None, 8, 8\)"):
+    with pytest.raises(ValueError, match=r"`inputs` must be images of rank 4 .* Received: inputs.shape=\(None, 8, 8\)"):
         model.fit(np.zeros((2, 8, 8), np.uint8), np.zeros(2), verbose=0)
 
 
 def test_export_needs_an_image_classifier(tmp_path):
     plain = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2)])
-    with pytest.raises(TypeError, match="expected an ImageClassifier .* got Sequential"):
+    with pytest.raises(TypeError, match="`model` must be an ImageClassifier .* Received: model of type Sequential"):
         export_image_classifier(tmp_path / "x", plain)

@@ -102,9 +102,9 @@ def test_two_worker_processes_equal_one_device(task, two_workers, one_device):
 
 def test_unknown_strategy_and_bad_tf_config_are_clear_errors(monkeypatch):
     with pytest.raises(
-        ValueError, match=r"Unknown strategy 'tpu'; expected one of \('default', 'mirrored', 'multiworker'\)"
+        ValueError, match=r"`name` must be one of \('default', 'mirrored', 'multiworker'\)\. Received: name='tpu'"
     ):
         distribute.get_strategy("tpu")
     monkeypatch.setenv("TF_CONFIG", "{cluster: oops")
-    with pytest.raises(ValueError, match="TF_CONFIG must be JSON"):
+    with pytest.raises(ValueError, match="`TF_CONFIG` must be JSON"):
         distribute.get_strategy("multiworker")

@@ -270,7 +270,8 @@ def test_unknown_dataset_fails_before_training_and_leaves_nothing_behind(tmp_pat
     with pytest.raises(SystemExit) as exit_info:
         classify.run(["--dataset", "digitz", "--export-dir", str(tmp_path / "x")])
     message = str(exit_info.value.code)
-    assert message.startswith("error: unknown dataset 'digitz'") and "Close matches: digits" in message
+    assert message.startswith("error: `name` must be a TFDS dataset name") and "\n" not in message
+    assert "Received: name='digitz'. Close matches: digits" in message
     assert list(tmp_path.iterdir()) == [], "no export, no backup directory"
 
 
