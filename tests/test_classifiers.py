@@ -70,7 +70,7 @@ def test_softmax_loss_sees_logits_exactly():
     assert result["accuracy"] == pytest.approx(1 / 6)
 
 
-@pytest.mark.parametrize("batch_size", [4, 3])  # 4 == K: one-hot labels [B, K] once broadcast against ids [B]
+@pytest.mark.parametrize("batch_size", [4, 3])  # 4 == K: one-hot labels [B, K] would broadcast against ids [B]
 @pytest.mark.parametrize("labels_as", ["ids", "ids [B, 1]", "one-hot"])
 def test_accuracy_of_class_ids_and_one_hot_labels(labels_as, batch_size):
     model = build_image_classifier((8, 8, 1), 4, dropout=0.0)

@@ -348,7 +348,8 @@ def _killed_while_exporting(flags):
 
 @pytest.mark.slow
 def test_folder_dataset_given_as_dot_exports_beside_other_exports(tmp_path, monkeypatch):
-    # `--dataset .` once exported into saved_models/ itself: the atomic swap replaced the whole folder.
+    # `--dataset .` names the export after the current folder, not ".": an export into saved_models/ itself
+    # would replace the whole folder (the atomic swap), deleting every other export.
     example = _example_module()
     monkeypatch.setattr(example, "REPO", tmp_path)  # default exports go to tmp_path/saved_models/<slug>
     sibling = tmp_path / "saved_models" / "digits"
@@ -373,7 +374,7 @@ def test_folder_dataset_without_a_name_is_rejected_before_training(tmp_path, mon
 
 @pytest.mark.slow
 def test_backup_outlives_a_failed_export_and_the_rerun_only_exports(tmp_path, capsys):
-    # Keras deletes its backup when fit ends; a kill between there and the export lost the training.
+    # Keras deletes its backup when fit ends: a kill between there and the export would lose the training.
     flags, export_dir, backup_dir = _folder_run(tmp_path)
     _killed_while_exporting(flags)
     assert json.loads((backup_dir / "state" / "training_metadata.json").read_text())["epoch"] == 2
