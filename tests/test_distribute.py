@@ -4,15 +4,14 @@ Each run is its own process (tests/distributed_job.py): splitting the CPU into l
 a multi-worker cluster must happen before TensorFlow initialises.
 """
 
-import json
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
-from cluster import tf_configs
+from helpers.jobs import assert_same_training, job_result
 
 from kerasce import distribute
+from kerasce.launch import tf_configs
 
 JOB = Path(__file__).with_name("distributed_job.py")
 pytestmark = pytest.mark.slow
@@ -31,20 +30,6 @@ def run_job(
     return zygote.start(JOB, *args, env={**os.environ, **(env or {})})
 
 
-def result(proc) -> dict:
-    """``{strategy: {task: result}}``."""
-    out, err = proc.communicate(timeout=240)
-    if proc.returncode != 0:
-        raise AssertionError(f"job failed ({proc.returncode}):\n{err[-3000:]}")
-    return json.loads(out.strip().splitlines()[-1])
-
-
-def assert_same_training(got: dict, want: dict) -> None:
-    np.testing.assert_allclose(got["losses"], want["losses"], rtol=1e-5)
-    for g, w in zip(got["weights"], want["weights"]):
-        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
-
-
 # The tests below share three processes, started once (a TensorFlow start costs seconds): one on a CPU split
 # into 2 devices trains every task on one device (the references, TensorFlow's default strategy) and then
 # mirrored on both; two workers of a local cluster train the multi-worker tasks. They run on one pytest-xdist
@@ -57,7 +42,7 @@ MULTIWORKER_TASKS = ("softmax", "classifier", "multilabel_classifier")
 @pytest.fixture(scope="module")
 def local(zygote):
     """``{"default": {task: result}, "mirrored": {task: result}}``."""
-    return result(run_job(zygote, TASKS, ("default", "mirrored"), devices=2))
+    return job_result(run_job(zygote, TASKS, ("default", "mirrored"), devices=2))
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +56,7 @@ def two_workers(zygote):
     workers = [
         run_job(zygote, MULTIWORKER_TASKS, ("multiworker",), env={"TF_CONFIG": config}) for config in tf_configs(2)
     ]
-    return [result(w)["multiworker"] for w in workers]
+    return [job_result(w)["multiworker"] for w in workers]
 
 
 @SHARED

@@ -248,8 +248,9 @@ def _train(args: argparse.Namespace, model: keras.Model, data: ImageDataset, bac
         history = model.fit(
             data.train,
             epochs=args.epochs,
-            # First: a NaN loss fails the run (naming the step) before a bad state could be backed up.
-            callbacks=[RaiseOnNonFiniteLoss(), restore, TrainingLog(backup.directory / LOG_FILE)],
+            # First: a NaN loss fails the run (naming the step) before a bad state could be backed up. The
+            # log's row before the backup: a kill in between redoes that epoch, and the log drops its row.
+            callbacks=[RaiseOnNonFiniteLoss(), TrainingLog(backup.directory / LOG_FILE), restore],
             shuffle=False,  # the tf.data pipeline reshuffles the training set every epoch itself
             verbose=1 if sys.stdout.isatty() else 2,  # a progress bar in a terminal, one line per epoch in logs
         )
