@@ -24,7 +24,7 @@ def run_job(
     devices: int = 1,
     env: dict | None = None,
 ):
-    """Starts distributed_job.py in a fresh process, forked from tests/zygote.py's (no TensorFlow import of its
+    """Starts distributed_job.py in a fresh process, forked from tests/helpers/zygote.py's (no TensorFlow import of its
     own: TensorFlow's devices and cluster are set up in the child)."""
     args = ["--task", *tasks, "--strategy", *strategies, "--devices", str(devices)]
     return zygote.start(JOB, *args, env={**os.environ, **(env or {})})

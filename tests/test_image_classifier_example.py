@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
-from kerasce_free import run_without_kerasce
+from helpers.kerasce_free import run_without_kerasce
 from PIL import Image
 from scipy.stats import rankdata
 
@@ -52,7 +52,7 @@ def _run_example(*flags, check=True):
 
 
 def _fork_example(zygote, *flags, check=True):
-    """`_run_example` for runs that import TensorFlow: a fresh process forked from tests/zygote.py's, which has
+    """`_run_example` for runs that import TensorFlow: a fresh process forked from tests/helpers/zygote.py's, which has
     imported it already (about 7 s of CPU less per run)."""
     result = zygote.run(EXAMPLE, *flags, env=ENV, timeout=300)
     if check and result.returncode != 0:

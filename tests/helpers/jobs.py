@@ -1,7 +1,7 @@
 """Training in processes of its own: the job's side and the test's side.
 
 Splitting the CPU into logical devices or joining a multi-worker cluster must happen before TensorFlow
-starts, so such a training runs as a job script in a fresh process (forked from tests/zygote.py's, which
+starts, so such a training runs as a job script in a fresh process (forked from tests/helpers/zygote.py's, which
 has imported TensorFlow already) and prints one JSON line; the test reads it and compares.
 """
 
