@@ -16,8 +16,6 @@ import sys
 import time
 from pathlib import Path
 
-from _results import save_result
-
 from kerasce.cli.runs import ArgumentParser, positive_int
 
 REPO = Path(__file__).resolve().parents[1]
@@ -35,6 +33,8 @@ def main() -> None:
     parser = ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=positive_int, default=5, help="interleaved rounds")
     rounds = parser.parse_args().rounds
+    from _results import save_result  # beside this script: importable when run as one, after --help answered
+
     times: dict[str, list[float]] = {name: [] for name in COMMANDS}
     for _ in range(rounds):
         for name, args in COMMANDS.items():
