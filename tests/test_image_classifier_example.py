@@ -265,6 +265,13 @@ def test_bad_flags_exit_with_a_message(flags, message, capsys):
     assert capsys.readouterr().err.strip().splitlines()[-1].endswith(f"error: {message}")
 
 
+def test_a_bad_flag_leaves_nothing_behind(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the default export and backup would go to ./saved_models
+    with pytest.raises(SystemExit) as exit_info:
+        classify.run(["--epochs", "0", "--backup-dir", str(tmp_path / "b")])
+    assert exit_info.value.code == 2 and list(tmp_path.iterdir()) == []
+
+
 def test_unknown_dataset_fails_before_training_and_leaves_nothing_behind(tmp_path, capsys):
     """Mutation tried: `backup.removed_if_unused()` dropped from `classify.main` -> red (x.backup stays)."""
     with pytest.raises(SystemExit) as exit_info:
