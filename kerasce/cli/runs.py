@@ -1,4 +1,4 @@
-"""What the examples' command lines share: flag checks, a quiet TensorFlow start, and resumable runs.
+"""What kerasce's command lines share: flag checks, a quiet TensorFlow start, and resumable runs.
 
 Importing this module does not import TensorFlow (it costs ~5 s), so a script can parse and check its flags,
 answer ``--help`` or reject a bad value at once, and only then import TensorFlow.
@@ -13,7 +13,12 @@ When the backup holds state, a new run with the same flags resumes it (and says 
 whose flags differ is refused with a message listing each difference (old -> new) and how to either resume
 (rerun with the recorded flags) or start fresh (``--fresh``, or delete the directory). Flags that only
 say where output goes, how much is printed or when to stop may change between a run and its resume: each
-script names them (``may_change``); every other flag, including ones added later, must match.
+script names them (``may_change``); every other flag, including ones added later, must match. A start that
+fails before the trainer has written any state (an unknown dataset or env, a refused label) removes what
+opening the backup created (:meth:`RunBackup.removed_if_unused`).
+
+Bad flag values read as Keras words its argument errors (:class:`ArgumentParser`):
+``error: `--epochs` must be an integer >= 1. Received: --epochs=0``.
 """
 
 from __future__ import annotations
