@@ -9,7 +9,7 @@ gradients, `kerasce.training.apply_gradients_if_finite`). A step is the train st
 time is left out. Variants are timed interleaved (round-robin, order alternating, many rounds) in one
 process; the table reports the median per-step time, the median of the per-round ratios kerasce / keras
 (target: <= 1.02) with its interquartile range, and the same ratio between two identical Keras models
-(the noise floor of this machine at this moment).
+(the noise floor of this machine at this moment). The figures go to benchmarks/results/classifier-step/.
 
     python benchmarks/classifier.py [--rounds 20] [--steps 10]
 """
@@ -24,7 +24,7 @@ import statistics
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from kerasce.runs import HelpFormatter, non_negative_int, positive_int
+from kerasce.cli.runs import HelpFormatter, non_negative_int, positive_int
 
 # (case, input shape, classes, multi-label, batch): the example's two datasets and a CIFAR-sized input.
 CASES = [
@@ -53,6 +53,7 @@ if __name__ == "__main__":
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from _results import save_result  # noqa: E402
 from _timing import paired_ratio, pooled, time_interleaved  # noqa: E402
 
 from kerasce.classifiers import ImageClassifier, build_image_classifier, classifier_metrics  # noqa: E402
@@ -111,6 +112,7 @@ def main() -> None:
     )
     print(header)
     print("-" * len(header))
+    figures = {}
     for name, input_shape, num_classes, multilabel, size in CASES:
         if name not in args.cases:
             continue
@@ -136,6 +138,17 @@ def main() -> None:
             f"{label:<32} {size:>5} {ms['kerasce']:>10.3f} {ms['keras']:>9.3f} "
             f"{f'{ratio:.3f} ({q1:.3f}-{q3:.3f})':>22} {'yes' if ratio <= TARGET_RATIO else 'NO':>7} {noise:>19.3f}"
         )
+        figures[name] = {
+            "batch": size,
+            "kerasce_ms": ms["kerasce"],
+            "keras_ms": ms["keras"],
+            "ratio": ratio,
+            "ratio_iqr": [q1, q3],
+            "noise_ratio": noise,
+            "target_ratio": TARGET_RATIO,
+        }
+    settings = {"rounds": args.rounds, "steps": args.steps, "instances": args.instances, "seed": args.seed}
+    print(f"saved {save_result('classifier-step', {'settings': settings, 'cases': figures})}")
 
 
 if __name__ == "__main__":

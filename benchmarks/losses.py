@@ -27,7 +27,7 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from kerasce.runs import HelpFormatter, non_negative_int, positive_int
+from kerasce.cli.runs import HelpFormatter, non_negative_int, positive_int
 
 
 def parse_args() -> argparse.Namespace:

@@ -20,7 +20,7 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from kerasce.runs import HelpFormatter, non_negative_int, positive_float
+from kerasce.cli.runs import HelpFormatter, non_negative_int, positive_float
 
 
 def parse_args() -> argparse.Namespace:

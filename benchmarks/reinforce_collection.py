@@ -21,7 +21,7 @@ import os
 import platform
 import time
 
-from kerasce.runs import HelpFormatter
+from kerasce.cli.runs import HelpFormatter
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 

@@ -46,7 +46,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from kerasce.runs import HelpFormatter, positive_float, positive_int
+from kerasce.cli.runs import HelpFormatter, positive_float, positive_int
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "reinforce_cartpole.py"

@@ -32,7 +32,7 @@ import subprocess
 import sys
 import time
 
-from kerasce.runs import HelpFormatter, positive_float, positive_int
+from kerasce.cli.runs import HelpFormatter, positive_float, positive_int
 
 
 def parse_args() -> argparse.Namespace:

@@ -34,7 +34,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from kerasce.runs import HelpFormatter
+from kerasce.cli.runs import HelpFormatter
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "reinforce_cartpole.py"
 SB3_RUNNER = Path(__file__).resolve().parent / "sb3_ppo_solve_time.py"

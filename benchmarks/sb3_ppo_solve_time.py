@@ -105,7 +105,7 @@ class PPOSettings:
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """The description as written, defaults in --help (kerasce.runs.HelpFormatter: this file also runs in
+    """The description as written, defaults in --help (kerasce.cli.runs.HelpFormatter: this file also runs in
     an SB3 interpreter that need not have kerasce installed)."""
 
 

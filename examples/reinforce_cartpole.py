@@ -19,7 +19,7 @@ Settings: the env's preset (kerasce/rl/presets.py, RL Zoo style), then --num-env
 Training is resumable: the agent is checkpointed to --backup-dir every 10 updates; a run that is killed
 continues from its last checkpoint (same optimizer state, update count and curve) when started again
 with the same flags, and says so in one line. The backup records the flags it was made with and the
-settings they resolved to (kerasce.runs): a run with other flags or an edited preset is refused, not
+settings they resolved to (kerasce.cli.runs): a run with other flags or an edited preset is refused, not
 silently resumed. --export-dir, --backup-dir,
 --quiet and the stopping flags (--max-seconds, --max-updates, --target-return: they move where the same
 run stops) may differ; --fresh discards the backup. The backup is deleted once training ends.
@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, cast
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # pygame renders off-screen
 
 # Light imports only: the flags are parsed and checked before TensorFlow (~5 s) is imported.
-from kerasce.runs import (
+from kerasce.cli.runs import (
     STRATEGIES,
     HelpFormatter,
     finite_float,

@@ -68,7 +68,8 @@ def load_model(
         if "Could not locate" not in str(err):
             raise
         raise TypeError(
-            f"Could not load {os.fspath(path)!r}: it refers to a class or function that kerasce does not "
-            "define. Import the module that registers it (@keras.saving.register_keras_serializable) before "
-            "loading, or pass it as custom_objects={'Name': Name}. Keras said: " + str(err)
+            "`custom_objects` must hold every class or function the file refers to that kerasce does not define. "
+            f"Received: custom_objects={custom_objects!r} for path={os.fspath(path)!r}. Import the module that "
+            "registers it (@keras.saving.register_keras_serializable) before loading, or pass it as "
+            "custom_objects={'Name': Name}. Keras said: " + str(err)
         ) from err

@@ -48,9 +48,9 @@ class RaiseOnNonFiniteLoss(keras.callbacks.Callback):
             return
         step = int(self.model.optimizer.iterations.numpy()) if self.model.optimizer is not None else None
         raise FloatingPointError(
-            f"{self.monitor} became {float(value)} at epoch {self._epoch + 1}, batch {batch + 1} (optimizer "
-            f"step {step}); training stopped and the last good checkpoint was kept. Expected a finite "
-            f"{self.monitor}: check the inputs for NaN/inf or lower the learning rate."
+            f"`{self.monitor}` must be finite. Received: {self.monitor}={float(value)} at epoch {self._epoch + 1}, "
+            f"batch {batch + 1} (optimizer step {step}). Training stopped and the last good checkpoint was kept: "
+            "check the inputs for NaN/inf or lower the learning rate."
         )
 
 

@@ -69,8 +69,8 @@ class ImageClassifier(keras.Model):
         expected = tuple(self.inputs[0].shape)
         if len(inputs.shape) != len(expected):
             raise ValueError(
-                f"expected images of rank {len(expected)} with shape {('B', *expected[1:])}, got shape "
-                f"{tuple(inputs.shape)}."
+                f"`inputs` must be images of rank {len(expected)} with shape {('B', *expected[1:])}. "
+                f"Received: inputs.shape={tuple(inputs.shape)}"
             )
         return super().call(inputs, training=training, mask=mask)
 
@@ -188,10 +188,10 @@ def _check_positive_ints(value, what: str, length: int | None = None) -> tuple[i
     try:
         items = tuple(value)
     except TypeError:
-        raise TypeError(f"expected {what} as {shape} of positive integers, got {value!r}.") from None
+        raise TypeError(f"`{what}` must be {shape} of positive integers. Received: {what}={value!r}") from None
     ok = all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 1 for v in items)
     if not ok or not items or (length is not None and len(items) != length):
-        raise ValueError(f"expected {what} as {shape} of positive integers, got {value!r}.")
+        raise ValueError(f"`{what}` must be {shape} of positive integers. Received: {what}={value!r}")
     return tuple(int(v) for v in items)
 
 
@@ -247,17 +247,17 @@ def build_image_classifier(
     """
     height, width, channels = _check_positive_ints(input_shape, "input_shape", length=3)
     if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)):
-        raise TypeError(f"expected num_classes as an integer >= 2, got {num_classes!r}.")
+        raise TypeError(f"`num_classes` must be an integer >= 2. Received: num_classes={num_classes!r}")
     if num_classes < 2:
         raise ValueError(
-            f"expected num_classes >= 2, got {num_classes} (a single yes/no label is a 2-class task, or "
-            f"multilabel=True with K labels)."
+            f"`num_classes` must be >= 2. Received: num_classes={num_classes}. A single yes/no label is a "
+            "2-class task, or multilabel=True with K labels."
         )
     filters = _check_positive_ints(filters, "filters")
     if isinstance(dense_units, bool) or not isinstance(dense_units, (int, np.integer)) or dense_units < 1:
-        raise ValueError(f"expected dense_units as an integer >= 1, got {dense_units!r}.")
+        raise ValueError(f"`dense_units` must be an integer >= 1. Received: dense_units={dense_units!r}")
     if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"expected dropout in [0, 1), got {dropout!r}.")
+        raise ValueError(f"`dropout` must be in [0, 1). Received: dropout={dropout!r}")
 
     images = keras.Input(shape=(height, width, channels), dtype="uint8", name="images")
     x = layers.Rescaling(1.0 / 255.0, name="rescale")(images)
@@ -314,7 +314,10 @@ def export_image_classifier(
         TypeError: `model` is not an `ImageClassifier`.
     """
     if not isinstance(model, ImageClassifier):
-        raise TypeError(f"expected an ImageClassifier (see build_image_classifier), got {type(model).__name__}.")
+        raise TypeError(
+            "`model` must be an ImageClassifier (see build_image_classifier). "
+            f"Received: model of type {type(model).__name__}"
+        )
     spec = tf.TensorSpec([None, *model.input_shape[1:]], tf.uint8, name="images")
 
     def serve(images):

@@ -41,7 +41,7 @@ def split_cpu(num_devices: int) -> list[tf.config.LogicalDevice]:
         RuntimeError: TensorFlow's devices are already initialised.
     """
     if num_devices < 1:
-        raise ValueError(f"num_devices must be >= 1; got {num_devices}.")
+        raise ValueError(f"`num_devices` must be >= 1. Received: num_devices={num_devices}")
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * num_devices)
     return tf.config.list_logical_devices("CPU")
@@ -66,11 +66,11 @@ def get_strategy(name: str = "default") -> tf.distribute.Strategy:
                 json.loads(config)
             except json.JSONDecodeError as error:
                 raise ValueError(
-                    f"TF_CONFIG must be JSON like {{'cluster': ..., 'task': ...}}; got {config!r}."
+                    f"`TF_CONFIG` must be JSON like {{'cluster': ..., 'task': ...}}. Received: TF_CONFIG={config!r}"
                 ) from error
         _patch_keras_fit_for_multiworker()
         return tf.distribute.MultiWorkerMirroredStrategy()
-    raise ValueError(f"Unknown strategy {name!r}; expected one of {STRATEGIES}.")
+    raise ValueError(f"`name` must be one of {STRATEGIES}. Received: name={name!r}")
 
 
 def is_chief(strategy: tf.distribute.Strategy) -> bool:

@@ -132,7 +132,9 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
     dest = Path(path).absolute()
     dest.parent.mkdir(parents=True, exist_ok=True)
     if dest.exists() and not dest.is_dir():
-        raise ValueError(f"Export path {dest} exists and is not a directory; expected a directory or nothing.")
+        raise ValueError(
+            f"`path` must be a directory or a path that does not exist yet. Received: path={dest} (a file)"
+        )
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
     # mkdtemp makes the directory private (0700); an export gets the usual permissions (0777 - umask).
     tmp.chmod(0o777 & ~_umask())
@@ -215,7 +217,7 @@ def _atomic_file(path: str | os.PathLike, write: Callable[[Path], object], suffi
 def save_keras_atomic(model: keras.Model, path: str | os.PathLike) -> Path:
     """``model.save(path)`` for a ``.keras`` file, written to a temporary file and renamed into place."""
     if not str(path).endswith(".keras"):
-        raise ValueError(f"Expected a path ending in '.keras'; got {path!r}.")
+        raise ValueError(f"`path` must end in '.keras'. Received: path={path!r}")
     return _atomic_file(path, lambda tmp: model.save(tmp), suffix=".keras")
 
 

@@ -31,7 +31,7 @@ import threading
 import time
 from collections.abc import Sequence
 
-from kerasce.runs import HelpFormatter
+from kerasce.cli.runs import ArgumentParser, positive_int
 
 __all__ = ["launch", "main", "tf_configs", "worker_cpus"]
 
@@ -43,7 +43,7 @@ def tf_configs(num_workers: int, host: str = "127.0.0.1") -> list[str]:
       ValueError: `num_workers` < 1.
     """
     if num_workers < 1:
-        raise ValueError(f"Expected num_workers >= 1, got {num_workers}.")
+        raise ValueError(f"`num_workers` must be >= 1. Received: num_workers={num_workers}")
     sockets = [socket.socket() for _ in range(num_workers)]
     try:
         for s in sockets:  # all bound at once: distinct ports
@@ -89,8 +89,9 @@ def worker_cpus(workers: int, threads: int) -> list[list[int]]:
     available = sorted(os.sched_getaffinity(0))
     if workers * threads > len(available):
         raise ValueError(
-            f"Cannot pin {workers} workers x {threads} threads to cores of their own: only {len(available)} CPUs "
-            f"are available ({available}). Lower --workers or --threads, or leave out --pin."
+            f"`workers * threads` must be at most the {len(available)} CPUs available ({available}) to pin each "
+            f"worker to cores of its own. Received: workers={workers}, threads={threads}. Lower --workers or "
+            "--threads, or leave out --pin."
         )
     return [available[i * threads : (i + 1) * threads] for i in range(workers)]
 
@@ -110,11 +111,14 @@ def launch(
       ValueError: `workers` < 1, `threads` < 1, an empty command, or `pin` with too few CPUs.
     """
     if not command:
-        raise ValueError("Expected a script to run, e.g. examples/reinforce_cartpole.py --strategy multiworker.")
+        raise ValueError(
+            "`command` must name a script to run, e.g. examples/reinforce_cartpole.py --strategy multiworker. "
+            "Received: command=[]"
+        )
     if threads is None:
         threads = default_threads(workers)
     if threads < 1:
-        raise ValueError(f"Expected threads >= 1, got {threads}.")
+        raise ValueError(f"`threads` must be >= 1. Received: threads={threads}")
     cpus = worker_cpus(workers, threads) if pin else None
     configs = tf_configs(workers)
     procs: list[subprocess.Popen] = []
@@ -190,13 +194,11 @@ def launch(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m kerasce.launch", description=__doc__, formatter_class=HelpFormatter
-    )
-    parser.add_argument("--workers", type=int, required=True, help="local worker processes to start (>= 1)")
+    parser = ArgumentParser(prog="python -m kerasce.launch", description=__doc__)
+    parser.add_argument("--workers", type=positive_int, required=True, help="local worker processes to start (>= 1)")
     parser.add_argument(
         "--threads",
-        type=int,
+        type=positive_int,
         default=None,
         help="TensorFlow/OpenMP/BLAS threads per worker (default: cores // workers, at least 1)",
     )
@@ -214,17 +216,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("script", help="the Python script every worker runs")
     parser.add_argument("args", nargs=argparse.REMAINDER, help="its arguments")
     args = parser.parse_args(argv)
-    if args.workers < 1:
-        parser.error(f"--workers must be >= 1; got {args.workers}.")
-    if args.threads is not None and args.threads < 1:
-        parser.error(f"--threads must be >= 1; got {args.threads}.")
     if args.pin:
         try:
             worker_cpus(args.workers, args.threads or default_threads(args.workers))
         except ValueError as error:
             parser.error(str(error))
     if not os.path.isfile(args.script):
-        parser.error(f"no such script: {args.script!r}")
+        parser.error(f"`script` must be an existing file. Received: script={args.script!r}")
     return launch([args.script, *args.args], args.workers, args.threads, args.grace, pin=args.pin)
 
 

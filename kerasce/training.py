@@ -72,7 +72,8 @@ def apply_gradients_if_finite(
     gradients, variables = list(gradients), list(variables)
     if len(gradients) != len(variables):
         raise ValueError(
-            f"expected one gradient per variable; got {len(gradients)} gradients, {len(variables)} variables."
+            "`gradients` must hold one gradient per variable. "
+            f"Received: {len(gradients)} gradients for {len(variables)} variables"
         )
     if not optimizer.built:
         # Slot variables cannot be created inside a conditional branch of a tf.function.

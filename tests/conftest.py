@@ -41,11 +41,11 @@ def _seed_everything():
 
 @pytest.fixture(scope="session")
 def zygote(tmp_path_factory):
-    """A ``zygote.Zygote`` of this worker: fresh Python processes forked from one that imported TensorFlow.
+    """A ``helpers.zygote.Zygote`` of this worker: fresh Python processes forked from one that imported TensorFlow.
 
     Started on first use (one TensorFlow import per pytest-xdist worker instead of one per process).
     """
-    from zygote import Zygote
+    from helpers.zygote import Zygote
 
     root = str(Path(__file__).resolve().parents[1])  # this checkout's kerasce first, as PYTHONPATH=ROOT would
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([root, *filter(None, [os.environ.get("PYTHONPATH")])]))

@@ -21,6 +21,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 import tensorflow as tf
+from helpers.jobs import fit_and_record
 
 from kerasce import distribute
 
@@ -109,32 +110,22 @@ def train(task: str, strategy: tf.distribute.Strategy, multiworker: bool) -> dic
     x, y, w = make_data(task, np.random.default_rng(0))
     with strategy.scope():
         model = build(task)
-    batch_losses = []
     if task == "agent_learn":
         # learn()'s path: one call per update, batch sizes that are not multiples of GLOBAL_BATCH.
-        start = 0
+        batch_losses, start = [], 0
         for size in (10, 14, 24):
             logs = model._train_on_batch(x[start : start + size], y[start : start + size], w[start : start + size])
             batch_losses += [logs[k] for k in sorted(logs)]
             start += size
-    else:
-        dataset = tf.data.Dataset.from_tensor_slices((x, y, w)).batch(GLOBAL_BATCH)
-        if multiworker:
-            # Each worker reads the whole global batch and keeps its own half (sharding by DATA).
-            options = tf.data.Options()
-            options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-            dataset = dataset.with_options(options)
-
-        class RecordLoss(tf.keras.callbacks.Callback):
-            def on_train_batch_end(self, batch, logs=None):
-                batch_losses.append(float(logs["loss"]))
-
-        model.fit(dataset, epochs=1, verbose=0, callbacks=[RecordLoss()])
-    return {
-        "replicas": strategy.num_replicas_in_sync,
-        "losses": batch_losses,
-        "weights": [v.tolist() for v in model.get_weights()],
-    }
+        weights = [v.tolist() for v in model.get_weights()]
+        return {"replicas": strategy.num_replicas_in_sync, "losses": batch_losses, "weights": weights}
+    dataset = tf.data.Dataset.from_tensor_slices((x, y, w)).batch(GLOBAL_BATCH)
+    if multiworker:
+        # Each worker reads the whole global batch and keeps its own half (sharding by DATA).
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+        dataset = dataset.with_options(options)
+    return fit_and_record(model, dataset, strategy.num_replicas_in_sync)
 
 
 def main() -> None:

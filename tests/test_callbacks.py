@@ -32,7 +32,7 @@ def test_nan_loss_raises_naming_the_step_and_the_backup_survives(tmp_path):
     good = [w.copy() for w in model.get_weights()]
     bad_x = x.copy()
     bad_x[40] = np.nan
-    with pytest.raises(FloatingPointError, match=r"loss became nan at epoch 3, batch 3 \(optimizer step 11\)"):
+    with pytest.raises(FloatingPointError, match=r"Received: loss=nan at epoch 3, batch 3 \(optimizer step 11\)"):
         model.fit(
             bad_x,
             y,

@@ -6,6 +6,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers import references
 
 from kerasce.classifiers import ImageClassifier, build_image_classifier, export_image_classifier
 from kerasce.datasets import load_image_dataset
@@ -22,11 +23,6 @@ def _constant_logits(model, bias):
     layer = model.get_layer("logits")
     kernel, _ = layer.get_weights()
     layer.set_weights([np.zeros_like(kernel), np.asarray(bias, np.float32)])
-
-
-def _logsumexp(z):
-    m = z.max(axis=-1, keepdims=True)
-    return (m + np.log(np.exp(z - m).sum(axis=-1, keepdims=True)))[..., 0]
 
 
 @pytest.mark.slow
@@ -65,12 +61,12 @@ def test_softmax_loss_sees_logits_exactly():
     _constant_logits(model, bias)
     labels = np.array([0, 1, 2, 3, 2, 2])
     result = model.evaluate(np.zeros((6, 8, 8, 1), np.uint8), labels, return_dict=True, verbose=0)
-    expected = np.mean(_logsumexp(bias[None]) - bias[labels])  # float64: log-sum-exp minus the true logit
+    expected = np.mean(references.logsumexp(bias[None]) - bias[labels])  # float64: log-sum-exp minus the true logit
     assert result["loss"] == pytest.approx(expected, rel=1e-6)
     assert result["accuracy"] == pytest.approx(1 / 6)
 
 
-@pytest.mark.parametrize("batch_size", [4, 3])  # 4 == K: one-hot labels [B, K] once broadcast against ids [B]
+@pytest.mark.parametrize("batch_size", [4, 3])  # 4 == K: one-hot labels [B, K] would broadcast against ids [B]
 @pytest.mark.parametrize("labels_as", ["ids", "ids [B, 1]", "one-hot"])
 def test_accuracy_of_class_ids_and_one_hot_labels(labels_as, batch_size):
     model = build_image_classifier((8, 8, 1), 4, dropout=0.0)
@@ -121,7 +117,7 @@ def test_probabilities_are_softmax_or_sigmoid_of_logits():
     for multilabel in (False, True):
         model = build_image_classifier((8, 8, 1), 3, multilabel=multilabel)
         z = np.asarray(model.predict(images, verbose=0), np.float64)
-        expected = 1 / (1 + np.exp(-z)) if multilabel else np.exp(z - _logsumexp(z)[:, None])
+        expected = references.sigmoid(z) if multilabel else references.softmax(z)
         np.testing.assert_allclose(model.predict_probabilities(images, verbose=0), expected, rtol=1e-5, atol=1e-7)
 
 
@@ -206,16 +202,16 @@ def test_public_methods_are_annotated():
 @pytest.mark.parametrize(
     "kwargs, error, match",
     [
-        (dict(input_shape=(8, 8)), ValueError, r"expected input_shape as \(height, width, channels\).*got \(8, 8\)"),
-        (dict(input_shape=(1, 8, 8, 1)), ValueError, r"expected input_shape as \(height, width, channels\)"),
-        (dict(input_shape=(8, 0, 1)), ValueError, r"expected input_shape .* positive integers, got \(8, 0, 1\)"),
-        (dict(input_shape=8), TypeError, r"expected input_shape as \(height, width, channels\).*got 8"),
-        (dict(num_classes=1), ValueError, "expected num_classes >= 2, got 1"),
-        (dict(num_classes=0, multilabel=True), ValueError, "expected num_classes >= 2, got 0"),
-        (dict(num_classes=2.5), TypeError, "expected num_classes as an integer >= 2, got 2.5"),
-        (dict(filters=()), ValueError, "expected filters as a non-empty sequence of positive integers, got ()"),
-        (dict(dense_units=0), ValueError, "expected dense_units as an integer >= 1, got 0"),
-        (dict(dropout=1.0), ValueError, r"expected dropout in \[0, 1\), got 1.0"),
+        (dict(input_shape=(8, 8)), ValueError, r"`input_shape` must be \(height, .*Received: input_shape=\(8, 8\)"),
+        (dict(input_shape=(1, 8, 8, 1)), ValueError, r"`input_shape` must be \(height, width, channels\)"),
+        (dict(input_shape=(8, 0, 1)), ValueError, r"`input_shape` must be .* Received: input_shape=\(8, 0, 1\)"),
+        (dict(input_shape=8), TypeError, r"`input_shape` must be \(height, width, channels\).*Received: input_shape=8"),
+        (dict(num_classes=1), ValueError, "`num_classes` must be >= 2. Received: num_classes=1"),
+        (dict(num_classes=0, multilabel=True), ValueError, "`num_classes` must be >= 2. Received: num_classes=0"),
+        (dict(num_classes=2.5), TypeError, "`num_classes` must be an integer >= 2. Received: num_classes=2.5"),
+        (dict(filters=()), ValueError, r"`filters` must be a non-empty sequence of .* Received: filters=\(\)"),
+        (dict(dense_units=0), ValueError, "`dense_units` must be an integer >= 1. Received: dense_units=0"),
+        (dict(dropout=1.0), ValueError, r"`dropout` must be in \[0, 1\)\. Received: dropout=1.0"),
     ],
 )
 def test_bad_arguments(kwargs, error, match):
@@ -227,14 +223,14 @@ def test_bad_arguments(kwargs, error, match):
 def test_images_of_the_wrong_rank_are_rejected():
     model = build_image_classifier((8, 8, 1), 10)
     with pytest.raises(
-        ValueError, match=r"expected images of rank 4 with shape \('B', 8, 8, 1\), got shape \(2, 8, 8\)"
+        ValueError, match=r"`inputs` must be images of rank 4 with shape \('B', 8, 8, 1\)\. Received: inputs.shape=\(2,"
     ):
         model(np.zeros((2, 8, 8), np.uint8))
-    with pytest.raises(ValueError, match=r"expected images of rank 4 .* got shape \(None, 8, 8\)"):
+    with pytest.raises(ValueError, match=r"`inputs` must be images of rank 4 .* Received: inputs.shape=\(None, 8, 8\)"):
         model.fit(np.zeros((2, 8, 8), np.uint8), np.zeros(2), verbose=0)
 
 
 def test_export_needs_an_image_classifier(tmp_path):
     plain = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2)])
-    with pytest.raises(TypeError, match="expected an ImageClassifier .* got Sequential"):
+    with pytest.raises(TypeError, match="`model` must be an ImageClassifier .* Received: model of type Sequential"):
         export_image_classifier(tmp_path / "x", plain)

@@ -1,4 +1,4 @@
-"""Every command line of the project (examples, benchmarks, the launcher) answers --help at once: no
+"""Every command line of the project (examples, benchmarks, kerasce.cli, the launcher) answers --help at once: no
 TensorFlow import, its defaults shown."""
 
 import subprocess
@@ -30,7 +30,7 @@ print("TENSORFLOW IMPORTED" if "tensorflow" in sys.modules else "no tensorflow")
 """
 
 
-@pytest.mark.parametrize("script", [*SCRIPTS, "-m kerasce.launch"])
+@pytest.mark.parametrize("script", [*SCRIPTS, "-m kerasce.launch", "-m kerasce.cli.classify"])
 def test_help_answers_without_tensorflow_and_shows_defaults(script):
     """Mutation tried: `import tensorflow` back at the top of benchmarks/losses.py -> red."""
     done = subprocess.run(

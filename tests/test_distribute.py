@@ -4,15 +4,14 @@ Each run is its own process (tests/distributed_job.py): splitting the CPU into l
 a multi-worker cluster must happen before TensorFlow initialises.
 """
 
-import json
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
-from cluster import tf_configs
+from helpers.jobs import assert_same_training, job_result
 
 from kerasce import distribute
+from kerasce.launch import tf_configs
 
 JOB = Path(__file__).with_name("distributed_job.py")
 pytestmark = pytest.mark.slow
@@ -25,24 +24,10 @@ def run_job(
     devices: int = 1,
     env: dict | None = None,
 ):
-    """Starts distributed_job.py in a fresh process, forked from tests/zygote.py's (no TensorFlow import of its
+    """Starts distributed_job.py in a fresh process, forked from tests/helpers/zygote.py's (no TensorFlow import of its
     own: TensorFlow's devices and cluster are set up in the child)."""
     args = ["--task", *tasks, "--strategy", *strategies, "--devices", str(devices)]
     return zygote.start(JOB, *args, env={**os.environ, **(env or {})})
-
-
-def result(proc) -> dict:
-    """``{strategy: {task: result}}``."""
-    out, err = proc.communicate(timeout=240)
-    if proc.returncode != 0:
-        raise AssertionError(f"job failed ({proc.returncode}):\n{err[-3000:]}")
-    return json.loads(out.strip().splitlines()[-1])
-
-
-def assert_same_training(got: dict, want: dict) -> None:
-    np.testing.assert_allclose(got["losses"], want["losses"], rtol=1e-5)
-    for g, w in zip(got["weights"], want["weights"]):
-        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
 
 
 # The tests below share three processes, started once (a TensorFlow start costs seconds): one on a CPU split
@@ -57,7 +42,7 @@ MULTIWORKER_TASKS = ("softmax", "classifier", "multilabel_classifier")
 @pytest.fixture(scope="module")
 def local(zygote):
     """``{"default": {task: result}, "mirrored": {task: result}}``."""
-    return result(run_job(zygote, TASKS, ("default", "mirrored"), devices=2))
+    return job_result(run_job(zygote, TASKS, ("default", "mirrored"), devices=2))
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +56,7 @@ def two_workers(zygote):
     workers = [
         run_job(zygote, MULTIWORKER_TASKS, ("multiworker",), env={"TF_CONFIG": config}) for config in tf_configs(2)
     ]
-    return [result(w)["multiworker"] for w in workers]
+    return [job_result(w)["multiworker"] for w in workers]
 
 
 @SHARED
@@ -102,9 +87,9 @@ def test_two_worker_processes_equal_one_device(task, two_workers, one_device):
 
 def test_unknown_strategy_and_bad_tf_config_are_clear_errors(monkeypatch):
     with pytest.raises(
-        ValueError, match=r"Unknown strategy 'tpu'; expected one of \('default', 'mirrored', 'multiworker'\)"
+        ValueError, match=r"`name` must be one of \('default', 'mirrored', 'multiworker'\)\. Received: name='tpu'"
     ):
         distribute.get_strategy("tpu")
     monkeypatch.setenv("TF_CONFIG", "{cluster: oops")
-    with pytest.raises(ValueError, match="TF_CONFIG must be JSON"):
+    with pytest.raises(ValueError, match="`TF_CONFIG` must be JSON"):
         distribute.get_strategy("multiworker")

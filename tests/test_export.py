@@ -144,7 +144,7 @@ def test_export_directory_gets_ordinary_permissions(tmp_path):
 
 def test_atomic_directory_rejects_a_file_in_the_way(tmp_path):
     (tmp_path / "export").write_text("not a directory")
-    with pytest.raises(ValueError, match="is not a directory"), atomic_directory(tmp_path / "export"):
+    with pytest.raises(ValueError, match="`path` must be a directory or a path"), atomic_directory(tmp_path / "export"):
         pass
 
 
@@ -153,7 +153,7 @@ def test_keras_file_and_json_are_written_atomically(tmp_path):
     path = save_keras_atomic(model, tmp_path / "model.keras")
     reloaded = keras.saving.load_model(path)
     np.testing.assert_allclose(reloaded(np.ones((1, 3))), model(np.ones((1, 3))))
-    with pytest.raises(ValueError, match="ending in '.keras'"):
+    with pytest.raises(ValueError, match="`path` must end in '.keras'. Received: path="):
         save_keras_atomic(model, tmp_path / "model.h5")
     write_json_atomic(tmp_path / "metrics.json", {"b": np.float32(0.5), "a": np.int64(3), "c": np.arange(2)})
     assert json.loads((tmp_path / "metrics.json").read_text()) == {"a": 3, "b": 0.5, "c": [0, 1]}

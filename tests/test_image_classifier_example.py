@@ -1,10 +1,12 @@
-"""examples/image_classifier.py end to end: resume after SIGKILL, exports that plain TensorFlow reproduces.
+"""The classifier command line (kerasce.cli.classify, run as examples/image_classifier.py) end to end: resume
+after SIGKILL, exports that plain TensorFlow reproduces, failed starts that leave nothing behind.
 
 The SavedModel is checked in a fresh Python process in which importing kerasce is made impossible (kerasce
 is installed editable, so it would otherwise be importable everywhere): the metric in metrics.json must
 follow from the exported probabilities alone.
 """
 
+import csv
 import importlib.util
 import itertools
 import json
@@ -18,11 +20,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
-from kerasce_free import run_without_kerasce
+from helpers.kerasce_free import run_without_kerasce
 from PIL import Image
 from scipy.stats import rankdata
 
 import kerasce.datasets  # noqa: F401  (registers the builders for tfds.load below)
+from kerasce.cli import classify
+from kerasce.launch import tf_configs
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "image_classifier.py"
@@ -48,7 +52,7 @@ def _run_example(*flags, check=True):
 
 
 def _fork_example(zygote, *flags, check=True):
-    """`_run_example` for runs that import TensorFlow: a fresh process forked from tests/zygote.py's, which has
+    """`_run_example` for runs that import TensorFlow: a fresh process forked from tests/helpers/zygote.py's, which has
     imported it already (about 7 s of CPU less per run)."""
     result = zygote.run(EXAMPLE, *flags, env=ENV, timeout=300)
     if check and result.returncode != 0:
@@ -67,6 +71,23 @@ def _test_split(name, data_dir):
     examples = list(tfds.as_numpy(tfds.load(name, split="test", data_dir=str(data_dir))))
     label_key = "labels" if name == "multi_digits" else "label"
     return np.stack([ex["image"] for ex in examples]), np.stack([ex[label_key] for ex in examples])
+
+
+def _assert_log_matches_the_console(path, stdout, epochs):
+    """training_log.csv holds each epoch once, numbered as the console numbers them ("Epoch 3/6" -> 3), without
+    empty columns, and the losses the console printed (4 decimals) for the epochs of this run.
+
+    Mutation tried: Keras's CSVLogger in place of TrainingLog in `classify._train` -> red (epochs from 0,
+    val_ columns of NA).
+    """
+    with open(path, newline="") as f:
+        header, *rows = list(csv.reader(f))
+    assert header == ["epoch", "accuracy", "loss"]
+    assert [int(row[0]) for row in rows] == list(range(1, epochs + 1))
+    printed = re.findall(r"^Epoch (\d+)/\d+\n.* - loss: ([\d.]+)$", stdout, flags=re.M)
+    assert printed, stdout[-2000:]
+    for epoch, loss in printed:
+        assert float(rows[int(epoch) - 1][2]) == pytest.approx(float(loss), abs=5e-5)
 
 
 def _mean_auc(labels, scores):
@@ -119,6 +140,7 @@ def test_killed_run_resumes_and_its_export_reproduces_without_kerasce(tmp_path, 
 
     files = {p.name for p in export_dir.iterdir()}
     assert {"saved_model.pb", "variables", "metrics.json", "confusion_matrix.png", "model.keras"} <= files
+    _assert_log_matches_the_console(export_dir / "training_log.csv", second.stdout, epochs=6)
     with Image.open(export_dir / "confusion_matrix.png") as plot:
         assert plot.format == "PNG" and min(plot.size) > 300
     metrics = json.loads((export_dir / "metrics.json").read_text())
@@ -222,28 +244,42 @@ def _example_module():
 @pytest.mark.parametrize(
     "flags, message",
     [
-        (["--epochs", "0"], "--epochs: expected an integer >= 1, got 0"),
-        (["--epochs", "two"], "--epochs: expected an integer, got 'two'"),
-        (["--batch-size", "-1"], "--batch-size: expected an integer >= 1, got -1"),
-        (["--learning-rate", "-1"], "--learning-rate: expected a number > 0, got -1"),
-        (["--learning-rate", "0"], "--learning-rate: expected a number > 0, got 0"),
-        (["--learning-rate", "nan"], "--learning-rate: expected a finite number, got nan"),
-        (["--seed", "-1"], "--seed: expected an integer >= 0, got -1"),
-        (["--image-size", "0", "8"], "--image-size: expected an integer >= 1, got 0"),
-        (["--strategy", "tpu"], "argument --strategy: invalid choice: 'tpu'"),
+        (["--epochs", "0"], "`--epochs` must be an integer >= 1. Received: --epochs=0"),
+        (["--epochs", "two"], "`--epochs` must be an integer. Received: --epochs='two'"),
+        (["--batch-size", "-1"], "`--batch-size` must be an integer >= 1. Received: --batch-size=-1"),
+        (["--learning-rate", "-1"], "`--learning-rate` must be a number > 0. Received: --learning-rate=-1"),
+        (["--learning-rate", "0"], "`--learning-rate` must be a number > 0. Received: --learning-rate=0"),
+        (["--learning-rate", "nan"], "`--learning-rate` must be a finite number. Received: --learning-rate=nan"),
+        (["--seed", "-1"], "`--seed` must be an integer >= 0. Received: --seed=-1"),
+        (["--image-size", "0", "8"], "`--image-size` must be an integer >= 1. Received: --image-size=0"),
+        (
+            ["--strategy", "tpu"],
+            "`--strategy` must be one of 'default', 'mirrored', 'multiworker'. Received: --strategy='tpu'",
+        ),
     ],
 )
 def test_bad_flags_exit_with_a_message(flags, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        _example_module().parse_args(flags)
+        classify.parse_args(flags)
     assert exit_info.value.code == 2
-    assert message in capsys.readouterr().err
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith(f"error: {message}")
 
 
-def test_unknown_dataset_fails_before_training(tmp_path):
-    with pytest.raises(ValueError, match="unknown dataset 'digitz'.*Close matches: digits"):
-        _example_module().main(["--dataset", "digitz", "--export-dir", str(tmp_path / "x")])
-    assert not (tmp_path / "x").exists()
+def test_a_bad_flag_leaves_nothing_behind(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the default export and backup would go to ./saved_models
+    with pytest.raises(SystemExit) as exit_info:
+        classify.run(["--epochs", "0", "--backup-dir", str(tmp_path / "b")])
+    assert exit_info.value.code == 2 and list(tmp_path.iterdir()) == []
+
+
+def test_unknown_dataset_fails_before_training_and_leaves_nothing_behind(tmp_path, capsys):
+    """Mutation tried: `backup.removed_if_unused()` dropped from `classify.main` -> red (x.backup stays)."""
+    with pytest.raises(SystemExit) as exit_info:
+        classify.run(["--dataset", "digitz", "--export-dir", str(tmp_path / "x")])
+    message = str(exit_info.value.code)
+    assert message.startswith("error: `name` must be a TFDS dataset name") and "\n" not in message
+    assert "Received: name='digitz'. Close matches: digits" in message
+    assert list(tmp_path.iterdir()) == [], "no export, no backup directory"
 
 
 @pytest.mark.slow
@@ -261,8 +297,6 @@ def test_dataset_needing_a_download_is_a_one_line_error_offline(tmp_path, zygote
 
 @pytest.mark.slow
 def test_two_worker_processes_train_and_only_the_chief_exports(tmp_path, zygote):
-    from cluster import tf_configs
-
     export_dir = tmp_path / "export"
     workers = [
         zygote.start(
@@ -298,9 +332,31 @@ def _tiny_image_folder(root):
     return root
 
 
+def _folder_run(tmp_path):
+    """Flags of a 2-epoch run on a tiny image folder, and its export and backup directories."""
+    root = _tiny_image_folder(tmp_path / "photos")
+    export_dir, backup_dir = tmp_path / "export", tmp_path / "backup"
+    flags = ["--dataset", str(root), "--epochs", "2", "--batch-size", "4"]
+    return [*flags, "--export-dir", str(export_dir), "--backup-dir", str(backup_dir)], export_dir, backup_dir
+
+
+def _killed_while_exporting(flags):
+    """Runs the command line once, killed (KeyboardInterrupt) once trained, when the export starts."""
+    import kerasce.classifiers
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt("killed while exporting")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(kerasce.classifiers, "export_image_classifier", killed)
+        with pytest.raises(KeyboardInterrupt):
+            _example_module().main(flags)
+
+
 @pytest.mark.slow
 def test_folder_dataset_given_as_dot_exports_beside_other_exports(tmp_path, monkeypatch):
-    # `--dataset .` once exported into saved_models/ itself: the atomic swap replaced the whole folder.
+    # `--dataset .` names the export after the current folder, not ".": an export into saved_models/ itself
+    # would replace the whole folder (the atomic swap), deleting every other export.
     example = _example_module()
     monkeypatch.setattr(example, "REPO", tmp_path)  # default exports go to tmp_path/saved_models/<slug>
     sibling = tmp_path / "saved_models" / "digits"
@@ -318,42 +374,19 @@ def test_folder_dataset_given_as_dot_exports_beside_other_exports(tmp_path, monk
 def test_folder_dataset_without_a_name_is_rejected_before_training(tmp_path, monkeypatch):
     example = _example_module()
     monkeypatch.setattr(example, "REPO", tmp_path)
-    with pytest.raises(ValueError, match="cannot name the default export directory after dataset '/'.*--export-dir"):
+    with pytest.raises(ValueError, match="`--export-dir` must be given for dataset '/'.*Received: --dataset=/"):
         example.main(["--dataset", "/"])
     assert not (tmp_path / "saved_models").exists()
 
 
 @pytest.mark.slow
-def test_backup_outlives_a_failed_export_and_the_rerun_only_exports(tmp_path, monkeypatch, capsys):
-    # Keras deletes its backup when fit ends; a kill between there and the export lost the training.
-    import kerasce.classifiers
-
-    example = _example_module()
-    root = _tiny_image_folder(tmp_path / "photos")
-    export_dir, backup_dir = tmp_path / "export", tmp_path / "backup"
-    flags = [
-        "--dataset",
-        str(root),
-        "--epochs",
-        "2",
-        "--batch-size",
-        "4",
-        "--export-dir",
-        str(export_dir),
-        "--backup-dir",
-        str(backup_dir),
-    ]
-
-    def killed(*args, **kwargs):
-        raise KeyboardInterrupt("killed while exporting")
-
-    monkeypatch.setattr(kerasce.classifiers, "export_image_classifier", killed)
-    with pytest.raises(KeyboardInterrupt):
-        example.main(flags)
+def test_backup_outlives_a_failed_export_and_the_rerun_only_exports(tmp_path, capsys):
+    # Keras deletes its backup when fit ends: a kill between there and the export would lose the training.
+    flags, export_dir, backup_dir = _folder_run(tmp_path)
+    _killed_while_exporting(flags)
     assert json.loads((backup_dir / "state" / "training_metadata.json").read_text())["epoch"] == 2
     assert not export_dir.exists()
 
-    monkeypatch.undo()
     capsys.readouterr()
     _example_module().main(flags)
     assert "trained 0 epoch(s) in this run" in capsys.readouterr().out  # resumed after the last epoch
@@ -385,46 +418,24 @@ def test_help_and_flag_errors_answer_without_importing_tensorflow(tmp_path):
     assert "(default: 15)" in help_text and "(default: 0.002)" in help_text and "--fresh" in help_text
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     last_line = bad.stderr.strip().splitlines()[-1]
-    assert last_line.endswith("error: argument --learning-rate: expected a number > 0, got -1")
+    assert last_line.endswith("error: `--learning-rate` must be a number > 0. Received: --learning-rate=-1")
     assert seconds < 5, f"two runs took {seconds:.1f} s: TensorFlow was imported?"  # ~0.1 s each here
 
 
 @pytest.mark.slow
-def test_a_backup_made_with_other_flags_is_not_resumed(tmp_path, monkeypatch, capsys, zygote):
-    """Issue 10's scenario: an interrupted run's backup is refused by a run with other flags, resumed by the
+def test_a_backup_made_with_other_flags_is_not_resumed(tmp_path, capsys, zygote):
+    """An interrupted run's backup is refused by a run with other flags, resumed by the
     same flags (saying so in one line), and discarded by `--fresh`.
 
-    Mutation tried: comparing no flags in `kerasce.runs.open_backup` (`differences = []`) -> red (the
+    Mutation tried: comparing no flags in `kerasce.cli.runs.open_backup` (`differences = []`) -> red (the
     run with another learning rate resumes the backup).
     """
-    import kerasce.classifiers
-
-    root = _tiny_image_folder(tmp_path / "photos")
-    export_dir, backup_dir = tmp_path / "export", tmp_path / "backup"
-    flags = [
-        "--dataset",
-        str(root),
-        "--epochs",
-        "2",
-        "--batch-size",
-        "4",
-        "--export-dir",
-        str(export_dir),
-        "--backup-dir",
-        str(backup_dir),
-    ]
-
-    def killed(*args, **kwargs):
-        raise KeyboardInterrupt("killed while exporting")
-
-    with monkeypatch.context() as patch:
-        patch.setattr(kerasce.classifiers, "export_image_classifier", killed)
-        with pytest.raises(KeyboardInterrupt):
-            _example_module().main(flags)
+    flags, export_dir, backup_dir = _folder_run(tmp_path)
+    _killed_while_exporting(flags)
     state = {p.name: p.read_bytes() for p in (backup_dir / "state").iterdir()}
     assert json.loads((backup_dir / "run.json").read_text())["config"]["learning_rate"] == 0.002
 
-    # Other flags (as the issue's user did: another learning rate), from the command line: refused.
+    # Other flags (another learning rate and seed), from the command line: refused.
     other = _fork_example(zygote, *flags, "--learning-rate", "0.01", "--seed", "3", check=False)
     assert other.returncode == 1, other.stdout[-2000:]
     message = other.stderr.strip().splitlines()[-1]
@@ -450,30 +461,72 @@ def test_a_backup_made_with_other_flags_is_not_resumed(tmp_path, monkeypatch, ca
 
 
 @pytest.mark.slow
-def test_fresh_discards_a_backup_made_with_other_flags(tmp_path, monkeypatch, capsys):
-    import kerasce.classifiers
-
-    root = _tiny_image_folder(tmp_path / "photos")
-    flags = [
-        "--dataset",
-        str(root),
-        "--epochs",
-        "2",
-        "--batch-size",
-        "4",
-        "--export-dir",
-        str(tmp_path / "export"),
-        "--backup-dir",
-        str(tmp_path / "backup"),
-    ]
-    with monkeypatch.context() as patch:
-        patch.setattr(
-            kerasce.classifiers, "export_image_classifier", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt())
-        )
-        with pytest.raises(KeyboardInterrupt):
-            _example_module().main(flags)
+def test_fresh_discards_a_backup_made_with_other_flags(tmp_path, capsys):
+    flags, export_dir, backup_dir = _folder_run(tmp_path)
+    _killed_while_exporting(flags)
     capsys.readouterr()
     _example_module().main([*flags, "--learning-rate", "0.01", "--fresh"])
     out = capsys.readouterr().out
     assert "resuming" not in out and "trained 2 epoch(s) in this run" in out
-    assert (tmp_path / "export" / "saved_model.pb").exists() and not (tmp_path / "backup").exists()
+    assert (export_dir / "saved_model.pb").exists() and not backup_dir.exists()
+
+
+@pytest.mark.slow
+def test_a_label_the_loss_refuses_is_a_one_line_error_and_leaves_nothing_behind(tmp_path, monkeypatch):
+    """A training label outside [0, 2) (a 2-class folder, labels shifted by one): the run ends with the loss's
+    own message as its one line, not TensorFlow's op trace, and no backup directory is left.
+
+    Mutation tried: `check_failures_first()` dropped around `fit` in `classify._train` -> red (the error is
+    TensorFlow's "Graph execution error:", not a ValueError).
+    """
+    import dataclasses
+
+    from kerasce import datasets, losses
+
+    load = datasets.load_image_dataset
+
+    def shifted_labels(*args, **kwargs):
+        data = load(*args, **kwargs)
+        return dataclasses.replace(data, train=data.train.map(lambda x, y: (x, y + 1)))
+
+    monkeypatch.setattr(datasets, "load_image_dataset", shifted_labels)
+    flags = _folder_run(tmp_path)[0]
+    with pytest.raises(SystemExit) as exit_info:
+        classify.run(flags)
+    message = str(exit_info.value.code)
+    with pytest.raises(Exception) as eager:  # the same check, called directly: its text without TensorFlow's
+        losses.softmax_cross_entropy(np.array([2]), np.zeros((1, 2), np.float32))
+    check_text = str(eager.value).split(" Got ")[0]
+    assert message.startswith(f"error: {check_text}") and "\n" not in message, message[:500]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["photos"], "no backup, no export"
+
+
+@pytest.mark.slow
+def test_the_examples_api_tour_trains_and_its_export_serves_the_score(tmp_path):
+    """`train_and_export` (the library calls the example shows): its score is what the SavedModel, loaded with
+    plain TensorFlow, gets on the test split read from TFDS."""
+    import tensorflow as tf
+
+    score = _example_module().train_and_export(
+        "digits", epochs=2, export_dir=tmp_path / "export", data_dir=str(tmp_path / "tfds")
+    )
+    images, labels = _test_split("digits", tmp_path / "tfds")
+    serve = tf.saved_model.load(str(tmp_path / "export")).signatures["serving_default"]
+    probabilities = serve(images=tf.constant(images))["probabilities"].numpy()
+    assert score == pytest.approx(np.mean(probabilities.argmax(axis=1) == labels), abs=1e-12)
+    assert score > 0.5  # 10 classes: chance is 0.1
+
+
+def test_the_command_line_runs_as_a_module():
+    """`python -m kerasce.cli.classify`: its own name in --help and in a bad flag's message."""
+    help_text = subprocess.run(
+        [sys.executable, "-m", "kerasce.cli.classify", "--help"], env=ENV, capture_output=True, text=True, check=True
+    ).stdout
+    assert help_text.startswith("usage: python -m kerasce.cli.classify") and "(default: 64)" in help_text
+    bad = subprocess.run(
+        [sys.executable, "-m", "kerasce.cli.classify", "--epochs", "0"], env=ENV, capture_output=True, text=True
+    )
+    assert bad.returncode == 2
+    assert bad.stderr.strip().splitlines()[-1] == (
+        "python -m kerasce.cli.classify: error: `--epochs` must be an integer >= 1. Received: --epochs=0"
+    )

@@ -115,7 +115,7 @@ def _registering_modules() -> set[str]:
 def test_a_fresh_interpreter_loads_kerasce_models_with_load_model_only(tmp_path, zygote):
     """What a user meets: keras.saving.load_model alone fails on kerasce classes, kerasce.load_model works,
     and register_serializables imports every module that registers a serializable. (The interpreter is forked
-    from tests/zygote.py's, which imported only tensorflow and keras: kerasce and its registrations are new.)"""
+    from tests/helpers/zygote.py's, which imported only tensorflow and keras: kerasce and its registrations are new.)"""
     from kerasce.classifiers import build_image_classifier
 
     build_image_classifier((8, 8, 1), 3).save(tmp_path / "classifier.keras")

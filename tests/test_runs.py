@@ -1,4 +1,4 @@
-"""kerasce.runs: flag checks, the run record of a backup, the quiet TensorFlow start."""
+"""kerasce.cli.runs: flag checks and their messages, the run record of a backup, the quiet TensorFlow start."""
 
 import argparse
 import json
@@ -9,8 +9,8 @@ import textwrap
 
 import pytest
 
-from kerasce import runs
-from kerasce.runs import RunConfigMismatch, open_backup
+from kerasce.cli import runs
+from kerasce.cli.runs import RunConfigMismatch, open_backup
 
 CONFIG = {
     "dataset": "digits",
@@ -50,7 +50,7 @@ def _with_state(backup):
 )
 def test_flag_types_accept_sensible_values_and_reject_the_rest(convert, text, value):
     if value is None:
-        with pytest.raises(argparse.ArgumentTypeError, match="expected"):
+        with pytest.raises(argparse.ArgumentTypeError, match="must be"):
             convert(text)
     else:
         assert convert(text) == value
@@ -156,7 +156,7 @@ def test_state_without_a_readable_record_is_refused(tmp_path, record):
 
 def test_a_file_in_place_of_the_backup_directory_is_an_error(tmp_path):
     (tmp_path / "b").write_text("x")
-    with pytest.raises(ValueError, match="exists and is not a directory"):
+    with pytest.raises(ValueError, match=r"`directory` must be a directory or a path that does not exist yet"):
         open_backup(tmp_path / "b", CONFIG)
 
 
@@ -164,6 +164,57 @@ def test_discard_removes_the_whole_backup(tmp_path):
     backup = _with_state(open_backup(tmp_path / "b", CONFIG))
     backup.discard()
     assert not (tmp_path / "b").exists()
+
+
+def test_a_failed_start_removes_what_opening_the_backup_created(tmp_path):
+    """Mutation tried: `created = None` in `open_backup` -> red (the directories stay)."""
+    with pytest.raises(KeyError), open_backup(tmp_path / "new" / "b", CONFIG).removed_if_unused():
+        raise KeyError("unknown dataset")
+    assert list(tmp_path.iterdir()) == []  # "new" too: opening the backup created it
+
+
+def test_a_failure_after_the_first_checkpoint_keeps_the_backup(tmp_path):
+    """Mutation tried: not checking for state before removing -> red."""
+    with pytest.raises(KeyError), open_backup(tmp_path / "b", CONFIG).removed_if_unused() as backup:
+        _with_state(backup)
+        raise KeyError("killed in epoch 2")
+    assert open_backup(tmp_path / "b", CONFIG).resuming
+
+
+def test_a_failure_never_removes_a_directory_that_was_there(tmp_path):
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "notes.txt").write_text("mine")
+    with pytest.raises(KeyError), open_backup(tmp_path / "b", CONFIG).removed_if_unused():
+        raise KeyError("unknown dataset")
+    assert (tmp_path / "b" / "notes.txt").read_text() == "mine"
+    with open_backup(tmp_path / "c", CONFIG).removed_if_unused():
+        pass  # no failure: nothing removed
+    assert (tmp_path / "c" / "run.json").is_file()
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--epochs", "0"], "error: `--epochs` must be an integer >= 1. Received: --epochs=0"),
+        (["--epochs", "2.5"], "error: `--epochs` must be an integer. Received: --epochs='2.5'"),
+        (["--size", "3", "-1"], "error: `--size` must be an integer >= 1. Received: --size=-1"),
+        (["--rate", "inf"], "error: `--rate` must be a finite number. Received: --rate=inf"),
+        (["-r", "x"], "error: `--rate` must be a number. Received: --rate='x'"),  # the long name
+        (["--mode", "tpu"], "error: `--mode` must be one of 'a', 'b'. Received: --mode='tpu'"),
+        (["--other"], "error: unrecognized arguments: --other"),
+    ],
+)
+def test_bad_flag_values_follow_the_message_template(argv, message, capsys):
+    """Keras's template, "`arg` must be .... Received: arg=...", from argparse's own wording."""
+    parser = runs.ArgumentParser(prog="x")
+    parser.add_argument("--epochs", type=runs.positive_int, default=1)
+    parser.add_argument("--size", type=runs.positive_int, nargs=2)
+    parser.add_argument("-r", "--rate", type=runs.finite_float)
+    parser.add_argument("--mode", choices=("a", "b"), default="a")
+    with pytest.raises(SystemExit) as exit_info:
+        parser.parse_args(argv)
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == f"x: {message}"
 
 
 # Lines TensorFlow 2.21 printed on this CPU-only machine with TF_CPP_MIN_LOG_LEVEL=2 (copied from a terminal).
@@ -201,7 +252,7 @@ def _python(code, env_update):
 
 QUIET_START = """
     import os, sys
-    from kerasce.runs import quiet_tensorflow_startup
+    from kerasce.cli.runs import quiet_tensorflow_startup
     with quiet_tensorflow_startup():
         import tensorflow as tf
         tf.config.list_physical_devices()

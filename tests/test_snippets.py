@@ -3,7 +3,7 @@
 A snippet is a fenced block opened by three backticks and ``python``. Each runs alone (no state shared with
 the blocks before it) as ``python -c`` runs it, in an empty temporary directory, so it needs its own imports
 and its own tiny model, and files it writes go nowhere near the repository. The interpreters are forked from
-one that has imported tensorflow and keras and done nothing else (tests/zygote.py): the import is
+one that has imported tensorflow and keras and done nothing else (tests/helpers/zygote.py): the import is
 paid once per pytest worker instead of once per snippet.
 
 Printed values: a line ``print(...)  # 0.40761`` states what that call prints. In a snippet with such a line,
@@ -139,7 +139,8 @@ def test_outputs_are_matched_to_print_calls_in_order():
 @pytest.fixture
 def run_snippet(zygote):
     """``run_snippet(code, cwd)`` -> a CompletedProcess: ``code`` run as ``python -c`` in a fresh interpreter
-    (forked from tests/zygote.py's, which imported tensorflow and keras) that imports this checkout's kerasce."""
+    (forked from tests/helpers/zygote.py's, which imported tensorflow and keras) that imports this checkout's
+    kerasce."""
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(ROOT), MPLBACKEND="Agg")
     return lambda code, cwd: zygote.run(code=code, env=env, cwd=cwd, timeout=600)
 
@@ -153,7 +154,7 @@ def test_python_snippet_runs_as_pasted_and_prints_what_it_states(location, code,
     assert not problems, f"{location} does not print what it states:\n" + "\n".join(problems)
 
 
-@pytest.mark.slow  # starts tests/zygote.py (a TensorFlow import)
+@pytest.mark.slow  # starts tests/helpers/zygote.py (a TensorFlow import)
 def test_a_broken_snippet_is_reported(tmp_path, run_snippet):
     """Negative control: the runner sees a failure (a snippet that uses a name it never imports)."""
     result = run_snippet("x = keras.layers.Dense(3)\n", tmp_path)

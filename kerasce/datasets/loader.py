@@ -122,19 +122,19 @@ def image_task(features: tfds.features.FeaturesDict, supervised_keys=None, name:
         image_key = "image"
         label_key = next((k for k in ("label", "labels") if k in keys), "label")
     expected = (
-        "expected an image classification dataset: an Image feature and a ClassLabel, "
-        "Sequence(ClassLabel) or multi-hot Tensor label"
+        "`name` must be an image classification dataset: an Image feature and a ClassLabel, "
+        f"Sequence(ClassLabel) or multi-hot Tensor label. Received: name={name!r} with"
     )
     if image_key not in keys or not isinstance(features[image_key], tfds.features.Image):
-        raise ValueError(f"{expected}; in {name!r}, {image_key!r} is not an Image feature (features: {keys}).")
+        raise ValueError(f"{expected} {image_key!r} not an Image feature (features: {keys})")
     if label_key not in keys:
-        raise ValueError(f"{expected}; {name!r} has no label feature {label_key!r} (features: {keys}).")
+        raise ValueError(f"{expected} no label feature {label_key!r} (features: {keys})")
 
     image = features[image_key]
     if image.tf_dtype != tf.uint8 or len(image.shape) != 3 or image.shape[-1] is None:
         raise ValueError(
-            f"expected uint8 images of shape (H, W, C) with a known C; {name!r} has {image.tf_dtype.name} "
-            f"images of shape {image.shape}."
+            f"`name` must have uint8 images of shape (H, W, C) with a known C. Received: name={name!r} with "
+            f"{image.tf_dtype.name} images of shape {image.shape}"
         )
     image_shape = tuple(image.shape)
 
@@ -157,7 +157,7 @@ def image_task(features: tfds.features.FeaturesDict, supervised_keys=None, name:
         names = tuple(str(i) for i in range(num_classes))
         to_labels = lambda value: tf.cast(value, tf.float32)  # noqa: E731
     else:
-        raise ValueError(f"{expected}; {name!r} has label feature {label_key!r} = {label!r}.")
+        raise ValueError(f"{expected} label feature {label_key!r} = {label!r}")
     return ImageTask(image_key, label_key, image_shape, num_classes, multilabel, names, to_labels)
 
 
@@ -167,7 +167,7 @@ def _is_positive_int(value: object) -> bool:
 
 def _check_batch_size(batch_size: int) -> None:
     if not _is_positive_int(batch_size):
-        raise ValueError(f"expected batch_size to be an integer >= 1, got {batch_size!r}.")
+        raise ValueError(f"`batch_size` must be an integer >= 1. Received: batch_size={batch_size!r}")
 
 
 def _check_image_size(image_size) -> tuple[int, int] | None:
@@ -178,7 +178,9 @@ def _check_image_size(image_size) -> tuple[int, int] | None:
     except TypeError:  # not a sequence, e.g. a single number
         size = ()
     if len(size) != 2 or not all(_is_positive_int(s) for s in size):
-        raise ValueError(f"expected image_size (height, width) of positive integers, got {image_size!r}.")
+        raise ValueError(
+            f"`image_size` must be (height, width) of positive integers. Received: image_size={image_size!r}"
+        )
     return (int(size[0]), int(size[1]))
 
 
@@ -232,8 +234,8 @@ def is_folder_name(name: str | os.PathLike) -> bool:
         return False
     if name.split("/")[0].split(":")[0] in tfds.list_builders(with_community_datasets=False):
         raise ValueError(
-            f"dataset {name!r} is ambiguous: it is a registered TFDS dataset and a directory here. "
-            f"Expected './{name}' for the folder, or run from another directory for the TFDS dataset."
+            f"`name` must name either a TFDS dataset or a folder: './{name}' for the folder, or run from another "
+            f"directory for the TFDS dataset. Received: name={name!r}, a registered TFDS dataset and a directory here"
         )
     return True
 
@@ -287,8 +289,8 @@ def load_image_dataset(
     task = image_task(builder.info.features, builder.info.supervised_keys, name)
     if size is None and None in task.image_shape[:2]:
         raise ValueError(
-            f"expected images of one size or image_size=(height, width); {name!r} has images of shape "
-            f"{task.image_shape}."
+            f"`image_size` must be (height, width) for {name!r}, whose images vary in size (shape "
+            f"{task.image_shape}). Received: image_size=None"
         )
     _prepare(builder, name, download)
 
@@ -297,7 +299,7 @@ def load_image_dataset(
         test_split = "validation" if known_splits and "test" not in known_splits else "test"
     for split in (train_split, test_split):
         if known_splits and split not in known_splits:
-            raise ValueError(f"expected a split of {name!r} among {known_splits}, got {split!r}.")
+            raise ValueError(f"The split must be one of {known_splits} of {name!r}. Received: {split!r}")
 
     def to_pair(example):
         image = example[task.image_key]
@@ -313,7 +315,7 @@ def load_image_dataset(
     train, test = _pipelines(splits[0], splits[1], batch_size=batch_size, seed=seed, cache=cache)
     height, width = size or task.image_shape[:2]
     if height is None or width is None:  # ruled out above (image_size is required for images of varying size)
-        raise ValueError(f"expected images of one size or image_size=(height, width); {name!r} has none.")
+        raise ValueError(f"`image_size` must be (height, width) for {name!r}. Received: image_size=None")
     input_shape = (int(height), int(width), int(task.image_shape[2]))
     return ImageDataset(
         name=name,
@@ -342,9 +344,9 @@ def _tfds_builder(name: str, data_dir) -> tfds.core.DatasetBuilder:
     close = difflib.get_close_matches(base, tfds.list_builders(with_community_datasets=False), n=5)
     hint = f" Close matches: {', '.join(close)}." if close else ""
     raise ValueError(
-        f"unknown dataset {name!r}: expected a TFDS dataset name (kerasce's offline 'digits' and "
-        f"'multi_digits', or any of tfds.list_builders(), e.g. 'mnist', 'cifar10') or a folder of images "
-        f"with one sub-folder per class (an existing directory, or a path starting with ./, ../, / or ~).{hint}"
+        f"`name` must be a TFDS dataset name (kerasce's offline 'digits' and 'multi_digits', or any of "
+        f"tfds.list_builders(), e.g. 'mnist', 'cifar10') or a folder of images with one sub-folder per class (an "
+        f"existing directory, or a path starting with ./, ../, / or ~). Received: name={name!r}.{hint}"
     )
 
 
@@ -405,18 +407,18 @@ def load_image_folder(
     _check_batch_size(batch_size)
     size = _check_image_size(image_size)
     if not 0.0 < test_fraction < 1.0:
-        raise ValueError(f"expected test_fraction in (0, 1), got {test_fraction!r}.")
+        raise ValueError(f"`test_fraction` must be in (0, 1). Received: test_fraction={test_fraction!r}")
     root = Path(directory).expanduser()
     if not root.is_dir():
         raise ValueError(
-            f"expected a directory with one sub-folder of images per class, got {str(directory)!r} "
-            f"({'not a directory' if root.exists() else 'does not exist'})."
+            "`directory` must be a directory with one sub-folder of images per class. Received: "
+            f"directory={str(directory)!r} ({'not a directory' if root.exists() else 'does not exist'})"
         )
     class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if len(class_dirs) < 2:
         raise ValueError(
-            f"expected at least 2 class sub-folders in {str(root)!r}, got {len(class_dirs)}: "
-            f"{[p.name for p in class_dirs]}."
+            f"`directory` must hold at least 2 class sub-folders. Received: directory={str(root)!r} with "
+            f"{len(class_dirs)}: {[p.name for p in class_dirs]}"
         )
     rng = np.random.RandomState(seed)
     files: dict[str, list[tuple[str, int]]] = {"train": [], "test": []}
@@ -426,8 +428,8 @@ def load_image_folder(
         )
         if len(paths) < 2:
             raise ValueError(
-                f"expected at least 2 images ({', '.join(IMAGE_EXTENSIONS)}) in class folder "
-                f"{str(class_dir)!r} (one to train on, one to test), got {len(paths)}."
+                f"Each class folder must hold at least 2 images ({', '.join(IMAGE_EXTENSIONS)}): one to train "
+                f"on, one to test. Received: {len(paths)} in {str(class_dir)!r}"
             )
         num_test = min(max(1, round(len(paths) * test_fraction)), len(paths) - 1)
         order = rng.permutation(len(paths))

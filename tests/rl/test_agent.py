@@ -12,7 +12,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from kerasce_free import run_without_kerasce
+from helpers.kerasce_free import run_without_kerasce
 from scripted_envs import ScriptedEnv
 
 from kerasce.rl import ReinforceAgent, StopAtMeanReturn

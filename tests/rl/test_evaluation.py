@@ -8,7 +8,7 @@ import gymnasium
 import keras
 import numpy as np
 import pytest
-from kerasce_free import run_without_kerasce
+from helpers.kerasce_free import run_without_kerasce
 
 from kerasce.callbacks import EvalCallback, StopAtMeanReturn
 from kerasce.rl import ReinforceAgent, evaluate_policy

@@ -176,7 +176,7 @@ def test_run_killed_mid_training_resumes_as_the_same_run(tmp_path, zygote):
 
 @pytest.mark.slow
 def test_two_worker_processes_train_and_only_the_chief_exports(tmp_path, zygote):
-    from cluster import tf_configs
+    from kerasce.launch import tf_configs
 
     export_dir = tmp_path / "export"
     workers = [
@@ -254,10 +254,10 @@ def test_a_backup_made_with_other_flags_is_not_resumed(tmp_path, monkeypatch, ca
     """A backup is refused by a run with other flags, resumed (in one line) by the same flags, even with a
     larger --max-updates (a stopping flag may change), and discarded by --fresh.
 
-    Mutation tried: comparing no flags in `kerasce.runs.open_backup` (`differences = []`) -> red.
+    Mutation tried: comparing no flags in `kerasce.cli.runs.open_backup` (`differences = []`) -> red.
     """
+    from kerasce.cli.runs import RunConfigMismatch
     from kerasce.rl import ReinforceAgent
-    from kerasce.runs import RunConfigMismatch
 
     export_dir, backup = tmp_path / "export", tmp_path / "export.backup"
     flags = ["--quiet", "--num-envs", "8", "--target-return", "1e9", "--export-dir", str(export_dir)]

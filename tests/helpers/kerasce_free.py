@@ -2,14 +2,14 @@
 
 kerasce is installed (editable) in the test environment, so leaving it off ``sys.path`` is not enough:
 the process blocks the import itself, checks that the block works, runs the code, and finally checks that
-no kerasce module was loaded. The process is forked from tests/zygote.py's, which has imported tensorflow
+no kerasce module was loaded. The process is forked from tests/helpers/zygote.py's, which has imported tensorflow
 and keras but never kerasce (so the block is checked before anything could have loaded it).
 """
 
 import os
 import textwrap
 
-from zygote import Zygote
+from helpers.zygote import Zygote
 
 _PRELUDE = """
 import importlib.abc, sys

@@ -1,4 +1,4 @@
-"""What the examples' command lines share: flag checks, a quiet TensorFlow start, and resumable runs.
+"""What kerasce's command lines share: flag checks, a quiet TensorFlow start, and resumable runs.
 
 Importing this module does not import TensorFlow (it costs ~5 s), so a script can parse and check its flags,
 answer ``--help`` or reject a bad value at once, and only then import TensorFlow.
@@ -13,7 +13,12 @@ When the backup holds state, a new run with the same flags resumes it (and says 
 whose flags differ is refused with a message listing each difference (old -> new) and how to either resume
 (rerun with the recorded flags) or start fresh (``--fresh``, or delete the directory). Flags that only
 say where output goes, how much is printed or when to stop may change between a run and its resume: each
-script names them (``may_change``); every other flag, including ones added later, must match.
+script names them (``may_change``); every other flag, including ones added later, must match. A start that
+fails before the trainer has written any state (an unknown dataset or env, a refused label) removes what
+opening the backup created (:meth:`RunBackup.removed_if_unused`).
+
+Bad flag values read as Keras words its argument errors (:class:`ArgumentParser`):
+``error: `--epochs` must be an integer >= 1. Received: --epochs=0``.
 """
 
 from __future__ import annotations
@@ -32,12 +37,13 @@ import sys
 import tempfile
 from collections.abc import Collection, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 __all__ = [
     "RECORD_FILE",
     "STATE_DIR",
     "STRATEGIES",
+    "ArgumentParser",
     "HelpFormatter",
     "RunBackup",
     "RunConfigMismatch",
@@ -76,14 +82,14 @@ def _integer(text: str) -> int:
     try:
         return int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"must be an integer. Received: {text!r}") from None
 
 
 def positive_int(text: str) -> int:
     """An integer >= 1 (epochs, batch size, envs, updates)."""
     value = _integer(text)
     if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1. Received: {value}")
     return value
 
 
@@ -91,7 +97,7 @@ def non_negative_int(text: str) -> int:
     """An integer >= 0 (seeds: NumPy and Keras refuse negative ones)."""
     value = _integer(text)
     if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0. Received: {value}")
     return value
 
 
@@ -100,9 +106,9 @@ def finite_float(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"must be a number. Received: {text!r}") from None
     if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"expected a finite number, got {text}")
+        raise argparse.ArgumentTypeError(f"must be a finite number. Received: {text}")
     return value
 
 
@@ -110,8 +116,34 @@ def positive_float(text: str) -> float:
     """A finite number > 0 (learning rate, time budget)."""
     value = finite_float(text)
     if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text}")
+        raise argparse.ArgumentTypeError(f"must be a number > 0. Received: {text}")
     return value
+
+
+# argparse's words for a bad value ("argument --epochs: <what the type callable raised>"), and for a bad choice.
+_BAD_VALUE = re.compile(r"argument (?:\S+/)?(--?[\w-]+): must be (.*)\. Received: (.*)", re.S)
+_BAD_CHOICE = re.compile(r"argument (?:\S+/)?(--?[\w-]+): invalid choice: (.*) \(choose from (.*)\)", re.S)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse's parser with kerasce's message for a bad flag value, and ``--help`` showing the defaults.
+
+    A value that a flag's type or choices refuse reads ``error: `--epochs` must be an integer >= 1. Received:
+    --epochs=0`` (exit status 2), as Keras words its own argument errors.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        if match := _BAD_VALUE.fullmatch(message):
+            flag, expected, value = match.groups()
+            message = f"`{flag}` must be {expected}. Received: {flag}={value}"
+        elif match := _BAD_CHOICE.fullmatch(message):
+            flag, value, choices = match.groups()
+            message = f"`{flag}` must be one of {choices}. Received: {flag}={value}"
+        super().error(message)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -133,6 +165,8 @@ class RunBackup:
         config: The run's flags, as recorded in ``run.json``.
         started: When the run was first started (UTC, ``YYYY-mm-dd HH:MM:SS UTC``).
         resuming: True when ``state_dir`` holds state from an earlier start of this same run.
+        created: The outermost directory that opening the backup created (`directory` or one of its
+            parents), or None when `directory` existed already.
     """
 
     directory: Path
@@ -140,6 +174,7 @@ class RunBackup:
     config: dict[str, Any]
     started: str
     resuming: bool
+    created: Path | None = None
 
     def resume_line(self, progress: str) -> str:
         """The one line a resumed run prints, e.g. ``resuming <dir> after epoch 3 of 15 (started <time>)``."""
@@ -148,6 +183,18 @@ class RunBackup:
     def discard(self) -> None:
         """Deletes the backup (the run is over: trained and exported)."""
         shutil.rmtree(self.directory, ignore_errors=True)
+
+    @contextlib.contextmanager
+    def removed_if_unused(self) -> Iterator[RunBackup]:
+        """On an exception inside the block, deletes what opening the backup created, unless the trainer has
+        written state into it since: a start that fails (an unknown dataset or env, a bad label in the first
+        step) leaves no directory behind, while a run killed after its first checkpoint stays resumable."""
+        try:
+            yield self
+        except BaseException:
+            if self.created is not None and not _has_state(self.state_dir):
+                shutil.rmtree(self.created, ignore_errors=True)
+            raise
 
 
 _UNSET = object()
@@ -190,18 +237,21 @@ def open_backup(
     """
     directory = Path(directory)
     if directory.exists() and not directory.is_dir():
-        raise ValueError(f"backup path {directory} exists and is not a directory; expected a directory or nothing.")
+        raise ValueError(
+            f"`directory` must be a directory or a path that does not exist yet. Received: directory={directory} "
+            "(a file)."
+        )
     if fresh:
         shutil.rmtree(directory, ignore_errors=True)
+    created = _outermost_missing(directory)
     flags: dict[str, Any] = json.loads(json.dumps(dict(config), default=str))  # as run.json holds them
     resolved: dict[str, Any] = json.loads(json.dumps(dict(settings or {}), default=str))
     record_path, state_dir = directory / RECORD_FILE, directory / STATE_DIR
-    has_state = state_dir.is_dir() and any(state_dir.iterdir())
-    if not has_state:
+    if not _has_state(state_dir):
         # Nothing to resume: a new run (a start killed before its first checkpoint is simply restarted).
         started = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
         _write_record(record_path, {"config": flags, "settings": resolved, "started": started})
-        return RunBackup(directory, state_dir, flags, started, resuming=False)
+        return RunBackup(directory, state_dir, flags, started, resuming=False, created=created)
 
     try:
         record = json.loads(record_path.read_text())
@@ -241,6 +291,20 @@ def open_backup(
             f"or delete {directory}."
         )
     return RunBackup(directory, state_dir, recorded, started, resuming=True)
+
+
+def _has_state(state_dir: Path) -> bool:
+    return state_dir.is_dir() and any(state_dir.iterdir())
+
+
+def _outermost_missing(directory: Path) -> Path | None:
+    """The outermost of `directory` and its parents that does not exist yet (None: `directory` exists)."""
+    missing = None
+    for path in (directory.absolute(), *directory.absolute().parents):
+        if path.exists():
+            return missing
+        missing = path
+    return missing
 
 
 def _write_record(path: Path, record: dict[str, Any]) -> None:
