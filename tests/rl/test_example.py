@@ -1,5 +1,6 @@
 """examples/reinforce_cartpole.py end to end: trains, and writes every promised file."""
 
+import csv
 import importlib.util
 import json
 import os
@@ -141,7 +142,7 @@ def test_run_killed_mid_training_resumes_as_the_same_run(tmp_path, zygote):
     second = _example_process(zygote, *flags, "--export-dir", str(killed_dir))
     out, err = second.communicate(timeout=300)
     assert second.returncode == 0, err[-3000:]
-    assert f"resuming {backup} after update {checkpointed} (started " in out
+    assert f"resuming {backup} at update {checkpointed} (started " in out
     # Only the updates after the checkpoint are trained again (a deterministic restart from scratch
     # would reach the same final state, so this is what shows that the work was not redone).
     assert f"20 updates ({20 - checkpointed} in this run)" in out
@@ -169,9 +170,11 @@ def test_run_killed_mid_training_resumes_as_the_same_run(tmp_path, zygote):
         for d in (killed_dir, tmp_path / "reference")
     ]
     np.testing.assert_allclose(probabilities[0], probabilities[1], rtol=1e-6, atol=1e-7)
-    # The CSV log of the resumed run holds every update once (appended on resume, not truncated).
+    # The CSV log of the resumed run holds every update once, counted from 1 as printed, and no empty column.
     with open(killed_dir / "training_log.csv") as f:
-        assert [int(line.split(",")[0]) for line in f.read().splitlines()[1:]] == list(range(20))
+        rows = list(csv.DictReader(f))
+    assert [int(row["update"]) for row in rows] == list(range(1, 21))
+    assert all(row[key] not in ("", "NA") for row in rows for key in row)
 
 
 @pytest.mark.slow
@@ -294,7 +297,7 @@ def test_a_backup_made_with_other_flags_is_not_resumed(tmp_path, monkeypatch, ca
     out = capsys.readouterr().out
     resumes = [line for line in out.splitlines() if line.startswith("resuming")]
     assert len(resumes) == 1 and re.fullmatch(
-        rf"resuming {re.escape(str(backup))} after update 10 \(started \d{{4}}-\d\d-\d\d [\d:]{{8}} UTC\)", resumes[0]
+        rf"resuming {re.escape(str(backup))} at update 10 \(started \d{{4}}-\d\d-\d\d [\d:]{{8}} UTC\)", resumes[0]
     ), resumes
     assert "12 updates (2 in this run)" in out
     assert (export_dir / "metrics.json").exists() and not backup.exists()
@@ -307,3 +310,49 @@ def test_a_backup_made_with_other_flags_is_not_resumed(tmp_path, monkeypatch, ca
     load_example().main([*flags, "--max-updates", "3", "--seed", "1", "--fresh"])
     out = capsys.readouterr().out
     assert "resuming" not in out and "3 updates (3 in this run)" in out
+
+
+def test_an_unknown_env_leaves_no_directory_behind(tmp_path, monkeypatch):
+    """A start that fails (a typo in --env) writes nothing: no backup, no export (mutation tried: building
+    the agent after `open_backup`, as before -> red, `reinforce_cartpol_v1.backup/` left behind)."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match="unknown gymnasium env id 'CartPol-v1'"):
+        load_example().main(["--env", "CartPol-v1", "--quiet"])
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_a_resumed_run_says_where_it_stands_and_a_reached_target_trains_no_more(tmp_path, monkeypatch, capsys):
+    """A run killed after training to its target but before its export: the rerun says it resumes at that
+    update and that the target is already reached, trains nothing and exports (mutation tried: no check of
+    the restored row in `kerasce.cli.reinforce.resume` -> red). A failed start after the backup was opened
+    (here: training fails) leaves no backup behind either (mutation tried: no `discard_unstarted` -> red)."""
+    from kerasce.rl import ReinforceAgent
+
+    export_dir, backup = tmp_path / "export", tmp_path / "export.backup"
+    flags = ["--quiet", "--num-envs", "8", "--target-return", "1", "--export-dir", str(export_dir)]
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt("killed while exporting")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(ReinforceAgent, "export_policy", killed)
+        with pytest.raises(KeyboardInterrupt):
+            load_example().main(flags)
+    updates = json.loads((backup / "state" / "state.json").read_text())["updates"]
+    assert updates == 13  # 8 episodes per update: the 100-episode window is full after 13
+    capsys.readouterr()
+    load_example().main(flags)
+    out = capsys.readouterr().out
+    assert f"resuming {backup} at update 13 (started " in out
+    assert "target already reached at update 13: no more training, exporting" in out
+    assert "13 updates (0 in this run)" in out and (export_dir / "metrics.json").exists() and not backup.exists()
+
+    def broken(*args, **kwargs):
+        raise ValueError("training failed")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(ReinforceAgent, "learn", broken)
+        with pytest.raises(ValueError, match="training failed"):
+            load_example().main([*flags, "--export-dir", str(tmp_path / "other")])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]
