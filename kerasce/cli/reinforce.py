@@ -378,9 +378,10 @@ def summarize(run: Run, evaluation: EvalCallback, trained: tuple[int, float], gr
 
     agent, target = run.agent, run.target
     # The best evaluation's weights are the agent's now (EvalCallback.restore_best).
-    best = evaluation.best or {"mean": math.nan, "std": math.nan, "episodes": 0, "seed": None, "update": None}
+    nothing: dict[str, Any] = {"mean": math.nan, "std": math.nan, "episodes": 0, "seed": None, "update": None}
+    best: dict[str, Any] = dict(evaluation.best) if evaluation.best is not None else nothing
     reached = target is not None and len(agent.episode_returns) >= 100 and agent.mean_return(100) >= target
-    solved = reached and evaluation.best is not None and evaluation.best["mean"] >= target
+    solved = reached and target is not None and best["mean"] >= target
     steps_per_second = agent.env_steps / max(agent.collect_seconds, 1e-9)
     this_run, wall_seconds = trained
     print(
