@@ -252,18 +252,9 @@ def test_help_and_flag_errors_answer_without_importing_tensorflow():
     assert seconds < 5, f"two runs took {seconds:.1f} s: TensorFlow was imported?"  # ~0.1 s each here
 
 
-@pytest.mark.slow
-def test_a_backup_made_with_other_flags_is_not_resumed(tmp_path, monkeypatch, capsys):
-    """A backup is refused by a run with other flags, resumed (in one line) by the same flags, even with a
-    larger --max-updates (a stopping flag may change), and discarded by --fresh.
-
-    Mutation tried: comparing no flags in `kerasce.runs.open_backup` (`differences = []`) -> red.
-    """
+def killed_while_exporting(monkeypatch, flags):
+    """Runs the example with `flags` until it exports, and kills it there: the backup stays, nothing is exported."""
     from kerasce.rl import ReinforceAgent
-    from kerasce.runs import RunConfigMismatch
-
-    export_dir, backup = tmp_path / "export", tmp_path / "export.backup"
-    flags = ["--quiet", "--num-envs", "8", "--target-return", "1e9", "--export-dir", str(export_dir)]
 
     def killed(*args, **kwargs):
         raise KeyboardInterrupt("killed while exporting")
@@ -271,7 +262,22 @@ def test_a_backup_made_with_other_flags_is_not_resumed(tmp_path, monkeypatch, ca
     with monkeypatch.context() as patch:
         patch.setattr(ReinforceAgent, "export_policy", killed)
         with pytest.raises(KeyboardInterrupt):
-            load_example().main([*flags, "--max-updates", "10"])
+            load_example().main(flags)
+
+
+@pytest.mark.slow
+def test_a_backup_made_with_other_flags_is_not_resumed(tmp_path, monkeypatch, capsys):
+    """A backup is refused by a run with other flags, resumed (in one line) by the same flags, even with a
+    larger --max-updates (a stopping flag may change), and discarded by --fresh.
+
+    Mutation tried: comparing no flags in `kerasce.runs.open_backup` (`differences = []`) -> red.
+    """
+    from kerasce.runs import RunConfigMismatch
+
+    export_dir, backup = tmp_path / "export", tmp_path / "export.backup"
+    flags = ["--quiet", "--num-envs", "8", "--target-return", "1e9", "--export-dir", str(export_dir)]
+
+    killed_while_exporting(monkeypatch, [*flags, "--max-updates", "10"])
     assert json.loads((backup / "state" / "state.json").read_text())["updates"] == 10
     state = {p.relative_to(backup): p.read_bytes() for p in (backup / "state").rglob("*") if p.is_file()}
 
@@ -302,10 +308,7 @@ def test_a_backup_made_with_other_flags_is_not_resumed(tmp_path, monkeypatch, ca
     assert "12 updates (2 in this run)" in out
     assert (export_dir / "metrics.json").exists() and not backup.exists()
 
-    with monkeypatch.context() as patch:
-        patch.setattr(ReinforceAgent, "export_policy", killed)
-        with pytest.raises(KeyboardInterrupt):
-            load_example().main([*flags, "--max-updates", "10"])
+    killed_while_exporting(monkeypatch, [*flags, "--max-updates", "10"])
     capsys.readouterr()
     load_example().main([*flags, "--max-updates", "3", "--seed", "1", "--fresh"])
     out = capsys.readouterr().out
@@ -332,13 +335,7 @@ def test_a_resumed_run_says_where_it_stands_and_a_reached_target_trains_no_more(
     export_dir, backup = tmp_path / "export", tmp_path / "export.backup"
     flags = ["--quiet", "--num-envs", "8", "--target-return", "1", "--export-dir", str(export_dir)]
 
-    def killed(*args, **kwargs):
-        raise KeyboardInterrupt("killed while exporting")
-
-    with monkeypatch.context() as patch:
-        patch.setattr(ReinforceAgent, "export_policy", killed)
-        with pytest.raises(KeyboardInterrupt):
-            load_example().main(flags)
+    killed_while_exporting(monkeypatch, flags)
     updates = json.loads((backup / "state" / "state.json").read_text())["updates"]
     assert updates == 13  # 8 episodes per update: the 100-episode window is full after 13
     capsys.readouterr()
