@@ -122,9 +122,9 @@ class CheckpointStore:
             status.assert_existing_objects_matched()
         except (ValueError, AssertionError, tf.errors.OpError) as error:
             raise ValueError(
-                f"The checkpoint in {str(self.directory)!r} does not fit this agent (written with another "
-                f"env, network or optimizer?): {str(error).splitlines()[0]} Delete that directory (or choose "
-                "another one) to start a fresh run."
+                "The checkpoint must fit this agent (same env, network and optimizer). Received: the one in "
+                f"{str(self.directory)!r}, which does not fit this agent: {str(error).splitlines()[0]} Delete "
+                "that directory (or choose another one) to start a fresh run."
             ) from None
         history = self.directory / HISTORY_FILE
         with open(history, "r+b") as f:

@@ -273,7 +273,7 @@ class ReinforceModel(keras.Model):
         which ``softmax_cross_entropy`` and ``softmax_entropy`` handle exactly (probability 0, no NaN).
 
         ``sample_weight`` may also be ``{"returns": [B], "step_weights": [B]}``: every step's terms are
-        multiplied by its step weight ``k`` before the mean. :mod:`kerasce.rl.distributed` uses it to make
+        multiplied by its step weight ``k`` before the mean. :mod:`kerasce.rl.trainer` uses it to make
         replicas with different numbers of real steps (zero-padded to one size, ``k = 0`` on padding) sum
         to the mean over the global batch; without it ``k = 1``.
 
@@ -430,7 +430,7 @@ class ReinforceModel(keras.Model):
         )
 
     # ---------------------------------------------------------------------------------------------
-    # Checkpoints (kerasce.rl.checkpoints) and the training loop (kerasce.rl.learner)
+    # The update: one compiled train step per batch
     # ---------------------------------------------------------------------------------------------
 
     def build_optimizer(self) -> None:
@@ -468,7 +468,7 @@ class ReinforceModel(keras.Model):
         """``train_step`` under the strategy, compiled once for any batch size.
 
         Not Keras's ``train_function``: it traces for the first batch's exact shape and again, relaxed, for
-        the second, and a learner's batches differ in size at every update. One trace of this step costs
+        the second, and a trainer's batches differ in size at every update. One trace of this step costs
         about 0.8 s on this project's CPU (measured), a fifth of a whole Acrobot run. Here the signature
         has an unknown batch dimension from the start. Each replica takes its contiguous ``1/L`` of the
         worker's batch (``L`` local replicas; the caller makes the batch a multiple of ``L``).

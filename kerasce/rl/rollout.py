@@ -338,7 +338,7 @@ def collect_episodes(
         :func:`kerasce.rl.envs.info_action_mask`; then ``act`` is called as ``act(observations, mask)``
         and the masks are stored in the rollout.
       infos: the infos that came with ``observations`` (from ``env.reset``), for ``action_mask``.
-      first_episodes_only: the caller keeps each sub-env's first episode only (the learner and the
+      first_episodes_only: the caller keeps each sub-env's first episode only (the trainer and the
         evaluation do): where `steppable_sub_envs` allows, the sub-envs are stepped one by one, not
         through the vector env, and one that has finished its first episode is no longer stepped (its
         later rows repeat its last observation with ``valid=False`` and count as ``skipped_steps``). The
