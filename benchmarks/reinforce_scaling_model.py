@@ -54,9 +54,9 @@ import numpy as np  # noqa: E402
 
 from kerasce.rl import ReinforceAgent  # noqa: E402
 from kerasce.rl.envs import make_vector_env  # noqa: E402
-from kerasce.rl.learner import Learner  # noqa: E402
 from kerasce.rl.presets import preset  # noqa: E402
 from kerasce.rl.rollout import collect_episodes, make_policy_sampler, sample_actions  # noqa: E402
+from kerasce.rl.trainer import Trainer  # noqa: E402
 
 MAX_STEPS = 200  # rows per timed collection in parts 2 and 3: untrained, no Acrobot episode ends by then
 
@@ -64,20 +64,20 @@ MAX_STEPS = 200  # rows per timed collection in parts 2 and 3: untrained, no Acr
 def first_episode_lengths(env_id: str, seed: int, max_seconds: float) -> list[np.ndarray]:
     """Per update of a 1-worker run to the env's reward threshold: each sub-env's first-episode length."""
     lengths: list[np.ndarray] = []
-    collect = Learner.collect
+    collect = Trainer.collect
 
-    def recording(self: Learner, update: int):
+    def recording(self: Trainer, update: int):
         rollout = collect(self, update)
         lengths.append(rollout.valid.sum(axis=0))  # valid marks exactly the first episode's steps
         return rollout
 
-    Learner.collect = recording  # type: ignore[method-assign]
+    Trainer.collect = recording  # type: ignore[method-assign]
     try:
         agent = ReinforceAgent.from_env(env_id, seed=seed, **preset(env_id))
         target = gymnasium.spec(env_id).reward_threshold
         agent.learn(env_id, total_timesteps=None, max_seconds=max_seconds, target_return=target)
     finally:
-        Learner.collect = collect  # type: ignore[method-assign]
+        Trainer.collect = collect  # type: ignore[method-assign]
     return lengths
 
 

@@ -32,14 +32,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def run(masks: bool, seed: int, max_seconds: float):
-    from kerasce.callbacks import EvalCallback
-    from kerasce.rl import ReinforceAgent
+    from kerasce.rl import EvalCallback, ReinforceAgent
     from kerasce.rl.presets import preset
 
     agent = ReinforceAgent.from_env("Taxi-v4", **{**preset("Taxi-v4"), "use_action_mask": masks}, seed=seed)
     evaluation = EvalCallback("Taxi-v4", episodes=20, eval_every=50, target_return=TARGET)  # updates take ~30 ms
     start = time.perf_counter()
-    agent.learn("Taxi-v4", target_return=TARGET, max_seconds=max_seconds, total_timesteps=None, evaluation=evaluation)
+    agent.learn("Taxi-v4", target_return=TARGET, max_seconds=max_seconds, total_timesteps=None, callbacks=[evaluation])
     wall = time.perf_counter() - start
     solved = agent.mean_return(100) >= TARGET and evaluation.best is not None and evaluation.best["mean"] >= TARGET
     return agent, evaluation, wall, solved

@@ -114,7 +114,9 @@ def train(task: str, strategy: tf.distribute.Strategy, multiworker: bool) -> dic
         # learn()'s path: one call per update, batch sizes that are not multiples of GLOBAL_BATCH.
         batch_losses, start = [], 0
         for size in (10, 14, 24):
-            logs = model._train_on_batch(x[start : start + size], y[start : start + size], w[start : start + size])
+            from kerasce.rl import Batch
+
+            logs = model.update(Batch(x[start : start + size], y[start : start + size], w[start : start + size]))
             batch_losses += [logs[k] for k in sorted(logs)]
             start += size
         weights = [v.tolist() for v in model.get_weights()]

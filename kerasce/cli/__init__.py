@@ -1,5 +1,7 @@
 """kerasce's command lines: what a user runs, kept apart from the library they call.
 
+* ``python -m kerasce.cli.reinforce``: train the REINFORCE agent on a gymnasium env and export it
+  (:mod:`kerasce.cli.reinforce`; ``python examples/reinforce_cartpole.py`` runs the same command);
 * ``python -m kerasce.cli.classify``: train an image classifier on a dataset and export it
   (:mod:`kerasce.cli.classify`);
 * :mod:`kerasce.cli.runs`: what the command lines share (flag checks, a quiet TensorFlow start, resumable

@@ -1,16 +1,17 @@
 """REINFORCE for Keras 3: the policy gradient is the classifier's cross-entropy weighted by the return.
 
-from kerasce.rl import ReinforceAgent
+from kerasce.rl import EvalCallback, ReinforceAgent
 agent = ReinforceAgent.from_env("CartPole-v1", seed=0)
-agent.learn("CartPole-v1", target_return=475)
+agent.learn("CartPole-v1", target_return=475, callbacks=[EvalCallback("CartPole-v1")])
 agent.export_policy("saved_models/reinforce_cartpole")
 """
 
-from kerasce.callbacks import EvalCallback, StopAtMeanReturn
 from kerasce.rl.agent import ReinforceAgent
+from kerasce.rl.batch import Batch
+from kerasce.rl.callbacks import CheckpointCallback, EvalCallback, RLCallback, RunContext, StopAtMeanReturn
 from kerasce.rl.envs import check_spaces, make_vector_env
 from kerasce.rl.evaluation import Evaluation, evaluate_policy
-from kerasce.rl.learner import Learner, StopConditions
+from kerasce.rl.model import ReinforceModel
 from kerasce.rl.networks import build_mlp
 from kerasce.rl.returns import complete_episode_mask, discounted_returns, first_episode_mask, normalize
 from kerasce.rl.rollout import (
@@ -22,19 +23,27 @@ from kerasce.rl.rollout import (
     make_policy_sampler,
     sample_actions,
 )
+from kerasce.rl.state import RunState
 from kerasce.rl.tabular import TabularVectorEnv
+from kerasce.rl.trainer import StopConditions, Trainer
 
 __all__ = [
+    "Batch",
+    "CheckpointCallback",
     "CompiledPolicy",
     "EvalCallback",
     "Evaluation",
-    "Learner",
     "NumpyPolicy",
+    "RLCallback",
     "ReinforceAgent",
+    "ReinforceModel",
     "Rollout",
+    "RunContext",
+    "RunState",
     "StopAtMeanReturn",
     "StopConditions",
     "TabularVectorEnv",
+    "Trainer",
     "build_mlp",
     "check_spaces",
     "collect_episodes",

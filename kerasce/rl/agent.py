@@ -1,467 +1,96 @@
-"""REINFORCE as a Keras model: the policy gradient is softmax cross-entropy weighted by the return.
+"""``ReinforceAgent``: the REINFORCE model (``model.py``) with its run state and ``learn``.
 
-Shapes: ``B`` batch of steps, ``T`` time steps, ``N`` envs, ``A`` actions, ``D...`` observation shape.
-
-``ReinforceAgent.train_step`` takes ``(observations [B, D...], actions [B], returns [B])`` and
-minimises ``kerasce.losses.PolicyGradientLoss`` -- the same sparse softmax cross-entropy the image
-classifiers use, with the return as the Keras sample weight. So
-
-    agent.compile()
-    agent.fit(observations, actions, sample_weight=returns)
-
-is one REINFORCE update, and :meth:`ReinforceAgent.learn` runs :class:`kerasce.rl.learner.Learner`, the
-loop that collects the data from a gymnasium vector env and calls the same compiled train step once per
-update. This module holds the model (``call``, ``train_step``, config, export); the networks are in
-``networks.py``, the loop in ``learner.py``, checkpoints in ``checkpoints.py`` and the callbacks in
-``kerasce/callbacks.py``.
+Like Stable-Baselines3's algorithms: ``learn(env, total_timesteps=..., callbacks=[...])`` trains;
+evaluation, checkpoints and stopping at a target are callbacks (:mod:`kerasce.rl.callbacks`). The model
+itself imports nothing of the loop; this module joins it to the trainer (:mod:`kerasce.rl.trainer`) and
+the checkpoints (:mod:`kerasce.rl.checkpoints`).
 """
 
 from __future__ import annotations
 
-import math
 import os
-from collections.abc import Callable, Iterable, Sequence
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable, Iterable
 
 import gymnasium
 import keras
 import numpy as np
-import tensorflow as tf
 
-from kerasce.callbacks import EvalCallback, StopAtMeanReturn
-from kerasce.losses import PolicyGradientLoss, softmax_entropy
 from kerasce.rl.checkpoints import CheckpointStore, has_checkpoint
-from kerasce.rl.envs import check_spaces, make_vector_env
-from kerasce.rl.networks import build_mlp
+from kerasce.rl.envs import make_vector_env
+from kerasce.rl.model import ReinforceModel
 from kerasce.rl.returns import RunningScale
-from kerasce.rl.rollout import CompiledPolicy, NumpyPolicy, make_policy_sampler
-from kerasce.training import apply_gradients_if_finite
+from kerasce.rl.state import RunState
+from kerasce.rl.trainer import StopConditions, Trainer
 
-__all__ = ["ReinforceAgent", "StopAtMeanReturn", "build_mlp"]
-
-
-def masked_logits(logits: Any, action_mask: Any) -> tf.Tensor:
-    """float32 ``logits`` ``[B, A]`` with ``-inf`` where ``action_mask`` ``[B, A]`` is 0/False."""
-    logits = tf.cast(logits, tf.float32)
-    return tf.where(tf.cast(action_mask, tf.bool), logits, tf.constant(-np.inf, tf.float32))
-
-
-def _replica_scale() -> float | tf.Tensor:
-    """``1 / num_replicas``: what Keras ``Loss`` reductions apply under a ``tf.distribute`` strategy."""
-    context = tf.distribute.get_replica_context()
-    return 1.0 if context is None else 1.0 / context.num_replicas_in_sync
+__all__ = ["ReinforceAgent"]
 
 
 @keras.saving.register_keras_serializable(package="kerasce")
-class ReinforceAgent(keras.Model):
-    """REINFORCE (Williams, 1992) with optional learned baseline and entropy bonus.
+class ReinforceAgent(ReinforceModel):
+    """A :class:`~kerasce.rl.model.ReinforceModel` that trains itself on a gymnasium env.
 
-    ``call(observations)`` returns the policy logits ``[B, A]``. The loss of one update is::
+    Takes the model's arguments (see :class:`~kerasce.rl.model.ReinforceModel`). The run state
+    (``run_state``, a :class:`~kerasce.rl.state.RunState`) is read through ``updates``, ``env_steps``,
+    ``episode_returns``, ``training_log``, ...; checkpoints save and restore it with the weights.
 
-        loss = policy_loss - ent_coef * entropy + vf_coef * value_loss
-        policy_loss = mean_b[ A_b * CE(a_b, logits_b) ]     # PolicyGradientLoss, A = G (or G - V(s))
-        entropy     = mean_b[ H(softmax(logits_b)) ]          # softmax_entropy
-        value_loss  = mean_b[ (G_b - V(s_b))^2 ]              # only with baseline=True
+    Example::
 
-    Every term is reduced with Keras ``Loss`` semantics (``1 / num_replicas`` under a strategy), so a
-    ``MirroredStrategy`` update equals a single-device update of the same global batch.
+        from kerasce.rl import EvalCallback, ReinforceAgent
 
-    Args:
-      observation_shape: shape ``D...`` of one observation (a ``Box`` space).
-      num_actions: number ``A`` of discrete actions.
-      policy: optional Keras model ``[B, D...] -> [B, A]`` logits; default ``build_mlp`` with
-        ``hidden_units`` and ``activation``.
-      hidden_units: hidden widths of the default policy (and of the value network).
-      activation: hidden activation of the default networks.
-      baseline: learn a state-value network ``V(s)`` and use ``G - V(s)`` as the policy weight; ``learn``
-        also bootstraps the return of a time-limit-truncated episode with ``V`` of the state it reached.
-      gamma: discount factor.
-      learning_rate: of the default Adam optimizer (``compile()`` without an optimizer).
-      ent_coef: weight of the entropy bonus.
-      vf_coef: weight of the value loss (with ``baseline``).
-      normalize_returns: in ``learn``, without ``baseline``: standardise the returns of each update's
-        batch; with ``baseline``: divide them by the standard deviation of all returns seen so far
-        (``return_scale``), so that the value network's target does not change scale every update.
-      max_grad_norm: clip the global gradient norm, through the optimizer's ``global_clipnorm``.
-      num_envs: sub-envs of the vector env ``learn`` builds from an env id.
-      max_rollout_steps: most vector steps per update; an update without a complete episode fails.
-      fast_sampling: sample actions from a NumPy copy of the policy when it is a plain Dense stack.
-      use_action_mask: the model takes ``(observations, action_mask [B, A])`` and gives invalid actions
-        (mask 0) ``-inf`` logits, in sampling, in the loss and in the export; ``learn`` reads the mask
-        from ``info["action_mask"]`` unless given ``action_mask_fn``.
-      seed: seeds the default networks, the env resets and the action sampling (``None``: random).
-      **kwargs: passed to ``keras.Model`` (``name``, ``dtype``).
-
-    Raises:
-      ValueError: if the policy's input or output shape does not match the spaces, or a knob is
-        out of range.
+        agent = ReinforceAgent.from_env("CartPole-v1", seed=0)
+        agent.learn("CartPole-v1", target_return=475, callbacks=[EvalCallback("CartPole-v1")])
+        agent.export_policy("saved_models/reinforce_cartpole")
     """
 
-    def __init__(
-        self,
-        observation_shape: Sequence[int],
-        num_actions: int,
-        policy: keras.Model | None = None,
-        hidden_units: Sequence[int] = (32, 32),
-        activation: str = "tanh",
-        baseline: bool = False,
-        gamma: float = 0.99,
-        learning_rate: float = 1e-2,
-        ent_coef: float = 0.0,
-        vf_coef: float = 0.5,
-        normalize_returns: bool = True,
-        max_grad_norm: float | None = None,
-        num_envs: int = 32,
-        max_rollout_steps: int = 2000,
-        fast_sampling: bool = True,
-        use_action_mask: bool = False,
-        seed: int | None = None,
-        **kwargs: Any,
-    ):
-        super().__init__(**kwargs)
-        self.observation_shape = tuple(int(d) for d in observation_shape)
-        self.num_actions = int(num_actions)
-        if self.num_actions < 1:
-            raise ValueError(f"Expected `num_actions` >= 1, got {num_actions}.")
-        if not 0.0 <= gamma <= 1.0:
-            raise ValueError(f"Expected `gamma` in [0, 1], got {gamma}.")
-        if max_grad_norm is not None and max_grad_norm <= 0:
-            raise ValueError(f"Expected `max_grad_norm` > 0 or None, got {max_grad_norm}.")
-        if int(num_envs) < 1 or int(max_rollout_steps) < 1:
-            raise ValueError(
-                f"Expected `num_envs` >= 1 and `max_rollout_steps` >= 1, got {num_envs} and {max_rollout_steps}."
-            )
-        self.hidden_units = tuple(int(u) for u in hidden_units)
-        self.activation = activation
-        self.baseline = bool(baseline)
-        self.gamma = float(gamma)
-        self.learning_rate = float(learning_rate)
-        self.ent_coef = float(ent_coef)
-        self.vf_coef = float(vf_coef)
-        self.normalize_returns = bool(normalize_returns)
-        self.max_grad_norm = None if max_grad_norm is None else float(max_grad_norm)
-        self.num_envs = int(num_envs)
-        self.max_rollout_steps = int(max_rollout_steps)
-        self.fast_sampling = bool(fast_sampling)
-        self.use_action_mask = bool(use_action_mask)
-        self.seed = None if seed is None else int(seed)
-        self._custom_policy = policy is not None
-
-        if policy is None:
-            policy = build_mlp(
-                self.observation_shape, self.num_actions, self.hidden_units, activation, seed=self.seed, name="policy"
-            )
-        self.policy = policy
-        self._check_policy()
-        self.value_network = None
-        if self.baseline:
-            value_seed = None if self.seed is None else self.seed + 1000
-            self.value_network = build_mlp(
-                self.observation_shape, 1, self.hidden_units, activation, seed=value_seed, name="value"
-            )
-
-        self.policy_gradient_loss = PolicyGradientLoss()
-        self.value_mse = keras.losses.MeanSquaredError(name="value_mse")
-        self.loss_tracker = keras.metrics.Mean(name="loss")
-        self.policy_loss_tracker = keras.metrics.Mean(name="policy_loss")
-        self.entropy_tracker = keras.metrics.Mean(name="entropy")
-        self.value_loss_tracker = keras.metrics.Mean(name="value_loss") if self.baseline else None
-        self._reset_trackers_function: Callable[[], None] | None = None
-        self._update_functions: dict[bool, Callable[..., dict[str, tf.Tensor]]] = {}  # see _update_function
-
-        # Training state, saved by save_checkpoint: counters and the per-episode / per-update history.
-        self.updates = 0
-        self.env_steps = 0
-        self.train_seconds = 0.0
-        self.collect_seconds = 0.0
-        self.episode_returns: list[float] = []
-        self.training_log: list[dict[str, float]] = []
-        self._run_seed: int | None = self.seed
-        self.return_scale = RunningScale()
-        self.built = True  # the networks above are built; call() needs nothing more
-
-    # ---------------------------------------------------------------------------------------------
-    # Keras model API
-    # ---------------------------------------------------------------------------------------------
-
-    @classmethod
-    def from_env(cls, env: str | gymnasium.vector.VectorEnv, **kwargs: Any) -> ReinforceAgent:
-        """An agent sized for ``env`` (an id or a vector env); ``kwargs`` are constructor knobs.
-
-        Raises:
-          ValueError: for an unknown id or unsupported spaces.
-        """
-        if isinstance(env, str):
-            probe = make_vector_env(env, 1)
-            try:
-                shape, actions = check_spaces(probe)
-            finally:
-                probe.close()
-        else:
-            shape, actions = check_spaces(env)
-        return cls(shape, actions, **kwargs)
-
-    def _check_policy(self) -> None:
-        probe = np.zeros((2,) + self.observation_shape, np.float32)
-        try:
-            logits = self.policy(probe)
-        except Exception as error:  # noqa: BLE001  any failure here means the policy does not take these inputs
-            raise ValueError(
-                f"The policy must accept observations of shape [B, {', '.join(map(str, self.observation_shape))}]; "
-                f"calling it failed: {error}"
-            ) from None
-        if tuple(logits.shape) != (2, self.num_actions):
-            raise ValueError(
-                f"The policy must output [B, {self.num_actions}] logits (one per action), got shape "
-                f"{tuple(logits.shape)[1:]} per batch of observations."
-            )
-
-    def _split_inputs(self, inputs: Any) -> tuple[Any, Any]:
-        """``inputs`` -> ``(observations, action_mask or None)``."""
-        if not self.use_action_mask:
-            return inputs, None
-        if not isinstance(inputs, (tuple, list)) or len(inputs) != 2:
-            raise ValueError(
-                "This agent uses action masks (use_action_mask=True): expected inputs (observations [B, D...], "
-                f"action_mask [B, {self.num_actions}]), got {type(inputs).__name__}."
-            )
-        return inputs[0], inputs[1]
-
-    def call(self, inputs: Any, training: bool | None = None) -> tf.Tensor:
-        """Policy logits ``[B, A]`` for observations ``[B, D...]``, or for ``(observations, action_mask)``
-        with ``use_action_mask`` (``-inf`` where the mask is 0; float32 then)."""
-        observations, mask = self._split_inputs(inputs)
-        logits = self.policy(observations, training=training)
-        return logits if mask is None else masked_logits(logits, mask)
+    @property
+    def run_state(self) -> RunState:
+        """The run state (made on first use, seeded with ``seed``; checkpoints restore it)."""
+        state = getattr(self, "_run_state", None)
+        if state is None:
+            state = RunState(run_seed=self.seed)
+            object.__setattr__(self, "_run_state", state)  # a record, not a tracked Keras attribute
+        return state
 
     @property
-    def metrics(self) -> list[keras.metrics.Metric]:
-        trackers = [self.loss_tracker, self.policy_loss_tracker, self.entropy_tracker]
-        return trackers + ([self.value_loss_tracker] if self.baseline else [])
+    def updates(self) -> int:
+        return self.run_state.updates
 
-    def compile(
-        self,
-        optimizer: keras.optimizers.Optimizer | str | None = None,
-        jit_compile: bool | str = False,
-        **kwargs: Any,
-    ) -> None:
-        """Compile with Adam(``learning_rate``, ``global_clipnorm=max_grad_norm``) unless given one.
+    @property
+    def env_steps(self) -> int:
+        return self.run_state.env_steps
 
-        A given optimizer without clipping of its own gets ``global_clipnorm = max_grad_norm``.
-        ``loss`` and ``metrics`` are not accepted: the agent's loss is its own.
+    @property
+    def train_seconds(self) -> float:
+        return self.run_state.train_seconds
 
-        ``jit_compile`` defaults to False, not Keras's ``"auto"``: ``"auto"`` turns XLA on whenever a
-        GPU is present, and XLA compiles out the run-time checks of ``PolicyGradientLoss`` (actions
-        must be integer ids in ``[0, A)``): XLA's gather then clamps a bad id instead of reporting it.
-        ``True`` or ``"auto"`` are passed through to ``keras.Model.compile``.
+    @property
+    def collect_seconds(self) -> float:
+        return self.run_state.collect_seconds
 
-        Raises:
-          ValueError: if ``loss`` or ``metrics`` is passed.
-        """
-        for key in ("loss", "metrics", "weighted_metrics", "loss_weights"):
-            if kwargs.get(key) is not None:
-                raise ValueError(
-                    f"ReinforceAgent computes its own loss and metrics; expected no `{key}`, got {kwargs[key]!r}."
-                )
-            kwargs.pop(key, None)
-        if optimizer is None:
-            optimizer = keras.optimizers.Adam(self.learning_rate, global_clipnorm=self.max_grad_norm)
-        else:
-            resolved = keras.optimizers.get(optimizer)
-            unclipped = all(getattr(resolved, k, None) is None for k in ("clipnorm", "global_clipnorm", "clipvalue"))
-            if self.max_grad_norm is not None and unclipped:
-                resolved.global_clipnorm = self.max_grad_norm
-            optimizer = resolved
-        super().compile(optimizer=optimizer, jit_compile=jit_compile, **kwargs)
-        self._update_functions = {}  # traced with the previous optimizer and jit_compile
+    @property
+    def episode_returns(self) -> list[float]:
+        return self.run_state.episode_returns
 
-    def train_step(self, data: tuple[Any, ...]) -> dict[str, tf.Tensor]:
-        """One REINFORCE update on ``data = (observations [B, D...], actions [B], returns [B])``.
+    @property
+    def training_log(self) -> list[dict[str, float]]:
+        return self.run_state.training_log
 
-        This is the ``(x, y, sample_weight)`` triple of ``fit(observations, actions,
-        sample_weight=returns)``. The returns are used as given (``learn`` normalises them). With
-        ``use_action_mask``, ``x`` is ``(observations, action_mask)``: masked actions get ``-inf`` logits,
-        which ``softmax_cross_entropy`` and ``softmax_entropy`` handle exactly (probability 0, no NaN).
+    @property
+    def return_scale(self) -> RunningScale:
+        return self.run_state.return_scale
 
-        ``sample_weight`` may also be ``{"returns": [B], "step_weights": [B]}``: every step's terms are
-        multiplied by its step weight ``k`` before the mean. :mod:`kerasce.rl.distributed` uses it to make
-        replicas with different numbers of real steps (zero-padded to one size, ``k = 0`` on padding) sum
-        to the mean over the global batch; without it ``k = 1``.
-
-        Returns:
-          ``{"loss", "policy_loss", "entropy"[, "value_loss"]}`` metric results.
-        """
-        inputs, actions, returns = keras.utils.unpack_x_y_sample_weight(data)
-        observations, _ = self._split_inputs(inputs)
-        step_weights = None
-        if isinstance(returns, dict):
-            returns, step_weights = returns["returns"], tf.cast(returns["step_weights"], tf.float32)
-        if actions is None or returns is None:
-            raise ValueError(
-                "ReinforceAgent.train_step expects (observations, actions, returns), e.g. "
-                "fit(observations, actions, sample_weight=returns); got None for "
-                f"{'actions' if actions is None else 'returns'}."
-            )
-        returns = tf.stop_gradient(tf.cast(returns, tf.float32))
-        scale = _replica_scale()
-        with tf.GradientTape() as tape:
-            logits = tf.cast(self(inputs, training=True), tf.float32)
-            advantages = returns
-            value_loss = 0.0
-            if self.value_network is not None:  # set exactly when self.baseline
-                values = tf.cast(self.value_network(observations, training=True), tf.float32)
-                advantages = returns - tf.stop_gradient(values[:, 0])
-                value_loss = self.value_mse(returns[:, None], values, sample_weight=step_weights)
-            if step_weights is not None:
-                advantages = advantages * step_weights
-            # The REINFORCE term: the project's cross-entropy, weighted by the return (advantage).
-            policy_loss = self.policy_gradient_loss(actions, logits, advantages)
-            # A mean per replica, scaled like a Keras Loss so that replicas sum to the global mean.
-            entropies = softmax_entropy(logits)
-            entropy = tf.reduce_mean(entropies if step_weights is None else entropies * step_weights) * scale
-            loss = policy_loss - self.ent_coef * entropy + self.vf_coef * value_loss
-            scaled_loss = self.optimizer.scale_loss(loss)
-        gradients = tape.gradient(scaled_loss, self.trainable_variables)
-        # Bad data (e.g. out-of-range actions under XLA) makes the loss NaN: the update is skipped, and learn()
-        # turns the NaN loss into an error naming the update.
-        apply_gradients_if_finite(self.optimizer, gradients, self.trainable_variables, loss)
-
-        # Trackers average over replicas: undo the 1/num_replicas so they show global values.
-        self.loss_tracker.update_state(loss / scale)
-        self.policy_loss_tracker.update_state(policy_loss / scale)
-        self.entropy_tracker.update_state(entropy / scale)
-        if self.value_loss_tracker is not None:  # set exactly when self.baseline
-            self.value_loss_tracker.update_state(value_loss / scale)
-        return {m.name: m.result() for m in self.metrics}
-
-    def get_config(self) -> dict[str, Any]:
-        config = super().get_config()
-        config.update(
-            observation_shape=list(self.observation_shape),
-            num_actions=self.num_actions,
-            policy=keras.saving.serialize_keras_object(self.policy) if self._custom_policy else None,
-            hidden_units=list(self.hidden_units),
-            activation=self.activation,
-            baseline=self.baseline,
-            gamma=self.gamma,
-            learning_rate=self.learning_rate,
-            ent_coef=self.ent_coef,
-            vf_coef=self.vf_coef,
-            normalize_returns=self.normalize_returns,
-            max_grad_norm=self.max_grad_norm,
-            num_envs=self.num_envs,
-            max_rollout_steps=self.max_rollout_steps,
-            fast_sampling=self.fast_sampling,
-            use_action_mask=self.use_action_mask,
-            seed=self.seed,
-        )
-        return config
-
-    @classmethod
-    def from_config(cls, config: dict[str, Any]) -> ReinforceAgent:
-        config = dict(config)
-        if config.get("policy") is not None:
-            config["policy"] = keras.saving.deserialize_keras_object(config["policy"])
-        return cls(**config)
-
-    # ---------------------------------------------------------------------------------------------
-    # Acting
-    # ---------------------------------------------------------------------------------------------
-
-    def action_probabilities(self, observations: np.ndarray, action_mask: np.ndarray | None = None) -> np.ndarray:
-        """``softmax(policy(observations))`` (masked: 0 where ``action_mask`` is 0) as NumPy ``[B, A]``."""
-        logits = tf.cast(self.policy(np.asarray(observations, np.float32), training=False), tf.float32)
-        if action_mask is not None:
-            logits = masked_logits(logits, action_mask)
-        return tf.nn.softmax(logits).numpy()
-
-    def greedy_action(self, observations: np.ndarray, action_mask: np.ndarray | None = None) -> np.ndarray:
-        """``argmax`` action ``[B]`` of the policy (among the valid actions, with ``action_mask``)."""
-        return np.argmax(self.action_probabilities(observations, action_mask), axis=-1)
-
-    def policy_sampler(self) -> NumpyPolicy | CompiledPolicy:
-        """The fastest sampler of the policy (see :func:`kerasce.rl.rollout.make_policy_sampler`),
-        holding the current weights: ``policy_sampler().logits(observations [N, D...]) -> [N, A]``."""
-        sampler = getattr(self, "_sampler", None)
-        if sampler is None:
-            sampler = make_policy_sampler(
-                self.policy, fast=self.fast_sampling, observation_shape=self.observation_shape
-            )
-            object.__setattr__(self, "_sampler", sampler)  # a cache, not a tracked Keras attribute
-        sampler.refresh()
-        return sampler
-
-    def export_policy(self, path: str | os.PathLike, write_extras: Callable[[Path], None] | None = None) -> Path:
-        """Write a SavedModel of the policy, atomically, through ``kerasce.export``.
-
-        It loads with plain TensorFlow (``tf.saved_model.load(path).signatures[name]``) and has two
-        signatures, both taking float32 ``observations`` ``[B, D...]``:
-
-        * ``serving_default``: ``action`` ``[B]`` int64, the greedy ``argmax`` of the logits (what
-          ``EvalCallback`` evaluates), and ``probabilities`` ``[B, A]`` float32.
-        * ``sample``: ``action`` ``[B]`` int64 drawn from ``probabilities`` (``tf.random.categorical``),
-          and ``probabilities``. Use it for a policy whose sampled play is better than its greedy play
-          (the training returns are those of sampled play).
-
-        ``action`` is the index ``0..A-1``; add ``env.action_space.start`` for a ``Discrete`` space
-        that does not start at 0. With ``use_action_mask`` both signatures take a second input,
-        ``action_mask`` ``[B, A]`` int8 (gymnasium's ``info["action_mask"]`` as it comes): actions with
-        mask 0 get probability 0 and are never chosen. ``Discrete`` observations are fed one-hot
-        (``np.eye(n)[state]``), as in training.
-
-        Args:
-          path: the export directory, created or replaced as a whole.
-          write_extras: called with the temporary export directory to add files (metrics, plots)
-            that appear together with the SavedModel or not at all.
-
-        Returns:
-          The export directory.
-        """
-        from kerasce.export import export_saved_model
-
-        policy = self.policy
-
-        def logits_of(observations, action_mask=None):
-            logits = tf.cast(policy(observations, training=False), tf.float32)
-            return logits if action_mask is None else masked_logits(logits, action_mask)
-
-        def serve(*inputs):
-            logits = logits_of(*inputs)
-            return {"action": tf.argmax(logits, axis=-1), "probabilities": tf.nn.softmax(logits)}
-
-        def sample(*inputs):
-            logits = logits_of(*inputs)
-            action = tf.random.categorical(logits, 1, dtype=tf.int64)[:, 0]
-            return {"action": action, "probabilities": tf.nn.softmax(logits)}
-
-        specs = [tf.TensorSpec((None,) + self.observation_shape, tf.float32, name="observations")]
-        if self.use_action_mask:
-            specs.append(tf.TensorSpec((None, self.num_actions), tf.int8, name="action_mask"))
-        return export_saved_model(
-            path, policy, serve, specs, write_extras=write_extras, extra_endpoints={"sample": (sample, specs)}
-        )
-
-    # ---------------------------------------------------------------------------------------------
-    # Checkpoints (kerasce.rl.checkpoints) and the training loop (kerasce.rl.learner)
-    # ---------------------------------------------------------------------------------------------
-
-    def _ensure_optimizer(self) -> None:
-        if not self.compiled:
-            with self.distribute_strategy.scope():
-                self.compile()
-        if not self.optimizer.built:
-            with self.distribute_strategy.scope():
-                self.optimizer.build(self.trainable_variables)
+    def mean_return(self, window: int = 100) -> float:
+        """Mean undiscounted return of the last ``window`` episodes (fewer early on; NaN before any)."""
+        return self.run_state.mean_return(window)
 
     def save_checkpoint(self, directory: str | os.PathLike) -> None:
         """Save the training state into ``directory`` (see :mod:`kerasce.rl.checkpoints`).
 
-        Saved: every model and optimizer variable (step count, moments, loss scale), ``updates``,
-        ``env_steps``, ``train_seconds``, the run seed, ``episode_returns`` and ``training_log``.
-        A crash while writing leaves the previous checkpoint intact.
+        Saved: every model and optimizer variable (step count, moments, loss scale) and the run state
+        (counters, run seed, episode returns, training log). A crash while writing leaves the previous
+        checkpoint intact.
         """
-        CheckpointStore(self, directory).save()
+        CheckpointStore(self, self.run_state, directory).save()
 
     @staticmethod
     def has_checkpoint(directory: str | os.PathLike) -> bool:
@@ -469,90 +98,12 @@ class ReinforceAgent(keras.Model):
         return has_checkpoint(directory)
 
     def load_checkpoint(self, directory: str | os.PathLike) -> None:
-        """Restore weights, optimizer state, counters and history saved by :meth:`save_checkpoint`.
+        """Restore weights, optimizer state and run state saved by :meth:`save_checkpoint`.
 
         Raises:
           ValueError: if there is no checkpoint or it was written by a differently shaped agent.
         """
-        CheckpointStore(self, directory).restore()
-
-    def mean_return(self, window: int = 100) -> float:
-        """Mean undiscounted return of the last ``window`` episodes (fewer early on; NaN before any)."""
-        recent = self.episode_returns[-window:]
-        return float(np.mean(recent)) if recent else math.nan
-
-    def _train_on_batch(self, observations, actions, returns, action_masks=None, step_weights=None) -> dict[str, float]:
-        """One compiled ``train_step`` on this worker's NumPy batch, split evenly over its local replicas
-        (every replica on one machine; under a multi-worker strategy each worker passes its own batch).
-        ``step_weights`` ``[B]``: see :meth:`train_step`."""
-        self._ensure_optimizer()  # built in the strategy's scope before the step is traced
-        inputs = tf.constant(observations, tf.float32)
-        if self.use_action_mask:
-            inputs = (inputs, tf.constant(np.asarray(action_masks, bool)))
-        weights = tf.constant(returns, tf.float32)
-        if step_weights is not None:
-            weights = {"returns": weights, "step_weights": tf.constant(step_weights, tf.float32)}
-        self._reset_trackers()
-        logs = self._update_function(step_weights is not None)((inputs, tf.constant(actions, tf.int32), weights))
-        return {k: float(v) for k, v in logs.items()}
-
-    def _update_function(self, step_weights: bool) -> Callable[..., dict[str, tf.Tensor]]:
-        """``train_step`` under the strategy, compiled once for any batch size.
-
-        Not Keras's ``train_function``: it traces for the first batch's exact shape and again, relaxed, for
-        the second, and a learner's batches differ in size at every update. One trace of this step costs
-        about 0.8 s on this project's CPU (measured), a fifth of a whole Acrobot run. Here the signature
-        has an unknown batch dimension from the start. Each replica takes its contiguous ``1/L`` of the
-        worker's batch (``L`` local replicas; the caller makes the batch a multiple of ``L``).
-        """
-        if step_weights in self._update_functions:
-            return self._update_functions[step_weights]
-        strategy = self.distribute_strategy
-        local = len(strategy.extended.worker_devices) if strategy.num_replicas_in_sync > 1 else 1
-        observations = tf.TensorSpec((None,) + self.observation_shape, tf.float32)
-        masks = tf.TensorSpec((None, self.num_actions), tf.bool)
-        inputs = (observations, masks) if self.use_action_mask else observations
-        steps = tf.TensorSpec((None,), tf.float32)
-        weights = {"returns": steps, "step_weights": steps} if step_weights else steps
-        signature = ((inputs, tf.TensorSpec((None,), tf.int32), weights),)
-
-        names = [metric.name for metric in self.metrics]
-
-        def replica_step(data):
-            if local > 1:  # replicas of worker w are w * L ... w * L + L - 1
-                replica = tf.distribute.get_replica_context().replica_id_in_sync_group % local
-                shard = tf.shape(data[1])[0] // local
-                data = tf.nest.map_structure(lambda x: x[replica * shard : (replica + 1) * shard], data)
-            logs = self.train_step(data)
-            return tf.stack([tf.cast(logs[name], tf.float32) for name in names])
-
-        def update(data):
-            # The replicas' logs averaged (as Keras's fit does), in one collective instead of one per metric.
-            logs = strategy.reduce(tf.distribute.ReduceOp.MEAN, strategy.run(replica_step, args=(data,)), axis=None)
-            return dict(zip(names, tf.unstack(logs, num=len(names))))
-
-        function = tf.function(update, input_signature=signature, jit_compile=self.jit_compile, autograph=False)
-        self._update_functions[step_weights] = function
-        return function
-
-    def _reset_trackers(self) -> None:
-        """Zero the metric trackers, so that the next step's logs are that step's values.
-
-        Not ``reset_metrics()``: Keras's ``Variable.assign`` reads the variable back, and under a multi-worker
-        strategy reading a tracker's (sync-on-read) variable is a collective all-reduce, one per variable:
-        measured 140 ms per update for four trackers on two local workers. A compiled assignment without
-        read-back costs under 1 ms.
-        """
-        if self._reset_trackers_function is None:
-            variables = [variable.value for metric in self.metrics for variable in metric.variables]
-
-            @tf.function
-            def reset() -> None:
-                for variable in variables:
-                    variable.assign(tf.zeros(variable.shape, variable.dtype), read_value=False)
-
-            self._reset_trackers_function = reset
-        self._reset_trackers_function()
+        CheckpointStore(self, self.run_state, directory).restore()
 
     def learn(
         self,
@@ -564,63 +115,35 @@ class ReinforceAgent(keras.Model):
         target_return: float | None = None,
         callbacks: Iterable[keras.callbacks.Callback] | None = None,
         verbose: int = 0,
-        checkpoint_dir: str | os.PathLike | None = None,
-        checkpoint_every: int = 10,
-        resume: bool = False,
-        eval_env: str | None = None,
-        eval_every: int = 10,
-        eval_episodes: int = 20,
-        evaluation: EvalCallback | None = None,
         action_mask_fn: Callable[[np.ndarray, dict], np.ndarray] | None = None,
     ) -> keras.callbacks.History:
         """Train on the first episode of each sub-env of a vector env, one update per collection round.
 
-        Each update (:class:`kerasce.rl.learner.Learner`): reset every sub-env (seeded from ``(seed,
+        Each update (:class:`kerasce.rl.trainer.Trainer`): reset every sub-env (seeded from ``(run seed,
         update)``), step them with actions sampled from the current policy until every sub-env has
-        finished its first episode, keep the steps of those first episodes (one per sub-env), compute
-        discounted returns, normalise them (``normalize_returns``) and run the compiled ``train_step``
-        once on that batch. Because every update starts from seeds derived from the update index, a
-        resumed run continues exactly as the uninterrupted one. Under a strategy with several replicas
-        (``MultiWorkerMirroredStrategy``, ``MirroredStrategy``) each worker collects its own episodes and
-        the update, counts and stop decisions are global: see :mod:`kerasce.rl.distributed`.
+        finished its first episode, keep the steps of those first episodes, compute discounted returns,
+        normalise them (``normalize_returns``) and call :meth:`update` once on that batch. Because every
+        update starts from seeds derived from the update index, a resumed run continues exactly as the
+        uninterrupted one. Under a strategy with several replicas each worker collects its own episodes
+        and the update, counts and stop decisions are global (the same loop over a collective).
 
-        Only the first episode of each sub-env is used (and logged in ``episode_returns``): a fast
-        sub-env's 2nd, 3rd, ... episodes finish before the slowest sub-env's first one only when they
-        are short, so keeping them would bias the gradient and ``mean_return_100`` toward short
-        episodes. A plain ``SyncVectorEnv`` (``make_vector_env``'s choice for envs without a NumPy
-        implementation: Acrobot, LunarLander) stops stepping a sub-env once its first episode has ended;
-        other vector envs step all sub-envs at once, and those later steps are collected and counted in
-        ``env_steps`` too.
-
-        With ``eval_env``, an :class:`kerasce.callbacks.EvalCallback` plays ``eval_episodes`` greedy
-        episodes on fresh seeds every ``eval_every`` updates; ``target_return`` then stops training only
-        when the greedy evaluation reaches it too, and the best-evaluated weights are loaded into the
-        agent when ``learn`` returns (the checkpoint keeps the last weights, to resume from).
-
-        Callbacks see one update as one epoch; logs hold ``loss``, ``policy_loss``, ``entropy``,
-        (``value_loss``), ``mean_return_100``, ``episode_return`` (this update's mean), ``episodes``,
-        ``env_steps``, ``steps_per_second`` (collection), ``collect_cpu_seconds`` (the CPU time of this
-        update's collection, every thread of the process; in a cluster, summed over the workers: per env
-        step it tells a slower CPU from waiting), ``train_seconds`` and, with ``eval_env``,
-        ``eval_return_mean``, ``eval_return_std``, ``eval_episodes``, ``eval_seed``, ``evaluated``.
+        Callbacks see one update as one epoch. Those of :mod:`kerasce.rl.callbacks` run in a fixed place:
+        ``EvalCallback`` first (its ``eval_*`` keys reach the others), ``CheckpointCallback`` last (it saves
+        the update's complete row). Logs hold ``loss``, ``policy_loss``, ``entropy``, (``value_loss``),
+        ``mean_return_100``, ``episode_return`` (this update's mean), ``episodes``, ``env_steps``,
+        ``batch_steps``, ``steps_per_second`` (collection), ``collect_cpu_seconds`` and
+        ``train_seconds``.
 
         Args:
           env: a gymnasium id (a vector env of ``num_envs`` is made and closed here) or a vector env.
           total_timesteps: stop after this many env steps in total (``None``: no limit).
           max_updates: stop after this many updates in total.
           max_seconds: stop after this much training wall time (this call).
-          target_return: stop when the mean return of the last 100 episodes reaches it (and the
-            greedy evaluation, with ``eval_env``).
-          callbacks: Keras callbacks (``CSVLogger``, ``TensorBoard``, ``EarlyStopping``, ...).
+          target_return: stop when the mean return of the last 100 episodes reaches it (and, with an
+            ``EvalCallback`` among ``callbacks``, its greedy evaluation too).
+          callbacks: Keras callbacks (``CSVLogger``, ``TensorBoard``, ...) and those of
+            :mod:`kerasce.rl.callbacks` (``EvalCallback``, ``CheckpointCallback``, ``StopAtMeanReturn``).
           verbose: 1 prints one line per update.
-          checkpoint_dir: save the training state there every ``checkpoint_every`` updates and at the end.
-          checkpoint_every: updates between checkpoints.
-          resume: load the checkpoint in ``checkpoint_dir`` first, if there is one.
-          eval_env: env id for greedy evaluation (``None``: no evaluation).
-          eval_every: updates between evaluations.
-          eval_episodes: episodes per evaluation.
-          evaluation: an ``EvalCallback`` of your own, instead of ``eval_env`` & co. (to read its
-            ``best`` afterwards).
           action_mask_fn: with ``use_action_mask``, ``(observations [N, D...], infos) -> [N, A]`` valid
             actions (default :func:`kerasce.rl.envs.info_action_mask`, i.e. ``info["action_mask"]``).
 
@@ -628,41 +151,29 @@ class ReinforceAgent(keras.Model):
           The ``keras.callbacks.History`` of this call (``history.history[key]`` per update).
 
         Raises:
-          ValueError: bad env / spaces / observations (NaN), or no complete episode in
-            ``max_rollout_steps``.
+          ValueError: bad env / spaces / observations (NaN), no stopping condition, or no complete
+            episode in ``max_rollout_steps``.
           FloatingPointError: a non-finite loss; training stopped, the last checkpoint is kept.
         """
-        from kerasce.rl.distributed import DistributedLearner
-        from kerasce.rl.learner import Learner, StopConditions
-
-        if all(x is None for x in (total_timesteps, max_updates, max_seconds, target_return)):
+        stop = StopConditions(total_timesteps, max_updates, max_seconds)
+        if stop.unlimited() and target_return is None:
             raise ValueError(
-                "Expected a stopping condition: total_timesteps, max_updates, max_seconds or target_return."
-            )
-        if evaluation is not None and eval_env is not None:
-            raise ValueError("Expected `eval_env` or `evaluation`, got both.")
-        if eval_env is not None:
-            evaluation = EvalCallback(
-                eval_env, episodes=eval_episodes, eval_every=eval_every, target_return=target_return, verbose=verbose
+                "One of `total_timesteps`, `max_updates`, `max_seconds` or `target_return` must be set (a "
+                "stopping condition). Received: all None"
             )
         own_env = isinstance(env, str)
         vec_env = make_vector_env(env, self.num_envs) if isinstance(env, str) else env
         try:
-            # Under a strategy with several replicas, each worker collects its own episodes.
-            driver = DistributedLearner if self.distribute_strategy.num_replicas_in_sync > 1 else Learner
-            learner = driver(
+            trainer = Trainer(
                 self,
+                self.run_state,
                 vec_env,
                 callbacks=callbacks,
                 verbose=verbose,
-                checkpoint_dir=checkpoint_dir,
-                checkpoint_every=checkpoint_every,
-                resume=resume,
                 target_return=target_return,
-                evaluation=evaluation,
                 action_mask_fn=action_mask_fn,
             )
-            return learner.run(StopConditions(total_timesteps, max_updates, max_seconds))
+            return trainer.run(stop)
         finally:
             if own_env:
                 vec_env.close()

@@ -18,15 +18,13 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import tensorflow as tf
 
 from kerasce.export import write_json_atomic
+from kerasce.rl.model import ReinforceModel
 from kerasce.rl.returns import RunningScale
-
-if TYPE_CHECKING:
-    from kerasce.rl.agent import ReinforceAgent
+from kerasce.rl.state import RunState
 
 __all__ = ["CheckpointStore", "has_checkpoint"]
 
@@ -43,21 +41,23 @@ class CheckpointStore:
     """Saves and restores an agent's whole training state in one directory.
 
     Args:
-      agent: the agent (its optimizer is built on first use).
+      model: the model (its optimizer is built on first use).
+      state: the run state saved beside the model's variables.
       directory: the checkpoint directory (created).
       max_to_keep: variable checkpoints kept on disk.
     """
 
-    def __init__(self, agent: ReinforceAgent, directory: str | os.PathLike, max_to_keep: int = 2):
-        self.agent = agent
+    def __init__(self, model: ReinforceModel, state: RunState, directory: str | os.PathLike, max_to_keep: int = 2):
+        self.model = model
+        self.state = state
         self.directory = Path(directory)
         self.max_to_keep = int(max_to_keep)
         self._manager: tf.train.CheckpointManager | None = None
         self._rows_written: int | None = None  # history lines on disk that match the agent's log
 
     def _checkpoint(self) -> tf.train.Checkpoint:
-        self.agent._ensure_optimizer()
-        return tf.train.Checkpoint(model=self.agent, optimizer=self.agent.optimizer)
+        self.model.build_optimizer()
+        return tf.train.Checkpoint(model=self.model, optimizer=self.model.optimizer)
 
     def _manager_for_save(self) -> tf.train.CheckpointManager:
         if self._manager is None:
@@ -69,8 +69,8 @@ class CheckpointStore:
             return json.load(f)
 
     def save(self) -> None:
-        """Write the agent's state: new history lines, the variables, then ``state.json``."""
-        agent = self.agent
+        """Write the run's state: new history lines, the variables, then ``state.json``."""
+        state = self.state
         self.directory.mkdir(parents=True, exist_ok=True)
         history = self.directory / HISTORY_FILE
         if self._rows_written is None:  # a fresh run here: nothing on disk belongs to it
@@ -80,7 +80,7 @@ class CheckpointStore:
                 (self.directory / name).unlink(missing_ok=True)
             history.write_bytes(b"")
             self._rows_written = 0
-        log, returns = agent.training_log, agent.episode_returns
+        log, returns = state.training_log, state.episode_returns
         with open(history, "a") as f:
             for u in range(self._rows_written, len(log)):
                 start = int(log[u - 1]["episodes"]) if u > 0 else 0
@@ -90,53 +90,59 @@ class CheckpointStore:
             os.fsync(f.fileno())
             history_bytes = f.tell()
         self._rows_written = len(log)
-        prefix = self._manager_for_save().save(checkpoint_number=agent.updates)
-        state = {
-            "updates": agent.updates,
-            "env_steps": agent.env_steps,
-            "train_seconds": agent.train_seconds,
-            "collect_seconds": agent.collect_seconds,
-            "run_seed": agent._run_seed,
-            "return_scale": agent.return_scale.get_state(),
+        prefix = self._manager_for_save().save(checkpoint_number=state.updates)
+        record = {
+            "updates": state.updates,
+            "env_steps": state.env_steps,
+            "train_seconds": state.train_seconds,
+            "collect_seconds": state.collect_seconds,
+            "run_seed": state.run_seed,
+            "return_scale": state.return_scale.get_state(),
             "checkpoint": os.path.basename(prefix),
             "history_rows": len(log),
             "history_bytes": history_bytes,
         }
-        write_json_atomic(self.directory / STATE_FILE, state)
+        write_json_atomic(self.directory / STATE_FILE, record)
 
     def restore(self) -> None:
-        """Load the state ``state.json`` names into the agent.
+        """Load the variables and run state ``state.json`` names into the model and the run state.
 
         Raises:
           ValueError: if there is no checkpoint, or it was written by an agent of another shape (the
             message says how to start fresh).
         """
         if not has_checkpoint(self.directory):
-            raise ValueError(f"Expected a checkpoint (from save_checkpoint) in {str(self.directory)!r}, found none.")
-        agent = self.agent
-        state = self._read_state()
+            raise ValueError(
+                "`directory` must hold a checkpoint (from save_checkpoint). "
+                f"Received: directory={str(self.directory)!r}"
+            )
+        record = self._read_state()
         try:
-            status = self._checkpoint().restore(str(self.directory / state["checkpoint"]))
+            status = self._checkpoint().restore(str(self.directory / record["checkpoint"]))
             status.assert_existing_objects_matched()
         except (ValueError, AssertionError, tf.errors.OpError) as error:
             raise ValueError(
-                f"The checkpoint in {str(self.directory)!r} does not fit this agent (written with another "
-                f"env, network or optimizer?): {str(error).splitlines()[0]} Delete that directory (or choose "
-                "another one) to start a fresh run."
+                "The checkpoint must fit this agent (same env, network and optimizer). Received: the one in "
+                f"{str(self.directory)!r}, which does not fit this agent: {str(error).splitlines()[0]} Delete "
+                "that directory (or choose another one) to start a fresh run."
             ) from None
         history = self.directory / HISTORY_FILE
         with open(history, "r+b") as f:
-            f.truncate(state["history_bytes"])  # lines appended after the last complete save
+            f.truncate(record["history_bytes"])  # lines appended after the last complete save
             f.seek(0)
             rows = [json.loads(line) for line in f.read().decode().splitlines()]
-        if len(rows) != state["history_rows"]:
-            raise ValueError(f"{history} has {len(rows)} updates, {STATE_FILE} expects {state['history_rows']}.")
-        agent.updates = int(state["updates"])
-        agent.env_steps = int(state["env_steps"])
-        agent.train_seconds = float(state["train_seconds"])
-        agent.collect_seconds = float(state["collect_seconds"])
-        agent._run_seed = state["run_seed"]
-        agent.return_scale = RunningScale(**state.get("return_scale", {}))
-        agent.training_log = [row["log"] for row in rows]
-        agent.episode_returns = [float(r) for row in rows for r in row["episode_returns"]]
+        if len(rows) != record["history_rows"]:
+            raise ValueError(
+                f"`{HISTORY_FILE}` must have the {record['history_rows']} updates {STATE_FILE} names. Received: "
+                f"{len(rows)} updates in {history}"
+            )
+        state = self.state
+        state.updates = int(record["updates"])
+        state.env_steps = int(record["env_steps"])
+        state.train_seconds = float(record["train_seconds"])
+        state.collect_seconds = float(record["collect_seconds"])
+        state.run_seed = record["run_seed"]
+        state.return_scale = RunningScale(**record.get("return_scale", {}))
+        state.training_log = [row["log"] for row in rows]
+        state.episode_returns = [float(r) for row in rows for r in row["episode_returns"]]
         self._rows_written = len(rows)

@@ -38,8 +38,8 @@ def info_action_mask(observations: np.ndarray, infos: dict) -> np.ndarray:
     """
     if "action_mask" not in infos:
         raise ValueError(
-            f"Expected the env's info to hold 'action_mask' [N, A] (gymnasium's convention), got keys "
-            f"{sorted(k for k in infos if not k.startswith('_'))}; pass action_mask_fn=... for another source."
+            "The env's info must hold 'action_mask' [N, A] (gymnasium's convention). Received: info keys "
+            f"{sorted(k for k in infos if not k.startswith('_'))}. Pass action_mask_fn=... for another source."
         )
     return np.asarray(infos["action_mask"]).astype(bool)
 
@@ -69,18 +69,22 @@ def make_vector_env(env_id: str, num_envs: int, mode: str = "auto", **kwargs: An
         an env whose dependencies are missing (the message names the pip extra).
     """
     if not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
-        raise ValueError(f"Expected `num_envs` to be an int >= 1, got {num_envs!r}.")
+        raise ValueError(f"`num_envs` must be an int >= 1. Received: num_envs={num_envs!r}")
     if mode not in VECTOR_MODES:
-        raise ValueError(f"Unknown vector env mode {mode!r}; expected one of {VECTOR_MODES}.")
+        raise ValueError(f"`mode` must be one of {VECTOR_MODES}. Received: unknown vector env mode={mode!r}")
     try:
         spec = gymnasium.spec(env_id)
     except gymnasium.error.Error as error:
         raise ValueError(
-            f"Unknown gymnasium env id {env_id!r}; expected a registered id such as 'CartPole-v1' ({error})."
+            f"`env_id` must be a registered gymnasium id such as 'CartPole-v1'. Received: unknown gymnasium env id "
+            f"{env_id!r} ({error})"
         ) from None
     tabular = unsupported_reason(env_id, kwargs) is None
     if mode == "native" and spec.vector_entry_point is None and not tabular:
-        raise ValueError(f"{env_id!r} has no native vector implementation; use mode 'sync' or 'async'.")
+        raise ValueError(
+            f"`mode` must be 'sync' or 'async' for {env_id!r}, which has no native vector implementation. "
+            f"Received: mode={mode!r}"
+        )
     try:
         if mode in ("auto", "native") and tabular:
             return one_hot_observations(TabularVectorEnv(env_id, int(num_envs), **kwargs))
@@ -101,7 +105,9 @@ def make_vector_env(env_id: str, num_envs: int, mode: str = "auto", **kwargs: An
         extra = "box2d" if "box2d" in str(error).lower() else None
         hint = f'pip install -e ".[{extra}]"' if extra else "install the package it names"
         detail = " ".join(str(error).split())  # one line
-        raise ValueError(f"{env_id!r} needs a package that is not installed: {hint} ({detail}).") from None
+        raise ValueError(
+            f"`env_id` must be an env whose packages are installed: {hint}. Received: env_id={env_id!r} ({detail})"
+        ) from None
 
 
 def check_spaces(
@@ -124,24 +130,30 @@ def check_spaces(
     """
     if not isinstance(env, gymnasium.vector.VectorEnv):
         raise ValueError(
-            f"Expected a gymnasium vector env (gymnasium.make_vec) or an env id, got {type(env).__name__}."
+            f"`env` must be a gymnasium vector env (gymnasium.make_vec) or an env id. Received: {type(env).__name__}"
         )
     action_space = env.single_action_space
     observation_space = env.single_observation_space
     if not isinstance(action_space, gymnasium.spaces.Discrete):
         raise ValueError(
-            f"ReinforceAgent supports Discrete action spaces, got {action_space} ({type(action_space).__name__})."
+            "The env's action space must be Discrete (ReinforceAgent supports Discrete action spaces). "
+            f"Received: {action_space} ({type(action_space).__name__})"
         )
     if not isinstance(observation_space, gymnasium.spaces.Box):
         raise ValueError(
-            f"ReinforceAgent supports Box observation spaces (and Discrete ones, one-hot encoded by "
-            f"make_vector_env / one_hot_observations), got {observation_space} ({type(observation_space).__name__})."
+            "The env's observation space must be Box, or Discrete (ReinforceAgent supports Box observation spaces; "
+            "Discrete ones are one-hot encoded by make_vector_env / one_hot_observations). "
+            f"Received: {observation_space} ({type(observation_space).__name__})"
         )
     env_shape, env_actions = tuple(observation_space.shape), int(action_space.n)
     if observation_shape is not None and tuple(observation_shape) != env_shape:
         raise ValueError(
-            f"The policy expects observations of shape {tuple(observation_shape)}, the env gives {env_shape}."
+            f"The env's observations must have the shape the policy expects, {tuple(observation_shape)}. "
+            f"Received: observations of shape {env_shape} from the env"
         )
     if num_actions is not None and num_actions != env_actions:
-        raise ValueError(f"The policy outputs {num_actions} action logits, the env has {env_actions} actions.")
+        raise ValueError(
+            f"The env must have as many actions as the policy outputs logits, {num_actions}. "
+            f"Received: an env with {env_actions} actions"
+        )
     return env_shape, env_actions

@@ -83,12 +83,14 @@ def evaluate_policy(
       ValueError: if ``episodes < 1`` or an episode does not end within ``max_steps``.
     """
     if int(episodes) < 1:
-        raise ValueError(f"Expected `episodes` >= 1, got {episodes}.")
+        raise ValueError(f"`episodes` must be >= 1. Received: episodes={episodes}")
     own = isinstance(env, str)
     vec_env = make_vector_env(env, int(episodes), mode="sync") if isinstance(env, str) else env
     try:
         if vec_env.num_envs != episodes:
-            raise ValueError(f"Expected a vector env with {episodes} sub-envs, got {vec_env.num_envs}.")
+            raise ValueError(
+                f"`env` must be a vector env with `episodes`={episodes} sub-envs. Received: {vec_env.num_envs} sub-envs"
+            )
         if max_steps is None:
             limit = getattr(vec_env.spec, "max_episode_steps", None) if vec_env.spec is not None else None
             max_steps = limit + 1 if limit else 100_000

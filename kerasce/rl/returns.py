@@ -9,20 +9,28 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["RunningScale", "complete_episode_mask", "discounted_returns", "first_episode_mask", "normalize"]
+__all__ = [
+    "RunningScale",
+    "combine_moments",
+    "complete_episode_mask",
+    "discounted_returns",
+    "first_episode_mask",
+    "moments",
+    "normalize",
+]
 
 
 def _as_bool(name: str, value: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     value = np.asarray(value)
     if value.shape != shape:
-        raise ValueError(f"Expected `{name}` of shape {shape} (like `rewards`), got {value.shape}.")
+        raise ValueError(f"`{name}` must have the shape of `rewards`, {shape}. Received: {name}.shape={value.shape}")
     return value.astype(bool, copy=False)
 
 
 def _check_inputs(rewards, terminated, truncated, valid):
     rewards = np.asarray(rewards)
     if rewards.ndim != 2:
-        raise ValueError(f"Expected time-major `rewards` of shape [T, N], got shape {rewards.shape}.")
+        raise ValueError(f"`rewards` must be time-major, of shape [T, N]. Received: rewards.shape={rewards.shape}")
     shape = rewards.shape
     terminated = _as_bool("terminated", terminated, shape)
     truncated = _as_bool("truncated", truncated, shape)
@@ -72,7 +80,7 @@ def discounted_returns(
     """
     rewards, terminated, truncated, valid = _check_inputs(rewards, terminated, truncated, valid)
     if not 0.0 <= gamma <= 1.0:
-        raise ValueError(f"Expected `gamma` in [0, 1], got {gamma}.")
+        raise ValueError(f"`gamma` must be in [0, 1]. Received: gamma={gamma}")
     dtype = np.result_type(rewards.dtype, np.float64)
     continues = ~(terminated | truncated)
     if bootstrap is None:
@@ -80,7 +88,10 @@ def discounted_returns(
     else:
         bootstrap = np.asarray(bootstrap, dtype)
         if bootstrap.shape != rewards.shape:
-            raise ValueError(f"Expected `bootstrap` of shape {rewards.shape} (like `rewards`), got {bootstrap.shape}.")
+            raise ValueError(
+                f"`bootstrap` must have the shape of `rewards`, {rewards.shape}. "
+                f"Received: bootstrap.shape={bootstrap.shape}"
+            )
         tail = np.where(truncated & ~terminated, bootstrap, 0.0)
     returns = np.zeros(rewards.shape, dtype)
     running = np.zeros(rewards.shape[1], dtype)
@@ -158,9 +169,9 @@ def normalize(values: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
         mask = np.ones(values.shape, bool)
     mask = np.asarray(mask, bool)
     if mask.shape != values.shape:
-        raise ValueError(f"Expected `mask` of shape {values.shape}, got {mask.shape}.")
+        raise ValueError(f"`mask` must have the shape of `values`, {values.shape}. Received: mask.shape={mask.shape}")
     if not mask.any():
-        raise ValueError("Expected at least one entry to normalise, got an empty mask.")
+        raise ValueError("`mask` must select at least one entry to normalise. Received: an all-False mask")
     selected = values[mask]
     eps = np.finfo(values.dtype).eps
     out = (values - selected.mean()) / (selected.std() + eps)
@@ -192,21 +203,54 @@ class RunningScale:
 
     def update(self, values: np.ndarray) -> None:
         """Fold ``values`` (any shape) into the running statistics."""
-        values = np.asarray(values, np.float64).reshape(-1)
-        if values.size == 0:
-            return
-        mean = float(values.mean())
-        self.merge(values.size, mean, float(((values - mean) ** 2).sum()))
+        self.merge(*moments(values))
 
     def merge(self, count: float, mean: float, m2: float) -> None:
-        """Fold in a group of ``count`` values given by their ``mean`` and ``m2`` (sum of squared deviations)."""
+        """Fold in a group of ``count`` values given by their ``mean`` and ``m2`` (sum of squared deviations).
+
+        Chan et al.'s pairwise update; into an empty scale the group is copied as it is (no rounding)."""
         if count <= 0:
             return
         n = float(count)
+        if self.count == 0:
+            self.count, self.mean, self.m2 = n, float(mean), float(m2)
+            return
         delta, total = mean - self.mean, self.count + n
         self.mean += delta * n / total
         self.m2 += m2 + delta**2 * self.count * n / total
         self.count = total
 
+    @property
+    def std(self) -> float:
+        """Population standard deviation of the values seen (0 before any)."""
+        return float(np.sqrt(self.m2 / self.count)) if self.count > 0 else 0.0
+
     def get_state(self) -> dict[str, float]:
         return {"count": self.count, "mean": self.mean, "m2": self.m2}
+
+
+def moments(values: np.ndarray) -> tuple[int, float, float]:
+    """``(count, mean, M2)`` of ``values`` (any shape), ``M2 = sum (x - mean)^2``, in float64."""
+    values = np.asarray(values, np.float64).reshape(-1)
+    if values.size == 0:
+        return 0, 0.0, 0.0
+    mean = float(values.mean())
+    return values.size, mean, float(((values - mean) ** 2).sum())
+
+
+def combine_moments(counts: np.ndarray, means: np.ndarray, m2s: np.ndarray) -> tuple[float, float]:
+    """Mean and (population) standard deviation of a union of groups from each group's count ``n``,
+    mean and ``M2`` (folded one by one through :meth:`RunningScale.merge`; no large sums of squares).
+
+    Args:
+      counts, means, m2s: ``[W]`` per group; groups with ``n = 0`` are ignored.
+
+    Raises:
+      ValueError: if every count is 0.
+    """
+    union = RunningScale()
+    for count, mean, m2 in zip(np.asarray(counts, np.float64), means, m2s):
+        union.merge(float(count), float(mean), float(m2))
+    if union.count <= 0:
+        raise ValueError(f"`counts` must have a group with at least one value. Received: counts={list(counts)}")
+    return union.mean, union.std

@@ -81,7 +81,9 @@ def mask_logits(logits: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
     mask = np.asarray(mask, bool)
     if not mask.any(axis=-1).all():
         empty = np.flatnonzero(~mask.any(-1))
-        raise ValueError(f"Expected at least one valid action per row, got action mask rows {empty} with none.")
+        raise ValueError(
+            f"`mask` must allow at least one valid action per row. Received: action mask rows {empty} with none"
+        )
     return np.where(mask, logits, -np.inf)
 
 
@@ -127,12 +129,14 @@ class NumpyPolicy:
                 continue
             if not isinstance(layer, (keras.layers.Dense, keras.layers.Activation)):
                 raise TypeError(
-                    f"NumpyPolicy supports Dense and Activation layers, got {type(layer).__name__} ({layer.name!r})."
+                    "`model` must be a chain of Dense and Activation layers (NumpyPolicy supports those). "
+                    f"Received: a {type(layer).__name__} layer ({layer.name!r})"
                 )
             name = getattr(layer.activation, "__name__", str(layer.activation))
             if name not in _ACTIVATIONS:
                 raise TypeError(
-                    f"NumpyPolicy supports activations {sorted(_ACTIVATIONS)}, got {name!r} in layer {layer.name!r}."
+                    f"`model`'s activations must be among {sorted(_ACTIVATIONS)} (NumpyPolicy supports those). "
+                    f"Received: {name!r} in layer {layer.name!r}"
                 )
             dense = layer if isinstance(layer, keras.layers.Dense) else None
             self._layers.append((dense, _ACTIVATIONS[name]))
@@ -167,7 +171,7 @@ class NumpyPolicy:
     def _check_matches_model(self) -> None:
         shape = (8,) + self.observation_shape
         if None in shape:
-            raise TypeError(f"NumpyPolicy needs a fixed observation shape, got {shape}.")
+            raise TypeError(f"`observation_shape` must be fixed for NumpyPolicy. Received: shape={shape}")
         probe = np.random.default_rng(0).normal(size=shape).astype(np.float32)
         try:
             ours = self.logits(probe)
@@ -215,8 +219,8 @@ def _observation_shape(model: keras.Model, observation_shape: tuple[int, ...] | 
         inputs = None
     if not inputs or len(inputs) != 1:
         raise TypeError(
-            f"Expected a model with one input or an explicit observation_shape, got {type(model).__name__} "
-            f"with {len(inputs) if inputs else 'no'} symbolic inputs."
+            "`model` must have one input, or `observation_shape` must be given. Received: a "
+            f"{type(model).__name__} with {len(inputs) if inputs else 'no'} symbolic inputs"
         )
     return tuple(inputs[0].shape[1:])
 
@@ -282,7 +286,9 @@ def autoreset_mode(env: gymnasium.vector.VectorEnv) -> gymnasium.vector.Autorese
     mode = env.metadata.get("autoreset_mode", gymnasium.vector.AutoresetMode.NEXT_STEP)
     mode = gymnasium.vector.AutoresetMode(mode)
     if mode is gymnasium.vector.AutoresetMode.DISABLED:
-        raise ValueError("Expected a vector env that autoresets (NEXT_STEP or SAME_STEP), got autoreset_mode=DISABLED.")
+        raise ValueError(
+            "`env` must autoreset (NEXT_STEP or SAME_STEP). Received: a vector env with autoreset_mode=DISABLED"
+        )
     return mode
 
 
@@ -332,7 +338,7 @@ def collect_episodes(
         :func:`kerasce.rl.envs.info_action_mask`; then ``act`` is called as ``act(observations, mask)``
         and the masks are stored in the rollout.
       infos: the infos that came with ``observations`` (from ``env.reset``), for ``action_mask``.
-      first_episodes_only: the caller keeps each sub-env's first episode only (the learner and the
+      first_episodes_only: the caller keeps each sub-env's first episode only (the trainer and the
         evaluation do): where `steppable_sub_envs` allows, the sub-envs are stepped one by one, not
         through the vector env, and one that has finished its first episode is no longer stepped (its
         later rows repeat its last observation with ``valid=False`` and count as ``skipped_steps``). The

@@ -32,11 +32,17 @@ TABULAR_ENV_IDS = ("Taxi-v4", "FrozenLake-v1", "FrozenLake8x8-v1", "CliffWalking
 def unsupported_reason(env_id: str, kwargs: dict[str, Any]) -> str | None:
     """Why :class:`TabularVectorEnv` cannot stand in for ``gymnasium.make(env_id, **kwargs)``; None if it can."""
     if env_id not in TABULAR_ENV_IDS:
-        return f"TabularVectorEnv supports {TABULAR_ENV_IDS}, got {env_id!r}."
+        return f"`env_id` must be one of {TABULAR_ENV_IDS} (TabularVectorEnv supports those). Received: {env_id!r}"
     if kwargs.get("render_mode") is not None:
-        return "TabularVectorEnv does not render; use make_vector_env(..., mode='sync') to render."
+        return (
+            "`render_mode` must be None: TabularVectorEnv does not render; use make_vector_env(..., mode='sync') "
+            f"to render. Received: render_mode={kwargs['render_mode']!r}"
+        )
     if kwargs.get("fickle_passenger"):
-        return "Taxi's fickle_passenger changes the destination outside its table; use mode='sync'."
+        return (
+            "`fickle_passenger` must be False: Taxi's fickle_passenger changes the destination outside its "
+            "table; use mode='sync'. Received: fickle_passenger=True"
+        )
     return None
 
 
@@ -64,7 +70,7 @@ class TabularVectorEnv(gymnasium.vector.VectorEnv):
         if reason is not None:
             raise ValueError(reason)
         if int(num_envs) < 1:
-            raise ValueError(f"Expected num_envs >= 1, got {num_envs}.")
+            raise ValueError(f"`num_envs` must be >= 1. Received: num_envs={num_envs}")
         env = gymnasium.make(env_id, **kwargs)
         base: Any = env.unwrapped
         self.metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP}
@@ -129,7 +135,10 @@ class TabularVectorEnv(gymnasium.vector.VectorEnv):
     def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         actions = np.asarray(actions)
         if actions.shape != (self.num_envs,) or not np.isin(actions, np.arange(self._next.shape[1])).all():
-            raise ValueError(f"Expected {self.num_envs} actions in [0, {self._next.shape[1]}), got {actions.tolist()}.")
+            raise ValueError(
+                f"`actions` must be {self.num_envs} actions in [0, {self._next.shape[1]}). "
+                f"Received: actions={actions.tolist()}"
+            )
         states, actions = self._states, actions.astype(np.int64)
         u = self._rng.random(self.num_envs)
         outcome = (self._cdf[states, actions] < u[:, None]).sum(axis=-1)

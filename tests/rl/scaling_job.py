@@ -98,9 +98,10 @@ def build_agent(strategy):
 
 
 def update_task(args, strategy) -> dict:
-    from kerasce.rl.distributed import DistributedLearner, pad_batch, worker_index
+    from kerasce.rl import Batch
+    from kerasce.rl.collective import worker_index
     from kerasce.rl.envs import make_vector_env
-    from kerasce.rl.learner import Learner
+    from kerasce.rl.trainer import Trainer
 
     returns, mask, observations, actions = union_data()
     if args.kept is not None:
@@ -111,28 +112,26 @@ def update_task(args, strategy) -> dict:
         mine = order[: args.split] if w == 0 else order[args.split :]
         mask = np.isin(np.arange(T * N), mine).reshape(T, N)
     agent = build_agent(strategy)
-    env = make_vector_env("CartPole-v1", 2)  # unused by the update; a Learner needs one
-    driver = DistributedLearner if strategy.num_replicas_in_sync > 1 else Learner
+    env = make_vector_env("CartPole-v1", 2)  # unused by the update; a Trainer needs one
 
-    class Mutant(DistributedLearner):
-        def train_on_batch(self, batch):
-            local = len(self.strategy.extended.worker_devices)
-            kept = self._kept_steps()
-            size = -(-int(kept.max()) // local)
-            mine = max(int(kept[self.worker]), 1)
+    class Mutant(Trainer):
+        def update(self, batch, kept_steps):
+            local = self.collective.local_replicas
+            size = -(-int(kept_steps.max()) // local)
+            mine = max(int(kept_steps[self.collective.worker]), 1)
             if args.mutation == "per_worker_mean":  # each replica's mean over its own steps, averaged
                 weight = size * local / mine
             else:  # local_count: this worker's count where the global one belongs
                 weight = strategy.num_replicas_in_sync * size / mine
-            return self.agent._train_on_batch(*pad_batch(batch, local * size, weight))
+            return self.model.update(batch.padded(local * size, weight))
 
-    learner = (Mutant if args.mutation != "none" else driver)(agent, env)
-    normalised = learner.finish_returns(returns.astype(np.float32), mask, update=0)
-    batch = (observations[mask], actions[mask], normalised[mask].astype(np.float32), None)
-    learner.train_on_batch(batch)
+    learner = (Mutant if args.mutation != "none" else Trainer)(agent, agent.run_state, env)
+    normalised, kept_steps = learner.finish_returns(returns.astype(np.float32), mask, update=0)
+    batch = Batch(observations[mask], actions[mask], normalised[mask].astype(np.float32))
+    learner.update(batch, kept_steps)
     # A second update on the same batch: its logs must be its own (the trackers are zeroed in between on
     # every replica), so they are compared with the one-device run's second update.
-    metrics = learner.train_on_batch(batch)
+    metrics = learner.update(batch, kept_steps)
     env.close()
     return {
         "replicas": strategy.num_replicas_in_sync,
@@ -143,7 +142,7 @@ def update_task(args, strategy) -> dict:
 
 
 def learn_task(args, strategy) -> dict:
-    import kerasce.rl.learner as learner_module
+    import kerasce.rl.trainer as learner_module
 
     if args.clock_scale == 1.0:
         return _learn(args, strategy)
@@ -156,7 +155,7 @@ def learn_task(args, strategy) -> dict:
 
 
 def _learn(args, strategy) -> dict:
-    from kerasce.rl.distributed import worker_index
+    from kerasce.rl.collective import worker_index
 
     agent = build_agent(strategy)
     agent.max_rollout_steps = 500
@@ -170,21 +169,21 @@ def _learn(args, strategy) -> dict:
                 self.model.stop_training = True  # as EarlyStopping does
 
     checkpoint_dir = None if args.checkpoint_dir is None else distribute.worker_path(args.checkpoint_dir, strategy)
+    from kerasce.rl import CheckpointCallback, EvalCallback
+
+    callbacks: list = [Die()]
     evaluation = None
     if args.eval_episodes is not None:
-        from kerasce.callbacks import EvalCallback
-
         evaluation = EvalCallback("CartPole-v1", episodes=args.eval_episodes, eval_every=1, restore_best=False)
+        callbacks.append(evaluation)
+    if checkpoint_dir is not None:
+        callbacks.append(CheckpointCallback(checkpoint_dir, save_every=1, resume=True))
     agent.learn(
         "CartPole-v1",
         total_timesteps=args.total_timesteps,
         max_updates=args.max_updates,
         max_seconds=args.max_seconds,
-        checkpoint_dir=checkpoint_dir,
-        resume=True,
-        checkpoint_every=1,
-        callbacks=[Die()],
-        evaluation=evaluation,
+        callbacks=callbacks,
     )
     reevaluated = None
     if evaluation is not None and evaluation.last is not None:

@@ -15,9 +15,8 @@ import tensorflow as tf
 from helpers.kerasce_free import run_without_kerasce
 from scripted_envs import ScriptedEnv
 
-from kerasce.rl import ReinforceAgent, StopAtMeanReturn
+from kerasce.rl import Batch, CheckpointCallback, ReinforceAgent, RunContext, RunState, StopAtMeanReturn
 from kerasce.rl.envs import make_vector_env
-from kerasce.rl.learner import Learner
 
 TIMING_KEYS = {"steps_per_second", "train_seconds", "collect_cpu_seconds"}
 
@@ -70,13 +69,13 @@ def test_each_updates_logs_are_that_updates_values():
     dropped, so the second update logs the mean over both -> red)."""
     agent = linear_agent(ent_coef=0.1)
     rng = np.random.default_rng(3)
-    agent._train_on_batch(*batch(rng))
+    agent.update(Batch(*batch(rng)))
     x, a, g = batch(rng, size=9)
     w, b = (v.astype(np.float64) for v in agent.policy.get_weights())
     p = np_softmax(x.astype(np.float64) @ w + b)
     ce = -np.log(p[np.arange(len(a)), a])
     entropy = -(p * np.log(p)).sum(-1).mean()
-    logs = agent._train_on_batch(x, a, g)
+    logs = agent.update(Batch(x, a, g))
     np.testing.assert_allclose(logs["policy_loss"], np.mean(g * ce), rtol=1e-5)
     np.testing.assert_allclose(logs["entropy"], entropy, rtol=1e-5)
 
@@ -125,7 +124,7 @@ def test_updates_of_any_batch_size_share_one_trace():
     agent = linear_agent()
     rng = np.random.default_rng(0)
     for size in (6, 9, 4):
-        agent._train_on_batch(*batch(rng, size=size))
+        agent.update(Batch(*batch(rng, size=size)))
     assert [f.experimental_get_tracing_count() for f in agent._update_functions.values()] == [1]
 
 
@@ -144,7 +143,7 @@ def test_xla_updates_equal_the_plain_ones(baseline):
     rng = np.random.default_rng(2)
     for size in (6, 9, 4):
         data = batch(rng, size=size)
-        plain, xla = (agent._train_on_batch(*data) for agent in agents)
+        plain, xla = (agent.update(Batch(*data)) for agent in agents)
         assert plain.keys() == xla.keys()
         for key in plain:
             np.testing.assert_allclose(xla[key], plain[key], rtol=1e-5, atol=1e-6, err_msg=key)
@@ -217,8 +216,7 @@ def test_mixed_float16_scales_the_loss_and_trains():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("replicas", [1, 3])
-def test_the_train_step_gets_aligned_steps_of_complete_episodes(scripted_vec_env, monkeypatch, replicas):
+def test_the_train_step_gets_aligned_steps_of_complete_episodes(scripted_vec_env, monkeypatch):
     # Sub-envs with episodes of 1, 2 and 4 steps, actions Discrete(2, start=1), next-step autoreset.
     # Collection stops at row 3, when the 4-step episode ends. Rows (t) per env; "-": the sub-env has
     # finished its first episode and is not stepped any more (a SyncVectorEnv's sub-envs are stepped one
@@ -239,18 +237,16 @@ def test_the_train_step_gets_aligned_steps_of_complete_episodes(scripted_vec_env
         (2, 2, 2, 4, 5.0),  # t2
         (2, 3, 3, 4, 4.0),  # t3
     ]
-    expected = expected[: len(expected) - len(expected) % replicas]  # 3 replicas: the first 6
     env = scripted_vec_env([1, 2, 4], start=1)
     agent = ReinforceAgent((2,), 2, gamma=0.5, normalize_returns=False, seed=0)
-    train_on_batch, seen = agent._train_on_batch, []
+    update, seen = agent.update, []
 
-    def spy(observations, actions, returns, masks):
-        assert masks is None
-        seen.append((observations, actions, returns))
-        return train_on_batch(observations, actions, returns, masks)
+    def spy(batch):
+        assert batch.action_masks is None and batch.step_weights is None
+        seen.append((batch.observations, batch.actions, batch.returns))
+        return update(batch)
 
-    monkeypatch.setattr(Learner, "batch_multiple", lambda self: replicas)  # as under a strategy
-    monkeypatch.setattr(agent, "_train_on_batch", spy)
+    monkeypatch.setattr(agent, "update", spy)
     agent.learn(env, max_updates=1)
 
     ((observations, actions, returns),) = seen
@@ -273,7 +269,7 @@ def test_compile_keeps_xla_off_unless_asked(monkeypatch, given, expected):
     assert agent.jit_compile is expected
     if given is None:  # learn() compiles an uncompiled agent the same way
         fresh = ReinforceAgent((3,), 2)
-        fresh._ensure_optimizer()
+        fresh.build_optimizer()
         assert fresh.jit_compile is False
 
 
@@ -366,9 +362,9 @@ def test_resume_from_checkpoint_continues_the_same_run(tmp_path):
     whole = agent()
     whole.learn("CartPole-v1", max_updates=4)
     first = agent()
-    first.learn("CartPole-v1", max_updates=2, checkpoint_dir=tmp_path / "ckpt")
+    first.learn("CartPole-v1", max_updates=2, callbacks=[CheckpointCallback(tmp_path / "ckpt")])
     resumed = agent()  # a fresh process would start here
-    resumed.learn("CartPole-v1", max_updates=4, checkpoint_dir=tmp_path / "ckpt", resume=True)
+    resumed.learn("CartPole-v1", max_updates=4, callbacks=[CheckpointCallback(tmp_path / "ckpt", resume=True)])
     assert resumed.updates == 4 and int(resumed.optimizer.iterations.numpy()) == 4
     assert comparable(resumed.training_log) == comparable(whole.training_log)
     assert resumed.episode_returns == whole.episode_returns
@@ -463,9 +459,9 @@ def sync_env(n=2, **kwargs):
 @pytest.mark.parametrize(
     "env_id, message",
     [
-        ("NoSuchEnv-v0", "Unknown gymnasium env id 'NoSuchEnv-v0'"),
-        ("Pendulum-v1", "supports Discrete action spaces, got Box"),
-        ("Blackjack-v1", "supports Box observation spaces .*got Tuple"),
+        ("NoSuchEnv-v0", "unknown gymnasium env id 'NoSuchEnv-v0'"),
+        ("Pendulum-v1", "supports Discrete action spaces.*Received: Box"),
+        ("Blackjack-v1", "supports Box observation spaces.*Received: Tuple"),
     ],
 )
 def test_unsupported_envs_are_rejected(env_id, message):
@@ -477,13 +473,13 @@ def test_unsupported_envs_are_rejected(env_id, message):
 
 
 def test_policy_output_size_must_match_the_actions():
-    with pytest.raises(ValueError, match=r"\[B, 2\] logits.*got shape \(3,\)"):
+    with pytest.raises(ValueError, match=r"\[B, 2\] logits.*has shape \(3,\)"):
         ReinforceAgent((4,), 2, policy=keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)]))
     env = sync_env(actions=2)
     try:
-        with pytest.raises(ValueError, match="outputs 3 action logits, the env has 2 actions"):
+        with pytest.raises(ValueError, match="outputs logits, 3. Received: an env with 2 actions"):
             ReinforceAgent((2,), 3).learn(env, max_updates=1)
-        with pytest.raises(ValueError, match=r"observations of shape \(5,\), the env gives \(2,\)"):
+        with pytest.raises(ValueError, match=r"the policy expects, \(5,\). Received: observations of shape \(2,\)"):
             ReinforceAgent((5,), 2).learn(env, max_updates=1)
     finally:
         env.close()
@@ -504,9 +500,9 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_the_checkpoint(tmp_path):
     bad = sync_env(length=3, nan_reward=True)
     agent = ReinforceAgent((2,), 2, seed=0)
     try:
-        agent.learn(good, max_updates=1, checkpoint_dir=tmp_path)
-        with pytest.raises(FloatingPointError, match="Non-finite loss at update 1"):
-            agent.learn(bad, max_updates=3, checkpoint_dir=tmp_path)
+        agent.learn(good, max_updates=1, callbacks=[CheckpointCallback(tmp_path)])
+        with pytest.raises(FloatingPointError, match="The loss must be finite.*at update 2"):
+            agent.learn(bad, max_updates=3, callbacks=[CheckpointCallback(tmp_path, resume=True)])
     finally:
         good.close()
         bad.close()
@@ -519,7 +515,7 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_the_checkpoint(tmp_path):
 def test_no_complete_episode_is_an_error():
     env = sync_env(length=100)
     try:
-        with pytest.raises(ValueError, match="No episode ended within max_rollout_steps=5"):
+        with pytest.raises(ValueError, match="must hold a complete episode.*max_rollout_steps=5"):
             ReinforceAgent((2,), 2, max_rollout_steps=5).learn(env, max_updates=1)
     finally:
         env.close()
@@ -528,10 +524,10 @@ def test_no_complete_episode_is_an_error():
 @pytest.mark.parametrize(
     "call, message",
     [
-        (lambda a: a.compile(loss="mse"), "expected no `loss`"),
+        (lambda a: a.compile(loss="mse"), "`loss` must not be given"),
         (lambda a: a.learn("CartPole-v1", total_timesteps=None), "stopping condition"),
-        (lambda a: a.train_on_batch(np.zeros((2, 4)), np.zeros(2)), "got None for returns"),
-        (lambda a: a.load_checkpoint("/nonexistent/dir"), "Expected a checkpoint"),
+        (lambda a: a.train_on_batch(np.zeros((2, 4)), np.zeros(2)), "Received: returns=None"),
+        (lambda a: a.load_checkpoint("/nonexistent/dir"), "`directory` must hold a checkpoint"),
     ],
 )
 def test_bad_calls_raise(call, message):
@@ -580,9 +576,10 @@ def test_stop_at_mean_return_waits_for_a_full_window():
 )
 def test_stop_at_mean_return_checks_the_history_when_training_begins(last_row, stops):
     agent = ReinforceAgent((2,), 2)
-    agent.training_log = [] if last_row is None else [{"mean_return_100": 0.0, "episodes": 0.0}, last_row]
+    log = [] if last_row is None else [{"mean_return_100": 0.0, "episodes": 0.0}, last_row]
     stopper = StopAtMeanReturn(10.0)
     stopper.set_model(agent)
+    stopper.bind(RunContext(RunState(training_log=log)))
     agent.stop_training = False
     stopper.on_train_begin()
     assert agent.stop_training is stops
@@ -594,10 +591,12 @@ def test_resuming_a_run_that_met_the_target_does_no_update(scripted_vec_env, tmp
     # 50 one-step episodes of return 1 per update: after 2 updates the 100-episode mean is 1.
     env = scripted_vec_env([1] * 50)
     first = ReinforceAgent((2,), 2, seed=0)
-    first.learn(env, max_updates=10, target_return=1.0, checkpoint_dir=tmp_path)
+    first.learn(env, max_updates=10, target_return=1.0, callbacks=[CheckpointCallback(tmp_path)])
     assert first.updates == 2 and len(first.episode_returns) == 100
     resumed = ReinforceAgent((2,), 2, seed=0)
-    history = resumed.learn(env, max_updates=10, target_return=1.0, checkpoint_dir=tmp_path, resume=True)
+    checkpoints = CheckpointCallback(tmp_path, resume=True)
+    history = resumed.learn(env, max_updates=10, target_return=1.0, callbacks=[checkpoints])
+    assert checkpoints.resumed_at == 2
     assert history.epoch == [] and resumed.updates == 2
     assert int(resumed.optimizer.iterations.numpy()) == 2
     for w0, w1 in zip(first.get_weights(), resumed.get_weights()):
@@ -653,13 +652,13 @@ def test_baseline_bootstraps_truncated_episodes_with_the_value_of_the_state_reac
     agent = ReinforceAgent((2,), 2, gamma=0.5, baseline=True, normalize_returns=False, seed=0)
     assert agent.value_network is not None
     v = float(agent.value_network(np.array([[3.0, 3.0]], np.float32))[0, 0])
-    train_on_batch, seen = agent._train_on_batch, []
+    update, seen = agent.update, []
 
-    def spy(observations, actions, returns, masks):
-        seen.append(returns)
-        return train_on_batch(observations, actions, returns, masks)
+    def spy(batch):
+        seen.append(batch.returns)
+        return update(batch)
 
-    monkeypatch.setattr(agent, "_train_on_batch", spy)
+    monkeypatch.setattr(agent, "update", spy)
     agent.learn(env, max_updates=1)
     g2 = 3 + 0.5 * v
     np.testing.assert_allclose(seen[0], [1 + 0.5 * (2 + 0.5 * g2), 2 + 0.5 * g2, g2], rtol=1e-5)
@@ -668,13 +667,13 @@ def test_baseline_bootstraps_truncated_episodes_with_the_value_of_the_state_reac
 @pytest.mark.slow
 def test_baseline_targets_are_divided_by_the_running_std_of_returns(scripted_vec_env, monkeypatch):
     agent = ReinforceAgent((2,), 2, gamma=1.0, baseline=True, seed=0)
-    train_on_batch, seen = agent._train_on_batch, []
+    update, seen = agent.update, []
 
-    def spy(observations, actions, returns, masks):
-        seen.append(returns)
-        return train_on_batch(observations, actions, returns, masks)
+    def spy(batch):
+        seen.append(batch.returns)
+        return update(batch)
 
-    monkeypatch.setattr(agent, "_train_on_batch", spy)
+    monkeypatch.setattr(agent, "update", spy)
     agent.learn(scripted_vec_env([1, 2, 3]), max_updates=1)
     agent.learn(scripted_vec_env([4]), max_updates=2)
     first = np.array([1.0, 3.0, 6.0, 2.0, 5.0, 3.0])  # time-major G of episodes of 1, 2, 3 steps (r_k = k + 1)

@@ -4,11 +4,14 @@ Public names only (`ReinforceAgent`, its Keras `train_on_batch` -> `train_step`,
 `NumpyPolicy`), so the tests hold whatever module the agent's parts live in.
 """
 
+import functools
 from collections.abc import Callable
 
+import gymnasium
 import keras
 import numpy as np
 import pytest
+from scripted_envs import ScriptedEnv
 
 from kerasce.rl import NumpyPolicy, ReinforceAgent, make_policy_sampler
 
@@ -54,8 +57,8 @@ def test_one_baseline_update_equals_a_float64_reference(batch, dims, actions, vf
     learning_rate = 0.1
     agent.compile(optimizer=keras.optimizers.SGD(learning_rate))
     if policy_loss == "keras":
-        if not hasattr(agent, "policy_gradient_loss"):
-            pytest.skip("the agent no longer exposes its policy-gradient loss")
+        # Fails (never skips) if the agent stops exposing its loss: this check of the baseline needs it.
+        assert isinstance(agent.policy_gradient_loss, keras.losses.Loss), "the agent must expose its loss"
         agent.policy_gradient_loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     kernel, bias = (np.asarray(v.numpy(), np.float64) for v in agent.policy.trainable_variables)
     value_kernel, value_bias = (np.asarray(v.numpy(), np.float64) for v in _value_variables(agent))
@@ -147,3 +150,72 @@ def test_numpy_policy_refuses_a_model_it_does_not_reproduce():
         return
     want = _reference_logits(model, shared, 2, "tanh", observations)
     np.testing.assert_allclose(policy.logits(observations), want, rtol=1e-4, atol=1e-5)
+
+
+def _batches_of(agent, env, updates=1):
+    """The batches ``learn`` hands to ``agent.update``, captured on the way."""
+    update, seen = agent.update, []
+
+    def spy(batch):
+        seen.append(batch)
+        return update(batch)
+
+    agent.update = spy
+    agent.learn(env, max_updates=updates)
+    return seen
+
+
+def _discounted(rewards, gamma, tail=0.0):
+    """float64 reward-to-go of one episode, ``tail`` the value after its last step."""
+    out, running = [], tail
+    for r in reversed(rewards):
+        running = r + gamma * running
+        out.append(running)
+    return out[::-1]
+
+
+def test_default_return_normalisation_is_over_the_kept_steps_only(scripted_vec_env):
+    """The default path (``normalize_returns=True``, no baseline) standardises the returns of the kept steps:
+    ``(G - mean) / (std + eps)`` over them alone, not over the rollout's padded invalid steps.
+
+    Sub-envs with episodes of 1, 2 and 3 steps (reward ``k + 1`` at step ``k``): the rollout has 3 rows, 3 of
+    its 9 entries invalid (after a sub-env's first episode). Mutations tried in `Trainer.finish_returns`:
+    normalisation removed (`return returns, kept_steps` first) -> red; mean and std over every entry of the
+    rollout (`moments(returns)` instead of `moments(returns[mask])`) -> red.
+    """
+    agent = ReinforceAgent((2,), 2, gamma=0.5, seed=0)
+    assert agent.normalize_returns and not agent.baseline  # the defaults under test
+    (batch,) = _batches_of(agent, scripted_vec_env([1, 2, 3]))
+    g1, g2, g3 = (_discounted([k + 1.0 for k in range(n)], 0.5) for n in (1, 2, 3))
+    kept = np.array([g1[0], g2[0], g3[0], g2[1], g3[1], g3[2]])  # time-major
+    want = (kept - kept.mean()) / (kept.std() + np.finfo(np.float64).eps)
+    np.testing.assert_allclose(batch.returns, want, rtol=1e-6, atol=1e-7)
+    assert batch.returns.dtype == np.float32
+
+
+def test_a_truncation_mid_rollout_bootstraps_from_its_own_next_observation():
+    """A time-limit truncation that is not on the rollout's last row continues its return with ``gamma * V``
+    of the state that step reached, not of another row's.
+
+    Sub-env 0 is truncated after 2 steps (reaching obs ``[2, 2]``), sub-env 1 terminates after 4. The vector
+    env is wrapped, so it is stepped whole: sub-env 0 autoresets and runs on, and the rollout's other rows
+    and its last observations hold other states (``[0, 2]``, ``[1, 2]``). Mutations tried in
+    `Trainer.bootstrap_values`: the observation of the truncated step's own row (`rollout.observations`
+    instead of `following`) -> red; the rollout's last observations for every truncated step -> red; the
+    last row's observations -> red.
+    """
+    envs = [functools.partial(ScriptedEnv, 2, truncate=True), functools.partial(ScriptedEnv, 4)]
+    env = gymnasium.vector.VectorWrapper(gymnasium.vector.SyncVectorEnv(envs))
+    agent = ReinforceAgent((2,), 2, gamma=0.5, baseline=True, normalize_returns=False, seed=0)
+    assert agent.value_network is not None
+    states = np.array([[2.0, 2.0], [0.0, 2.0], [1.0, 2.0]], np.float32)
+    v_reached, *v_others = (float(v) for v in agent.value_network(states)[:, 0])
+    assert min(abs(v_reached - v) for v in v_others) > 1e-3  # the wrong rows would show
+    try:
+        (batch,) = _batches_of(agent, env)
+    finally:
+        env.close()
+    g0 = _discounted([1.0, 2.0], 0.5, tail=v_reached)
+    g1 = _discounted([1.0, 2.0, 3.0, 4.0], 0.5)
+    np.testing.assert_allclose(batch.returns, [g0[0], g1[0], g0[1], g1[1], g1[2], g1[3]], rtol=1e-5)
+    np.testing.assert_array_equal(batch.observations[:3], [[0, 2], [0, 4], [1, 2]])

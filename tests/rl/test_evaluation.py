@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 from helpers.kerasce_free import run_without_kerasce
 
-from kerasce.callbacks import EvalCallback, StopAtMeanReturn
-from kerasce.rl import ReinforceAgent, evaluate_policy
+from kerasce.rl import EvalCallback, ReinforceAgent, RunContext, RunState, StopAtMeanReturn, evaluate_policy
 
 
 def replay_greedy(env_id, logits, seed, episodes):
@@ -81,7 +80,7 @@ def test_learn_evaluates_logs_every_update_and_keeps_the_best_weights():
         def on_epoch_end(self, epoch, logs=None):
             weights_at[epoch] = [w.copy() for w in self.model.get_weights()]
 
-    history = agent.learn("CartPole-v1", max_updates=7, evaluation=evaluation, callbacks=[Snapshot()])
+    history = agent.learn("CartPole-v1", max_updates=7, callbacks=[Snapshot(), evaluation])
     assert history.history["evaluated"] == [1.0, 0.0, 1.0, 0.0, 0.0, 1.0, 0.0]  # update 1, then every 3rd
     assert [e["epoch"] for e in evaluation.evaluations] == [0, 2, 5]
     for key in ("eval_return_mean", "eval_return_std", "eval_episodes", "eval_seed"):
@@ -105,22 +104,24 @@ def test_a_resumed_runs_best_weights_come_back_by_structure_not_by_name(tmp_path
     auto-generated layer names), and a policy of another shape is a clear error. Mutation tried: the old
     npz keyed by auto-named variable path -> red (KeyError 'policy/dense_3/kernel')."""
     agent = ReinforceAgent.from_env("CartPole-v1", seed=0, num_envs=4)
-    agent.learn("CartPole-v1", max_updates=2, evaluation=EvalCallback("CartPole-v1", 2), checkpoint_dir=tmp_path)
+    best_dir = tmp_path / "best_eval"
+    agent.learn("CartPole-v1", max_updates=2, callbacks=[EvalCallback("CartPole-v1", 2, best_model_save_path=best_dir)])
     best = [keras.ops.convert_to_numpy(v) for v in agent.weights]  # learn() restored the best evaluation's
 
-    resumed = EvalCallback("CartPole-v1", 2)
-    resumed.attach(tmp_path / "best_eval", resumed=True)
+    resumed = EvalCallback("CartPole-v1", 2, best_model_save_path=best_dir)
+    resumed.bind(RunContext(RunState(updates=2)))  # a resumed run: its state has updates
     fresh = ReinforceAgent.from_env("CartPole-v1", seed=1, num_envs=4)  # other initial weights and layer names
     assert [v.path for v in fresh.weights] != [v.path for v in agent.weights]
     assert not np.array_equal(keras.ops.convert_to_numpy(fresh.weights[0]), best[0])
     resumed.set_model(fresh)
+    resumed.on_train_begin()
     resumed.on_train_end()
     for variable, want in zip(fresh.weights, best):
         np.testing.assert_array_equal(keras.ops.convert_to_numpy(variable), want)
 
     other = ReinforceAgent.from_env("CartPole-v1", seed=1, num_envs=4, hidden_units=(8,))
     resumed.set_model(other)
-    with pytest.raises(ValueError, match="best evaluation's weights in .* do not fit this policy"):
+    with pytest.raises(ValueError, match="best evaluation's weights must fit this policy"):
         resumed.on_train_end()
 
 
@@ -128,7 +129,7 @@ def test_a_resumed_runs_best_weights_come_back_by_structure_not_by_name(tmp_path
 def test_the_exported_policy_reproduces_the_reported_evaluation(tmp_path, zygote):
     agent = ReinforceAgent.from_env("CartPole-v1", seed=1, num_envs=8)
     evaluation = EvalCallback("CartPole-v1", episodes=4, eval_every=2)
-    agent.learn("CartPole-v1", max_updates=4, evaluation=evaluation)
+    agent.learn("CartPole-v1", max_updates=4, callbacks=[evaluation])
     best = evaluation.best
     assert best is not None
     export_dir = agent.export_policy(tmp_path / "policy")

@@ -1,5 +1,6 @@
 """examples/reinforce_cartpole.py end to end: trains, and writes every promised file."""
 
+import csv
 import importlib.util
 import json
 import os
@@ -95,7 +96,7 @@ def test_default_export_dir_is_named_after_the_env_and_metrics_are_strict_json(t
 def test_set_overrides_preset_settings_and_unknown_ones_are_refused(tmp_path):
     example = load_example()
     flags = ["--quiet", "--max-updates", "1", "--num-envs", "4", "--eval-episodes", "2"]
-    with pytest.raises(ValueError, match=r"--set hiden_units: not a ReinforceAgent setting; expected one of \["):
+    with pytest.raises(ValueError, match=r"a ReinforceAgent setting, one of \[.*Received: --set hiden_units"):
         example.main([*flags, "--export-dir", str(tmp_path / "a"), "--set", "hiden_units=(8,)"])
     metrics = example.main(
         [*flags, "--export-dir", str(tmp_path / "b"), "--set", "hidden_units=(8,)", "ent_coef=0.05", "baseline=True"]
@@ -105,7 +106,7 @@ def test_set_overrides_preset_settings_and_unknown_ones_are_refused(tmp_path):
 
 
 def _example_process(zygote, *flags: str, env: dict | None = None):
-    """The example in a fresh process, forked from tests/zygote.py's (which has imported TensorFlow already:
+    """The example in a fresh process, forked from tests/helpers/zygote.py's (which has imported TensorFlow already:
     about 7 s of CPU less per process)."""
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", **(env or {}))
     return zygote.start(EXAMPLE, "--quiet", *flags, env=env)
@@ -141,7 +142,7 @@ def test_run_killed_mid_training_resumes_as_the_same_run(tmp_path, zygote):
     second = _example_process(zygote, *flags, "--export-dir", str(killed_dir))
     out, err = second.communicate(timeout=300)
     assert second.returncode == 0, err[-3000:]
-    assert f"resuming {backup} after update {checkpointed} (started " in out
+    assert f"resuming {backup} at update {checkpointed} (started " in out
     # Only the updates after the checkpoint are trained again (a deterministic restart from scratch
     # would reach the same final state, so this is what shows that the work was not redone).
     assert f"20 updates ({20 - checkpointed} in this run)" in out
@@ -169,9 +170,11 @@ def test_run_killed_mid_training_resumes_as_the_same_run(tmp_path, zygote):
         for d in (killed_dir, tmp_path / "reference")
     ]
     np.testing.assert_allclose(probabilities[0], probabilities[1], rtol=1e-6, atol=1e-7)
-    # The CSV log of the resumed run holds every update once (appended on resume, not truncated).
+    # The CSV log of the resumed run holds every update once, counted from 1 as printed, and no empty column.
     with open(killed_dir / "training_log.csv") as f:
-        assert [int(line.split(",")[0]) for line in f.read().splitlines()[1:]] == list(range(20))
+        rows = list(csv.DictReader(f))
+    assert [int(row["update"]) for row in rows] == list(range(1, 21))
+    assert all(row[key] not in ("", "NA") for row in rows for key in row)
 
 
 @pytest.mark.slow
@@ -249,6 +252,19 @@ def test_help_and_flag_errors_answer_without_importing_tensorflow():
     assert seconds < 5, f"two runs took {seconds:.1f} s: TensorFlow was imported?"  # ~0.1 s each here
 
 
+def killed_while_exporting(monkeypatch, flags):
+    """Runs the example with `flags` until it exports, and kills it there: the backup stays, nothing is exported."""
+    from kerasce.rl import ReinforceAgent
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt("killed while exporting")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(ReinforceAgent, "export_policy", killed)
+        with pytest.raises(KeyboardInterrupt):
+            load_example().main(flags)
+
+
 @pytest.mark.slow
 def test_a_backup_made_with_other_flags_is_not_resumed(tmp_path, monkeypatch, capsys):
     """A backup is refused by a run with other flags, resumed (in one line) by the same flags, even with a
@@ -257,18 +273,11 @@ def test_a_backup_made_with_other_flags_is_not_resumed(tmp_path, monkeypatch, ca
     Mutation tried: comparing no flags in `kerasce.cli.runs.open_backup` (`differences = []`) -> red.
     """
     from kerasce.cli.runs import RunConfigMismatch
-    from kerasce.rl import ReinforceAgent
 
     export_dir, backup = tmp_path / "export", tmp_path / "export.backup"
     flags = ["--quiet", "--num-envs", "8", "--target-return", "1e9", "--export-dir", str(export_dir)]
 
-    def killed(*args, **kwargs):
-        raise KeyboardInterrupt("killed while exporting")
-
-    with monkeypatch.context() as patch:
-        patch.setattr(ReinforceAgent, "export_policy", killed)
-        with pytest.raises(KeyboardInterrupt):
-            load_example().main([*flags, "--max-updates", "10"])
+    killed_while_exporting(monkeypatch, [*flags, "--max-updates", "10"])
     assert json.loads((backup / "state" / "state.json").read_text())["updates"] == 10
     state = {p.relative_to(backup): p.read_bytes() for p in (backup / "state").rglob("*") if p.is_file()}
 
@@ -294,16 +303,53 @@ def test_a_backup_made_with_other_flags_is_not_resumed(tmp_path, monkeypatch, ca
     out = capsys.readouterr().out
     resumes = [line for line in out.splitlines() if line.startswith("resuming")]
     assert len(resumes) == 1 and re.fullmatch(
-        rf"resuming {re.escape(str(backup))} after update 10 \(started \d{{4}}-\d\d-\d\d [\d:]{{8}} UTC\)", resumes[0]
+        rf"resuming {re.escape(str(backup))} at update 10 \(started \d{{4}}-\d\d-\d\d [\d:]{{8}} UTC\)", resumes[0]
     ), resumes
     assert "12 updates (2 in this run)" in out
     assert (export_dir / "metrics.json").exists() and not backup.exists()
 
-    with monkeypatch.context() as patch:
-        patch.setattr(ReinforceAgent, "export_policy", killed)
-        with pytest.raises(KeyboardInterrupt):
-            load_example().main([*flags, "--max-updates", "10"])
+    killed_while_exporting(monkeypatch, [*flags, "--max-updates", "10"])
     capsys.readouterr()
     load_example().main([*flags, "--max-updates", "3", "--seed", "1", "--fresh"])
     out = capsys.readouterr().out
     assert "resuming" not in out and "3 updates (3 in this run)" in out
+
+
+def test_an_unknown_env_leaves_no_directory_behind(tmp_path, monkeypatch):
+    """A start that fails (a typo in --env) writes nothing: no backup, no export (mutation tried: building
+    the agent after `open_backup`, as before -> red, `reinforce_cartpol_v1.backup/` left behind)."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match="unknown gymnasium env id 'CartPol-v1'"):
+        load_example().main(["--env", "CartPol-v1", "--quiet"])
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_a_resumed_run_says_where_it_stands_and_a_reached_target_trains_no_more(tmp_path, monkeypatch, capsys):
+    """A run killed after training to its target but before its export: the rerun says it resumes at that
+    update and that the target is already reached, trains nothing and exports (mutation tried: no check of
+    the restored row in `kerasce.cli.reinforce.resume` -> red). A failed start after the backup was opened
+    (here: training fails) leaves no backup behind either (mutation tried: no `discard_unstarted` -> red)."""
+    from kerasce.rl import ReinforceAgent
+
+    export_dir, backup = tmp_path / "export", tmp_path / "export.backup"
+    flags = ["--quiet", "--num-envs", "8", "--target-return", "1", "--export-dir", str(export_dir)]
+
+    killed_while_exporting(monkeypatch, flags)
+    updates = json.loads((backup / "state" / "state.json").read_text())["updates"]
+    assert updates == 13  # 8 episodes per update: the 100-episode window is full after 13
+    capsys.readouterr()
+    load_example().main(flags)
+    out = capsys.readouterr().out
+    assert f"resuming {backup} at update 13 (started " in out
+    assert "target already reached at update 13: no more training, exporting" in out
+    assert "13 updates (0 in this run)" in out and (export_dir / "metrics.json").exists() and not backup.exists()
+
+    def broken(*args, **kwargs):
+        raise ValueError("training failed")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(ReinforceAgent, "learn", broken)
+        with pytest.raises(ValueError, match="training failed"):
+            load_example().main([*flags, "--export-dir", str(tmp_path / "other")])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]

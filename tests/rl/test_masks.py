@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 from scripted_envs import ScriptedEnv
 
-from kerasce.rl import ReinforceAgent, make_vector_env
+from kerasce.rl import EvalCallback, ReinforceAgent, make_vector_env
 from kerasce.rl.envs import info_action_mask
 from kerasce.rl.rollout import sample_actions
 from kerasce.rl.tabular import TabularVectorEnv
@@ -84,13 +84,13 @@ def test_learn_samples_only_valid_actions_and_trains_on_masks(source, monkeypatc
     env = masked_vec_env(allowed=2)
     agent = ReinforceAgent((2,), 3, use_action_mask=True, seed=0)
     seen = []
-    train_on_batch = agent._train_on_batch
+    update = agent.update
 
-    def spy(observations, actions, returns, masks):
-        seen.append((actions, masks))
-        return train_on_batch(observations, actions, returns, masks)
+    def spy(batch):
+        seen.append((batch.actions, batch.action_masks))
+        return update(batch)
 
-    monkeypatch.setattr(agent, "_train_on_batch", spy)
+    monkeypatch.setattr(agent, "update", spy)
     allowed = 2
     action_mask_fn: Callable[[np.ndarray, dict], np.ndarray] | None = None  # None: info["action_mask"]
     if source == "function":  # a user function overrides info["action_mask"]
@@ -110,13 +110,13 @@ def test_learn_samples_only_valid_actions_and_trains_on_masks(source, monkeypatc
 def test_mask_errors_are_clear():
     env = gymnasium.vector.SyncVectorEnv([lambda: ScriptedEnv(actions=3)])
     try:
-        with pytest.raises(ValueError, match="info to hold 'action_mask'"):
+        with pytest.raises(ValueError, match="info must hold 'action_mask'"):
             ReinforceAgent((2,), 3, use_action_mask=True).learn(env, max_updates=1)
         with pytest.raises(ValueError, match="use_action_mask=True"):
             ReinforceAgent((2,), 3).learn(env, max_updates=1, action_mask_fn=info_action_mask)
     finally:
         env.close()
-    with pytest.raises(ValueError, match="expected inputs \\(observations"):
+    with pytest.raises(ValueError, match="`inputs` must be \\(observations"):
         ReinforceAgent((2,), 3, use_action_mask=True)(np.zeros((1, 2), np.float32))
 
 
@@ -148,7 +148,7 @@ def test_taxi_with_masks_trains_evaluates_and_exports_a_mask_input(tmp_path):
         "Taxi-v4", hidden_units=(), use_action_mask=True, num_envs=16, seed=0, learning_rate=0.05
     )
     assert agent.observation_shape == (500,)
-    history = agent.learn("Taxi-v4", max_updates=2, eval_env="Taxi-v4", eval_episodes=3)
+    history = agent.learn("Taxi-v4", max_updates=2, callbacks=[EvalCallback("Taxi-v4", episodes=3)])
     assert history.history["evaluated"][0] == 1.0
     serve = tf.saved_model.load(str(agent.export_policy(tmp_path / "taxi"))).signatures["serving_default"]
     observations = np.eye(500, dtype=np.float32)[[0, 17, 499]]

@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 from scripted_envs import PIXELS_ID
 
-from kerasce.rl import ReinforceAgent
+from kerasce.rl import EvalCallback, ReinforceAgent
 from kerasce.rl.rollout import CompiledPolicy, NumpyPolicy, make_policy_sampler
 
 
@@ -81,7 +81,7 @@ def test_any_keras_policy_trains_through_learn_and_exports(env_id, build, tmp_pa
         env_id, policy=build(probe.observation_shape, probe.num_actions), num_envs=8, seed=0, learning_rate=0.05
     )
     before = [w.copy() for w in agent.policy.get_weights()]
-    history = agent.learn(env_id, max_updates=3, eval_env=env_id, eval_every=3, eval_episodes=4)
+    history = agent.learn(env_id, max_updates=3, callbacks=[EvalCallback(env_id, episodes=4, eval_every=3)])
     assert agent.updates == 3 and len(history.history["loss"]) == 3
     assert any(not np.array_equal(b, a) for b, a in zip(before, agent.policy.get_weights()))
     observations = np.random.default_rng(0).uniform(size=(5,) + agent.observation_shape).astype(np.float32)

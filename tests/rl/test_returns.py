@@ -150,7 +150,7 @@ def test_normalize_over_mask():
         (lambda: discounted_returns(np.zeros(3), np.zeros(3), np.zeros(3), 0.9), "shape \\[T, N\\]"),
         (lambda: discounted_returns(np.zeros((3, 2)), np.zeros((3, 1)), np.zeros((3, 2)), 0.9), "terminated"),
         (lambda: discounted_returns(np.zeros((3, 2)), np.zeros((3, 2)), np.zeros((3, 2)), 1.5), "gamma"),
-        (lambda: normalize(np.zeros(3), np.zeros(3, bool)), "empty mask"),
+        (lambda: normalize(np.zeros(3), np.zeros(3, bool)), "all-False mask"),
     ],
 )
 def test_bad_inputs_raise(call, message):

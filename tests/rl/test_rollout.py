@@ -193,13 +193,13 @@ def test_a_missing_box2d_is_one_line_naming_the_extra(monkeypatch):
         )
 
     monkeypatch.setattr(gymnasium, "make_vec", make_vec)
-    with pytest.raises(ValueError, match=r'LunarLander-v3.*pip install -e "\.\[box2d\]"') as error:
+    with pytest.raises(ValueError, match=r'pip install -e "\.\[box2d\]".*LunarLander-v3') as error:
         make_vector_env("LunarLander-v3", 2)
     assert "\n" not in str(error.value)
 
 
 def test_unknown_vector_mode_is_rejected():
-    with pytest.raises(ValueError, match="Unknown vector env mode 'threads'"):
+    with pytest.raises(ValueError, match="unknown vector env mode='threads'"):
         make_vector_env("CartPole-v1", 2, mode="threads")
     with pytest.raises(ValueError, match="no native vector implementation"):
         make_vector_env("Acrobot-v1", 2, mode="native")

@@ -1,6 +1,6 @@
-"""REINFORCE on several workers (kerasce.rl.distributed): the update is the one-device update on the union of
-the workers' batches; counts and stop decisions are global. Each run is its own process
-(tests/rl/scaling_job.py), as splitting the CPU or joining a cluster must precede TensorFlow's start-up.
+"""REINFORCE on several workers (kerasce.rl.trainer over kerasce.rl.collective): the update is the
+one-device update on the union of the workers' batches; counts and stop decisions are global. Each run is
+its own process (tests/rl/scaling_job.py), as splitting the CPU or joining a cluster must precede TensorFlow's start-up.
 """
 
 import json
@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from kerasce.launch import tf_configs
-from kerasce.rl.distributed import combine_moments, pad_batch
+from kerasce.rl import Batch
+from kerasce.rl.returns import combine_moments
 
 JOB = Path(__file__).with_name("scaling_job.py")
 TIMEOUT = 240  # seconds for one job; a worker left waiting in an all-reduce fails the test instead of hanging it
@@ -24,7 +25,7 @@ LEARNED_WORKER = pytest.mark.xdist_group("scaling-learned")
 
 
 def start(zygote, *args: str, config: str | None = None):
-    """scaling_job.py in a fresh process, forked from tests/zygote.py's (no TensorFlow import of its own)."""
+    """scaling_job.py in a fresh process, forked from tests/helpers/zygote.py's (no TensorFlow import of its own)."""
     env = dict(os.environ, TF_CONFIG=config) if config else dict(os.environ)
     return zygote.start(JOB, *args, env=env)
 
@@ -98,9 +99,9 @@ def test_gathered_counts_sum_steps_and_cpu_time_and_take_the_slowest_collection(
     """A cluster's update counts: env steps and collection CPU time summed over the workers, the slowest
     worker's collection wall time, the chief's update time, every worker's episodes in worker order
     (mutations tried: CPU time maxed instead of summed -> red; wall time summed -> red)."""
-    from kerasce.rl import distributed
-    from kerasce.rl.learner import UpdateTimes
+    from kerasce.rl.collective import Collective
     from kerasce.rl.rollout import Rollout
+    from kerasce.rl.trainer import Trainer, UpdateTimes
 
     ones = np.ones((2, 1), bool)
     rollout = Rollout(  # one sub-env, one 2-step episode of return 3
@@ -113,9 +114,15 @@ def test_gathered_counts_sum_steps_and_cpu_time_and_take_the_slowest_collection(
     )
     # Worker 1's row: 7 env steps, 0.5 s collecting (0.4 s CPU), 9 s update, 2 episodes (returns 1.5, -2).
     other = np.array([7.0, 0.5, 0.4, 9.0, 2.0, 1.5, -2.0])
-    monkeypatch.setattr(distributed, "all_gather", lambda strategy, row: np.stack([row, other]))
-    learner = object.__new__(distributed.DistributedLearner)  # gather_counts needs only these two
-    learner.strategy, learner.episode_capacity = None, 2
+
+    class TwoWorkers(Collective):
+        workers = 2
+
+        def all_gather(self, row):
+            return np.stack([row, other])
+
+    learner = object.__new__(Trainer)  # gather_counts needs only these two
+    learner.collective, learner.episode_capacity = TwoWorkers(), 2
     episodes, env_steps, times = learner.gather_counts(rollout, UpdateTimes(0.25, 0.2, 1.0))
     np.testing.assert_array_equal(episodes, [3.0, 1.5, -2.0])
     assert env_steps == 2 + 7
@@ -126,23 +133,31 @@ def test_gathered_counts_sum_steps_and_cpu_time_and_take_the_slowest_collection(
 @pytest.mark.parametrize("with_masks", [False, True])
 def test_pad_batch_adds_zero_weight_rows(kept, with_masks):
     rng = np.random.default_rng(kept)
-    batch = (
+    batch = Batch(
         rng.normal(size=(kept, 3)).astype(np.float32),
         np.ones(kept, np.int32),
         rng.normal(size=kept).astype(np.float32),
         np.zeros((kept, 2), bool) if with_masks else None,
     )
-    obs, actions, returns, masks, weights = pad_batch(batch, 6, 2.5)
+    padded = batch.padded(6, 2.5)
+    obs, actions, returns, masks, weights = (
+        padded.observations,
+        padded.actions,
+        padded.returns,
+        padded.action_masks,
+        padded.step_weights,
+    )
+    assert weights is not None
     assert obs.shape == (6, 3) and actions.shape == returns.shape == weights.shape == (6,)
     np.testing.assert_array_equal(weights, [2.5] * kept + [0.0] * (6 - kept))
-    np.testing.assert_array_equal(obs[:kept], batch[0])
+    np.testing.assert_array_equal(obs[:kept], batch.observations)
     assert not obs[kept:].any() and not actions[kept:].any() and not returns[kept:].any()
     if with_masks:
         assert masks[kept:].all() and not masks[:kept].any()  # padding: every action valid, finite logits
     else:
         assert masks is None
-    with pytest.raises(ValueError, match="at most 6 rows"):
-        pad_batch(batch[:3] + (None,) if kept > 6 else (np.zeros((7, 3)), np.zeros(7), np.zeros(7), None), 6, 1.0)
+    with pytest.raises(ValueError, match=r"at least the batch size, 7. Received: rows=6"):
+        Batch(np.zeros((7, 3)), np.zeros(7), np.zeros(7)).padded(6, 1.0)
 
 
 # --- one update ------------------------------------------------------------------------------------
@@ -357,7 +372,8 @@ def test_a_replica_without_steps_contributes_zeros_and_no_steps_anywhere_is_a_cl
     assert_same_weights(ok(updates["mirrored_one_kept"]), ok(updates["one_kept"]))
     err = updates["mirrored_none_kept"].get("error", "")  # the run's traceback, as stderr would show it
     assert err, "no kept step at all should fail"
-    assert "No episode ended within max_rollout_steps" in err and "zero-size array" not in err
+    assert "must hold a complete episode. Received: none within max_rollout_steps" in err
+    assert "zero-size array" not in err
 
 
 @LEARNED_WORKER

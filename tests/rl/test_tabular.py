@@ -90,7 +90,7 @@ def test_make_vector_env_picks_the_table_and_falls_back_to_gymnasium_where_it_mu
         (lambda: TabularVectorEnv("CartPole-v1", 2), "supports"),
         (lambda: TabularVectorEnv("Taxi-v4", 2, render_mode="rgb_array"), "does not render"),
         (lambda: TabularVectorEnv("Taxi-v4", 2, fickle_passenger=True), "fickle_passenger"),
-        (lambda: TabularVectorEnv("Taxi-v4", 0), "num_envs >= 1"),
+        (lambda: TabularVectorEnv("Taxi-v4", 0), "`num_envs` must be >= 1"),
     ],
 )
 def test_bad_construction_is_a_clear_error(make, message):
@@ -101,5 +101,5 @@ def test_bad_construction_is_a_clear_error(make, message):
 def test_actions_out_of_range_are_a_clear_error():
     env = TabularVectorEnv("Taxi-v4", 2)
     env.reset(seed=0)
-    with pytest.raises(ValueError, match=r"Expected 2 actions in \[0, 6\)"):
+    with pytest.raises(ValueError, match=r"must be 2 actions in \[0, 6\)"):
         env.step(np.array([0, 6]))
