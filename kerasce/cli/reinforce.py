@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any, cast
 # Light imports only: the flags are parsed and checked before TensorFlow (~5 s) is imported.
 from kerasce.cli.runs import (
     STRATEGIES,
-    HelpFormatter,
+    ArgumentParser,
     RunBackup,
     finite_float,
     non_negative_int,
@@ -72,7 +72,7 @@ EVERY_UPDATES = 10  # updates between checkpoints
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parses and checks the flags (no TensorFlow import); a bad value exits with ``error: ...`` (status 2)."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    parser = ArgumentParser(description=__doc__)
     parser.add_argument("--env", default="CartPole-v1", help="gymnasium env id (Discrete actions, Box observations)")
     parser.add_argument(
         "--seed", type=non_negative_int, default=0, help="seeds the networks, env resets and action sampling"

@@ -208,13 +208,13 @@ def test_two_worker_processes_train_and_only_the_chief_exports(tmp_path, zygote)
 @pytest.mark.parametrize(
     "flags, message",
     [
-        (["--num-envs", "0"], "--num-envs: expected an integer >= 1, got 0"),
-        (["--max-updates", "0"], "--max-updates: expected an integer >= 1, got 0"),
-        (["--max-seconds", "-5"], "--max-seconds: expected a number > 0, got -5"),
-        (["--max-seconds", "0"], "--max-seconds: expected a number > 0, got 0"),
-        (["--seed", "-1"], "--seed: expected an integer >= 0, got -1"),
-        (["--target-return", "nan"], "--target-return: expected a finite number, got nan"),
-        (["--strategy", "tpu"], "argument --strategy: invalid choice: 'tpu'"),
+        (["--num-envs", "0"], "`--num-envs` must be an integer >= 1. Received: --num-envs=0"),
+        (["--max-updates", "0"], "`--max-updates` must be an integer >= 1. Received: --max-updates=0"),
+        (["--max-seconds", "-5"], "`--max-seconds` must be a number > 0. Received: --max-seconds=-5"),
+        (["--max-seconds", "0"], "`--max-seconds` must be a number > 0. Received: --max-seconds=0"),
+        (["--seed", "-1"], "`--seed` must be an integer >= 0. Received: --seed=-1"),
+        (["--target-return", "nan"], "`--target-return` must be a finite number. Received: --target-return=nan"),
+        (["--strategy", "tpu"], "`--strategy` must be one of"),
         (["--set", "ent_coef"], "--set: expected KEY=VALUE with a Python literal VALUE"),
         (["--set", "gamma=0.9", "ent_coef=lots"], "got 'ent_coef=lots'"),
     ],
@@ -248,7 +248,11 @@ def test_help_and_flag_errors_answer_without_importing_tensorflow():
     seconds = time.monotonic() - start
     assert "(default: 10)" in help_text and "MAX_SECONDS[env], else 120)" in help_text and "--fresh" in help_text
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
-    assert bad.stderr.strip().splitlines()[-1].endswith("error: argument --max-seconds: expected a number > 0, got 0")
+    assert (
+        bad.stderr.strip()
+        .splitlines()[-1]
+        .endswith("error: `--max-seconds` must be a number > 0. Received: --max-seconds=0")
+    )
     assert seconds < 5, f"two runs took {seconds:.1f} s: TensorFlow was imported?"  # ~0.1 s each here
 
 
