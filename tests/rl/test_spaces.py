@@ -1,0 +1,402 @@
+"""The action distributions of `kerasce.rl.spaces` against float64 NumPy / SciPy references.
+
+Each claim was checked with a mutation of the code that must turn it red; the docstrings list them.
+"""
+
+import gymnasium
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from scipy import special, stats
+
+from kerasce.losses import gaussian_entropy, gaussian_nll
+from kerasce.rl.spaces import (
+    Bernoulli,
+    Categorical,
+    DiagGaussian,
+    MultiCategorical,
+    action_distribution,
+    flat_observation_size,
+    flatten_observations,
+    observation_entries,
+)
+
+B = 64
+NVEC = [3, 2, 4]
+LOW, HIGH = np.array([-2.0, 0.0, -1.0], np.float32), np.array([2.0, 1.0, 3.0], np.float32)
+
+
+def _params(dist, scale=1.5, seed=0):
+    return (np.random.default_rng(seed).normal(size=(B, dist.param_size)) * scale).astype(np.float32)
+
+
+def _np(x):
+    return np.asarray(keras.ops.convert_to_numpy(x), np.float64)
+
+
+def _blocks(params):
+    edges = np.cumsum([0, *NVEC])
+    return [params[:, edges[k] : edges[k + 1]] for k in range(len(NVEC))]
+
+
+# float64 references written from the docstrings' formulas, with SciPy's distributions.
+def _ref_log_prob(dist, params, raw):
+    p = params.astype(np.float64)
+    if isinstance(dist, Categorical):
+        return np.take_along_axis(special.log_softmax(p, -1), raw[:, None], -1)[:, 0]
+    if isinstance(dist, Bernoulli):
+        return stats.bernoulli.logpmf(raw, special.expit(p)).sum(-1)
+    if isinstance(dist, MultiCategorical):
+        return sum(special.log_softmax(z, -1)[np.arange(B), raw[:, k]] for k, z in enumerate(_blocks(p)))
+    d = dist.action_shape[0]
+    u = raw.astype(np.float64)
+    gaussian = stats.norm.logpdf(u, p[:, :d], np.exp(p[:, d:])).sum(-1)
+    if dist.bounds == "clip":
+        return gaussian
+    # change of variables a = low + (tanh(u) + 1)(high - low)/2: da/du = (high - low) / (2 cosh²u)
+    return gaussian - (np.log((HIGH - LOW) / 2) - 2 * np.log(np.cosh(u))).sum(-1)
+
+
+def _ref_entropy(dist, params):
+    p = params.astype(np.float64)
+    if isinstance(dist, Categorical):
+        return stats.entropy(special.softmax(p, -1), axis=-1)
+    if isinstance(dist, Bernoulli):
+        return stats.bernoulli.entropy(special.expit(p)).sum(-1)
+    if isinstance(dist, MultiCategorical):
+        return sum(stats.entropy(special.softmax(z, -1), axis=-1) for z in _blocks(p))
+    d = dist.action_shape[0]
+    return stats.norm.entropy(scale=np.exp(p[:, d:])).sum(-1)
+
+
+def _ref_mode(dist, params):
+    p = params.astype(np.float64)
+    if isinstance(dist, Categorical):
+        return p.argmax(-1) + dist.start
+    if isinstance(dist, Bernoulli):
+        return (special.expit(p) > 0.5).astype(int)
+    if isinstance(dist, MultiCategorical):
+        return np.stack([z.argmax(-1) for z in _blocks(p)], -1) + dist.start
+    mean = p[:, : dist.action_shape[0]]
+    return np.clip(mean, LOW, HIGH) if dist.bounds == "clip" else LOW + (np.tanh(mean) + 1) * (HIGH - LOW) / 2
+
+
+DISTRIBUTIONS = {
+    "categorical": lambda: action_distribution(gymnasium.spaces.Discrete(5, start=2)),
+    "bernoulli": lambda: action_distribution(gymnasium.spaces.MultiBinary(6)),
+    "multicategorical": lambda: action_distribution(gymnasium.spaces.MultiDiscrete(NVEC, start=[0, 1, 0])),
+    "gaussian-clip": lambda: action_distribution(gymnasium.spaces.Box(LOW, HIGH, dtype=np.float32)),
+    "gaussian-tanh": lambda: action_distribution(gymnasium.spaces.Box(LOW, HIGH, dtype=np.float32), bounds="tanh"),
+}
+
+
+@pytest.fixture(params=sorted(DISTRIBUTIONS))
+def dist(request):
+    return DISTRIBUTIONS[request.param]()
+
+
+def test_action_distribution_per_space():
+    assert isinstance(DISTRIBUTIONS["categorical"](), Categorical)
+    assert isinstance(DISTRIBUTIONS["bernoulli"](), Bernoulli)
+    assert isinstance(DISTRIBUTIONS["multicategorical"](), MultiCategorical)
+    gaussian = DISTRIBUTIONS["gaussian-clip"]()
+    assert isinstance(gaussian, DiagGaussian) and gaussian.bounds == "clip" and gaussian.param_size == 6
+
+
+@pytest.mark.parametrize(
+    "space",
+    [gymnasium.spaces.Text(5), gymnasium.spaces.Box(0, 3, (2,), np.int64), gymnasium.spaces.MultiBinary([2, 2])],
+)
+def test_unsupported_action_space_names_itself_and_the_supported_ones(space):
+    with pytest.raises(ValueError, match=r"`action_space` must be one of .*Discrete.*MultiBinary.*Received") as info:
+        action_distribution(space)
+    assert type(space).__name__ in str(info.value)
+
+
+def test_log_prob_matches_scipy(dist):
+    """log π(a|s) of sampled actions = the SciPy log-pmf / log-pdf (with the tanh change of variables).
+
+    Mutations tried: `gaussian_nll` without `+ _HALF_LOG_2PI` -> red (gaussian-*); `gaussian_nll` with
+    `keras.ops.mean` instead of `sum` -> red; `Bernoulli.neg_log_prob` without `* K` (the loss's mean
+    over bits) -> red; `DiagGaussian` tanh term dropped -> red (gaussian-tanh); the tanh term with
+    `+ u` instead of `- u` -> red; `log_half_range` left out -> red (gaussian-tanh).
+    """
+    params = _params(dist)
+    raw = dist.np_sample(params, np.random.default_rng(1))
+    np.testing.assert_allclose(_np(dist.log_prob(params, raw)), _ref_log_prob(dist, params, raw), rtol=2e-5, atol=1e-4)
+    np.testing.assert_allclose(_np(dist.neg_log_prob(params, raw)), -_ref_log_prob(dist, params, raw), atol=1e-4)
+
+
+def test_entropy_matches_scipy(dist):
+    """Mutations tried: `gaussian_entropy` without the ½ -> red; Bernoulli entropy `softplus(z) + z σ(z)`
+    -> red; `MultiCategorical.entropy` of the first block only -> red."""
+    params = _params(dist)
+    np.testing.assert_allclose(_np(dist.entropy(params)), _ref_entropy(dist, params), rtol=1e-5, atol=1e-5)
+
+
+def test_mode_is_the_most_likely_action_in_env_format(dist):
+    """`mode` (keras.ops) and `np_mode` (NumPy) give the greedy action as the env takes it.
+
+    Mutations tried: `Categorical.to_env` without `+ start` -> red; `DiagGaussian.to_env` tanh without the
+    rescale -> red; `Bernoulli.raw_mode` `params < 0` -> red.
+    """
+    params = _params(dist)
+    np.testing.assert_allclose(_np(dist.mode(params)), _ref_mode(dist, params), atol=1e-5)
+    np.testing.assert_allclose(dist.np_mode(params).astype(np.float64), _ref_mode(dist, params), atol=1e-5)
+
+
+def test_env_actions_are_in_the_action_space(dist):
+    space = {
+        Categorical: lambda: gymnasium.spaces.Discrete(5, start=2),
+        Bernoulli: lambda: gymnasium.spaces.MultiBinary(6),
+        MultiCategorical: lambda: gymnasium.spaces.MultiDiscrete(NVEC, start=[0, 1, 0]),
+        DiagGaussian: lambda: gymnasium.spaces.Box(LOW, HIGH, dtype=np.float32),
+    }[type(dist)]()
+    params = _params(dist, scale=4.0)
+    for actions in [dist.np_to_env(dist.np_sample(params, np.random.default_rng(2))), dist.np_mode(params)]:
+        assert all(space.contains(a) for a in actions)
+
+
+@pytest.mark.parametrize("u", [-40.0, -8.0, 0.3, 8.0, 40.0])
+def test_tanh_correction_is_finite_and_exact_for_large_u(u):
+    """``log(1 - tanh²u) = 2(log 2 - u - softplus(-2u))``: the naive form is -inf for |u| > ~9 in float32;
+    the stable one matches the float64 closed form ``2 log 2 - 2|u| - 2 log(1 + e^{-2|u|})``."""
+    dist = DiagGaussian([-1.0], [1.0], bounds="tanh")
+    params = np.zeros((1, 2), np.float32)
+    raw = np.array([[u]], np.float32)
+    log_1m_tanh2 = 2 * np.log(2) - 2 * abs(u) - 2 * np.log1p(np.exp(-2 * abs(u)))
+    want = stats.norm.logpdf(u) - log_1m_tanh2
+    got = _np(dist.log_prob(params, raw))[0]
+    assert np.isfinite(got)
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+
+
+@pytest.mark.parametrize("bounds", ["clip", "tanh"])
+def test_tanh_density_integrates_to_one_over_the_bounds(bounds):
+    """exp(log π(a)) over the env's interval [low, high] integrates to 1 for tanh (a density of the env
+    action); for clip it is the density of the unclipped u (integrates to 1 over the real line).
+
+    Mutations tried: the tanh correction dropped -> red; `log_half_range` dropped -> red.
+    """
+    low, high = -0.5, 3.0
+    dist = DiagGaussian([low], [high], bounds=bounds)
+    mean, log_std = 0.4, np.log(0.8)
+    if bounds == "tanh":
+        a = np.linspace(low, high, 200_001)[1:-1]
+        u = np.arctanh(2 * (a - low) / (high - low) - 1)
+        x = a
+    else:
+        x = u = np.linspace(-8.0, 8.0, 200_001)
+    params = np.tile(np.array([[mean, log_std]], np.float32), (u.size, 1))
+    density = np.exp(_np(dist.log_prob(params, u[:, None].astype(np.float32))))
+    np.testing.assert_allclose(np.trapezoid(density, x), 1.0, atol=2e-3)
+
+
+def _sgd_update(dist, observations, raw, returns, learning_rate=0.1):
+    """One SGD step of a linear policy ``params = x W + b`` on ``mean_b G_b (−log π(a_b|s_b))``."""
+    dims = observations.shape[1]
+    kernel = keras.Variable(np.random.default_rng(5).normal(size=(dims, dist.param_size)).astype(np.float32) * 0.5)
+    bias = keras.Variable(np.random.default_rng(6).normal(size=dist.param_size).astype(np.float32) * 0.5)
+    start = [kernel.numpy().astype(np.float64), bias.numpy().astype(np.float64)]
+    with tf.GradientTape() as tape:
+        params = keras.ops.matmul(observations, kernel) + bias
+        loss = keras.ops.mean(dist.policy_gradient_loss(params, raw, returns))
+    keras.optimizers.SGD(learning_rate).apply_gradients(zip(tape.gradient(loss, [kernel, bias]), [kernel, bias]))
+    return start, [kernel.numpy(), bias.numpy()]
+
+
+def _ref_d_params(dist, params, raw):
+    """d(−log π)/d params per example, closed form."""
+    if isinstance(dist, Categorical):
+        return special.softmax(params, -1) - np.eye(dist.param_size)[raw]
+    if isinstance(dist, Bernoulli):
+        return special.expit(params) - raw
+    if isinstance(dist, MultiCategorical):
+        return np.concatenate(
+            [special.softmax(z, -1) - np.eye(n)[raw[:, k]] for k, (n, z) in enumerate(zip(NVEC, _blocks(params)))], -1
+        )
+    d = dist.action_shape[0]
+    mean, var = params[:, :d], np.exp(2 * params[:, d:])
+    # d/dμ = (μ - u)/σ², d/dlog σ = 1 - (u - μ)²/σ²; the tanh term depends on u only (no gradient)
+    return np.concatenate([(mean - raw) / var, 1 - (raw - mean) ** 2 / var], -1)
+
+
+def test_policy_gradient_of_one_update_equals_the_closed_form(dist):
+    """REINFORCE: one SGD step on mean_b[G_b · (−log π(a_b|s_b))] moves a linear policy by
+    −lr xᵀ (G ⊙ d(−log π)/d params)/B, the closed-form gradient (softmax − one-hot, σ − a, Gaussian score).
+
+    Mutations tried: the returns left out (`return nll`) -> red; `Bernoulli` with the mean over
+    bits (no `* K`) -> red; `MultiCategorical.neg_log_prob` of the first block only -> red;
+    `gaussian_nll` with `exp(log_std)` instead of `exp(-log_std)` -> red.
+    """
+    rng = np.random.default_rng(4)
+    observations = rng.normal(size=(B, 3)).astype(np.float32)
+    returns = rng.normal(size=B).astype(np.float32) * 2.0
+    kernel0 = np.random.default_rng(5).normal(size=(3, dist.param_size)).astype(np.float32) * 0.5
+    bias0 = np.random.default_rng(6).normal(size=dist.param_size).astype(np.float32) * 0.5
+    raw = dist.np_sample(observations @ kernel0 + bias0, rng)
+    (kernel, bias), (new_kernel, new_bias) = _sgd_update(dist, observations, raw, returns)
+    x = observations.astype(np.float64)
+    d_params = returns[:, None] * _ref_d_params(dist, x @ kernel + bias, raw) / B
+    np.testing.assert_allclose(new_kernel, kernel - 0.1 * x.T @ d_params, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(new_bias, bias - 0.1 * d_params.sum(0), rtol=1e-4, atol=1e-5)
+
+
+def test_policy_gradient_loss_rejects_returns_of_another_shape():
+    dist = DISTRIBUTIONS["bernoulli"]()
+    with pytest.raises(ValueError, match=r"`returns` must have shape \[B\]"):
+        dist.policy_gradient_loss(_params(dist), np.zeros((B, 6)), np.zeros((B, 1)))
+
+
+def _draws(dist, params, n, keras_sampler):
+    rows = np.repeat(params, n, axis=0)
+    if keras_sampler:
+        return np.asarray(keras.ops.convert_to_numpy(dist.sample(rows, seed=3)))
+    return dist.np_sample(rows, np.random.default_rng(3))
+
+
+@pytest.mark.parametrize("keras_sampler", [False, True], ids=["numpy", "keras"])
+def test_sample_frequencies_match_the_probabilities(dist, keras_sampler):
+    """Empirical frequencies (discrete) / mean and std (Gaussian) of 20,000 draws from one row of params,
+    within 5 standard errors.
+
+    Mutations tried: `Bernoulli.np_sample` with `>` instead of `<` -> red; `DiagGaussian.np_sample` with
+    `exp(params[:, d:] / 2)` -> red; `DiagGaussian.sample` without `exp` -> red; MultiCategorical's
+    NumPy sampler using block 0's logits for every block -> red; its keras sampler with one int seed for
+    every dimension (correlated draws) -> red (the joint frequencies).
+    """
+    n = 20_000
+    params = _params(dist, scale=1.0)[:1]
+    draws = _draws(dist, params, n, keras_sampler)
+    p = params[0].astype(np.float64)
+    if isinstance(dist, DiagGaussian):
+        d = dist.action_shape[0]
+        mean, std = p[:d], np.exp(p[d:])
+        assert (np.abs(draws.mean(0) - mean) <= 5 * std / np.sqrt(n)).all(), (draws.mean(0), mean)
+        assert (np.abs(draws.std(0) - std) <= 5 * std / np.sqrt(2 * n)).all(), (draws.std(0), std)
+        return
+    if isinstance(dist, Categorical):
+        columns = [(draws, special.softmax(p))]
+    elif isinstance(dist, Bernoulli):
+        columns = [(draws[:, k], np.array([1 - special.expit(p[k]), special.expit(p[k])])) for k in range(6)]
+    else:
+        blocks = [special.softmax(z[0]) for z in _blocks(params.astype(np.float64))]
+        columns = [(draws[:, k], probs) for k, probs in enumerate(blocks)]
+        # the dimensions are independent: the joint of the first two is the product of their marginals
+        columns.append((draws[:, 0] * NVEC[1] + draws[:, 1], np.outer(blocks[0], blocks[1]).reshape(-1)))
+    for values, probs in columns:
+        freq = np.bincount(values, minlength=probs.size) / n
+        tolerance = 5 * np.sqrt(probs * (1 - probs) / n) + 1e-12
+        assert (np.abs(freq - probs) <= tolerance).all(), (freq, probs)
+
+
+@pytest.mark.parametrize("name", ["categorical", "multicategorical"])
+def test_masked_actions_are_never_chosen(name):
+    """Masks (``[B, P]``, the params' layout): never sampled, never greedy, log-probabilities and entropies
+    over the valid actions only.
+
+    Mutation tried: `MultiCategorical.np_sample` ignoring the mask -> red.
+    """
+    dist = DISTRIBUTIONS[name]()
+    rng = np.random.default_rng(7)
+    params = _params(dist, scale=3.0)
+    mask = rng.random(params.shape) < 0.5
+    for block in _blocks(mask) if name == "multicategorical" else [mask]:
+        block[np.arange(B), rng.integers(0, block.shape[1], B)] = True
+    env_start = np.asarray(dist.start)
+    flat = np.cumsum([0, *NVEC])[:-1] if name == "multicategorical" else 0
+    for _ in range(20):
+        index = dist.np_sample(params, rng, mask) + flat
+        assert np.take_along_axis(mask, index.reshape(B, -1), -1).all()
+    greedy = dist.np_mode(params, mask) - env_start + flat
+    assert np.take_along_axis(mask, greedy.reshape(B, -1), -1).all()
+    masked = np.where(mask, params, -np.inf)
+    np.testing.assert_allclose(_np(dist.entropy(dist.mask_params(params, mask))), _ref_entropy(dist, masked), atol=1e-5)
+
+
+def test_masks_are_refused_where_the_space_has_none():
+    for name in ["bernoulli", "gaussian-clip"]:
+        dist = DISTRIBUTIONS[name]()
+        with pytest.raises(ValueError, match="`action_mask` must be None"):
+            dist.np_sample(_params(dist), np.random.default_rng(0), np.ones((B, dist.param_size), bool))
+
+
+def test_gaussian_loss_functions_match_scipy():
+    """`kerasce.losses.gaussian_nll` / `gaussian_entropy` with a ``[D]`` log-std broadcast over the batch."""
+    rng = np.random.default_rng(8)
+    a, mean = rng.normal(size=(B, 3)), rng.normal(size=(B, 3))
+    log_std = rng.normal(size=3) * 0.5
+    np.testing.assert_allclose(
+        _np(gaussian_nll(a, mean.astype(np.float32), log_std)),
+        -stats.norm.logpdf(a, mean, np.exp(log_std)).sum(-1),
+        rtol=1e-5,
+    )
+    np.testing.assert_allclose(
+        _np(gaussian_entropy(log_std)), stats.norm.entropy(scale=np.exp(log_std)).sum(), rtol=1e-6
+    )
+
+
+def test_tanh_needs_finite_bounds():
+    with pytest.raises(ValueError, match="`bounds` must be 'clip' for a Box with infinite bounds"):
+        action_distribution(gymnasium.spaces.Box(-np.inf, np.inf, (2,), np.float32), bounds="tanh")
+    with pytest.raises(ValueError, match="`bounds` must be one of"):
+        action_distribution(gymnasium.spaces.Box(-1, 1, (2,), np.float32), bounds="squash")
+
+
+# --------------------------------------------------------------------------------------------------
+# Observations
+# --------------------------------------------------------------------------------------------------
+
+DICT_SPACE = gymnasium.spaces.Dict(
+    {
+        "position": gymnasium.spaces.Box(-1.0, 1.0, (2, 2), np.float32),
+        "room": gymnasium.spaces.Discrete(3, start=1),
+        "action_mask": gymnasium.spaces.MultiBinary(4),
+        "pair": gymnasium.spaces.Tuple([gymnasium.spaces.Discrete(2), gymnasium.spaces.Box(0.0, 1.0, (1,))]),
+    }
+)
+
+
+def test_observation_entries_name_dict_keys_and_leave_out_the_action_mask():
+    names = [name for name, _, _ in observation_entries(DICT_SPACE)]
+    assert names == ["pair.0", "pair.1", "position", "room"]  # gymnasium sorts Dict keys
+    assert observation_entries(gymnasium.spaces.Box(0, 1, (3,)))[0][0] == "observations"
+    assert flat_observation_size(DICT_SPACE) == 2 + 1 + 4 + 3
+
+
+def test_flatten_observations_is_one_hot_and_flattened_in_entry_order():
+    batch = {
+        "position": np.arange(8, dtype=np.float32).reshape(2, 2, 2),
+        "room": np.array([1, 3]),
+        "action_mask": np.ones((2, 4), np.int8),
+        "pair": (np.array([1, 0]), np.array([[0.5], [0.25]], np.float32)),
+    }
+    want = np.array(
+        [
+            [0, 1, 0.5, 0, 1, 2, 3, 1, 0, 0],
+            [1, 0, 0.25, 4, 5, 6, 7, 0, 0, 1],
+        ],
+        np.float32,
+    )
+    got = flatten_observations(DICT_SPACE, batch)
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize(
+    "space, where",
+    [
+        (gymnasium.spaces.Text(4), ""),
+        (
+            gymnasium.spaces.Dict({"image": gymnasium.spaces.Box(0, 1, (2,)), "mission": gymnasium.spaces.Text(4)}),
+            "'mission'",
+        ),
+    ],
+)
+def test_unsupported_observation_space_names_itself(space, where):
+    with pytest.raises(
+        ValueError, match=r"`observation_space` must be one of .*Received: observation_space=.*Text"
+    ) as info:
+        observation_entries(space)
+    assert where in str(info.value)
