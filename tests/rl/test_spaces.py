@@ -11,6 +11,7 @@ import tensorflow as tf
 from scipy import special, stats
 
 from kerasce.losses import gaussian_entropy, gaussian_nll
+from kerasce.rl.networks import build_encoder, build_policy_network
 from kerasce.rl.spaces import (
     Bernoulli,
     Categorical,
@@ -400,3 +401,67 @@ def test_unsupported_observation_space_names_itself(space, where):
     ) as info:
         observation_entries(space)
     assert where in str(info.value)
+
+
+def _dict_batch(n=5):
+    return gymnasium.vector.utils.batch_space(DICT_SPACE, n).sample()
+
+
+def _named_inputs(batch):
+    """The vector env's batch as the encoder's named inputs, indexed by hand from the entry paths."""
+    named = {}
+    for name, path, _ in observation_entries(DICT_SPACE):
+        x = batch
+        for key in path:
+            x = x[key]
+        named[name] = x
+    return named
+
+
+def test_encoder_takes_one_named_input_per_entry_and_equals_the_numpy_flattening():
+    """The Keras encoder (what the network runs) and `flatten_observations` (what the NumPy sampler runs)
+    agree; the action mask is no input.
+
+    Mutation tried: `OneHot.call` without `- self.start` -> red.
+    """
+    encoder = build_encoder(DICT_SPACE)
+    assert sorted(encoder.input) == ["pair.0", "pair.1", "position", "room"]
+    batch = _dict_batch()
+    np.testing.assert_array_equal(_np(encoder(_named_inputs(batch))), flatten_observations(DICT_SPACE, batch))
+
+
+@pytest.mark.parametrize(
+    "name, state_dependent_std", [(name, False) for name in sorted(DISTRIBUTIONS)] + [("gaussian-tanh", True)]
+)
+def test_policy_network_outputs_the_distributions_params(name, state_dependent_std, tmp_path):
+    """``[B, P]`` params; a Gaussian's log σ starts at `log_std_init`, the same for every state unless
+    state-dependent (then its own trainable kernel); the model saves to ``.keras`` and loads back."""
+    space = gymnasium.spaces.Box(LOW, HIGH, dtype=np.float32)
+    options = {"state_dependent_std": state_dependent_std, "log_std_init": -0.7} if "gaussian" in name else {}
+    dist = action_distribution(space, **options) if options else DISTRIBUTIONS[name]()
+    policy = build_policy_network(DICT_SPACE, dist, hidden_units=(8,), seed=0)
+    inputs = _named_inputs(_dict_batch())
+    params = _np(policy(inputs))
+    assert params.shape == (5, dist.param_size)
+    if options:
+        d = dist.action_shape[0]
+        if state_dependent_std:
+            assert np.ptp(params[:, d:], axis=0).max() > 0  # depends on the state (Glorot kernel)
+            np.testing.assert_allclose(policy.get_layer("body").layers[-1].bias.numpy(), [0] * d + [-0.7] * d)
+        else:
+            np.testing.assert_allclose(params[:, d:], -0.7, rtol=1e-6)
+    policy.save(tmp_path / "policy.keras")
+    np.testing.assert_allclose(_np(keras.models.load_model(tmp_path / "policy.keras")(inputs)), params, rtol=1e-6)
+
+
+def test_state_independent_log_std_is_one_trainable_vector():
+    dist = action_distribution(gymnasium.spaces.Box(LOW, HIGH, dtype=np.float32))
+    policy = build_policy_network(gymnasium.spaces.Box(-1, 1, (4,), np.float32), dist, hidden_units=(), seed=0)
+    log_std = policy.get_layer("log_std").log_std
+    assert log_std.trainable and tuple(log_std.shape) == (3,)
+    x = np.random.default_rng(0).normal(size=(4, 4)).astype(np.float32)
+    with tf.GradientTape() as tape:
+        loss = keras.ops.mean(dist.neg_log_prob(policy(x), np.zeros((4, 3), np.float32)))
+    # d/dlog σ of mean_b[Σ_d (u - μ)²/(2σ²) + log σ] = mean_b[1 - (u - μ)²/σ²] at σ = 1
+    mean = x @ policy.layers[0].kernel.numpy() + policy.layers[0].bias.numpy()
+    np.testing.assert_allclose(tape.gradient(loss, log_std).numpy(), (1 - mean**2).mean(0), rtol=1e-5, atol=1e-6)
