@@ -8,12 +8,16 @@ import subprocess
 import sys
 import warnings
 
+import gymnasium
 import numpy as np
 import pytest
 import tensorflow as tf
 
 import kerasce
+from kerasce.export import export_saved_model
 from kerasce.rl import ReinforceAgent
+from kerasce.rl.networks import build_policy_network
+from kerasce.rl.spaces import action_distribution
 
 SIGNATURES = ["serving_default", "sample"]
 OBS_DIM, NUM_ACTIONS, CALLS, ROWS = 4, 3, 300, 4
@@ -126,3 +130,73 @@ def test_serve_is_serving_default_and_the_keras_model_returns_logits(export, sav
     softmax = np.exp(z - z.max(-1, keepdims=True))
     np.testing.assert_allclose(softmax / softmax.sum(-1, keepdims=True), want["probabilities"].numpy(), atol=1e-6)
     assert path.name == "1" and (path / "saved_model.pb").is_file()
+
+
+# --------------------------------------------------------------------------------------------------
+# The distributions of every action space, exported from kerasce.rl.spaces' pieces, convert too
+# --------------------------------------------------------------------------------------------------
+
+ACTION_SPACES = {
+    "discrete": gymnasium.spaces.Discrete(3, start=1),
+    "multibinary": gymnasium.spaces.MultiBinary(4),
+    "multidiscrete": gymnasium.spaces.MultiDiscrete([3, 2]),
+    "box": gymnasium.spaces.Box(-2.0, 1.0, (2,), np.float32),
+}
+
+
+def _space_export(path, space):
+    """serving_default: ``action`` = the mode (env format) and ``params``; sample: a drawn env action."""
+    dist = action_distribution(space)
+    policy = build_policy_network(gymnasium.spaces.Box(-1, 1, (OBS_DIM,), np.float32), dist, seed=0)
+
+    def serve(observations):
+        params = policy(observations)
+        return {"action": dist.mode(params), "params": params}
+
+    def sample(observations):
+        params = policy(observations)
+        return {"action": dist.to_env(dist.sample(params)), "params": params}
+
+    specs = [tf.TensorSpec((None, OBS_DIM), tf.float32, name="observations")]
+    return export_saved_model(path, policy, serve, specs, extra_endpoints={"sample": (sample, specs)})
+
+
+def _run_converted(fmt, path, signature, tmp_path):
+    if fmt == "tflite":
+        converter = tf.lite.TFLiteConverter.from_saved_model(str(path), signature_keys=[signature])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            runner = tf.lite.Interpreter(model_content=converter.convert()).get_signature_runner(signature)
+        return lambda observations: runner(observations=observations)
+    import onnxruntime
+
+    out = tmp_path / f"{signature}.onnx"
+    command = [sys.executable, "-m", "tf2onnx.convert", "--saved-model", str(path), "--signature_def", signature]
+    subprocess.run([*command, "--opset", "17", "--output", str(out)], check=True, capture_output=True)
+    session = onnxruntime.InferenceSession(str(out))
+    names = [o.name for o in session.get_outputs()]
+    return lambda observations: dict(zip(names, session.run(names, {"observations": observations})))
+
+
+@pytest.mark.parametrize("fmt", ["tflite", pytest.param("onnx", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("space_name", sorted(ACTION_SPACES))
+def test_every_action_space_converts(space_name, fmt, tmp_path):
+    """The mode and the sampler of each distribution convert: the same params (1e-6) and greedy action as
+    the SavedModel, sampled actions inside the action space and drawn anew at every call.
+
+    Mutations tried: `_argmax` as `keras.ops.argmax` -> red (TFLite: `BitwiseAnd` not supported; ONNX:
+    an invalid `Bitcast` node); `_uniform` / `_normal` / `_categorical` through `keras.random` with a
+    SeedGenerator -> red (stateless random ops: neither TFLite nor ONNX has them).
+    """
+    space = ACTION_SPACES[space_name]
+    path = _space_export(tmp_path / "policy", space)
+    saved = tf.saved_model.load(str(path))
+    observations = _inputs(11, rows=32)[0]
+    greedy = _run_converted(fmt, path, "serving_default", tmp_path)(observations)
+    want = saved.signatures["serving_default"](observations=tf.constant(observations))
+    np.testing.assert_allclose(greedy["params"], want["params"].numpy(), atol=1e-6)
+    np.testing.assert_allclose(greedy["action"], want["action"].numpy(), atol=1e-6)
+    sample = _run_converted(fmt, path, "sample", tmp_path)
+    draws = [np.asarray(sample(observations)["action"]) for _ in range(5)]
+    assert all(space.contains(a.astype(space.dtype)) for draw in draws for a in draw)
+    assert any(not np.array_equal(draws[0], d) for d in draws[1:])

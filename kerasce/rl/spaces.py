@@ -33,6 +33,7 @@ from typing import Any
 import gymnasium
 import keras
 import numpy as np
+import tensorflow as tf
 
 from kerasce.losses import gaussian_entropy, gaussian_nll, sigmoid_cross_entropy, softmax_cross_entropy, softmax_entropy
 from kerasce.rl.rollout import mask_logits, sample_actions
@@ -86,7 +87,9 @@ class ActionDistribution:
         raise NotImplementedError
 
     def sample(self, params: Any, seed: Any = None) -> Any:
-        """One raw action per row (``seed``: an int or a ``keras.random.SeedGenerator``)."""
+        """One raw action per row. ``seed``: an int or a ``keras.random.SeedGenerator`` (``keras.random``), or
+        None: TensorFlow's stateful random ops, a new draw at every call of a traced function (what an export's
+        ``sample`` signature needs: TFLite and tf2onnx convert them, not ``keras.random``'s stateless ops)."""
         raise NotImplementedError
 
     def to_env(self, actions: Any) -> Any:
@@ -132,6 +135,28 @@ class ActionDistribution:
         return keras.ops.stop_gradient(keras.ops.cast(returns, nll.dtype)) * nll
 
 
+def _argmax(x: Any) -> Any:
+    """int64 argmax over the last axis, as ``top_k``: TensorFlow's ``keras.ops.argmax`` bitcasts (``BitwiseAnd``),
+    which neither TFLite nor ONNX converts."""
+    return keras.ops.cast(keras.ops.top_k(x, 1)[1][..., 0], "int64")
+
+
+def _categorical(logits: Any, seed: Any) -> Any:
+    """One class id ``[B]`` int64 per row of ``logits`` ``[B, A]`` (see `ActionDistribution.sample` for ``seed``)."""
+    logits = keras.ops.cast(logits, "float32")
+    if seed is None:
+        return tf.random.categorical(logits, 1, dtype=tf.int64)[:, 0]
+    return keras.random.categorical(logits, 1, dtype="int64", seed=seed)[:, 0]
+
+
+def _uniform(shape: Any, seed: Any) -> Any:
+    return tf.random.uniform(shape) if seed is None else keras.random.uniform(shape, seed=seed)
+
+
+def _normal(shape: Any, seed: Any) -> Any:
+    return tf.random.normal(shape) if seed is None else keras.random.normal(shape, seed=seed)
+
+
 def _masked(logits: Any, mask: Any) -> Any:
     """float32 ``logits`` with ``-inf`` where ``mask`` is 0/False."""
     logits = keras.ops.cast(logits, "float32")
@@ -155,10 +180,10 @@ class Categorical(ActionDistribution):
         return softmax_entropy(params)
 
     def raw_mode(self, params):
-        return keras.ops.cast(keras.ops.argmax(params, axis=-1), "int64")
+        return _argmax(params)
 
     def sample(self, params, seed=None):
-        return keras.random.categorical(keras.ops.cast(params, "float32"), 1, dtype="int64", seed=seed)[:, 0]
+        return _categorical(params, seed)
 
     def to_env(self, actions):
         return actions + self.start
@@ -198,7 +223,7 @@ class Bernoulli(ActionDistribution):
         return keras.ops.cast(params > 0, "int64")
 
     def sample(self, params, seed=None):
-        u = keras.random.uniform(keras.ops.shape(params), seed=seed)
+        u = _uniform(keras.ops.shape(params), seed)
         return keras.ops.cast(u < keras.ops.sigmoid(keras.ops.cast(params, "float32")), "int64")
 
     def to_env(self, actions):
@@ -246,18 +271,12 @@ class MultiCategorical(ActionDistribution):
         return sum((softmax_entropy(z) for _, z in self._blocks(params)), keras.ops.zeros_like(params[:, 0]))
 
     def raw_mode(self, params):
-        modes = [keras.ops.argmax(z, axis=-1) for _, z in self._blocks(params)]
-        return keras.ops.cast(keras.ops.stack(modes, axis=-1), "int64")
+        return keras.ops.stack([_argmax(z) for _, z in self._blocks(params)], axis=-1)
 
     def sample(self, params, seed=None):
-        draws = [
-            # an int seed gives each dimension its own stream; a SeedGenerator advances per draw
-            keras.random.categorical(
-                keras.ops.cast(z, "float32"), 1, "int64", seed + k if isinstance(seed, int) else seed
-            )
-            for k, z in self._blocks(params)
-        ]
-        return keras.ops.concatenate(draws, axis=-1)
+        # an int seed gives each dimension its own stream; a SeedGenerator (or TF's state) advances per draw
+        draws = [_categorical(z, seed + k if isinstance(seed, int) else seed) for k, z in self._blocks(params)]
+        return keras.ops.stack(draws, axis=-1)
 
     def to_env(self, actions):
         return actions + keras.ops.convert_to_tensor(self.start)
@@ -345,7 +364,7 @@ class DiagGaussian(ActionDistribution):
 
     def sample(self, params, seed=None):
         mean, log_std = self.split(keras.ops.cast(params, "float32"))
-        return mean + keras.ops.exp(log_std) * keras.random.normal(keras.ops.shape(mean), seed=seed)
+        return mean + keras.ops.exp(log_std) * _normal(keras.ops.shape(mean), seed)
 
     def to_env(self, actions):
         low, high = keras.ops.convert_to_tensor(self.low), keras.ops.convert_to_tensor(self.high)

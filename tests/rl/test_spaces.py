@@ -252,15 +252,17 @@ def test_policy_gradient_loss_rejects_returns_of_another_shape():
         dist.policy_gradient_loss(_params(dist), np.zeros((B, 6)), np.zeros((B, 1)))
 
 
-def _draws(dist, params, n, keras_sampler):
+def _draws(dist, params, n, sampler):
     rows = np.repeat(params, n, axis=0)
-    if keras_sampler:
-        return np.asarray(keras.ops.convert_to_numpy(dist.sample(rows, seed=3)))
-    return dist.np_sample(rows, np.random.default_rng(3))
+    if sampler == "numpy":
+        return dist.np_sample(rows, np.random.default_rng(3))
+    seed = 3 if sampler == "keras" else None  # None: TensorFlow's stateful random ops, in a traced function
+    draw = tf.function(lambda p: dist.sample(p, seed=seed))
+    return np.asarray(draw(tf.constant(rows)))
 
 
-@pytest.mark.parametrize("keras_sampler", [False, True], ids=["numpy", "keras"])
-def test_sample_frequencies_match_the_probabilities(dist, keras_sampler):
+@pytest.mark.parametrize("sampler", ["numpy", "keras", "stateful"])
+def test_sample_frequencies_match_the_probabilities(dist, sampler):
     """Empirical frequencies (discrete) / mean and std (Gaussian) of 20,000 draws from one row of params,
     within 5 standard errors.
 
@@ -271,7 +273,7 @@ def test_sample_frequencies_match_the_probabilities(dist, keras_sampler):
     """
     n = 20_000
     params = _params(dist, scale=1.0)[:1]
-    draws = _draws(dist, params, n, keras_sampler)
+    draws = _draws(dist, params, n, sampler)
     p = params[0].astype(np.float64)
     if isinstance(dist, DiagGaussian):
         d = dist.action_shape[0]
