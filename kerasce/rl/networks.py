@@ -15,7 +15,15 @@ import numpy as np
 
 from kerasce.rl.spaces import ActionDistribution, DiagGaussian, flat_observation_size, observation_entries
 
-__all__ = ["AppendLogStd", "OneHot", "build_encoder", "build_mlp", "build_policy_network", "build_value_network"]
+__all__ = [
+    "AppendLogStd",
+    "OneHot",
+    "build_encoder",
+    "build_mlp",
+    "build_policy_network",
+    "build_value_network",
+    "flat_body",
+]
 
 
 def build_mlp(
@@ -172,3 +180,12 @@ def build_value_network(
     """The default value network ``V(s)`` ``[B, 1]``: the encoder and a Dense stack (as the policy's)."""
     body = build_mlp((flat_observation_size(observation_space),), 1, hidden_units, activation, seed, "body")
     return _on_encoder(observation_space, body, name)
+
+
+def flat_body(policy: keras.Model) -> keras.Model:
+    """The part of a :func:`build_policy_network` / :func:`build_value_network` model that takes the flat
+    ``[B, F]`` observations of :func:`kerasce.rl.spaces.flatten_observations`: its ``"body"`` layer when it
+    has an encoder, else the model itself (1-D ``Box`` observations). Collection and training can run it on
+    flattened NumPy observations; the whole model (named inputs) is what an export serves."""
+    names = {layer.name for layer in policy.layers}
+    return policy.get_layer("body") if "body" in names and len(policy.layers) > 1 else policy

@@ -13,7 +13,7 @@ from scripted_envs import CopyShiftedBitsEnv, DictKeyEnv, MatchDialsEnv, ReachTa
 
 from kerasce.losses import gaussian_entropy, gaussian_nll
 from kerasce.rl.envs import action_mask_source, as_vector_env, observation_action_mask
-from kerasce.rl.networks import build_encoder, build_policy_network
+from kerasce.rl.networks import build_encoder, build_policy_network, flat_body
 from kerasce.rl.spaces import (
     Bernoulli,
     Categorical,
@@ -407,8 +407,10 @@ def test_unsupported_observation_space_names_itself(space, where):
     assert where in str(info.value)
 
 
-def _dict_batch(n=5):
-    return gymnasium.vector.utils.batch_space(DICT_SPACE, n).sample()
+def _dict_batch(n=5, seed=0):
+    space = gymnasium.vector.utils.batch_space(DICT_SPACE, n)
+    space.seed(seed)
+    return space.sample()
 
 
 def _named_inputs(batch):
@@ -444,7 +446,8 @@ def test_policy_network_outputs_the_distributions_params(name, state_dependent_s
     options = {"state_dependent_std": state_dependent_std, "log_std_init": -0.7} if "gaussian" in name else {}
     dist = action_distribution(space, **options) if options else DISTRIBUTIONS[name]()
     policy = build_policy_network(DICT_SPACE, dist, hidden_units=(8,), seed=0)
-    inputs = _named_inputs(_dict_batch())
+    batch = _dict_batch()
+    inputs = _named_inputs(batch)
     params = _np(policy(inputs))
     assert params.shape == (5, dist.param_size)
     if options:
@@ -454,6 +457,9 @@ def test_policy_network_outputs_the_distributions_params(name, state_dependent_s
             np.testing.assert_allclose(policy.get_layer("body").layers[-1].bias.numpy(), [0] * d + [-0.7] * d)
         else:
             np.testing.assert_allclose(params[:, d:], -0.7, rtol=1e-6)
+    # what collection runs: the flat body on NumPy-flattened observations, the same params
+    flat = flatten_observations(DICT_SPACE, batch)
+    np.testing.assert_allclose(_np(flat_body(policy)(flat)), params, rtol=1e-6, atol=1e-6)
     policy.save(tmp_path / "policy.keras")
     np.testing.assert_allclose(_np(keras.models.load_model(tmp_path / "policy.keras")(inputs)), params, rtol=1e-6)
 
@@ -499,7 +505,7 @@ def _reinforce(env_class, updates, **options):
     dist = action_distribution(env.single_action_space, **options)
     masked = dist.supports_mask and action_mask_source(env) is observation_action_mask
     policy = build_policy_network(env.single_observation_space, dist, hidden_units=(32,), seed=0)
-    body = policy.get_layer("body") if len(policy.inputs) > 1 else policy  # the Dense stack on flat inputs
+    body = flat_body(policy)  # the Dense stack on flat observations
     optimizer, rng = keras.optimizers.Adam(0.01), np.random.default_rng(0)
     params_of = tf.function(body)
 
