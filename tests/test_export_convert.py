@@ -45,15 +45,16 @@ def _inputs(seed, rows=ROWS):
 
 
 def _tflite_runner(path, signature):
+    """``run(**inputs) -> {output name: array}`` of ``signature`` converted to TFLite."""
     converter = tf.lite.TFLiteConverter.from_saved_model(str(path), signature_keys=[signature])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tf.lite.Interpreter's notice that it moves to ai_edge_litert
         interpreter = tf.lite.Interpreter(model_content=converter.convert())
-    runner = interpreter.get_signature_runner(signature)
-    return lambda observations, mask: runner(observations=observations, action_mask=mask)
+    return interpreter.get_signature_runner(signature)
 
 
 def _onnx_runner(path, signature, tmp_path):
+    """``run(**inputs) -> {output name: array}`` of ``signature`` converted by tf2onnx's command line."""
     import onnxruntime
 
     out = tmp_path / f"{signature}.onnx"
@@ -61,11 +62,13 @@ def _onnx_runner(path, signature, tmp_path):
     subprocess.run([*command, "--opset", "17", "--output", str(out)], check=True, capture_output=True)
     session = onnxruntime.InferenceSession(str(out))
     names = [o.name for o in session.get_outputs()]
-    inputs = {i.name: (i.type, i.shape[1]) for i in session.get_inputs()}
-    assert inputs == {"observations": ("tensor(float)", OBS_DIM), "action_mask": ("tensor(int8)", NUM_ACTIONS)}
-    return lambda observations, mask: dict(
-        zip(names, session.run(names, {"observations": observations, "action_mask": mask}))
-    )
+    run = lambda **inputs: dict(zip(names, session.run(names, inputs)))
+    run.input_types = {i.name: (i.type, i.shape[1]) for i in session.get_inputs()}  # the names and dtypes kept
+    return run
+
+
+def _masked_runner(run):
+    return lambda observations, mask: run(observations=observations, action_mask=mask)
 
 
 @pytest.fixture(scope="module", params=["tflite", pytest.param("onnx", marks=pytest.mark.slow)])
@@ -73,8 +76,14 @@ def converted(request, export, tmp_path_factory):
     """``{signature: run(observations, mask) -> {"action", "probabilities"}}`` of one converted format."""
     path = export[1]
     if request.param == "tflite":
-        return {s: _tflite_runner(path, s) for s in SIGNATURES}
-    return {s: _onnx_runner(path, s, tmp_path_factory.mktemp("onnx")) for s in SIGNATURES}
+        return {s: _masked_runner(_tflite_runner(path, s)) for s in SIGNATURES}
+    runners = {s: _onnx_runner(path, s, tmp_path_factory.mktemp("onnx")) for s in SIGNATURES}
+    for run in runners.values():
+        assert run.input_types == {
+            "observations": ("tensor(float)", OBS_DIM),
+            "action_mask": ("tensor(int8)", NUM_ACTIONS),
+        }
+    return {s: _masked_runner(run) for s, run in runners.items()}
 
 
 @pytest.mark.parametrize("signature", SIGNATURES)
@@ -162,20 +171,8 @@ def _space_export(path, space):
 
 
 def _run_converted(fmt, path, signature, tmp_path):
-    if fmt == "tflite":
-        converter = tf.lite.TFLiteConverter.from_saved_model(str(path), signature_keys=[signature])
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            runner = tf.lite.Interpreter(model_content=converter.convert()).get_signature_runner(signature)
-        return lambda observations: runner(observations=observations)
-    import onnxruntime
-
-    out = tmp_path / f"{signature}.onnx"
-    command = [sys.executable, "-m", "tf2onnx.convert", "--saved-model", str(path), "--signature_def", signature]
-    subprocess.run([*command, "--opset", "17", "--output", str(out)], check=True, capture_output=True)
-    session = onnxruntime.InferenceSession(str(out))
-    names = [o.name for o in session.get_outputs()]
-    return lambda observations: dict(zip(names, session.run(names, {"observations": observations})))
+    run = _tflite_runner(path, signature) if fmt == "tflite" else _onnx_runner(path, signature, tmp_path)
+    return lambda observations: run(observations=observations)
 
 
 @pytest.mark.parametrize("fmt", ["tflite", pytest.param("onnx", marks=pytest.mark.slow)])
