@@ -1122,3 +1122,49 @@ class PolicyGradientLoss(_FunctionLoss):
     def call(self, y_true: tuple[tf.Tensor, tf.Tensor], y_pred: tf.Tensor) -> tf.Tensor:
         actions, returns = y_true
         return policy_gradient_loss(actions, y_pred, returns)
+
+
+# --------------------------------------------------------------------------------------------------
+# Gaussian negative log-likelihood (diagonal covariance), in keras.ops
+# --------------------------------------------------------------------------------------------------
+
+_HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
+
+
+def gaussian_nll(actions: Any, mean: Any, log_std: Any, axis: int = -1) -> Any:
+    r"""Negative log-density of a diagonal Gaussian, summed over ``axis``.
+
+    With ``σ = exp(log_std)``::
+
+        loss = Σ_axis [(a - μ)² / (2 σ²) + log σ + ½ log 2π]
+
+    computed as ``½ ((a - μ) e^{-log σ})² + log σ + ½ log 2π`` (no division, no ``exp`` of ``2 log σ``).
+
+    Args:
+        actions: ``[B, D]`` values ``a``.
+        mean: ``[B, D]`` means ``μ``.
+        log_std: ``[B, D]`` or ``[D]`` log standard deviations (broadcast against ``mean``).
+        axis: the axis summed over.
+
+    Returns:
+        ``[B]`` negative log-densities, in the dtype of ``mean``.
+    """
+    mean = keras.ops.convert_to_tensor(mean)
+    actions = keras.ops.cast(actions, mean.dtype)
+    log_std = keras.ops.cast(log_std, mean.dtype)
+    z = (actions - mean) * keras.ops.exp(-log_std)
+    return keras.ops.sum(0.5 * keras.ops.square(z) + log_std + _HALF_LOG_2PI, axis=axis)
+
+
+def gaussian_entropy(log_std: Any, axis: int = -1) -> Any:
+    r"""Entropy of a diagonal Gaussian, ``H = Σ_axis [log σ + ½ (1 + log 2π)]``, in nats.
+
+    Args:
+        log_std: ``[B, D]`` (or ``[D]``) log standard deviations.
+        axis: the axis summed over.
+
+    Returns:
+        ``[B]`` entropies (a scalar for ``[D]``).
+    """
+    log_std = keras.ops.convert_to_tensor(log_std)
+    return keras.ops.sum(log_std + (0.5 + _HALF_LOG_2PI), axis=axis)

@@ -1,15 +1,29 @@
-"""Vector env construction and the space checks of the REINFORCE agent."""
+"""Any env (id, instance, factory, vector env) as a vector env; the space checks; where action masks come from."""
 
 from __future__ import annotations
 
+import copy
+import functools
+from collections.abc import Callable
 from typing import Any
 
 import gymnasium
 import numpy as np
+from gymnasium.utils import env_checker
 
+from kerasce.rl.spaces import ACTION_MASK_KEY, action_distribution, observation_entries
 from kerasce.rl.tabular import TabularVectorEnv, unsupported_reason
 
-__all__ = ["check_spaces", "info_action_mask", "make_vector_env", "one_hot_observations"]
+__all__ = [
+    "action_mask_source",
+    "as_vector_env",
+    "check_env_spaces",
+    "check_spaces",
+    "info_action_mask",
+    "make_vector_env",
+    "observation_action_mask",
+    "one_hot_observations",
+]
 
 
 def one_hot_observations(env: gymnasium.vector.VectorEnv) -> gymnasium.vector.VectorEnv:
@@ -157,3 +171,133 @@ def check_spaces(
             f"Received: an env with {env_actions} actions"
         )
     return env_shape, env_actions
+
+
+def observation_action_mask(observations: Any, infos: dict) -> np.ndarray:
+    """The RLlib / PettingZoo convention: a ``Dict`` observation's ``action_mask`` entry ``[N, A]``.
+
+    Same signature as :func:`info_action_mask` (``infos`` unused), for ``collect_episodes(action_mask=...)``.
+
+    Raises:
+      ValueError: if the observations are not a dict with an ``action_mask`` key.
+    """
+    if not isinstance(observations, dict) or ACTION_MASK_KEY not in observations:
+        keys = sorted(observations) if isinstance(observations, dict) else type(observations).__name__
+        raise ValueError(
+            f"`observations` must be a dict with an {ACTION_MASK_KEY!r} entry [N, A]. Received: observations with "
+            f"keys {keys}"
+        )
+    return np.asarray(observations[ACTION_MASK_KEY]).astype(bool)
+
+
+def action_mask_source(env: gymnasium.vector.VectorEnv) -> Callable[[Any, dict], np.ndarray]:
+    """Where ``env``'s action masks come from: :func:`observation_action_mask` for a ``Dict`` observation
+    space with an ``action_mask`` key, else :func:`info_action_mask` (``info["action_mask"]``)."""
+    space = env.single_observation_space
+    if isinstance(space, gymnasium.spaces.Dict) and ACTION_MASK_KEY in space.spaces:
+        return observation_action_mask
+    return info_action_mask
+
+
+def check_env_spaces(
+    env: gymnasium.vector.VectorEnv,
+    observation_space: gymnasium.Space | None = None,
+    action_space: gymnasium.Space | None = None,
+) -> tuple[gymnasium.Space, gymnasium.Space]:
+    """Check that ``env``'s spaces are ones the agent supports, and (if given) those the policy was built for.
+
+    Supported: actions ``Discrete``, ``MultiBinary``, ``MultiDiscrete``, ``Box``
+    (:func:`kerasce.rl.spaces.action_distribution`); observations ``Box``, ``Discrete``, and ``Dict`` / ``Tuple``
+    of them (:func:`kerasce.rl.spaces.observation_entries`).
+
+    Returns:
+      ``(single_observation_space, single_action_space)`` of the env.
+
+    Raises:
+      ValueError: naming an unsupported space and the supported ones, or the space that differs from the
+        policy's.
+    """
+    if not isinstance(env, gymnasium.vector.VectorEnv):
+        raise ValueError(f"`env` must be a gymnasium vector env (see as_vector_env). Received: env={env!r}")
+    env_observations, env_actions = env.single_observation_space, env.single_action_space
+    observation_entries(env_observations)
+    action_distribution(env_actions)
+    for name, want, got in [
+        ("observation_space", observation_space, env_observations),
+        ("action_space", action_space, env_actions),
+    ]:
+        if want is not None and want != got:
+            raise ValueError(f"`{name}` of the env must be the policy's {want}. Received: {name}={got}")
+    return env_observations, env_actions
+
+
+def _check_custom_env(env: gymnasium.Env) -> None:
+    """gymnasium's env checker on ``env`` (stepped: pass a copy), its finding as a ``ValueError``."""
+    try:
+        env_checker.check_env(env, skip_render_check=True, skip_close_check=True)
+    except Exception as error:  # the checker raises AssertionError, TypeError, ...: each a finding
+        finding = " ".join(str(error).split()) or type(error).__name__
+        raise ValueError(
+            f"`env` must pass gymnasium.utils.env_checker.check_env. Received: env={type(env.unwrapped).__name__}, "
+            f"which fails it: {finding}"
+        ) from error
+
+
+def _registered(env: gymnasium.Env) -> bool:
+    spec = env.spec
+    return spec is not None and spec.id in gymnasium.registry
+
+
+def as_vector_env(
+    env: str | gymnasium.Env | gymnasium.vector.VectorEnv | Callable[[], gymnasium.Env],
+    num_envs: int | None = None,
+    mode: str = "auto",
+    **kwargs: Any,
+) -> gymnasium.vector.VectorEnv:
+    """Any env as a gymnasium vector env (next-step autoreset; ``Discrete`` observations one-hot).
+
+    Args:
+      env: one of
+        * an env id: :func:`make_vector_env` (``mode`` and ``kwargs`` apply);
+        * a vector env: returned as it is (``num_envs`` must be None or its ``num_envs``);
+        * a ``gymnasium.Env`` instance: ``num_envs`` deep copies of it in a ``SyncVectorEnv`` (the instance
+          itself is never stepped; its wrappers and settings come along). An env that cannot be deep-copied
+          (one holding a process or a window): pass a factory instead;
+        * a zero-argument factory returning a ``gymnasium.Env``: called ``num_envs`` times, in a
+          ``SyncVectorEnv`` (``mode="async"``: an ``AsyncVectorEnv``, one process per env).
+        An instance or factory whose env is not registered with gymnasium (``env.spec`` is None or its id
+        unknown) goes through ``gymnasium.utils.env_checker.check_env`` first, on a copy.
+      num_envs: sub-envs ``N >= 1`` (default 1, or the vector env's).
+      mode: for an id, see :func:`make_vector_env`; for a factory, ``"async"`` or sync (any other).
+      **kwargs: env constructor arguments, for an id only.
+
+    Raises:
+      ValueError: the env checker's finding (first sentence names it), a bad ``num_envs``, or ``kwargs``
+        with something other than an id.
+    """
+    if isinstance(env, gymnasium.vector.VectorEnv):
+        if num_envs is not None and num_envs != env.num_envs:
+            raise ValueError(
+                f"`num_envs` must be None or the vector env's {env.num_envs}. Received: num_envs={num_envs}"
+            )
+        return env
+    n = 1 if num_envs is None else num_envs
+    if isinstance(env, str):
+        return make_vector_env(env, n, mode, **kwargs)
+    if kwargs:
+        raise ValueError(f"`kwargs` must be empty unless `env` is an id. Received: kwargs={sorted(kwargs)}")
+    if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 1:
+        raise ValueError(f"`num_envs` must be an int >= 1. Received: num_envs={num_envs!r}")
+    if isinstance(env, gymnasium.Env):
+        factories: list[Callable[[], gymnasium.Env]] = [functools.partial(copy.deepcopy, env)] * int(n)
+        probe = copy.deepcopy(env)
+    elif callable(env):
+        factories, probe = [env] * int(n), env()
+    else:
+        raise ValueError(f"`env` must be an env id, a gymnasium.Env, a vector env or a factory. Received: env={env!r}")
+    if not _registered(probe):
+        _check_custom_env(probe)
+    probe.close()
+    if mode == "async" and not isinstance(env, gymnasium.Env):
+        return one_hot_observations(gymnasium.vector.AsyncVectorEnv(factories))
+    return one_hot_observations(gymnasium.vector.SyncVectorEnv(factories))
