@@ -52,11 +52,11 @@ def cond_across_replicas(finite: Any, apply: Callable[..., Any], args: Sequence[
     """``apply(*args)`` if `finite` (a scalar bool tensor) else ``skip()``; returns the decision.
 
     On JAX and torch this is a Python branch. On TensorFlow, on one device and under strategies without
-    ``merge_call``, it is one ``ops.cond`` (it works eagerly, in a ``tf.function`` and under XLA). Under MirroredStrategy each replica
-    decided from its own shard: the decision is taken in the cross-replica context, where ``apply`` may call
-    ``merge_call``, and the update is skipped on every replica if any replica saw a non-finite value (the
-    structure of Keras's ``LossScaleOptimizer._tf_apply``). `args` arrive per replica there (passed as
-    ``merge_call`` arguments: a closure would see one replica's tensors only).
+    ``merge_call``, it is one ``ops.cond`` (it works eagerly, in a ``tf.function`` and under XLA). Under
+    MirroredStrategy each replica decided from its own shard: the decision is taken in the cross-replica
+    context, where ``apply`` may call ``merge_call``, and the update is skipped on every replica if any replica
+    saw a non-finite value (the structure of Keras's ``LossScaleOptimizer._tf_apply``). `args` arrive per
+    replica there (passed as ``merge_call`` arguments: a closure would see one replica's tensors only).
     """
     if keras.backend.backend() in ("jax", "torch"):
         # JAX: a stateful update runs outside traced code (its trainer calls `stateless_apply` instead).
