@@ -108,8 +108,7 @@ class SkipNonFinite(keras.optimizers.Optimizer):
                 )
             # Slot variables cannot be created inside a conditional branch of a tf.function.
             with keras.name_scope(self.name):
-                self.build(trainable_variables)
-            self.built = True
+                self.build(trainable_variables)  # sets `built`
         finite = all_finite(grads)
         _compat.cond_across_replicas(finite, self.inner_optimizer.apply, (grads, trainable_variables), self._count_skip)
 
