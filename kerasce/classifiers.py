@@ -31,8 +31,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 from keras import layers, ops
-from keras.src.losses.loss import unscale_loss_for_distribution
 
+from kerasce import _compat
+from kerasce.backend import require_tensorflow
 from kerasce.export import export_saved_model
 from kerasce.losses import SigmoidCrossEntropy, SoftmaxCrossEntropy
 from kerasce.training import apply_gradients_if_finite
@@ -61,6 +62,7 @@ class ImageClassifier(keras.Model):
     """
 
     def __init__(self, *args: Any, multilabel: bool = False, **kwargs: Any):
+        require_tensorflow("ImageClassifier")
         super().__init__(*args, **kwargs)
         self.multilabel = bool(multilabel)
 
@@ -90,7 +92,7 @@ class ImageClassifier(keras.Model):
             loss = self.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True)
             # The "loss" entry of the logs, as Keras's own TensorFlow train_step updates it.
             self._loss_tracker.update_state(
-                unscale_loss_for_distribution(loss), sample_weight=tf.shape(tf.nest.flatten(x)[0])[0]
+                _compat.unscale_loss_for_distribution(loss), sample_weight=tf.shape(tf.nest.flatten(x)[0])[0]
             )
             scaled_loss = self.optimizer.scale_loss(loss)
         gradients = tape.gradient(scaled_loss, self.trainable_variables)
