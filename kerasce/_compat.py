@@ -14,14 +14,7 @@ from typing import Any
 import keras
 from keras import ops
 
-__all__ = ["cond_across_replicas", "is_traced", "patch_keras_fit_for_multiworker", "unscale_loss_for_distribution"]
-
-
-def unscale_loss_for_distribution(loss: Any) -> Any:
-    """Keras's inverse of the ``1 / num_replicas`` scaling of a ``Loss`` reduction (the logged loss)."""
-    from keras.src.losses.loss import unscale_loss_for_distribution as unscale
-
-    return unscale(loss)
+__all__ = ["cond_across_replicas", "is_traced", "patch_keras_fit_for_multiworker"]
 
 
 def is_traced(tensor: Any) -> bool:
