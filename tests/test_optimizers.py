@@ -248,3 +248,26 @@ def test_mirrored_strategy_skips_on_every_replica_when_one_saw_a_nan():
     assert got["unchanged"]
     assert (got["skipped"], got["iterations"]) == (1, 2)
     assert got["gap"] < 1e-6
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="ImageClassifier needs the TensorFlow backend")
+def test_image_classifier_trains_through_skip_non_finite_and_keeps_it_when_loaded(tmp_path):
+    from kerasce.classifiers import ImageClassifier
+
+    inputs = keras.Input((3,))
+    net = ImageClassifier(inputs, keras.layers.Dense(2)(inputs))
+    net.compile(optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy", jit_compile=True)
+    assert isinstance(net.optimizer, SkipNonFinite)
+    (x, _), bad, _ = batches()
+    labels = np.arange(8) % 2
+    net.fit(x, labels, batch_size=8, verbose=0)
+    before = values(net.weights), values(net.optimizer.inner_optimizer.variables)
+    net.fit(bad["nan_input"][0], labels, batch_size=8, verbose=0)
+    assert_identical(values(net.weights), before[0])
+    assert_identical(values(net.optimizer.inner_optimizer.variables), before[1])
+    net.save(tmp_path / "classifier.keras")
+    loaded = keras.saving.load_model(tmp_path / "classifier.keras")
+    assert isinstance(loaded.optimizer, SkipNonFinite)
+    assert isinstance(loaded.optimizer.inner_optimizer, keras.optimizers.Adam)  # not wrapped twice
+    assert_identical(values(loaded.optimizer.variables), values(net.optimizer.variables))
+    assert int(keras.ops.convert_to_numpy(loaded.optimizer.skipped_steps)) == 1
