@@ -1,16 +1,17 @@
-"""Train-step time of ImageClassifier's own non-finite gate vs Keras's stock step with `SkipNonFinite(Adam)`.
+"""The cost of skipping non-finite updates: kerasce's gate function vs the `SkipNonFinite` optimizer wrapper.
 
-Both kinds are the same classifier (`build_image_classifier`, same weights, same loss and metrics):
+Two ways to protect the weights from a bad batch, timed on the same models (same weights, same batch):
 
-* "gate": `ImageClassifier.train_step`, which checks the loss and the gradients and applies Adam only when they
-  are finite (`kerasce.training.apply_gradients_if_finite`);
-* "wrapper": Keras's stock TensorFlow train step (the one ImageClassifier overrides) with the optimizer wrapped in
-  `kerasce.optimizers.SkipNonFinite`, which checks the gradients.
+* "gate": `kerasce.training.apply_gradients_if_finite` with a bare Adam (checks the loss and the gradients;
+  what `ReinforceAgent` runs, and what `ImageClassifier`'s own train step ran before it switched);
+* "wrapper": ``optimizer.apply`` of a `kerasce.optimizers.SkipNonFinite(Adam)` (checks the gradients).
 
-A step is the train step in a ``tf.function`` (XLA off and on) on a fixed batch. Variants run interleaved (order
-alternating) in one process; the table reports median ms per step and the median of the per-round ratios
-wrapper / gate (the switch is worth it at <= 1.02) with its interquartile range, and gate copy / gate (the noise
-floor of this machine at this moment).
+Cases: `build_image_classifier` on the example's 8x8 digits and on 16x16 inputs, and the agent's default policy
+network (an MLP 4 -> 32 -> 32 -> 2 on a 512-row batch). A step is forward, the compiled loss, backward and the
+gated update in a ``tf.function``, XLA off and on. Variants run interleaved (order alternating) in one process;
+the table reports median ms per step and the median of the per-round ratios wrapper / gate (the switch is worth
+it at <= 1.02) with its interquartile range, and gate copy / gate (the noise floor of this machine at this
+moment).
 
     python benchmarks/skip_nonfinite.py [--rounds 20] [--steps 10] [--instances 2]
 """
@@ -51,29 +52,70 @@ import tensorflow as tf  # noqa: E402
 from _results import save_result  # noqa: E402
 from _timing import paired_ratio, pooled, time_interleaved  # noqa: E402
 
-from kerasce.classifiers import ImageClassifier, build_image_classifier  # noqa: E402
+from kerasce.classifiers import build_image_classifier  # noqa: E402
 from kerasce.optimizers import SkipNonFinite  # noqa: E402
+from kerasce.training import apply_gradients_if_finite  # noqa: E402
 
 
-def steps(input_shape, num_classes: int, instances: int, data, jit: bool) -> dict:
-    """``(kind, instance) -> step`` for every kind, the models built from one template's weights."""
-    template = build_image_classifier(input_shape, num_classes)
-    out = {}
-    for i in range(instances):
+def step(model: keras.Model, data, kind: str, jit: bool):
+    """One train step of `model` (compiled with a `SkipNonFinite`): forward, compiled loss, backward, update.
+
+    "wrapper": ``model.optimizer.apply`` (the `SkipNonFinite`); "gate", "gate copy": its inner Adam through
+    `apply_gradients_if_finite`. Everything but the gate is the same work.
+    """
+    x, y = data
+
+    def train_step():
+        with tf.GradientTape() as tape:
+            loss = model.compute_loss(x=x, y=y, y_pred=model(x, training=True), training=True)
+        grads = tape.gradient(loss, model.trainable_variables)
+        if kind == "wrapper":
+            model.optimizer.apply(grads, model.trainable_variables)
+        else:
+            apply_gradients_if_finite(model.optimizer.inner_optimizer, grads, model.trainable_variables, loss)
+        return loss
+
+    return tf.function(train_step, jit_compile=jit)
+
+
+def classifier(input_shape, num_classes: int, template: keras.Model | None) -> keras.Model:
+    model = build_image_classifier(input_shape, num_classes)
+    if template is not None:
+        model.set_weights(template.get_weights())
+    return model
+
+
+def mlp(sizes: tuple[int, ...], template: keras.Model | None) -> keras.Model:
+    """The agent's policy network shape: tanh hidden layers, a linear head; mean squared error."""
+    model = keras.Sequential([keras.Input((sizes[0],))] + [keras.layers.Dense(u, "tanh") for u in sizes[1:-1]])
+    model.add(keras.layers.Dense(sizes[-1]))
+    model.compile(optimizer=SkipNonFinite(keras.optimizers.Adam(1e-3)), loss="mse")
+    if template is not None:
+        model.set_weights(template.get_weights())
+    return model
+
+
+def measure(make, data, jit: bool, args: argparse.Namespace) -> dict:
+    """The figures of one case: every kind's instances built from one template's weights, timed interleaved."""
+    template = make(None)
+    steps = {}
+    for i in range(args.instances):
         for kind in KINDS:
-            model = build_image_classifier(input_shape, num_classes)
-            model.set_weights(template.get_weights())
-            if kind == "wrapper":
-                model.compile(
-                    optimizer=SkipNonFinite(keras.optimizers.Adam(float(template.optimizer.learning_rate))),
-                    loss=template.loss,
-                    metrics=[keras.metrics.SparseCategoricalAccuracy("accuracy")],
-                )
-                step = super(ImageClassifier, model).train_step  # Keras's stock step
-            else:
-                step = model.train_step
-            out[kind, i] = functools.partial(tf.function(step, jit_compile=jit), data)
-    return out
+            model = make(template)
+            model.optimizer.build(model.trainable_variables)
+            steps[kind, i] = step(model, data, kind, jit)
+    samples = time_interleaved(steps, args.rounds, args.steps, wait=float)
+    kinds = {kind: pooled(samples, [k for k in samples if k[0] == kind]) for kind in KINDS}
+    ratio, q1, q3 = paired_ratio(kinds["wrapper"], kinds["gate"])
+    noise, _, _ = paired_ratio(kinds["gate copy"], kinds["gate"])
+    ms = {kind: statistics.median(v) for kind, v in kinds.items()}
+    return {
+        "gate_ms": ms["gate"],
+        "wrapper_ms": ms["wrapper"],
+        "wrapper_over_gate": ratio,
+        "wrapper_over_gate_iqr": [q1, q3],
+        "noise_gate_copy_over_gate": noise,
+    }
 
 
 def main() -> None:
@@ -86,33 +128,23 @@ def main() -> None:
     )
     header = f"{'case':<22} {'xla':>5} {'gate ms':>8} {'wrapper ms':>10} {'wrapper/gate (IQR)':>21} {'noise':>6}"
     print(header + "\n" + "-" * len(header))
-    figures = {}
+    cases = {}
     for name, input_shape, num_classes, size in CASES:
         images = tf.constant(rng.integers(0, 256, (size, *input_shape)), tf.uint8)
         data = (images, tf.constant(rng.integers(0, num_classes, size), tf.int32))
+        cases[name] = (functools.partial(classifier, input_shape, num_classes), data)
+    # The agent's update: CartPole's default policy (4 -> 32 -> 32 -> 2) on 16 envs x 32 steps.
+    observations = tf.constant(rng.normal(size=(512, 4)), tf.float32)
+    cases["agent MLP"] = (functools.partial(mlp, (4, 32, 32, 2)), (observations, tf.zeros((512, 2))))
+    figures = {}
+    for name, (make, data) in cases.items():
         for jit in (False, True):
-            samples = time_interleaved(
-                steps(input_shape, num_classes, args.instances, data, jit),
-                args.rounds,
-                args.steps,
-                wait=lambda logs: float(logs["loss"]),
-            )
-            kinds = {kind: pooled(samples, [k for k in samples if k[0] == kind]) for kind in KINDS}
-            ratio, q1, q3 = paired_ratio(kinds["wrapper"], kinds["gate"])
-            noise, _, _ = paired_ratio(kinds["gate copy"], kinds["gate"])
-            ms = {kind: statistics.median(v) for kind, v in kinds.items()}
+            got = figures[f"{name} xla={jit}"] = measure(make, data, jit, args)
+            ratio = "{:.3f} ({:.3f}-{:.3f})".format(got["wrapper_over_gate"], *got["wrapper_over_gate_iqr"])
             print(
-                f"{name:<22} {jit!s:>5} {ms['gate']:>8.3f} {ms['wrapper']:>10.3f} "
-                f"{f'{ratio:.3f} ({q1:.3f}-{q3:.3f})':>21} {noise:>6.3f}"
+                f"{name:<22} {jit!s:>5} {got['gate_ms']:>8.3f} {got['wrapper_ms']:>10.3f} {ratio:>21} "
+                f"{got['noise_gate_copy_over_gate']:>6.3f}"
             )
-            figures[f"{name} xla={jit}"] = {
-                "gate_ms": ms["gate"],
-                "wrapper_ms": ms["wrapper"],
-                "wrapper_over_gate": ratio,
-                "wrapper_over_gate_iqr": [q1, q3],
-                "noise_gate_copy_over_gate": noise,
-                "batch": size,
-            }
     save_result("skip_nonfinite", figures)
 
 
