@@ -30,6 +30,7 @@ from kerasce.runs import HelpFormatter, non_negative_int, positive_int
 
 # (case, input shape, classes, batch): the example's 8x8 digits and a 16x16 input.
 CASES = [("digits", (8, 8, 1), 10, 64), ("16x16", (16, 16, 1), 10, 64)]
+CASE_NAMES = [case[0] for case in CASES] + ["agent MLP"]
 KINDS = ("gate", "wrapper", "gate copy")
 TARGET_RATIO = 1.02
 
@@ -39,6 +40,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--rounds", type=positive_int, default=20, help="interleaved rounds (median taken over them)")
     parser.add_argument("--steps", type=positive_int, default=10, help="training steps per variant per round")
     parser.add_argument("--instances", type=positive_int, default=2, help="models per kind, pooled per round")
+    parser.add_argument(
+        "--cases", nargs="+", choices=CASE_NAMES, default=CASE_NAMES, help="cases to run (default: all)"
+    )
     parser.add_argument("--seed", type=non_negative_int, default=0, help="seed of the weights and the random batch")
     return parser.parse_args()
 
@@ -138,6 +142,8 @@ def main() -> None:
     cases["agent MLP"] = (functools.partial(mlp, (4, 32, 32, 2)), (observations, tf.zeros((512, 2))))
     figures = {}
     for name, (make, data) in cases.items():
+        if name not in args.cases:
+            continue
         for jit in (False, True):
             got = figures[f"{name} xla={jit}"] = measure(make, data, jit, args)
             ratio = "{:.3f} ({:.3f}-{:.3f})".format(got["wrapper_over_gate"], *got["wrapper_over_gate_iqr"])
