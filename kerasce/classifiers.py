@@ -90,6 +90,15 @@ class ImageClassifier(keras.Model):
             optimizer = SkipNonFinite(optimizer)
         super().compile(optimizer=optimizer, **kwargs)
 
+    def compile_from_config(self, config: dict[str, Any]) -> None:
+        """Keras's ``compile_from_config`` (loading a compiled ``.keras`` file), through this class's `compile`.
+
+        Keras's own skips compiling, with a warning, any model whose class overrides ``compile``.
+        """
+        self.compile(**keras.saving.deserialize_keras_object(config))
+        if self.built:
+            self.optimizer.build(self.trainable_variables)  # the saved optimizer variables load into these
+
     def probabilities(self, logits: tf.Tensor | np.ndarray) -> tf.Tensor:
         """Softmax (multi-class) or sigmoid (multi-label) of logits ``[B, K]``."""
         return ops.sigmoid(logits) if self.multilabel else ops.softmax(logits, axis=-1)
