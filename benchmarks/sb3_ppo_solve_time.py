@@ -268,7 +268,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     best = max(evaluation.records, key=lambda r: r["mean"], default=None)
     solved = best is not None and best["mean"] >= target
-    episode_returns = [info["r"] for info in model.ep_info_buffer]  # the last 100 training episodes (Monitor)
+    # The last 100 training episodes (Monitor); SB3 types the buffer as optional (None before learn() sets it up).
+    episode_returns = [info["r"] for info in model.ep_info_buffer or ()]
     # PPO trains on every step of each finished rollout; a rollout cut short by a stop is not trained on.
     trained_steps = model._n_updates // model.n_epochs * model.n_steps * settings.n_envs
     metrics = {

@@ -31,11 +31,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 from keras import layers, ops
-from keras.src.losses.loss import unscale_loss_for_distribution
 
+from kerasce.backend import require_tensorflow
 from kerasce.export import export_saved_model
 from kerasce.losses import SigmoidCrossEntropy, SoftmaxCrossEntropy
-from kerasce.training import apply_gradients_if_finite
+from kerasce.optimizers import SkipNonFinite
 
 __all__ = [
     "ClassAccuracy",
@@ -61,6 +61,7 @@ class ImageClassifier(keras.Model):
     """
 
     def __init__(self, *args: Any, multilabel: bool = False, **kwargs: Any):
+        require_tensorflow("ImageClassifier")
         super().__init__(*args, **kwargs)
         self.multilabel = bool(multilabel)
 
@@ -74,28 +75,29 @@ class ImageClassifier(keras.Model):
             )
         return super().call(inputs, training=training, mask=mask)
 
-    def train_step(self, data: Any) -> dict[str, Any]:
-        """Keras's TensorFlow train step, with the update applied only when the loss and gradients are finite.
+    def compile(self, optimizer: Any = "rmsprop", **kwargs: Any) -> None:
+        """Keras's ``compile``, with the optimizer wrapped in `kerasce.optimizers.SkipNonFinite`.
 
         Under XLA a bad batch (a class id out of range, a label outside ``[0, 1]``) cannot raise: kerasce's
-        losses make its loss NaN instead. This step then leaves the weights and the optimizer's variables
-        as they were (`kerasce.training.apply_gradients_if_finite`) and reports the NaN loss, which
-        `kerasce.callbacks.RaiseOnNonFiniteLoss` turns into an error naming the step. Without XLA the
-        loss's checks raise before the update, as with Keras's own step.
+        losses make its loss and gradients NaN instead. The wrapper then leaves the weights and the optimizer's
+        variables as they were (and counts the skip), and the NaN loss is reported, which
+        `kerasce.callbacks.RaiseOnNonFiniteLoss` turns into an error naming the step. Without XLA the loss's
+        checks raise before the update, as with Keras's own step. An optimizer that is already a
+        `SkipNonFinite` (a loaded model's) is kept as it is.
         """
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        with tf.GradientTape() as tape:
-            y_pred = self(x, training=True)
-            # Keras's compute_loss: the compiled loss, regularisation losses, 1/num_replicas scaling.
-            loss = self.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True)
-            # The "loss" entry of the logs, as Keras's own TensorFlow train_step updates it.
-            self._loss_tracker.update_state(
-                unscale_loss_for_distribution(loss), sample_weight=tf.shape(tf.nest.flatten(x)[0])[0]
-            )
-            scaled_loss = self.optimizer.scale_loss(loss)
-        gradients = tape.gradient(scaled_loss, self.trainable_variables)
-        apply_gradients_if_finite(self.optimizer, gradients, self.trainable_variables, loss)
-        return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+        optimizer = keras.optimizers.get(optimizer)
+        if not isinstance(optimizer, SkipNonFinite):
+            optimizer = SkipNonFinite(optimizer)
+        super().compile(optimizer=optimizer, **kwargs)
+
+    def compile_from_config(self, config: dict[str, Any]) -> None:
+        """Keras's ``compile_from_config`` (loading a compiled ``.keras`` file), through this class's `compile`.
+
+        Keras's own skips compiling, with a warning, any model whose class overrides ``compile``.
+        """
+        self.compile(**keras.saving.deserialize_keras_object(config))
+        if self.built:
+            self.optimizer.build(self.trainable_variables)  # the saved optimizer variables load into these
 
     def probabilities(self, logits: tf.Tensor | np.ndarray) -> tf.Tensor:
         """Softmax (multi-class) or sigmoid (multi-label) of logits ``[B, K]``."""

@@ -19,12 +19,13 @@ import json
 import os
 import shutil
 import tempfile
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
-import keras
 import tensorflow as tf
+
+from kerasce import _compat
+from kerasce.backend import require_tensorflow
 
 __all__ = ["STRATEGIES", "export_location", "get_strategy", "is_chief", "split_cpu", "worker_path"]
 
@@ -38,8 +39,9 @@ def split_cpu(num_devices: int) -> list[tf.config.LogicalDevice]:
 
     Raises:
         ValueError: `num_devices` < 1.
-        RuntimeError: TensorFlow's devices are already initialised.
+        RuntimeError: TensorFlow's devices are already initialised, or Keras runs on another backend.
     """
+    require_tensorflow("kerasce.distribute.split_cpu")
     if num_devices < 1:
         raise ValueError(f"`num_devices` must be >= 1. Received: num_devices={num_devices}")
     cpu = tf.config.list_physical_devices("CPU")[0]
@@ -52,7 +54,9 @@ def get_strategy(name: str = "default") -> tf.distribute.Strategy:
 
     Raises:
         ValueError: an unknown name, or ``multiworker`` with a ``TF_CONFIG`` that is not valid JSON.
+        RuntimeError: Keras runs on another backend than TensorFlow.
     """
+    require_tensorflow("kerasce.distribute.get_strategy")
     if name == "default":
         return tf.distribute.get_strategy()
     if name == "mirrored":
@@ -68,7 +72,7 @@ def get_strategy(name: str = "default") -> tf.distribute.Strategy:
                 raise ValueError(
                     f"`TF_CONFIG` must be JSON like {{'cluster': ..., 'task': ...}}. Received: TF_CONFIG={config!r}"
                 ) from error
-        _patch_keras_fit_for_multiworker()
+        _compat.patch_keras_fit_for_multiworker()
         return tf.distribute.MultiWorkerMirroredStrategy()
     raise ValueError(f"`name` must be one of {STRATEGIES}. Received: name={name!r}")
 
@@ -116,69 +120,3 @@ def export_location(path: str | os.PathLike, strategy: tf.distribute.Strategy) -
         yield scratch / Path(path).name
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-
-
-def _patch_keras_fit_for_multiworker() -> None:
-    """Lets Keras 3's ``fit`` run under MultiWorkerMirroredStrategy (keras-team/keras#20585).
-
-    Two places in Keras's TensorFlow trainer fail only under the multi-worker (collective all-reduce)
-    strategy; both are replaced, for that strategy only, once, when it is requested:
-
-    1. Before the first step Keras builds the model from one batch obtained with
-       ``strategy.reduce("MEAN", (x, y, sample_weight), axis=None)``. ``Strategy.reduce`` does not support
-       nested values, and the collective implementation fails with "Attempt to convert a value
-       (PerReplica ...) to a Tensor". The batch only serves to read shapes, so the first local replica's
-       shard of each element is used instead.
-    2. Each step's logs (loss and metric results: scalars) are reduced with
-       ``strategy.reduce("MEAN", v, axis=0)``, which fails on a scalar ("Invalid reduction dimension 0").
-       Scalars are reduced across replicas with ``axis=None`` instead; other values as before.
-    """
-    from keras.src import tree
-    from keras.src.backend.tensorflow import trainer as tf_trainer
-
-    trainer_cls = tf_trainer.TensorFlowTrainer
-    if not (hasattr(trainer_cls, "_maybe_symbolic_build") and hasattr(tf_trainer, "reduce_per_replica")):
-        warnings.warn(
-            f"kerasce: Keras {keras.__version__} changed the trainer internals its multi-worker fix for "
-            "keras-team/keras#20585 replaces; running without it. If fit() fails under "
-            "MultiWorkerMirroredStrategy, use the Keras version kerasce was tested with (3.15).",
-            stacklevel=2,
-        )
-        return
-    original = trainer_cls._maybe_symbolic_build
-    if getattr(original, "_kerasce_multiworker_fix", False):
-        return
-
-    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        strategy = self._distribute_strategy
-        if iterator is None or not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-            return original(self, iterator=iterator, data_batch=data_batch)
-        for _, _, it in iterator:
-            data_batch = tree.map_structure(
-                lambda v: (
-                    strategy.experimental_local_results(v)[0] if isinstance(v, tf.distribute.DistributedValues) else v
-                ),
-                next(it),
-            )
-            break
-        with strategy.scope():
-            self._symbolic_build(data_batch=data_batch)
-
-    original_reduce = tf_trainer.reduce_per_replica
-
-    def reduce_per_replica(values, strategy, reduction):
-        if not (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and reduction in ("auto", "mean")):
-            return original_reduce(values, strategy, reduction)
-
-        def reduce(v):
-            # With one device per worker, step outputs are plain tensors rather than PerReplica values.
-            if getattr(v, "shape", None) is not None and v.shape.rank == 0:
-                return strategy.reduce("MEAN", v, axis=None)
-            return original_reduce(v, strategy, reduction)
-
-        return tree.map_structure(reduce, values)
-
-    # The marker checked above, set through the function's __dict__ (mypy does not model function attributes).
-    vars(_maybe_symbolic_build)["_kerasce_multiworker_fix"] = True
-    trainer_cls._maybe_symbolic_build = _maybe_symbolic_build
-    tf_trainer.reduce_per_replica = reduce_per_replica

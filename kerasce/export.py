@@ -23,10 +23,14 @@ import uuid
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import keras
-import tensorflow as tf
+
+from kerasce.backend import require_tensorflow
+
+if TYPE_CHECKING:
+    import tensorflow as tf
 
 __all__ = ["atomic_directory", "export_saved_model", "save_keras_atomic", "write_json_atomic"]
 
@@ -185,7 +189,11 @@ def export_saved_model(
 
     Returns:
         The export directory.
+
+    Raises:
+        RuntimeError: Keras runs on another backend than TensorFlow.
     """
+    require_tensorflow("kerasce.export.export_saved_model")
     archive = keras.export.ExportArchive()
     archive.track(model)
     archive.add_endpoint(name="serve", fn=fn, input_signature=list(input_signature))

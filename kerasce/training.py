@@ -10,13 +10,15 @@ label shapes). What a failed check does depends on how the step runs:
   The loss makes its value and gradients NaN instead. `apply_gradients_if_finite` then skips the update
   (weights, Adam's moments and ``iterations`` unchanged) and a callback such as
   `kerasce.callbacks.RaiseOnNonFiniteLoss` turns the NaN loss into an error naming the step.
-  kerasce's `ImageClassifier` trains through it.
+  kerasce's `ReinforceAgent` trains through it; `ImageClassifier` compiles its optimizer wrapped in
+  `kerasce.optimizers.SkipNonFinite`, which does the same for any model.
 
 A model of your own compiled with a kerasce loss and ``jit_compile=True`` uses Keras's stock train step:
 the loss is NaN for that batch (``keras.callbacks.TerminateOnNaN`` or `RaiseOnNonFiniteLoss` stop the run),
-but the stock optimizer applies the NaN gradients, so the weights are NaN after that step (measured:
-``tests/test_losses_xla.py::test_stock_keras_step_under_xla_applies_the_nan``). Override ``train_step`` with
-`apply_gradients_if_finite`, or train with ``jit_compile=False`` to get the error before the update.
+and a stock optimizer applies the NaN gradients, so the weights are NaN after that step (measured:
+``tests/test_losses_xla.py::test_stock_keras_step_under_xla_applies_the_nan``). Compile it with
+``optimizer=kerasce.optimizers.SkipNonFinite(keras.optimizers.Adam())`` to skip such a step instead, or train
+with ``jit_compile=False`` to get the error before the update.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ from collections.abc import Sequence
 
 import keras
 import tensorflow as tf
-from keras import ops
+
+from kerasce import _compat, optimizers
 
 __all__ = ["all_finite", "apply_gradients_if_finite"]
 
@@ -33,17 +36,10 @@ __all__ = ["all_finite", "apply_gradients_if_finite"]
 def all_finite(loss: tf.Tensor, gradients: Sequence[tf.Tensor | tf.IndexedSlices | None]) -> tf.Tensor:
     """Scalar bool: every entry of `loss` and of each non-None gradient is finite (no NaN, no inf).
 
-    Computed as one sum per tensor and one check of their total: a NaN or inf entry makes its tensor's sum,
-    and the total, NaN or inf (``inf - inf`` is NaN). One op per tensor instead of two (an elementwise
-    ``isfinite`` and its ``all``): the train step runs this over every gradient before it may update. Finite
-    entries whose total overflows (beyond about 3e38; half-precision tensors are summed in float32) also
-    read as not finite: such a step is skipped too.
+    `kerasce.optimizers.all_finite` over the loss and the gradients: one sum per tensor and one check of their
+    total (finite entries whose total overflows, beyond about 3e38, also read as not finite).
     """
-    parts = [loss] + [g.values if isinstance(g, tf.IndexedSlices) else g for g in gradients if g is not None]
-    sums = [tf.reduce_sum(tf.cast(p, tf.float32) if p.dtype in (tf.float16, tf.bfloat16) else p) for p in parts]
-    if len({s.dtype for s in sums}) > 1:  # e.g. a float32 loss beside float64 gradients
-        sums = [tf.cast(s, tf.float64) for s in sums]
-    return tf.math.is_finite(tf.add_n(sums))
+    return optimizers.all_finite([loss, *gradients])
 
 
 def apply_gradients_if_finite(
@@ -57,7 +53,8 @@ def apply_gradients_if_finite(
     Otherwise nothing changes: not the variables, not the optimizer's slots (Adam's moments) nor its
     ``iterations``. Works eagerly, inside ``tf.function`` and under XLA (an ``ops.cond``, the way Keras's
     ``LossScaleOptimizer`` skips non-finite steps), and under a ``tf.distribute`` strategy (the decision is
-    taken in the cross-replica context, where the optimizer's update may call ``merge_call``).
+    taken in the cross-replica context, where the optimizer's update may call ``merge_call``, and an update is
+    skipped on every replica if any replica saw a non-finite value).
 
     Args:
         optimizer: A Keras optimizer (built on first use, outside the conditional).
@@ -79,23 +76,4 @@ def apply_gradients_if_finite(
         # Slot variables cannot be created inside a conditional branch of a tf.function.
         optimizer.build(variables)
     finite = all_finite(loss, gradients)
-    if not tf.distribute.has_strategy() or tf.__internal__.distribute.strategy_supports_no_merge_call():
-        ops.cond(finite, lambda: optimizer.apply(gradients, variables), lambda: None)
-        return finite
-
-    # MirroredStrategy and friends: the optimizer's apply calls merge_call, which a cond in the replica
-    # context cannot hold (the structure LossScaleOptimizer._tf_apply uses). Every replica computed `finite`
-    # from its own shard, so skip if any replica saw a non-finite value.
-    def cross_replica(strategy: tf.distribute.Strategy, bad: tf.Tensor, gradients: list) -> tf.Tensor:
-        # `bad` and `gradients` arrive per replica (passed as merge_call arguments: a closure would see one
-        # replica's tensors only); no arithmetic on them here, outside the replica context.
-        finite = tf.equal(strategy.reduce(tf.distribute.ReduceOp.SUM, bad, axis=None), 0.0)
-
-        def apply() -> None:
-            strategy.extended.call_for_each_replica(optimizer.apply, args=(gradients, variables))
-
-        ops.cond(finite, apply, lambda: None)
-        return finite
-
-    bad = 1.0 - tf.cast(finite, tf.float32)  # 1 on a replica that saw a non-finite value
-    return tf.distribute.get_replica_context().merge_call(cross_replica, args=(bad, gradients))
+    return _compat.cond_across_replicas(finite, optimizer.apply, (gradients, variables), lambda: None)

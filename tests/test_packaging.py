@@ -7,6 +7,7 @@ these tests check the configuration that produces it and ``kerasce.load_model``.
 from __future__ import annotations
 
 import ast
+import json
 import os
 import re
 import subprocess
@@ -138,3 +139,57 @@ def test_a_fresh_interpreter_loads_kerasce_models_with_load_model_only(tmp_path,
     assert result.returncode == 0, result.stderr[-3000:]
     loaded = set(result.stdout.split())
     assert _registering_modules() <= loaded, _registering_modules() - loaded
+
+
+TENSORFLOW_ONLY = textwrap.dedent(
+    """
+    import json
+    import keras
+    from kerasce import distribute, export
+    from kerasce.classifiers import ImageClassifier, build_image_classifier
+
+    def message(call):
+        try:
+            call()
+        except RuntimeError as err:
+            return str(err)
+        return None
+
+    inputs = keras.Input((4,))
+    print(json.dumps({
+        "ImageClassifier": message(lambda: ImageClassifier(inputs, keras.layers.Dense(2)(inputs))),
+        "build_image_classifier": message(lambda: build_image_classifier((8, 8, 1), 3)),
+        "kerasce.export.export_saved_model": message(lambda: export.export_saved_model("x", None, None, [])),
+        "kerasce.distribute.get_strategy": message(lambda: distribute.get_strategy("mirrored")),
+        "kerasce.distribute.split_cpu": message(lambda: distribute.split_cpu(2)),
+    }))
+    """
+)
+
+
+@pytest.mark.slow
+def test_tensorflow_only_parts_say_so_on_another_backend(tmp_path):
+    """On JAX, each TensorFlow-only entry point refuses at construction with the one message naming the backend
+    and the switch (and nothing is written)."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT), KERAS_BACKEND="jax", TF_CPP_MIN_LOG_LEVEL="3")
+    proc = subprocess.run(
+        [sys.executable, "-c", TENSORFLOW_ONLY], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    messages = json.loads(proc.stdout.strip().splitlines()[-1])
+    for what, message in messages.items():
+        name = "ImageClassifier" if what == "build_image_classifier" else what
+        assert message == (
+            f'`KERAS_BACKEND` must be "tensorflow" for {name}, which runs on TensorFlow only. '
+            "Received: KERAS_BACKEND=jax. Set KERAS_BACKEND=tensorflow before Python imports keras "
+            '(and pip install "kerasce[tensorflow]").'
+        ), what
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("module", ["kerasce", "kerasce.optimizers", "kerasce.backend", "kerasce.export"])
+def test_backend_neutral_modules_import_no_tensorflow_on_jax(module):
+    code = f"import sys, keras, {module}; print(keras.backend.backend(), 'tensorflow' in sys.modules)"
+    env = dict(os.environ, PYTHONPATH=str(ROOT), KERAS_BACKEND="jax")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["jax", "False"]

@@ -1,11 +1,15 @@
 """The SB3 PPO side of benchmarks/reinforce_solve_time.py: RL Zoo's settings and their translation.
 
 The translation is plain Python and runs without stable-baselines3; the one check that builds a PPO model
-is skipped where SB3 is not installed (the project's own venv).
+(in a process of its own) is skipped where SB3 is not installed (the project's own venv).
 """
 
 import importlib.util
+import json
+import os
+import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -96,14 +100,45 @@ def test_the_benchmark_reads_the_runner_envs_and_reports_a_missing_interpreter()
     assert "cannot start /nonexistent/python" in solve_time.sb3_missing("/nonexistent/python")
 
 
-@pytest.mark.slow
-def test_sb3_ppo_takes_the_translated_settings():
-    pytest.importorskip("stable_baselines3")
+# Builds SB3's PPO from the translated CartPole settings and reads back what it took. It runs in a process of its
+# own, with TensorFlow made unimportable there: torch working after TensorFlow has loaded in one process (this
+# pytest process has: conftest imports keras) crashes with a segmentation fault, which would end the whole run.
+PPO_SETTINGS = textwrap.dedent(
+    """
+    import importlib.util, json, sys
+    sys.modules["tensorflow"] = None  # SB3 imports tensorboard, which imports TensorFlow when it is installed
     from stable_baselines3 import PPO
     from stable_baselines3.common.env_util import make_vec_env
 
+    spec = importlib.util.spec_from_file_location("sb3_ppo_solve_time", sys.argv[1])
+    runner = importlib.util.module_from_spec(spec)
+    sys.modules["sb3_ppo_solve_time"] = runner  # the runner's dataclass looks its module up there
+    spec.loader.exec_module(runner)
     settings = runner.ppo_settings("CartPole-v1")
     model = PPO(env=make_vec_env("CartPole-v1", n_envs=settings.n_envs), device="cpu", **settings.ppo_kwargs)
-    assert (model.n_steps, model.batch_size, model.n_epochs, model.gamma) == (32, 256, 20, 0.98)
-    assert model.lr_schedule(0.5) == pytest.approx(5e-4)
-    assert model.clip_range(0.5) == pytest.approx(0.1)
+    print(json.dumps({
+        "took": [model.n_steps, model.batch_size, model.n_epochs, model.gamma],
+        "lr_at_half": model.lr_schedule(0.5),
+        "clip_at_half": model.clip_range(0.5),
+        "tensorflow_loaded": sys.modules.get("tensorflow") is not None,
+    }))
+    """
+)
+
+
+@pytest.mark.slow
+def test_sb3_ppo_takes_the_translated_settings():
+    pytest.importorskip("stable_baselines3")
+    proc = subprocess.run(
+        [sys.executable, "-c", PPO_SETTINGS, str(BENCHMARKS / "sb3_ppo_solve_time.py")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert got["took"] == [32, 256, 20, 0.98]
+    assert got["lr_at_half"] == pytest.approx(5e-4)
+    assert got["clip_at_half"] == pytest.approx(0.1)
+    assert got["tensorflow_loaded"] is False
