@@ -17,18 +17,25 @@ if TYPE_CHECKING:
 # The single source of the version: pyproject.toml reads it ([tool.setuptools.dynamic]).
 __version__ = "0.2.0.dev0"
 
-# The modules whose import registers kerasce's Keras serializables (losses, metrics, models).
-SERIALIZABLE_MODULES = ("kerasce.losses", "kerasce.classifiers", "kerasce.rl")
+# The modules whose import registers kerasce's Keras serializables (losses, optimizers, models); the models
+# are TensorFlow's only, so on another backend their modules are not imported.
+SERIALIZABLE_MODULES = ("kerasce.losses", "kerasce.optimizers", "kerasce.classifiers", "kerasce.rl")
+TENSORFLOW_ONLY_MODULES = ("kerasce.classifiers", "kerasce.rl")
 
 
 def register_serializables() -> None:
-    """Imports every kerasce module that registers Keras serializables.
+    """Imports every kerasce module that registers Keras serializables for the active Keras backend.
 
     After this call, ``keras.saving.load_model`` finds kerasce's classes (``SoftmaxCrossEntropy``,
-    ``ImageClassifier``, ``ReinforceAgent``, ...) without ``custom_objects``.
+    ``SkipNonFinite``, and on TensorFlow ``ImageClassifier``, ``ReinforceAgent``, ...) without
+    ``custom_objects``.
     """
+    import keras
+
+    on_tensorflow = keras.backend.backend() == "tensorflow"
     for name in SERIALIZABLE_MODULES:
-        importlib.import_module(name)
+        if on_tensorflow or name not in TENSORFLOW_ONLY_MODULES:
+            importlib.import_module(name)
 
 
 def load_model(

@@ -193,3 +193,34 @@ def test_backend_neutral_modules_import_no_tensorflow_on_jax(module):
     env = dict(os.environ, PYTHONPATH=str(ROOT), KERAS_BACKEND="jax")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
     assert out.split() == ["jax", "False"]
+
+
+LOAD_ON_JAX = textwrap.dedent(
+    """
+    import subprocess, sys, keras, numpy as np
+    from kerasce.losses import SoftmaxCrossEntropy
+    from kerasce.optimizers import SkipNonFinite
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    model.compile(SkipNonFinite(keras.optimizers.Adam()), loss=SoftmaxCrossEntropy(label_smoothing=0.1))
+    model.fit(np.ones((8, 4)), np.zeros(8), verbose=0)
+    model.save("m.keras")
+    probe = (
+        "import sys, kerasce; m = kerasce.load_model('m.keras'); "
+        "print(type(m.optimizer).__name__, type(m.loss).__name__, 'tensorflow' in sys.modules)"
+    )
+    print(subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout)
+    """
+)
+
+
+@pytest.mark.slow
+def test_load_model_on_jax_registers_losses_and_optimizers_without_tensorflow(tmp_path):
+    """`kerasce.load_model` on JAX finds the losses and `SkipNonFinite` and imports none of the TensorFlow-only
+    model modules (mutation tried: registering every module on every backend -> TensorFlow imported, red)."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT), KERAS_BACKEND="jax", TF_CPP_MIN_LOG_LEVEL="3")
+    proc = subprocess.run(
+        [sys.executable, "-c", LOAD_ON_JAX], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.split() == ["SkipNonFinite", "SoftmaxCrossEntropy", "False"]
