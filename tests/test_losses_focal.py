@@ -144,7 +144,7 @@ def value_and_grad(fn, logits):
         loss = fn(logits)
         cotangent = tf.constant(np.random.default_rng(99).uniform(0.5, 1.5, loss.shape), loss.dtype)
         total = tf.reduce_sum(loss * cotangent)
-    return loss.numpy(), tape.gradient(total, logits).numpy(), cotangent.numpy().astype(np.float64)
+    return to_numpy(loss), to_numpy(tape.gradient(total, logits)), to_numpy(cotangent).astype(np.float64)
 
 
 def random_problem(rng, shape, axis, *, probabilities=False, scale=2.5):
@@ -200,7 +200,7 @@ def test_softmax_focal_poly_matches_float64_reference(
         axis=axis,
     )
     assert got.shape == want.shape and got.dtype == tf.float32
-    np.testing.assert_allclose(got.numpy(), want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(to_numpy(got), want, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize(
@@ -250,16 +250,16 @@ def test_poly_term_is_the_docstring_form_for_labels_that_sum_to_one():
         p = np.exp(ref_log_softmax(z))
         want = -(y * np.log(p)).sum(-1) + 1.5 * (1 - (y * p).sum(-1))
         got = L.softmax_cross_entropy(labels, z, label_smoothing=0.2, poly_epsilon=1.5)
-        np.testing.assert_allclose(got.numpy(), want, rtol=1e-6)
+        np.testing.assert_allclose(to_numpy(got), want, rtol=1e-6)
 
 
 def test_a_class_of_weight_zero_and_an_all_zero_dense_row_add_nothing():
     # The poly term is weighted by w_c ỹ_c like the rest: a class switched off stays off, a masked row is 0.
     z = np.array([[0.3, 2.0, -1.0], [1.0, 0.0, 0.5]], np.float32)
     got = L.softmax_cross_entropy([1, 0], z, class_weight=[1.0, 0.0, 1.0], focal_gamma=2.0, poly_epsilon=2.0)
-    assert got.numpy()[0] == 0.0 and got.numpy()[1] > 0
+    assert to_numpy(got)[0] == 0.0 and to_numpy(got)[1] > 0
     dense = L.softmax_cross_entropy([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0]], z, focal_gamma=2.0, poly_epsilon=2.0)
-    assert dense.numpy()[0] == 0.0
+    assert to_numpy(dense)[0] == 0.0
 
 
 @pytest.mark.parametrize("form", ["sparse", "dense"])
@@ -343,12 +343,12 @@ def test_gamma_0_and_epsilon_0_is_the_plain_loss_bit_for_bit(options, form, mode
     with tf.GradientTape(persistent=True) as tape:
         tape.watch(z)
         plain, zeroed = run(z)
-    np.testing.assert_array_equal(zeroed.numpy(), plain.numpy())
-    np.testing.assert_array_equal(tape.gradient(zeroed, z).numpy(), tape.gradient(plain, z).numpy())
+    np.testing.assert_array_equal(to_numpy(zeroed), to_numpy(plain))
+    np.testing.assert_array_equal(to_numpy(tape.gradient(zeroed, z)), to_numpy(tape.gradient(plain, z)))
     sigmoid_options = {k: v for k, v in options.items() if k in ("from_logits", "label_smoothing")}
     plain = L.sigmoid_cross_entropy(soft, pred, pos_weight=2.0, **sigmoid_options)
     zeroed = L.sigmoid_cross_entropy(soft, pred, pos_weight=2.0, focal_gamma=0.0, alpha=None, **sigmoid_options)
-    np.testing.assert_array_equal(zeroed.numpy(), plain.numpy())
+    np.testing.assert_array_equal(to_numpy(zeroed), to_numpy(plain))
 
 
 @pytest.mark.parametrize("scale", [2.5, 12.0])
@@ -361,19 +361,19 @@ def test_the_default_is_the_v0_1_formula_bit_for_bit(scale):
     w = rng.uniform(0.5, 2.0, size=5).astype(np.float32)
     log_probs = tf.nn.log_softmax(z)
     np.testing.assert_array_equal(
-        L.softmax_cross_entropy(ids, z).numpy(), -tf.gather(log_probs, ids, batch_dims=1).numpy()
+        to_numpy(L.softmax_cross_entropy(ids, z)), -to_numpy(tf.gather(log_probs, ids, batch_dims=1))
     )
     np.testing.assert_array_equal(
-        L.softmax_cross_entropy(ids, z, class_weight=w).numpy(),
-        (-tf.gather(log_probs, ids, batch_dims=1) * tf.gather(w, ids)).numpy(),
+        to_numpy(L.softmax_cross_entropy(ids, z, class_weight=w)),
+        to_numpy((-tf.gather(log_probs, ids, batch_dims=1) * tf.gather(w, ids))),
     )
     np.testing.assert_array_equal(
-        L.softmax_cross_entropy(soft.astype(np.float32), z).numpy(),
-        -tf.reduce_sum(log_probs * soft.astype(np.float32), -1).numpy(),
+        to_numpy(L.softmax_cross_entropy(soft.astype(np.float32), z)),
+        -to_numpy(tf.reduce_sum(log_probs * soft.astype(np.float32), -1)),
     )
     y = (soft > 0.2).astype(np.float32)
     np.testing.assert_array_equal(
-        L.sigmoid_cross_entropy(y, z).numpy(), tf.reduce_mean(tf.nn.softplus(z) - y * z, -1).numpy()
+        to_numpy(L.sigmoid_cross_entropy(y, z)), to_numpy(tf.reduce_mean(tf.nn.softplus(z) - y * z, -1))
     )
 
 
@@ -400,9 +400,9 @@ def test_integer_labels_equal_one_hot_labels(gamma, epsilon, smoothing, weighted
         tape.watch(pred)
         sparse = L.softmax_cross_entropy(ids, pred, **opts)
         dense = L.softmax_cross_entropy(np.eye(9)[ids], pred, **opts)
-    np.testing.assert_allclose(sparse.numpy(), dense.numpy(), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(to_numpy(sparse), to_numpy(dense), rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(
-        tape.gradient(sparse, pred).numpy(), tape.gradient(dense, pred).numpy(), rtol=1e-5, atol=1e-7
+        to_numpy(tape.gradient(sparse, pred)), to_numpy(tape.gradient(dense, pred)), rtol=1e-5, atol=1e-7
     )
 
 
@@ -414,7 +414,7 @@ def test_moving_the_class_axis_changes_nothing():
         first = L.softmax_cross_entropy(
             moved, np.moveaxis(z, -1, 1), axis=1, focal_gamma=2.0, poly_epsilon=1.0, label_smoothing=0.1
         )
-        np.testing.assert_allclose(first.numpy(), last.numpy(), rtol=1e-6)
+        np.testing.assert_allclose(to_numpy(first), to_numpy(last), rtol=1e-6)
 
 
 def test_sparse_labels_build_no_tensor_of_the_one_hot_shape():
@@ -471,10 +471,10 @@ def test_ignore_class_equals_dense_labels_with_those_positions_removed(gamma, ep
         sparse = L.SoftmaxCrossEntropy(ignore_class=255, **opts)(ids, z_all)
         kept = tf.boolean_mask(z_all, valid)
         dense = L.SoftmaxCrossEntropy(**opts)(np.eye(6)[ids[valid]], kept)
-    np.testing.assert_allclose(sparse.numpy(), dense.numpy(), rtol=1e-6)
-    per_position = L.softmax_cross_entropy(ids, z_all, ignore_class=255, **opts).numpy()
+    np.testing.assert_allclose(to_numpy(sparse), to_numpy(dense), rtol=1e-6)
+    per_position = to_numpy(L.softmax_cross_entropy(ids, z_all, ignore_class=255, **opts))
     assert np.all(per_position[~valid] == 0) and np.all(per_position[valid] > 0)
-    grad_sparse, grad_dense = tape.gradient(sparse, z_all).numpy(), tape.gradient(dense, z_all).numpy()
+    grad_sparse, grad_dense = to_numpy(tape.gradient(sparse, z_all)), to_numpy(tape.gradient(dense, z_all))
     np.testing.assert_allclose(grad_sparse, grad_dense, rtol=1e-5, atol=1e-8)
     assert np.all(grad_sparse[~valid] == 0)
 
@@ -495,7 +495,7 @@ def test_softmax_extreme_logits_give_finite_exact_values_and_gradients(dtype, fo
     logits = tf.constant([[1e4, -1e4, 0.0], [-1e4, 1e4, 1e4], [0.0, 0.0, 0.0], [1e4, -1e4, -1e4]], dtype)
     ids = np.array([1, 0, 2, 0])
     labels = ids if form == "sparse" else np.eye(3)[ids]
-    rounded = tf.cast(logits, tf.float64).numpy()  # 1e4 is 9984 in bfloat16
+    rounded = to_numpy(tf.cast(logits, tf.float64))  # 1e4 is 9984 in bfloat16
     loss, grad, v = value_and_grad(
         lambda z: L.softmax_cross_entropy(
             labels, z, focal_gamma=gamma, poly_epsilon=epsilon, label_smoothing=smoothing
@@ -557,7 +557,7 @@ def test_softmax_focal_gradient_as_p_tends_to_1_is_the_finite_exact_limit(gamma,
 def test_sigmoid_extreme_logits_give_finite_exact_values_and_gradients(dtype, gamma, alpha):
     logits = tf.constant([[1e4, -1e4, 1e4, -1e4, 0.0, 30.0]], dtype)
     labels = np.array([[1.0, 0.0, 0.0, 1.0, 1.0, 1.0]])
-    rounded = tf.cast(logits, tf.float64).numpy()
+    rounded = to_numpy(tf.cast(logits, tf.float64))
     loss, grad, v = value_and_grad(lambda z: L.sigmoid_cross_entropy(labels, z, focal_gamma=gamma, alpha=alpha), logits)
     assert np.all(np.isfinite(loss)) and np.all(np.isfinite(grad))
     ref = lambda z: (v * ref_sigmoid_focal(labels, z, gamma=gamma, alpha=alpha)).sum()
@@ -571,14 +571,14 @@ def test_half_precision_inputs_are_computed_in_float32(dtype, tol):
     rng = np.random.default_rng(8)
     z, ids, soft = random_problem(rng, (8, 6), -1)
     rounded = tf.cast(tf.constant(z), dtype)
-    z64 = tf.cast(rounded, tf.float64).numpy()
+    z64 = to_numpy(tf.cast(rounded, tf.float64))
     got = L.softmax_cross_entropy(ids, rounded, focal_gamma=2.0, poly_epsilon=1.0)
     assert got.dtype == tf.float32
     want = ref_softmax_focal(ids, z64, sparse=True, gamma=2.0, epsilon=1.0)
-    np.testing.assert_allclose(got.numpy(), want, rtol=tol, atol=tol)
+    np.testing.assert_allclose(to_numpy(got), want, rtol=tol, atol=tol)
     got = L.sigmoid_cross_entropy(soft, rounded, focal_gamma=2.0, alpha=0.25)
     assert got.dtype == tf.float32
-    np.testing.assert_allclose(got.numpy(), ref_sigmoid_focal(soft, z64, gamma=2.0, alpha=0.25), rtol=tol, atol=tol)
+    np.testing.assert_allclose(to_numpy(got), ref_sigmoid_focal(soft, z64, gamma=2.0, alpha=0.25), rtol=tol, atol=tol)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -610,7 +610,7 @@ def test_sigmoid_focal_matches_float64_reference(gamma, alpha, pos_weight, smoot
         return L.sigmoid_cross_entropy(labels, x, focal_gamma=gamma, alpha=alpha, **opts)
 
     want = ref_sigmoid_focal(labels, pred, gamma=gamma, alpha=alpha, **opts)
-    np.testing.assert_allclose(ours(pred.astype(np.float32)).numpy(), want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(to_numpy(ours(pred.astype(np.float32))), want, rtol=1e-5, atol=1e-6)
     loss, grad, v = value_and_grad(ours, pred)
     np.testing.assert_allclose(loss, want, rtol=1e-12)
     ref = lambda x: (v * ref_sigmoid_focal(labels, x, gamma=gamma, alpha=alpha, **opts)).sum()
@@ -634,13 +634,13 @@ def test_torchvision_sigmoid_focal_loss_alpha_025_gamma_2(reduction):
     if reduction == "none":  # per element: rank-1 inputs are not averaged
         got = np.stack([L.sigmoid_cross_entropy(t[:, j], x[:, j], focal_gamma=2.0, alpha=0.25) for j in range(5)], 1)
     elif reduction == "sum":
-        got = 5 * ours(t, x).numpy()
+        got = 5 * to_numpy(ours(t, x))
     else:
-        got = L.SigmoidCrossEntropy(focal_gamma=2.0, alpha=0.25)(t, x).numpy()
+        got = to_numpy(L.SigmoidCrossEntropy(focal_gamma=2.0, alpha=0.25)(t, x))
     np.testing.assert_allclose(got, want, rtol=1e-6)
     # Optax's sigmoid_focal_loss is the same formula, elementwise.
     np.testing.assert_allclose(
-        L.sigmoid_cross_entropy(t, x, focal_gamma=2.0, alpha=0.25).numpy(),
+        to_numpy(L.sigmoid_cross_entropy(t, x, focal_gamma=2.0, alpha=0.25)),
         torchvision_sigmoid_focal_loss(x, t).mean(-1),
         rtol=1e-12,
     )
@@ -655,7 +655,7 @@ def test_optax_poly_loss_cross_entropy(epsilon, smoothing, form):
     labels, dense = (ids, np.eye(7)[ids]) if form == "sparse" else (soft, soft)
     want = optax_poly_loss_cross_entropy(z, optax_smooth_labels(dense, smoothing), epsilon=epsilon)
     got = L.softmax_cross_entropy(labels, z, poly_epsilon=epsilon, label_smoothing=smoothing)
-    np.testing.assert_allclose(got.numpy(), want, rtol=1e-12)
+    np.testing.assert_allclose(to_numpy(got), want, rtol=1e-12)
 
 
 @pytest.mark.parametrize(
@@ -686,14 +686,14 @@ def test_keras_categorical_focal_crossentropy_values_and_gradients(gamma, smooth
             label_smoothing=smoothing,
             class_weight=np.broadcast_to(alpha, (6,)),
         )
-    np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-5, atol=1e-7)
-    np.testing.assert_allclose(tape.gradient(got, z).numpy(), tape.gradient(want, z).numpy(), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(to_numpy(got), to_numpy(want), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(to_numpy(tape.gradient(got, z)), to_numpy(tape.gradient(want, z)), rtol=1e-4, atol=1e-6)
     if not isinstance(alpha, np.ndarray):  # the class, with its reduction
         keras_loss = keras.losses.CategoricalFocalCrossentropy(
             alpha=alpha, gamma=gamma, from_logits=True, label_smoothing=smoothing
         )
         ours = L.SoftmaxCrossEntropy(focal_gamma=gamma, label_smoothing=smoothing, class_weight=[alpha] * 6)
-        np.testing.assert_allclose(ours(ids, z).numpy(), keras_loss(one_hot, z).numpy(), rtol=1e-5)
+        np.testing.assert_allclose(to_numpy(ours(ids, z)), to_numpy(keras_loss(one_hot, z)), rtol=1e-5)
 
 
 @pytest.mark.parametrize("gamma", [0.5, 2.0])
@@ -709,11 +709,11 @@ def test_keras_binary_focal_crossentropy_values_and_gradients(gamma, alpha):
         tape.watch(z)
         want = keras.losses.binary_focal_crossentropy(y, z, gamma=gamma, from_logits=True, **balancing)
         got = L.sigmoid_cross_entropy(y, z, focal_gamma=gamma, alpha=alpha)
-    np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-5, atol=1e-7)
-    np.testing.assert_allclose(tape.gradient(got, z).numpy(), tape.gradient(want, z).numpy(), rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(to_numpy(got), to_numpy(want), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(to_numpy(tape.gradient(got, z)), to_numpy(tape.gradient(want, z)), rtol=1e-4, atol=1e-7)
     keras_loss = keras.losses.BinaryFocalCrossentropy(gamma=gamma, from_logits=True, **balancing)
     np.testing.assert_allclose(
-        L.SigmoidCrossEntropy(focal_gamma=gamma, alpha=alpha)(y, z).numpy(), keras_loss(y, z).numpy(), rtol=1e-5
+        to_numpy(L.SigmoidCrossEntropy(focal_gamma=gamma, alpha=alpha)(y, z)), to_numpy(keras_loss(y, z)), rtol=1e-5
     )
 
 
@@ -724,7 +724,7 @@ def test_keras_binary_focal_label_smoothing_differs_as_documented():
     y = np.array([[1.0, 0.0, 1.0]], np.float32)
     keras_value = keras.losses.binary_focal_crossentropy(y, z, gamma=2.0, from_logits=True, label_smoothing=0.2)
     ours = L.sigmoid_cross_entropy(y, z, focal_gamma=2.0, label_smoothing=0.2)
-    np.testing.assert_allclose(ours.numpy(), ref_sigmoid_focal(y, z.numpy(), gamma=2.0, label_smoothing=0.2), rtol=1e-6)
+    np.testing.assert_allclose(to_numpy(ours), ref_sigmoid_focal(y, to_numpy(z), gamma=2.0, label_smoothing=0.2), rtol=1e-6)
     assert abs(float(ours[0]) - float(keras_value[0])) > 1e-3
 
 
@@ -817,7 +817,7 @@ def test_keras_masks_of_padded_sequences_are_respected():
     model = keras.Sequential([keras.Input((5,)), embed, keras.layers.Dense(3, activation="softmax")])
     tokens = np.array([[3, 4, 5, 0, 0], [6, 7, 0, 0, 0]])
     valid = tokens != 0
-    z = np.log(tf.cast(model(tokens), tf.float64).numpy())  # log-probabilities: logits of the same softmax
+    z = np.log(to_numpy(tf.cast(model(tokens), tf.float64)))  # log-probabilities: logits of the same softmax
     # Valid steps: their least likely class (large loss); padded steps: their most likely (small loss).
     labels = np.where(valid, z.argmin(-1), z.argmax(-1))
     per_step = ref_softmax_focal(labels, z, sparse=True, gamma=2.0, epsilon=1.0)
@@ -839,10 +839,10 @@ def test_unknown_shapes_in_tf_function():
         input_signature=[tf.TensorSpec([None, None, 5]), tf.TensorSpec([None, None, 5])],
     )
     np.testing.assert_allclose(
-        sparse(ids, z).numpy(), ref_softmax_focal(ids, z, sparse=True, gamma=2.0, epsilon=1.0), rtol=1e-5
+        to_numpy(sparse(ids, z)), ref_softmax_focal(ids, z, sparse=True, gamma=2.0, epsilon=1.0), rtol=1e-5
     )
     np.testing.assert_allclose(
-        dense(soft.astype(np.float32), z).numpy(),
+        to_numpy(dense(soft.astype(np.float32), z)),
         ref_sigmoid_focal(soft, z, gamma=2.0, alpha=0.25),
         rtol=1e-5,
         atol=1e-7,
@@ -869,9 +869,9 @@ def test_focal_math_compiles_under_xla():
 
     eager_total, eager_grad = step(z, ids)
     xla_total, xla_grad = tf.function(step, jit_compile=True)(z, ids)
-    assert np.isfinite(xla_total.numpy()) and np.all(np.isfinite(xla_grad.numpy()))
-    np.testing.assert_allclose(xla_total.numpy(), eager_total.numpy(), rtol=1e-5)
-    np.testing.assert_allclose(xla_grad.numpy(), eager_grad.numpy(), rtol=1e-4, atol=1e-6)
+    assert np.isfinite(to_numpy(xla_total)) and np.all(np.isfinite(to_numpy(xla_grad)))
+    np.testing.assert_allclose(to_numpy(xla_total), to_numpy(eager_total), rtol=1e-5)
+    np.testing.assert_allclose(to_numpy(xla_grad), to_numpy(eager_grad), rtol=1e-4, atol=1e-6)
 
 
 def _fit_weights(loss, y, jit_compile):
