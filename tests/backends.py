@@ -24,6 +24,9 @@ def tensorflow_only(what: str) -> pytest.MarkDecorator:
 
 
 def to_numpy(x: Any) -> np.ndarray:
+    """`x` as a NumPy array; bfloat16 (which NumPy lacks) as float32, exactly."""
+    if hasattr(x, "dtype") and not isinstance(x, np.ndarray) and keras.backend.standardize_dtype(x.dtype) == "bfloat16":
+        x = keras.ops.cast(x, "float32")
     return np.asarray(keras.ops.convert_to_numpy(x))
 
 

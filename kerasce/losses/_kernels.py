@@ -24,9 +24,23 @@ from kerasce.losses import _backend
 Tensor = Any
 
 
-def tiny(x: Tensor) -> float:
-    """The smallest normal number of `x`'s float dtype."""
-    return float(np.finfo(keras.backend.standardize_dtype(x.dtype)).tiny)
+def at_least_tiny(x: Tensor) -> Tensor:
+    """``max(x, tiny)``, ``tiny`` the smallest normal number of `x`'s float dtype.
+
+    A ``where``, not ``ops.maximum``: Keras's dtype promotion there turns float64 into float32 on torch (and a
+    Python float64 ``tiny`` would round to 0 in float32).
+    """
+    dtype = keras.backend.standardize_dtype(x.dtype)
+    tiny = ops.convert_to_tensor(np.finfo(dtype).tiny, dtype=dtype)
+    return ops.where(x < tiny, tiny, x)
+
+
+def mean(x: Tensor, axis: int) -> Tensor:
+    """The mean over `axis` as a sum over the count: ``ops.mean`` on torch computes float64 in float32."""
+    count = x.shape[axis]
+    if count is None:  # TensorFlow: known at run time only
+        count = ops.cast(ops.shape(x)[axis], x.dtype)
+    return ops.sum(x, axis=axis) / count
 
 
 def mul_no_nan(x: Tensor, y: Tensor) -> Tensor:
@@ -112,14 +126,14 @@ def _top_one_minus_p(logits: Tensor, log_probs: Tensor, ids: Tensor) -> tuple[Te
     probs = ops.exp(log_probs)
     top = ops.cast(ops.argmax(logits, axis=-1), "int32")
     is_top = ops.arange(ops.shape(logits)[-1], dtype="int32") == top[..., None]
-    rest_of_top = ops.maximum(ops.sum(ops.where(is_top, 0.0, probs), axis=-1), tiny(logits))
+    rest_of_top = at_least_tiny(ops.sum(ops.where(is_top, 0.0, probs), axis=-1))
     near_one = (ids == top) & (rest_of_top < 0.5)
     rest = ops.where(near_one, rest_of_top, 0.5)  # 0.5: a harmless stand-in where unused
     log_p = ops.where(near_one, ops.log1p(-rest), _backend.take_class(log_probs, ids))
     p = ops.exp(log_p)
     # p <= 1/2 off the top: 1 - p = 1 - exp(log p) is accurate to a few ulps there.
     one_minus_p = ops.where(near_one, rest, 1.0 - p)
-    log_one_minus_p = ops.where(near_one, ops.log(rest), ops.log1p(-ops.minimum(p, 0.5)))
+    log_one_minus_p = ops.where(near_one, ops.log(rest), ops.log1p(-ops.where(p < 0.5, p, 0.5)))
     return log_p, one_minus_p, log_one_minus_p
 
 

@@ -180,4 +180,4 @@ def sigmoid_cross_entropy(
         labels = labels * (1.0 - label_smoothing) + 0.5 * label_smoothing
     weights = _pos_weight(pos_weight, logits, axis % rank)
     per_label = _per_label(labels, logits, from_logits, weights, focal_gamma, alpha)
-    return checks.gate(per_label if rank == 1 else ops.mean(per_label, axis=axis))
+    return checks.gate(per_label if rank == 1 else _kernels.mean(per_label, axis=axis))

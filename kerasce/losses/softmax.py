@@ -157,7 +157,7 @@ def _sparse_nll(
     if label_smoothing:
         # Σ_c over [B, C] terms from the log-probabilities: still no one-hot labels.
         terms = _focal_poly(log_probs, logits, from_logits, focal_gamma, poly_epsilon) if focal_poly else -log_probs
-        uniform_nll = ops.mean(terms if weights is None else terms * weights, axis=-1)
+        uniform_nll = _kernels.mean(terms if weights is None else terms * weights, axis=-1)
         nll = (1.0 - label_smoothing) * nll + label_smoothing * uniform_nll
     if valid is not None:
         nll = ops.where(valid, nll, ops.zeros_like(nll))
@@ -180,7 +180,7 @@ def _log_p_and_log1m_p(log_probs: Tensor) -> tuple[Tensor, Tensor]:
     is_top = ops.arange(log_probs.shape[-1], dtype="int32") == top[..., None]
     log_p_top = _kernels.take_class(log_probs, top)
     ratios = ops.where(is_top, ops.zeros_like(log_probs), ops.exp(log_probs - log_p_top[..., None]))
-    rest = ops.maximum(ops.sum(ratios, axis=-1), _kernels.tiny(log_probs))
+    rest = _kernels.at_least_tiny(ops.sum(ratios, axis=-1))
     log_p_top = -ops.log1p(rest)[..., None]
     log1m_top = ops.log(rest)[..., None] + log_p_top
     # The top entries get a dummy p in log1p: the unused branch of a where must not produce inf / NaN gradients.
