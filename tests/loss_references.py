@@ -70,5 +70,3 @@ def random_problem(rng, shape, axis, *, probabilities=False, scale=3.0):
         z = np.exp(ref_log_softmax(np.moveaxis(z, axis, -1)))
         z = np.moveaxis(z, -1, axis)
     return z.astype(np.float32), ids, soft.astype(np.float32)
-
-

@@ -176,6 +176,8 @@ def skip_float64_on_jax(dtype):
     """NO_JAX_FLOAT64 for a case of a covering parametrization (whose values cannot carry marks)."""
     if dtype == "float64" and BACKEND == "jax":
         pytest.skip("JAX without jax_enable_x64 has no float64")
+
+
 # The tf.function variant of a check: TensorFlow's graph mode without XLA (slow: a trace per case).
 TF_FUNCTION = pytest.param("tf.function", marks=[pytest.mark.slow, tensorflow_only("tf.function")], id="tf.function")
 
@@ -347,7 +349,11 @@ PLAIN_CASES = [
 BIT_FOR_BIT_RUNS = [("eager", 2.5), ("tf.function", 2.5), ("eager", 12.0)]
 BIT_FOR_BIT_CASES = [
     pytest.param(
-        options, form, mode, scale, marks=[pytest.mark.slow, tensorflow_only("tf.function")] if mode == "tf.function" else []
+        options,
+        form,
+        mode,
+        scale,
+        marks=[pytest.mark.slow, tensorflow_only("tf.function")] if mode == "tf.function" else [],
     )
     for i, options in enumerate(PLAIN_CASES)
     for j, form in enumerate(["sparse", "dense", "ignore_class"])
@@ -425,7 +431,10 @@ def test_integer_labels_equal_one_hot_labels(gamma, epsilon, smoothing, weighted
         class_weight=rng.uniform(0.5, 2.0, size=9) if weighted else None,
     )
     (sparse, dense), (sparse_grad, dense_grad) = grads_of_sums(
-        [lambda z: L.softmax_cross_entropy(ids, z, **opts), lambda z: L.softmax_cross_entropy(np.eye(9)[ids], z, **opts)],
+        [
+            lambda z: L.softmax_cross_entropy(ids, z, **opts),
+            lambda z: L.softmax_cross_entropy(np.eye(9)[ids], z, **opts),
+        ],
         pred,
     )
     np.testing.assert_allclose(sparse, dense, rtol=1e-6, atol=1e-7)
@@ -644,9 +653,7 @@ def test_sigmoid_focal_matches_float64_reference(gamma, alpha, pos_weight, smoot
     loss, grad, v = value_and_grad(ours, pred)
     np.testing.assert_allclose(loss, want, **FLOAT64_TOL)
     ref = lambda x: (v * ref_sigmoid_focal(labels, x, gamma=gamma, alpha=alpha, **opts)).sum()
-    np.testing.assert_allclose(
-        grad, numeric_grad(ref, pred, relative=not from_logits), rtol=1e-5, atol=1e-7
-    )
+    np.testing.assert_allclose(grad, numeric_grad(ref, pred, relative=not from_logits), rtol=1e-5, atol=1e-7)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -58,7 +58,9 @@ def gaussian_nll(actions: Any, mean: Any, log_std: Any, axis: int = -1) -> Tenso
     axis = class_axis(mean, axis, fn)
     got, want, scale = static_shape(actions) or (), static_shape(mean) or (), static_shape(log_std) or ()
     if not compatible(got, want):
-        raise ValueError(f"{fn}: `actions` must have the shape of `mean`, {list(want)}. Received: actions of shape {list(got)}")
+        raise ValueError(
+            f"{fn}: `actions` must have the shape of `mean`, {list(want)}. Received: actions of shape {list(got)}"
+        )
     if not _broadcastable(scale, want):
         raise ValueError(
             f"{fn}: `log_std` must be broadcastable to the shape of `mean`, {list(want)}. Received: log_std of "

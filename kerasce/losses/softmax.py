@@ -3,7 +3,7 @@ softmax entropy."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -116,7 +116,9 @@ def _dense_nll(
 ) -> Tensor:
     """``-Σ_c w_c ỹ_c log p_c`` (or the focal / poly terms) for one-hot / soft labels; class axis last."""
     labels = as_float(labels)
-    labels = checks.require_same_shape(labels, logits_in, f"{_FN}: one-hot / soft labels must have the predictions' shape.")
+    labels = checks.require_same_shape(
+        labels, logits_in, f"{_FN}: one-hot / soft labels must have the predictions' shape."
+    )
     labels = ops.cast(_kernels.move_axis_last(labels, axis), log_probs.dtype)
     labels = check_unit_interval(checks, labels, "one-hot / soft labels", _FN, labels=True)
     if label_smoothing:
@@ -292,9 +294,9 @@ def softmax_cross_entropy(
 
     Returns:
         Loss per example, shape ``[B]`` (``logits`` without its class axis); float32 for half-precision
-        inputs, else the dtype of ``logits``. Where nothing can raise at run time (TF XLA, ``jax.jit``, ``torch.compile``), bad values make
-        the result NaN instead (the examples with a bad class id, or all of it; so the mean loss and its
-        gradients are NaN: see the module docstring).
+        inputs, else the dtype of ``logits``. Where nothing can raise at run time (TF XLA, ``jax.jit``,
+        ``torch.compile``), bad values make the result NaN instead (the examples with a bad class id, or all
+        of it; so the mean loss and its gradients are NaN: see `kerasce.losses`).
 
     Raises:
         ValueError: ``C < 2`` or unknown, label and prediction shapes that match neither form, a
@@ -317,7 +319,10 @@ def softmax_cross_entropy(
     logits = as_float(logits)
     labels = ops.convert_to_tensor(labels)
     if static_shape(labels) is None:
-        raise ValueError(f"{_FN}: labels must have a known rank (their form is read from the shape). Received: labels of shape {labels.shape}")
+        raise ValueError(
+            f"{_FN}: labels must have a known rank (their form is read from the shape). Received: labels of "
+            f"shape {labels.shape}"
+        )
     axis = class_axis(logits, axis, _FN)
     num_classes = logits.shape[axis]
     if num_classes is None or num_classes < 2:
