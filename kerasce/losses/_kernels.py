@@ -43,10 +43,6 @@ def mean(x: Tensor, axis: int) -> Tensor:
     return ops.sum(x, axis=axis) / count
 
 
-def mul_no_nan(x: Tensor, y: Tensor) -> Tensor:
-    """``x * y``, 0 where ``y == 0`` even if `x` is infinite, with finite gradients there (inner ``where``)."""
-    zero = y == 0
-    return ops.where(zero, 0.0, ops.where(zero, 0.0, x) * y)
 
 
 def log_clipped(p: Tensor) -> Tensor:
@@ -160,7 +156,7 @@ def sparse_focal_poly(logits: Tensor, ids: Tensor, focal_gamma: float, poly_epsi
         log_probs = ops.log_softmax(logits, axis=-1)
         log_p, one_minus_p, log_one_minus_p = _top_one_minus_p(logits, log_probs, ids)
         focal = power(one_minus_p, log_one_minus_p, focal_gamma)
-        value = -mul_no_nan(log_p, focal)  # log p = -inf (a masked label) with focal = 1: +inf, not 0 * inf
+        value = -_backend.mul_no_nan(log_p, focal)  # log p = -inf (a masked label) with focal = 1: +inf, not 0 * inf
         if poly_epsilon:
             value = value + poly_epsilon * one_minus_p
 
@@ -168,7 +164,7 @@ def sparse_focal_poly(logits: Tensor, ids: Tensor, focal_gamma: float, poly_epsi
             p = ops.exp(log_p)
             scale = -focal
             if focal_gamma:
-                scale = focal * (focal_gamma * mul_no_nan(log_p, p) / one_minus_p - 1.0)
+                scale = focal * (focal_gamma * _backend.mul_no_nan(log_p, p) / one_minus_p - 1.0)
             if poly_epsilon:
                 scale = scale - poly_epsilon * p
             # onehot(k) - p, with the accurate 1 - p_k at k (1 - probs[k] rounds to 0 as p_k -> 1).

@@ -127,9 +127,9 @@ def _dense_nll(
         labels = labels * weights
     if focal_gamma or poly_epsilon:
         terms = _focal_poly(log_probs, logits, from_logits, focal_gamma, poly_epsilon)
-        return ops.sum(_kernels.mul_no_nan(terms, labels), axis=-1)
+        return ops.sum(_backend.mul_no_nan(terms, labels), axis=-1)
     # A class with label 0 adds 0 even where its log-probability is -inf (a masked logit), not NaN.
-    return -ops.sum(_kernels.mul_no_nan(log_probs, labels), axis=-1)
+    return -ops.sum(_backend.mul_no_nan(log_probs, labels), axis=-1)
 
 
 def _sparse_nll(

@@ -15,6 +15,7 @@ imported. Every backend module provides the same names:
 * ``custom_gradient(fn)``: ``fn(*tensors) -> (value, grad(upstream))`` with the gradient `grad` returns.
 * ``fused_forms()``: whether TensorFlow's fused cross-entropy ops pay (TF under XLA);
   ``fused_sparse_nll(logits, ids)``: ``-log softmax(logits)[id]`` by the fused op (TensorFlow only).
+* ``mul_no_nan(x, y)``: ``x * y``, 0 where ``y == 0`` (also for infinite `x`), with finite gradients.
 * ``take_class(values, ids)``: ``values[..., id]`` per example (class axis last), the fastest gather.
 * ``activation_of(x)``: ``"softmax"``, ``"sigmoid"`` or ``"activation"`` if `x` was produced by such an
   activation (probabilities, not logits), as far as the backend can tell; None otherwise.
@@ -39,6 +40,7 @@ if _BACKEND == "tensorflow":
         fused_forms,
         fused_sparse_nll,
         graph_assert,
+        mul_no_nan,
         take_class,
         traced,
     )
@@ -53,6 +55,7 @@ elif _BACKEND == "jax":
         fused_forms,
         fused_sparse_nll,
         graph_assert,
+        mul_no_nan,
         take_class,
         traced,
     )
@@ -67,6 +70,7 @@ elif _BACKEND == "torch":
         fused_forms,
         fused_sparse_nll,
         graph_assert,
+        mul_no_nan,
         take_class,
         traced,
     )
@@ -88,6 +92,7 @@ __all__ = [
     "fused_sparse_nll",
     "graph_assert",
     "keras_mask",
+    "mul_no_nan",
     "set_cached_logits",
     "set_keras_mask",
     "take_class",

@@ -65,3 +65,9 @@ def activation_of(x: Any) -> str | None:
 def take_class(values: Any, ids: Any) -> Any:
     """``values[..., id]`` per example."""
     return keras.ops.take_along_axis(values, ids[..., None], axis=-1)[..., 0]
+
+
+def mul_no_nan(x: Any, y: Any) -> Any:
+    """``x * y``, 0 where ``y == 0`` even if `x` is infinite, with finite gradients there (inner ``where``)."""
+    zero = y == 0
+    return keras.ops.where(zero, 0.0, keras.ops.where(zero, 0.0, x) * y)

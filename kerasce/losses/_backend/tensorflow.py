@@ -80,3 +80,8 @@ def activation_of(x: Any) -> str | None:
 def take_class(values: tf.Tensor, ids: tf.Tensor) -> tf.Tensor:
     """``values[..., id]`` per example: one gather with batch dims (``take_along_axis`` builds index grids)."""
     return tf.gather(values, ids, batch_dims=ids.shape.rank)
+
+
+def mul_no_nan(x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
+    """TensorFlow's own op: no ``where`` whose condition XLA would have to broadcast over dynamic dimensions."""
+    return tf.math.multiply_no_nan(x, y)
