@@ -12,8 +12,8 @@ from typing import Any
 import keras
 import numpy as np
 
-from kerasce.losses import _backend
-from kerasce.losses._checks import (
+import kerasce.losses._backend as _backend
+from kerasce.losses.checks import (
     check_focal_options,
     check_label_form,
     check_nonnegative_weights,

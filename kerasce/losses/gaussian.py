@@ -8,8 +8,8 @@ from typing import Any
 
 from keras import ops
 
-from kerasce.losses import _backend
-from kerasce.losses._checks import Checks, as_float, class_axis, compatible, static_shape
+import kerasce.losses._backend as _backend
+from kerasce.losses.checks import Checks, as_float, class_axis, compatible, static_shape
 
 Tensor = Any
 _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)

@@ -6,8 +6,8 @@ from typing import Any
 
 from keras import ops
 
-from kerasce.losses import _backend
-from kerasce.losses._checks import compatible, static_shape
+import kerasce.losses._backend as _backend
+from kerasce.losses.checks import compatible, static_shape
 from kerasce.losses.softmax import softmax_cross_entropy
 
 Tensor = Any

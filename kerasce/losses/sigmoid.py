@@ -8,8 +8,9 @@ from typing import Any
 import numpy as np
 from keras import ops
 
-from kerasce.losses import _backend, _kernels
-from kerasce.losses._checks import (
+import kerasce.losses._backend as _backend
+import kerasce.losses.kernels as kernels
+from kerasce.losses.checks import (
     Checks,
     as_float,
     check_focal_options,
@@ -20,7 +21,7 @@ from kerasce.losses._checks import (
     static_shape,
     weights_vector,
 )
-from kerasce.losses._logits import resolve_logits
+from kerasce.losses.logits import resolve_logits
 
 Tensor = Any
 _FN = "sigmoid_cross_entropy"
@@ -63,14 +64,14 @@ def _per_label(
         return _focal(labels, logits, from_logits, weights, focal_gamma, alpha)
     if from_logits and weights is None:
         if _backend.fused_forms():
-            return _kernels.sigmoid_xent_closed_form(labels, logits)
+            return kernels.sigmoid_xent_closed_form(labels, logits)
         return ops.softplus(logits) - labels * logits
-    if from_logits:
+    if from_logits and weights is not None:
         return (1.0 + (weights - 1.0) * labels) * ops.softplus(logits) - weights * labels * logits
-    positive = labels * _kernels.log_clipped(logits)
+    positive = labels * kernels.log_clipped(logits)
     if weights is not None:
         positive = positive * weights
-    return -(positive + (1.0 - labels) * _kernels.log_clipped(1.0 - logits))
+    return -(positive + (1.0 - labels) * kernels.log_clipped(1.0 - logits))
 
 
 def _focal(
@@ -85,8 +86,8 @@ def _focal(
     positive_weight = pos_weight if alpha is None else alpha * (1.0 if pos_weight is None else pos_weight)
     negative_weight = None if alpha is None else 1.0 - alpha
     if from_logits:  # stable forms with a closed-form gradient
-        return _kernels.sigmoid_focal(labels, logits, focal_gamma, positive_weight, negative_weight)
-    log_p, log_q = _kernels.log_clipped(logits), _kernels.log_clipped(1.0 - logits)
+        return kernels.sigmoid_focal(labels, logits, focal_gamma, positive_weight, negative_weight)
+    log_p, log_q = kernels.log_clipped(logits), kernels.log_clipped(1.0 - logits)
     positive, negative = labels * log_p, (1.0 - labels) * log_q
     if focal_gamma:
         positive = positive * ops.exp(focal_gamma * log_q)
@@ -180,4 +181,4 @@ def sigmoid_cross_entropy(
         labels = labels * (1.0 - label_smoothing) + 0.5 * label_smoothing
     weights = _pos_weight(pos_weight, logits, axis % rank)
     per_label = _per_label(labels, logits, from_logits, weights, focal_gamma, alpha)
-    return checks.gate(per_label if rank == 1 else _kernels.mean(per_label, axis=axis))
+    return checks.gate(per_label if rank == 1 else kernels.mean(per_label, axis=axis))

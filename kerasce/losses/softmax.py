@@ -9,8 +9,9 @@ from typing import Any
 import numpy as np
 from keras import ops
 
-from kerasce.losses import _backend, _kernels
-from kerasce.losses._checks import (
+import kerasce.losses._backend as _backend
+import kerasce.losses.kernels as kernels
+from kerasce.losses.checks import (
     Checks,
     as_float,
     check_focal_options,
@@ -22,7 +23,7 @@ from kerasce.losses._checks import (
     static_shape,
     weights_vector,
 )
-from kerasce.losses._logits import resolve_logits
+from kerasce.losses.logits import resolve_logits
 
 Tensor = Any
 _FN = "softmax_cross_entropy"
@@ -119,7 +120,7 @@ def _dense_nll(
     labels = checks.require_same_shape(
         labels, logits_in, f"{_FN}: one-hot / soft labels must have the predictions' shape."
     )
-    labels = ops.cast(_kernels.move_axis_last(labels, axis), log_probs.dtype)
+    labels = ops.cast(kernels.move_axis_last(labels, axis), log_probs.dtype)
     labels = check_unit_interval(checks, labels, "one-hot / soft labels", _FN, labels=True)
     if label_smoothing:
         labels = labels * (1.0 - label_smoothing) + label_smoothing / logits.shape[-1]
@@ -153,13 +154,13 @@ def _sparse_nll(
     elif from_logits and _backend.fused_forms():
         nll = _backend.fused_sparse_nll(logits, ids)
     else:
-        nll = -_kernels.take_class(log_probs, ids)
+        nll = -kernels.take_class(log_probs, ids)
     if weights is not None:
         nll = nll * ops.take(weights, ids)
     if label_smoothing:
         # Σ_c over [B, C] terms from the log-probabilities: still no one-hot labels.
         terms = _focal_poly(log_probs, logits, from_logits, focal_gamma, poly_epsilon) if focal_poly else -log_probs
-        uniform_nll = _kernels.mean(terms if weights is None else terms * weights, axis=-1)
+        uniform_nll = kernels.mean(terms if weights is None else terms * weights, axis=-1)
         nll = (1.0 - label_smoothing) * nll + label_smoothing * uniform_nll
     if valid is not None:
         nll = ops.where(valid, nll, ops.zeros_like(nll))
@@ -180,9 +181,9 @@ def _log_p_and_log1m_p(log_probs: Tensor) -> tuple[Tensor, Tensor]:
     """
     top = ops.cast(ops.argmax(log_probs, axis=-1), "int32")
     is_top = ops.arange(log_probs.shape[-1], dtype="int32") == top[..., None]
-    log_p_top = _kernels.take_class(log_probs, top)
+    log_p_top = kernels.take_class(log_probs, top)
     ratios = ops.where(is_top, ops.zeros_like(log_probs), ops.exp(log_probs - log_p_top[..., None]))
-    rest = _kernels.at_least_tiny(ops.sum(ratios, axis=-1))
+    rest = kernels.at_least_tiny(ops.sum(ratios, axis=-1))
     log_p_top = -ops.log1p(rest)[..., None]
     log1m_top = ops.log(rest)[..., None] + log_p_top
     # The top entries get a dummy p in log1p: the unused branch of a where must not produce inf / NaN gradients.
@@ -216,13 +217,13 @@ def _focal_poly(
     `predictions` are the logits, or the probabilities when ``from_logits=False``.
     """
     if from_logits and ids is not None:  # the common case: one kernel with a closed-form gradient
-        return _kernels.sparse_focal_poly(predictions, ids, focal_gamma, poly_epsilon)
+        return kernels.sparse_focal_poly(predictions, ids, focal_gamma, poly_epsilon)
     if from_logits:
         log_p, log1m_p = _log_p_and_log1m_p(log_probs)
     else:
         # Probabilities as given: 1 - p is as accurate as the input; clipped like log p (value only).
-        pick = (lambda x: x) if ids is None else (lambda x: _kernels.take_class(x, ids))
-        log_p, log1m_p = pick(log_probs), _kernels.log_clipped(1.0 - pick(predictions))
+        pick = (lambda x: x) if ids is None else (lambda x: kernels.take_class(x, ids))
+        log_p, log1m_p = pick(log_probs), kernels.log_clipped(1.0 - pick(predictions))
     return _focal_poly_terms(log_p, log1m_p, focal_gamma, poly_epsilon)
 
 
@@ -331,7 +332,9 @@ def softmax_cross_entropy(
             f"single class is always 1: loss 0, no gradient). Received: predictions of shape {logits.shape}. "
             "For a binary task use SigmoidCrossEntropy with one logit, or two softmax logits."
         )
-    options = dict(from_logits=from_logits, label_smoothing=label_smoothing, class_weight=class_weight, axis=axis)
+    options: dict[str, Any] = dict(
+        from_logits=from_logits, label_smoothing=label_smoothing, class_weight=class_weight, axis=axis
+    )
     options.update(focal_gamma=focal_gamma, poly_epsilon=poly_epsilon)
     sparse = _label_form(labels, logits, axis, label_form, ignore_class)
     if sparse is None:  # TensorFlow's [None, None] labels for [None, C] predictions: decided at run time
@@ -347,11 +350,11 @@ def softmax_cross_entropy(
         )
     checks = Checks(logits)
     weights = weights_vector(class_weight, num_classes, "class_weight", logits.dtype)
-    last = _kernels.move_axis_last(logits, axis)
+    last = kernels.move_axis_last(logits, axis)
     if not from_logits:
         last = check_unit_interval(checks, last, "probabilities (from_logits=False)", _FN)
-    log_probs = ops.log_softmax(last, axis=-1) if from_logits else _kernels.log_clipped(last)
-    terms = dict(from_logits=from_logits, label_smoothing=label_smoothing, weights=weights)
+    log_probs = ops.log_softmax(last, axis=-1) if from_logits else kernels.log_clipped(last)
+    terms: dict[str, Any] = dict(from_logits=from_logits, label_smoothing=label_smoothing, weights=weights)
     terms.update(focal_gamma=focal_gamma, poly_epsilon=poly_epsilon)
     if sparse:
         ids = _squeeze_ids(checks, labels, logits, axis)

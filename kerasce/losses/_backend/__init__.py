@@ -45,7 +45,7 @@ if _BACKEND == "tensorflow":
         traced,
     )
 elif _BACKEND == "jax":
-    from kerasce.losses._backend.jax import (  # type: ignore[assignment]
+    from kerasce.losses._backend.jax import (
         activation_of,
         after,
         concrete_bool,
@@ -60,7 +60,7 @@ elif _BACKEND == "jax":
         traced,
     )
 elif _BACKEND == "torch":
-    from kerasce.losses._backend.torch import (  # type: ignore[assignment]
+    from kerasce.losses._backend.torch import (
         activation_of,
         after,
         concrete_bool,

@@ -13,7 +13,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from kerasce.losses import _backend
+import kerasce.losses._backend as _backend
 
 Tensor = Any
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
-from kerasce.losses import _backend
+import kerasce.losses._backend as _backend
 
 
 def resolve_logits(predictions: Any, from_logits: bool, fn: str, activation: str) -> tuple[Any, bool]:

@@ -19,7 +19,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from kerasce.losses import _backend
+import kerasce.losses._backend as _backend
 
 Tensor = Any
 
@@ -41,8 +41,6 @@ def mean(x: Tensor, axis: int) -> Tensor:
     if count is None:  # TensorFlow: known at run time only
         count = ops.cast(ops.shape(x)[axis], x.dtype)
     return ops.sum(x, axis=axis) / count
-
-
 
 
 def log_clipped(p: Tensor) -> Tensor:
