@@ -118,7 +118,7 @@ def _top_one_minus_p(logits: Tensor, log_probs: Tensor, ids: Tensor) -> tuple[Te
     logits' shape is built from the ids.
     """
     probs = ops.exp(log_probs)
-    top = ops.cast(ops.argmax(logits, axis=-1), "int32")
+    top = _backend.argmax_last(logits)
     is_top = ops.arange(ops.shape(logits)[-1], dtype="int32") == top[..., None]
     rest_of_top = at_least_tiny(ops.sum(ops.where(is_top, 0.0, probs), axis=-1))
     near_one = (ids == top) & (rest_of_top < 0.5)
@@ -200,21 +200,24 @@ def sigmoid_focal(
     Returns:
         ``[B, C]`` per-label losses, differentiable with respect to `logits` and `labels`.
     """
-    a = 1.0 if positive_weight is None else positive_weight
-    b = 1.0 if negative_weight is None else negative_weight
+
+    def weighted(weight: Tensor | float | None, x: Tensor) -> Tensor:
+        return x if weight is None else weight * x
 
     @_backend.custom_gradient
     def kernel(labels: Tensor, logits: Tensor) -> Any:
         minus_log_p, minus_log_q = ops.softplus(-logits), ops.softplus(logits)
         p, q = ops.sigmoid(logits), ops.sigmoid(-logits)
         q_gamma, p_gamma = power(q, -minus_log_q, focal_gamma), power(p, -minus_log_p, focal_gamma)
-        positive = a * (q_gamma * minus_log_p if focal_gamma else minus_log_p)  # -a (1 - p)^γ log p
-        negative = b * (p_gamma * minus_log_q if focal_gamma else minus_log_q)  # -b p^γ log(1 - p)
+        positive = weighted(positive_weight, q_gamma * minus_log_p if focal_gamma else minus_log_p)  # -a (1-p)^γ log p
+        negative = weighted(negative_weight, p_gamma * minus_log_q if focal_gamma else minus_log_q)  # -b p^γ log(1-p)
         value = negative + labels * (positive - negative)
 
         def grad(upstream: Tensor) -> tuple[Tensor, Tensor]:
-            d_positive = a * (-q_gamma * (q + focal_gamma * p * minus_log_p) if focal_gamma else -q)
-            d_negative = b * (p_gamma * (focal_gamma * q * minus_log_q + p) if focal_gamma else p)
+            d_positive = weighted(
+                positive_weight, -q_gamma * (q + focal_gamma * p * minus_log_p) if focal_gamma else -q
+            )
+            d_negative = weighted(negative_weight, p_gamma * (focal_gamma * q * minus_log_q + p) if focal_gamma else p)
             d_logits = upstream * (d_negative + labels * (d_positive - d_negative))
             return upstream * (positive - negative), d_logits
 

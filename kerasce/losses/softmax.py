@@ -179,7 +179,7 @@ def _log_p_and_log1m_p(log_probs: Tensor) -> tuple[Tensor, Tensor]:
     ``log p = -log1p(S)``, ``log(1 - p) = log S - log1p(S)``. ``S`` is floored at the dtype's smallest
     normal number, which keeps values and gradients finite for logits of any size.
     """
-    top = ops.cast(ops.argmax(log_probs, axis=-1), "int32")
+    top = _backend.argmax_last(log_probs)
     is_top = ops.arange(log_probs.shape[-1], dtype="int32") == top[..., None]
     log_p_top = kernels.take_class(log_probs, top)
     ratios = ops.where(is_top, ops.zeros_like(log_probs), ops.exp(log_probs - log_p_top[..., None]))

@@ -16,6 +16,7 @@ imported. Every backend module provides the same names:
 * ``fused_forms()``: whether TensorFlow's fused cross-entropy ops pay (TF under XLA);
   ``fused_sparse_nll(logits, ids)``: ``-log softmax(logits)[id]`` by the fused op (TensorFlow only).
 * ``mul_no_nan(x, y)``: ``x * y``, 0 where ``y == 0`` (also for infinite `x`), with finite gradients.
+* ``argmax_last(x)``: the int32 index of the largest entry on the last axis, in the fewest passes.
 * ``take_class(values, ids)``: ``values[..., id]`` per example (class axis last), the fastest gather.
 * ``activation_of(x)``: ``"softmax"``, ``"sigmoid"`` or ``"activation"`` if `x` was produced by such an
   activation (probabilities, not logits), as far as the backend can tell; None otherwise.
@@ -33,6 +34,7 @@ if _BACKEND == "tensorflow":
     from kerasce.losses._backend.tensorflow import (
         activation_of,
         after,
+        argmax_last,
         concrete_bool,
         custom_gradient,
         data_error,
@@ -48,6 +50,7 @@ elif _BACKEND == "jax":
     from kerasce.losses._backend.jax import (
         activation_of,
         after,
+        argmax_last,
         concrete_bool,
         custom_gradient,
         data_error,
@@ -63,6 +66,7 @@ elif _BACKEND == "torch":
     from kerasce.losses._backend.torch import (
         activation_of,
         after,
+        argmax_last,
         concrete_bool,
         custom_gradient,
         data_error,
@@ -83,6 +87,7 @@ else:
 __all__ = [
     "activation_of",
     "after",
+    "argmax_last",
     "cached_logits",
     "concrete_bool",
     "custom_gradient",

@@ -72,3 +72,8 @@ def mul_no_nan(x: Any, y: Any) -> Any:
     """``x * y``, 0 where ``y == 0`` even if `x` is infinite, with finite gradients there (inner ``where``)."""
     zero = y == 0
     return keras.ops.where(zero, 0.0, keras.ops.where(zero, 0.0, x) * y)
+
+
+def argmax_last(x: Any) -> Any:
+    """int32 index of the largest entry on the last axis."""
+    return keras.ops.cast(keras.ops.argmax(x, axis=-1), "int32")
