@@ -63,6 +63,24 @@ def _label_form(labels: Tensor, logits: Tensor, axis: int, label_form: str, igno
     return not (label_form == "dense" or not sparse_ok)
 
 
+def _class_axis_and_size(labels: Tensor, logits: Tensor, axis: int) -> tuple[int, int]:
+    """The class axis (non-negative) and its static size, >= 2; labels of a known rank."""
+    if static_shape(labels) is None:
+        raise ValueError(
+            f"{_FN}: labels must have a known rank (their form is read from the shape). Received: labels of "
+            f"shape {labels.shape}"
+        )
+    axis = class_axis(logits, axis, _FN)
+    num_classes = logits.shape[axis]
+    if num_classes is None or num_classes < 2:
+        raise ValueError(
+            f"{_FN}: the class axis (axis={axis}) of the predictions must have a static size >= 2 (a softmax over a "
+            f"single class is always 1: loss 0, no gradient). Received: predictions of shape {logits.shape}. "
+            "For a binary task use SigmoidCrossEntropy with one logit, or two softmax logits."
+        )
+    return axis, int(num_classes)
+
+
 def _squeeze_ids(checks: Checks, labels: Tensor, logits: Tensor, axis: int) -> Tensor:
     """Sparse labels without their class axis (a size-1 one, if the labels have the predictions' rank).
 
@@ -319,19 +337,7 @@ def softmax_cross_entropy(
     logits, from_logits = resolve_logits(logits, from_logits, _FN, "softmax")
     logits = as_float(logits)
     labels = ops.convert_to_tensor(labels)
-    if static_shape(labels) is None:
-        raise ValueError(
-            f"{_FN}: labels must have a known rank (their form is read from the shape). Received: labels of "
-            f"shape {labels.shape}"
-        )
-    axis = class_axis(logits, axis, _FN)
-    num_classes = logits.shape[axis]
-    if num_classes is None or num_classes < 2:
-        raise ValueError(
-            f"{_FN}: the class axis (axis={axis}) of the predictions must have a static size >= 2 (a softmax over a "
-            f"single class is always 1: loss 0, no gradient). Received: predictions of shape {logits.shape}. "
-            "For a binary task use SigmoidCrossEntropy with one logit, or two softmax logits."
-        )
+    axis, num_classes = _class_axis_and_size(labels, logits, axis)
     options: dict[str, Any] = dict(
         from_logits=from_logits, label_smoothing=label_smoothing, class_weight=class_weight, axis=axis
     )
