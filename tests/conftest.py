@@ -52,3 +52,16 @@ def zygote(tmp_path_factory):
     server = Zygote(tmp_path_factory.mktemp("zygote"), env=env)
     yield server
     server.close()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_torch_compile_cache():
+    """Each test compiles afresh on torch: after 8 recompilations of one function (Keras's train step, a test's
+    lambda) torch.compile falls back to eager for good, silently, and a test of the compiled path would test
+    the eager one."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    if torch is not None and os.environ.get("KERAS_BACKEND") == "torch":
+        torch.compiler.reset()
+    yield

@@ -1,0 +1,126 @@
+"""The backend-specific pieces of `kerasce.losses`: the only module that touches framework internals.
+
+The math of the losses is written once, in ``keras.ops``. What cannot be (how a failed run-time check stops
+a step, custom gradients, the attributes Keras caches on tensors, the TensorFlow-only fast paths) lives in
+one module per Keras backend, picked here from ``keras.backend.backend()``; only that backend's framework is
+imported. Every backend module provides the same names:
+
+* ``do_not_convert(fn)``: keeps TensorFlow's AutoGraph out of a function (identity elsewhere).
+* ``traced(x)``: True where nothing can raise at run time and the values of `x` are unknown now (TF under
+  XLA, ``jax.jit``, ``torch.compile``): run-time checks then turn the result NaN instead.
+* ``concrete_bool(ok)``: the Python value of the scalar `ok` if it is known now, else None.
+* ``data_error(message)``: the exception raised for bad values known now.
+* ``graph_assert(ok, message, data)``: an op that fails the running graph when `ok` is false, or None where
+  the backend has none (then checks act through NaN); ``after(ops, x)``: `x` once `ops` have run.
+* ``custom_gradient(fn)``: ``fn(*tensors) -> (value, grad(upstream))`` with the gradient `grad` returns.
+* ``fused_forms()``: whether TensorFlow's fused cross-entropy ops pay (TF under XLA);
+  ``fused_sparse_nll(logits, ids)``: ``-log softmax(logits)[id]`` by the fused op (TensorFlow only).
+* ``mul_no_nan(x, y)``: ``x * y``, 0 where ``y == 0`` (also for infinite `x`), with finite gradients.
+* ``argmax_last(x)``: the int32 index of the largest entry on the last axis, in the fewest passes.
+* ``take_class(values, ids)``: ``values[..., id]`` per example (class axis last), the fastest gather.
+* ``activation_of(x)``: ``"softmax"``, ``"sigmoid"`` or ``"activation"`` if `x` was produced by such an
+  activation (probabilities, not logits), as far as the backend can tell; None otherwise.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+from keras.src.backend.common.tensor_attributes import get_tensor_attr, set_tensor_attr
+
+_BACKEND = keras.backend.backend()
+if _BACKEND == "tensorflow":
+    from kerasce.losses._backend.tensorflow import (
+        activation_of,
+        after,
+        argmax_last,
+        concrete_bool,
+        custom_gradient,
+        data_error,
+        do_not_convert,
+        fused_forms,
+        fused_sparse_nll,
+        graph_assert,
+        mul_no_nan,
+        take_class,
+        traced,
+    )
+elif _BACKEND == "jax":
+    from kerasce.losses._backend.jax import (
+        activation_of,
+        after,
+        argmax_last,
+        concrete_bool,
+        custom_gradient,
+        data_error,
+        do_not_convert,
+        fused_forms,
+        fused_sparse_nll,
+        graph_assert,
+        mul_no_nan,
+        take_class,
+        traced,
+    )
+elif _BACKEND == "torch":
+    from kerasce.losses._backend.torch import (
+        activation_of,
+        after,
+        argmax_last,
+        concrete_bool,
+        custom_gradient,
+        data_error,
+        do_not_convert,
+        fused_forms,
+        fused_sparse_nll,
+        graph_assert,
+        mul_no_nan,
+        take_class,
+        traced,
+    )
+else:
+    raise ImportError(
+        "kerasce.losses runs on the tensorflow, jax and torch Keras backends. Received: "
+        f"KERAS_BACKEND={_BACKEND}. Set KERAS_BACKEND=tensorflow, jax or torch."
+    )
+
+__all__ = [
+    "activation_of",
+    "after",
+    "argmax_last",
+    "cached_logits",
+    "concrete_bool",
+    "custom_gradient",
+    "data_error",
+    "do_not_convert",
+    "fused_forms",
+    "fused_sparse_nll",
+    "graph_assert",
+    "keras_mask",
+    "mul_no_nan",
+    "set_cached_logits",
+    "set_keras_mask",
+    "take_class",
+    "traced",
+]
+
+
+def cached_logits(x: Any) -> Any:
+    """The logits a Keras ``softmax`` / ``sigmoid`` activation cached on its output `x`, or None.
+
+    Keras caches them on TensorFlow and torch tensors; JAX arrays take no attributes, so there is none.
+    """
+    return get_tensor_attr(x, "_keras_logits")
+
+
+def set_cached_logits(x: Any, logits: Any) -> None:
+    set_tensor_attr(x, "_keras_logits", logits)
+
+
+def keras_mask(x: Any) -> Any:
+    """The Keras mask (padded positions) carried by `x`, or None."""
+    return keras.src.backend.get_keras_mask(x)
+
+
+def set_keras_mask(x: Any, mask: Any) -> None:
+    keras.src.backend.set_keras_mask(x, mask)
