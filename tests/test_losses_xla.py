@@ -447,7 +447,8 @@ def test_under_xla_raise_on_non_finite_loss_names_the_step():
             nonlocal before
             before = before or _state(model)
 
-    with pytest.raises(FloatingPointError, match=r"loss became nan at epoch 1, batch 2 \(optimizer step 1\)"):
+    message = r"`loss` must be finite. Received: loss=nan at epoch 1, batch 2 \(optimizer step 1\)"
+    with pytest.raises(FloatingPointError, match=message):
         model.fit(
             x, labels, batch_size=6, epochs=1, verbose=0, shuffle=False, callbacks=[RaiseOnNonFiniteLoss(), Snapshot()]
         )

@@ -13,7 +13,15 @@ import keras
 import numpy as np
 from keras import ops
 
-import kerasce.losses._backend as _backend
+from ._backend import (  # the backend seam: framework internals live there
+    after,
+    concrete_bool,
+    data_error,
+    graph_assert,
+    keras_mask,
+    set_keras_mask,
+    traced,
+)
 
 Tensor = Any
 
@@ -156,18 +164,18 @@ class Checks:
         self._ok: list[Tensor] = []
         self._asserts: list[Any] = []
         self._factors: list[Tensor] = []  # traced: elementwise 1 / NaN factors of the result
-        self._traced = _backend.traced(like)
+        self._traced = traced(like)
 
     def require(self, ok: Tensor, message: str, *data: Any) -> None:
         """Records the check `ok` (scalar bool); `data` are numeric tensors reported after `message`."""
-        known = _backend.concrete_bool(ok)
+        known = concrete_bool(ok)
         if known is not None:
             if not known:
                 details = " ".join(_format_value(d) for d in data)
-                raise _backend.data_error(f"{message} {details}".strip())
+                raise data_error(f"{message} {details}".strip())
             return
         self._ok.append(ok)
-        op = _backend.graph_assert(ok, message, data)
+        op = graph_assert(ok, message, data)
         if op is not None:
             self._asserts.append(op)
 
@@ -236,7 +244,7 @@ class Checks:
         got, want = _dynamic_shape(labels), _dynamic_shape(predictions)
         before = len(self._asserts)
         self.require(ops.all(got == want), message, "Got labels of shape", got, "predictions", want)
-        return _backend.after(self._asserts[before:], labels)
+        return after(self._asserts[before:], labels)
 
     def gate(self, values: Tensor) -> Tensor:
         """`values` after every check has passed; NaN (value and gradient) where a traced check fails."""
@@ -248,11 +256,11 @@ class Checks:
         if self._ok:
             ok = ops.all(ops.stack(self._ok))
             # The gradient of values * factor is upstream * factor: it waits for the asserts too.
-            factor = _backend.after(self._asserts, ops.where(ok, 1.0, float("nan")))
+            factor = after(self._asserts, ops.where(ok, 1.0, float("nan")))
             gated = gated * ops.cast(factor, values.dtype)
-        mask = _backend.keras_mask(values)
+        mask = keras_mask(values)
         if mask is not None:
-            _backend.set_keras_mask(gated, mask)
+            set_keras_mask(gated, mask)
         return gated
 
 

@@ -12,7 +12,6 @@ from typing import Any
 import keras
 import numpy as np
 
-import kerasce.losses._backend as _backend
 from kerasce.losses.checks import (
     check_focal_options,
     check_label_form,
@@ -23,6 +22,13 @@ from kerasce.losses.gaussian import gaussian_nll
 from kerasce.losses.policy_gradient import policy_gradient_loss
 from kerasce.losses.sigmoid import sigmoid_cross_entropy
 from kerasce.losses.softmax import softmax_cross_entropy
+
+from ._backend import (  # the backend seam: framework internals live there
+    cached_logits,
+    keras_mask,
+    set_cached_logits,
+    set_keras_mask,
+)
 
 Tensor = Any
 
@@ -62,16 +68,16 @@ class _FunctionLoss(keras.losses.Loss):
         super().__setattr__(key, value)
 
     def __call__(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> Tensor:
-        logits = None if self._options.get("from_logits", True) else _backend.cached_logits(y_pred)
+        logits = None if self._options.get("from_logits", True) else cached_logits(y_pred)
         if logits is not None and keras.backend.standardize_dtype(y_pred.dtype) != self.dtype:
             # Keras's Loss.__call__ casts y_pred to the loss dtype (float16 outputs under mixed_float16):
             # cast here instead and carry over the logits a softmax / sigmoid activation cached on it, and
             # the Keras mask (padded positions), which the cast would otherwise drop.
             cast = keras.ops.cast(y_pred, self.dtype)
-            _backend.set_cached_logits(cast, logits)
-            mask = _backend.keras_mask(y_pred)
+            set_cached_logits(cast, logits)
+            mask = keras_mask(y_pred)
             if mask is not None:
-                _backend.set_keras_mask(cast, mask)
+                set_keras_mask(cast, mask)
             y_pred = cast
         return super().__call__(y_true, y_pred, sample_weight=sample_weight)
 

@@ -8,8 +8,9 @@ from typing import Any
 
 from keras import ops
 
-import kerasce.losses._backend as _backend
 from kerasce.losses.checks import Checks, as_float, class_axis, compatible, static_shape
+
+from ._backend import do_not_convert  # the backend seam: framework internals live there
 
 Tensor = Any
 _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
@@ -22,7 +23,7 @@ def _broadcastable(shape: tuple[int | None, ...], to: tuple[int | None, ...]) ->
     return all(s in (1, None) or t is None or s == t for s, t in zip(reversed(shape), reversed(to)))
 
 
-@_backend.do_not_convert
+@do_not_convert
 def gaussian_nll(actions: Any, mean: Any, log_std: Any, axis: int = -1) -> Tensor:
     r"""Negative log-likelihood of `actions` under a diagonal Gaussian, summed over `axis`.
 
@@ -75,7 +76,7 @@ def gaussian_nll(actions: Any, mean: Any, log_std: Any, axis: int = -1) -> Tenso
     return checks.gate(ops.sum(per_dim, axis=axis))
 
 
-@_backend.do_not_convert
+@do_not_convert
 def gaussian_entropy(log_std: Any, axis: int = -1) -> Tensor:
     r"""Entropy of a diagonal Gaussian, summed over `axis`: ``H = Σ_axis [ ½ log(2πe) + log σ ]``.
 

@@ -19,7 +19,14 @@ import keras
 import numpy as np
 from keras import ops
 
-import kerasce.losses._backend as _backend
+from ._backend import (  # the backend seam: framework internals live there
+    argmax_last,
+    custom_gradient,
+    mul_no_nan,
+)
+from ._backend import (
+    take_class as gather_class,
+)
 
 Tensor = Any
 
@@ -66,12 +73,12 @@ def take_class(values: Tensor, ids: Tensor) -> Tensor:
     graph ops of ranges, tiles and a segment sum), which is what a small batch's train step pays for.
     """
 
-    @_backend.custom_gradient
+    @custom_gradient
     def kernel(values: Tensor) -> Any:
         def grad(upstream: Tensor) -> Tensor:
             return upstream[..., None] * ops.one_hot(ids, ops.shape(values)[-1], dtype=values.dtype)
 
-        return _backend.take_class(values, ids), grad
+        return gather_class(values, ids), grad
 
     return kernel(values)
 
@@ -83,7 +90,7 @@ def sigmoid_xent_closed_form(labels: Tensor, logits: Tensor) -> Tensor:
     form of TensorFlow's fused op, which XLA compiles faster than ``softplus(z) - y z``.
     """
 
-    @_backend.custom_gradient
+    @custom_gradient
     def kernel(labels: Tensor, logits: Tensor) -> Any:
         e = ops.exp(-ops.abs(logits))
         loss = ops.relu(logits) - logits * labels + ops.log1p(e)
@@ -118,12 +125,12 @@ def _top_one_minus_p(logits: Tensor, log_probs: Tensor, ids: Tensor) -> tuple[Te
     logits' shape is built from the ids.
     """
     probs = ops.exp(log_probs)
-    top = _backend.argmax_last(logits)
+    top = argmax_last(logits)
     is_top = ops.arange(ops.shape(logits)[-1], dtype="int32") == top[..., None]
     rest_of_top = at_least_tiny(ops.sum(ops.where(is_top, 0.0, probs), axis=-1))
     near_one = (ids == top) & (rest_of_top < 0.5)
     rest = ops.where(near_one, rest_of_top, 0.5)  # 0.5: a harmless stand-in where unused
-    log_p = ops.where(near_one, ops.log1p(-rest), _backend.take_class(log_probs, ids))
+    log_p = ops.where(near_one, ops.log1p(-rest), gather_class(log_probs, ids))
     p = ops.exp(log_p)
     # p <= 1/2 off the top: 1 - p = 1 - exp(log p) is accurate to a few ulps there.
     one_minus_p = ops.where(near_one, rest, 1.0 - p)
@@ -149,12 +156,12 @@ def sparse_focal_poly(logits: Tensor, ids: Tensor, focal_gamma: float, poly_epsi
         ``[B]`` losses, differentiable with respect to `logits`.
     """
 
-    @_backend.custom_gradient
+    @custom_gradient
     def kernel(logits: Tensor) -> Any:
         log_probs = ops.log_softmax(logits, axis=-1)
         log_p, one_minus_p, log_one_minus_p = _top_one_minus_p(logits, log_probs, ids)
         focal = power(one_minus_p, log_one_minus_p, focal_gamma)
-        value = -_backend.mul_no_nan(log_p, focal)  # log p = -inf (a masked label) with focal = 1: +inf, not 0 * inf
+        value = -mul_no_nan(log_p, focal)  # log p = -inf (a masked label) with focal = 1: +inf, not 0 * inf
         if poly_epsilon:
             value = value + poly_epsilon * one_minus_p
 
@@ -162,7 +169,7 @@ def sparse_focal_poly(logits: Tensor, ids: Tensor, focal_gamma: float, poly_epsi
             p = ops.exp(log_p)
             scale = -focal
             if focal_gamma:
-                scale = focal * (focal_gamma * _backend.mul_no_nan(log_p, p) / one_minus_p - 1.0)
+                scale = focal * (focal_gamma * mul_no_nan(log_p, p) / one_minus_p - 1.0)
             if poly_epsilon:
                 scale = scale - poly_epsilon * p
             # onehot(k) - p, with the accurate 1 - p_k at k (1 - probs[k] rounds to 0 as p_k -> 1).
@@ -204,7 +211,7 @@ def sigmoid_focal(
     def weighted(weight: Tensor | float | None, x: Tensor) -> Tensor:
         return x if weight is None else weight * x
 
-    @_backend.custom_gradient
+    @custom_gradient
     def kernel(labels: Tensor, logits: Tensor) -> Any:
         minus_log_p, minus_log_q = ops.softplus(-logits), ops.softplus(logits)
         p, q = ops.sigmoid(logits), ops.sigmoid(-logits)

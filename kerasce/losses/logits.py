@@ -6,7 +6,7 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
-import kerasce.losses._backend as _backend
+from ._backend import activation_of, cached_logits  # the backend seam: framework internals live there
 
 
 def resolve_logits(predictions: Any, from_logits: bool, fn: str, activation: str) -> tuple[Any, bool]:
@@ -20,7 +20,7 @@ def resolve_logits(predictions: Any, from_logits: bool, fn: str, activation: str
     (its arrays take no attributes), so there the mistake passes silently.
     """
     if from_logits:
-        produced_by = _backend.activation_of(predictions)
+        produced_by = activation_of(predictions)
         if produced_by is not None:
             warnings.warn(
                 f"`{fn}` received `from_logits=True`, but the predictions were produced by a {produced_by} "
@@ -30,7 +30,7 @@ def resolve_logits(predictions: Any, from_logits: bool, fn: str, activation: str
                 stacklevel=3,
             )
         return predictions, True
-    cached = _backend.cached_logits(predictions)
+    cached = cached_logits(predictions)
     if cached is not None:
         return cached, True
     return predictions, False

@@ -6,9 +6,10 @@ from typing import Any
 
 from keras import ops
 
-import kerasce.losses._backend as _backend
 from kerasce.losses.checks import compatible, static_shape
 from kerasce.losses.softmax import softmax_cross_entropy
+
+from ._backend import do_not_convert  # the backend seam: framework internals live there
 
 Tensor = Any
 
@@ -29,7 +30,7 @@ def per_step(returns: Any, values: Tensor, fn: str) -> Tensor:
     return returns
 
 
-@_backend.do_not_convert
+@do_not_convert
 def policy_gradient_loss(actions: Any, logits: Any, returns: Any) -> Tensor:
     r"""REINFORCE loss per step: sparse softmax cross-entropy of the taken action times the return.
 

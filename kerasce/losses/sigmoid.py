@@ -8,7 +8,6 @@ from typing import Any
 import numpy as np
 from keras import ops
 
-import kerasce.losses._backend as _backend
 import kerasce.losses.kernels as kernels
 from kerasce.losses.checks import (
     Checks,
@@ -22,6 +21,8 @@ from kerasce.losses.checks import (
     weights_vector,
 )
 from kerasce.losses.logits import resolve_logits
+
+from ._backend import do_not_convert, fused_forms  # the backend seam: framework internals live there
 
 Tensor = Any
 _FN = "sigmoid_cross_entropy"
@@ -63,7 +64,7 @@ def _per_label(
     if focal_gamma or alpha is not None:
         return _focal(labels, logits, from_logits, weights, focal_gamma, alpha)
     if from_logits and weights is None:
-        if _backend.fused_forms():
+        if fused_forms():
             return kernels.sigmoid_xent_closed_form(labels, logits)
         return ops.softplus(logits) - labels * logits
     if from_logits and weights is not None:
@@ -99,7 +100,7 @@ def _focal(
     return -(positive + negative)
 
 
-@_backend.do_not_convert
+@do_not_convert
 def sigmoid_cross_entropy(
     labels: Any,
     logits: Any,

@@ -9,7 +9,6 @@ from typing import Any
 import numpy as np
 from keras import ops
 
-import kerasce.losses._backend as _backend
 import kerasce.losses.kernels as kernels
 from kerasce.losses.checks import (
     Checks,
@@ -24,6 +23,15 @@ from kerasce.losses.checks import (
     weights_vector,
 )
 from kerasce.losses.logits import resolve_logits
+
+from ._backend import (  # the backend seam: framework internals live there
+    argmax_last,
+    do_not_convert,
+    fused_forms,
+    fused_sparse_nll,
+    mul_no_nan,
+    set_keras_mask,
+)
 
 Tensor = Any
 _FN = "softmax_cross_entropy"
@@ -146,9 +154,9 @@ def _dense_nll(
         labels = labels * weights
     if focal_gamma or poly_epsilon:
         terms = _focal_poly(log_probs, logits, from_logits, focal_gamma, poly_epsilon)
-        return ops.sum(_backend.mul_no_nan(terms, labels), axis=-1)
+        return ops.sum(mul_no_nan(terms, labels), axis=-1)
     # A class with label 0 adds 0 even where its log-probability is -inf (a masked logit), not NaN.
-    return -ops.sum(_backend.mul_no_nan(log_probs, labels), axis=-1)
+    return -ops.sum(mul_no_nan(log_probs, labels), axis=-1)
 
 
 def _sparse_nll(
@@ -169,8 +177,8 @@ def _sparse_nll(
     focal_poly = bool(focal_gamma or poly_epsilon)
     if focal_poly:
         nll = _focal_poly(log_probs, logits, from_logits, focal_gamma, poly_epsilon, ids)
-    elif from_logits and _backend.fused_forms():
-        nll = _backend.fused_sparse_nll(logits, ids)
+    elif from_logits and fused_forms():
+        nll = fused_sparse_nll(logits, ids)
     else:
         nll = -kernels.take_class(log_probs, ids)
     if weights is not None:
@@ -184,7 +192,7 @@ def _sparse_nll(
         nll = ops.where(valid, nll, ops.zeros_like(nll))
         # Keras's Loss.__call__ reads this mask and averages over the unmasked positions only (what its own
         # sparse_categorical_crossentropy does for ignore_class).
-        _backend.set_keras_mask(nll, valid)
+        set_keras_mask(nll, valid)
     return nll
 
 
@@ -197,7 +205,7 @@ def _log_p_and_log1m_p(log_probs: Tensor) -> tuple[Tensor, Tensor]:
     ``log p = -log1p(S)``, ``log(1 - p) = log S - log1p(S)``. ``S`` is floored at the dtype's smallest
     normal number, which keeps values and gradients finite for logits of any size.
     """
-    top = _backend.argmax_last(log_probs)
+    top = argmax_last(log_probs)
     is_top = ops.arange(log_probs.shape[-1], dtype="int32") == top[..., None]
     log_p_top = kernels.take_class(log_probs, top)
     ratios = ops.where(is_top, ops.zeros_like(log_probs), ops.exp(log_probs - log_p_top[..., None]))
@@ -245,7 +253,7 @@ def _focal_poly(
     return _focal_poly_terms(log_p, log1m_p, focal_gamma, poly_epsilon)
 
 
-@_backend.do_not_convert
+@do_not_convert
 def softmax_cross_entropy(
     labels: Any,
     logits: Any,
@@ -368,7 +376,7 @@ def softmax_cross_entropy(
     return checks.gate(_dense_nll(checks, labels, logits, last, log_probs, axis=axis, **terms))
 
 
-@_backend.do_not_convert
+@do_not_convert
 def softmax_entropy(logits: Any, axis: int = -1) -> Tensor:
     """Entropy of the softmax distribution per example, ``H = -Σ_c p_c log p_c`` with ``p = softmax(z)``.
 
