@@ -20,7 +20,6 @@ from typing import Any
 
 LossFn = Callable[[Any, Any], Any]  # (labels, logits) -> scalar mean loss
 Step = Callable[[Any, Any], tuple[Any, Any]]  # (labels, logits) -> (loss, gradient)
-NAMES = ("tensorflow", "jax", "torch")
 
 
 @dataclasses.dataclass(frozen=True)

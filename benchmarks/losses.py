@@ -31,15 +31,15 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from _backends import NAMES, Backend, load
+from kerasce.runs import HelpFormatter, non_negative_int, positive_int  # noqa: E402
 
-from kerasce.runs import HelpFormatter, non_negative_int, positive_int
+BACKENDS = ("tensorflow", "jax", "torch")
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument(
-        "--backend", choices=NAMES, default=os.environ.get("KERAS_BACKEND", "tensorflow"), help="Keras backend"
+        "--backend", choices=BACKENDS, default=os.environ.get("KERAS_BACKEND", "tensorflow"), help="Keras backend"
     )
     parser.add_argument("--rounds", type=positive_int, default=30, help="interleaved rounds (median taken over them)")
     parser.add_argument("--calls", type=positive_int, default=50, help="calls per variant per round")
@@ -57,6 +57,7 @@ if __name__ == "__main__":
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
+from _backends import Backend, load  # noqa: E402
 from _results import save_result  # noqa: E402
 from _timing import paired_ratio, time_interleaved  # noqa: E402
 
