@@ -31,7 +31,7 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from kerasce.runs import HelpFormatter, non_negative_int, positive_int  # noqa: E402
+from kerasce.runs import HelpFormatter, non_negative_int, positive_int
 
 BACKENDS = ("tensorflow", "jax", "torch")
 
