@@ -3,8 +3,9 @@ test_distribute_jax.py (JAX fixes its device count when it starts: the parent se
 ``XLA_FLAGS=--xla_force_host_platform_device_count=2``).
 
 Prints one JSON line: for each setting and task, the losses of `STEPS` train steps, the final weights, on
-how many devices the weights lived, and how many examples of a batch each device held in the step. The same global batches, initial weights and optimizer are used in
-both settings, so a correct loss gives the same numbers.
+how many devices the weights lived, and how many examples of a batch each device held in the step. The same
+global batches, initial weights and optimizer are used in both settings, so a correct loss gives the same
+numbers.
 
     XLA_FLAGS=--xla_force_host_platform_device_count=2 KERAS_BACKEND=jax python tests/distributed_jax_job.py
 
