@@ -282,17 +282,17 @@ def pixel_table(backend: Backend, args: argparse.Namespace) -> list[dict]:
     short = argparse.Namespace(rounds=max(3, args.rounds // 3), calls=max(2, args.calls // 10))
     focal = [name for name in variants if "focal" in name]
     samples = time_variants(backend, logits, variants, short, agree=(focal, 1e-4))
+    method = "XLA's temporaries + outputs" if backend.compiled_memory else "resident memory added by one step"
     rows = []
     for name in variants:
         peaks = peak_memory(backend, name, args.seed)
         for mode in backend.modes:
             ms = statistics.median(samples[mode][name])
-            rows.append({"variant": name, "mode": mode, "ms": ms, "peak_mib": peaks[mode]})
+            rows.append({"variant": name, "mode": mode, "ms": ms, "peak_mib": peaks[mode], "peak_from": method})
     keras_peak = {r["mode"]: r["peak_mib"] for r in rows if r["variant"] == "keras CategoricalFocal, one-hot"}
     print(
         f"\nper-pixel, ids {list(PIXEL_SHAPE)}, {PIXEL_CLASSES} classes, focal γ = {GAMMA:g}: one [8, 128, 128, 21] "
-        f"float32 tensor is {np.prod(PIXEL_SHAPE) * PIXEL_CLASSES * 4 / 2**20:.1f} MiB; peak: "
-        + ("XLA's temporaries + outputs" if backend.compiled_memory else "resident memory added by one step")
+        f"float32 tensor is {np.prod(PIXEL_SHAPE) * PIXEL_CLASSES * 4 / 2**20:.1f} MiB; peak: {method}"
     )
     header = f"{'variant':<34} {'mode':<8} {'ms':>8} {'peak MiB':>9} {'peak / keras focal':>19}"
     print(header)
