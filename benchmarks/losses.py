@@ -1,17 +1,20 @@
-"""Forward + backward time of kerasce's losses vs the Keras built-ins vs the fused tf.nn ops, with and without XLA.
+"""Forward + backward time of kerasce's losses vs Keras's built-ins and the backend's own ops, on one backend.
 
-Every variant is a `tf.function` computing the mean loss and its gradient with respect to the logits.
-kerasce and Keras are timed twice: as plain ``tf.function`` s and compiled with ``jit_compile=True`` (XLA,
-what Keras's default ``"auto"`` gives on a GPU). Variants are timed interleaved (round-robin, many
-rounds, order alternating) in one process, and the table reports the median per-call time and the ratios
-kerasce / Keras and kerasce / tf.nn, then the XLA times and their ratio kerasce / Keras (target: <= 1.0 in
-every column). A ratio is the median of the per-round ratios (pairing cancels the machine's slow drifts).
+Every variant is a compiled step computing the mean loss and its gradient with respect to the logits, in
+each mode of the backend (`_backends.py`): TensorFlow ``graph`` (``tf.function``) and ``xla``
+(``jit_compile=True``); JAX ``jit``; torch ``eager`` and ``compile``. The columns: kerasce, the Keras
+built-in on the same backend, and the backend's own ops (``tf.nn``, Optax, ``torch.nn.functional``).
+Variants are timed interleaved (many rounds, order alternating) in one process; a ratio is the median of
+the per-round ratios (`_timing.py`: pairing cancels the machine's slow drifts). Targets: kerasce / Keras
+<= 1.0; kerasce / Optax <= 1.1; kerasce / F <= 1.2. A row that misses one says so.
 
 A second table times the focal loss (γ = 2) against Keras's focal built-ins (one-hot labels for Keras,
-made outside the timed step), and a third gives the peak memory of one per-pixel step, [8, 128, 128] ids
-and 21 classes, each variant in its own process (see `measure_peak_memory`).
+made outside the timed step); a third times the per-pixel case, ids [8, 128, 128] and 21 classes, and
+gives the peak memory of one step, each variant in its own process (see `measure_peak_memory`).
+The figures go to benchmarks/results/losses-<backend>/ (`_results.py`).
 
-    python benchmarks/losses.py [--rounds 30] [--calls 50] [--skip-plain] [--skip-focal]
+    KERAS_BACKEND is set from --backend; run with a Python that has that framework (Optax too for jax):
+    python benchmarks/losses.py --backend jax [--rounds 30] [--calls 50] [--skip-plain] [--skip-focal]
 """
 
 from __future__ import annotations
@@ -24,136 +27,79 @@ import platform
 import statistics
 import subprocess
 import sys
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from kerasce.cli.runs import HelpFormatter, non_negative_int, positive_int
 
+BACKENDS = ("tensorflow", "jax", "torch")
+
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    parser.add_argument(
+        "--backend", choices=BACKENDS, default=os.environ.get("KERAS_BACKEND", "tensorflow"), help="Keras backend"
+    )
     parser.add_argument("--rounds", type=positive_int, default=30, help="interleaved rounds (median taken over them)")
     parser.add_argument("--calls", type=positive_int, default=50, help="calls per variant per round")
     parser.add_argument("--seed", type=non_negative_int, default=0, help="seed of the random logits and labels")
     parser.add_argument("--skip-plain", action="store_true", help="skip the plain cross-entropy table")
-    parser.add_argument("--skip-focal", action="store_true", help="skip the focal tables")
+    parser.add_argument("--skip-focal", action="store_true", help="skip the focal table")
+    parser.add_argument("--skip-pixel", action="store_true", help="skip the per-pixel time and memory table")
     parser.add_argument("--memory-variant", help=argparse.SUPPRESS)  # internal: one memory measurement
     return parser.parse_args()
 
 
 if __name__ == "__main__":
-    parse_args()  # --help and bad flags answer here, before the TensorFlow import below
+    # --help and bad flags answer here, before any framework import; Keras reads KERAS_BACKEND once.
+    os.environ["KERAS_BACKEND"] = parse_args().backend
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
+from _backends import Backend, load  # noqa: E402
+from _results import save_result  # noqa: E402
 from _timing import paired_ratio, time_interleaved  # noqa: E402
 
+import kerasce  # noqa: E402
 from kerasce import losses  # noqa: E402
 
-
-def forward_backward(loss_fn, jit_compile: bool = False):
-    """A tf.function (XLA-compiled with `jit_compile`) returning the loss and d loss / d logits."""
-
-    @tf.function(jit_compile=jit_compile)
-    def step(labels, logits):
-        with tf.GradientTape() as tape:
-            tape.watch(logits)
-            loss = loss_fn(labels, logits)
-        return loss, tape.gradient(loss, logits)
-
-    return step
-
-
-def cases(rng: np.random.Generator):
-    """(name, labels, logits, {variant: loss_fn}) for each benchmarked shape."""
-    keras_sparse = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    ours_softmax = losses.SoftmaxCrossEntropy()
-    sparse_variants = {
-        "kerasce": ours_softmax,
-        "keras": keras_sparse,
-        "tf.nn": lambda y, z: tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(y, z)),
-    }
-    keras_binary = keras.losses.BinaryCrossentropy(from_logits=True)
-    ours_sigmoid = losses.SigmoidCrossEntropy()
-    sigmoid_variants = {
-        "kerasce": ours_sigmoid,
-        "keras": keras_binary,
-        "tf.nn": lambda y, z: tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(y, z)),
-    }
-    for batch, classes in [(4096, 10), (1024, 1000)]:
-        labels = tf.constant(rng.integers(0, classes, size=batch), tf.int32)
-        logits = tf.constant(rng.normal(size=(batch, classes)), tf.float32)
-        yield f"sparse softmax {batch}x{classes}", labels, logits, sparse_variants
-    labels = tf.constant(rng.uniform(size=(4096, 80)) < 0.1, tf.float32)
-    logits = tf.constant(rng.normal(size=(4096, 80)), tf.float32)
-    yield "multi-label sigmoid 4096x80", labels, logits, sigmoid_variants
-
-
-def time_steps(steps: dict, labels, logits, rounds: int, calls: int) -> dict[str, list[float]]:
-    """Per-round mean time per call (ms) of each ``step(labels, logits)``, interleaved (`_timing`)."""
-    bound = {name: functools.partial(step, labels, logits) for name, step in steps.items()}
-    return time_interleaved(bound, rounds, calls, wait=lambda out: out[1].numpy())
-
-
-def medians(samples: dict[str, list[float]]) -> dict[str, float]:
-    return {name: statistics.median(values) for name, values in samples.items()}
-
-
-def main() -> None:
-    args = parse_args()
-    if args.memory_variant:
-        measure_peak_memory(args.memory_variant, args.seed)
-        return
-    rng = np.random.default_rng(args.seed)
-    print(
-        f"tensorflow {tf.__version__}, keras {keras.__version__}, python {platform.python_version()}, "
-        f"{os.cpu_count()} CPUs; rounds={args.rounds}, calls={args.calls}"
-    )
-    if not args.skip_plain:
-        plain_table(args, rng)
-    if not args.skip_focal:
-        focal_table(args, rng)
-        memory_table(args)
-
-
-def plain_table(args: argparse.Namespace, rng: np.random.Generator) -> None:
-    header = (
-        f"{'case':<30} {'kerasce ms':>10} {'keras ms':>9} {'tf.nn ms':>9} {'kerasce/keras':>14} "
-        f"{'kerasce/tf.nn':>14} {'XLA kerasce ms':>15} {'XLA keras ms':>13} {'XLA kerasce/keras':>18}"
-    )
-    print(header)
-    print("-" * len(header))
-    for name, labels, logits, variants in cases(rng):
-        steps = {variant: forward_backward(fn) for variant, fn in variants.items()}
-        steps.update({f"xla {v}": forward_backward(variants[v], jit_compile=True) for v in ("kerasce", "keras")})
-        # Same numbers from each variant, or the timing compares different work.
-        ref = steps["tf.nn"](labels, logits)[0].numpy()
-        for variant, step in steps.items():
-            np.testing.assert_allclose(step(labels, logits)[0].numpy(), ref, rtol=2e-5, err_msg=variant)
-        samples = time_steps(steps, labels, logits, args.rounds, args.calls)
-        ms = medians(samples)
-        ratio = {
-            "keras": paired_ratio(samples["kerasce"], samples["keras"])[0],
-            "tf.nn": paired_ratio(samples["kerasce"], samples["tf.nn"])[0],
-            "xla": paired_ratio(samples["xla kerasce"], samples["xla keras"])[0],
-        }
-        print(
-            f"{name:<30} {ms['kerasce']:>10.3f} {ms['keras']:>9.3f} {ms['tf.nn']:>9.3f} "
-            f"{ratio['keras']:>14.3f} {ratio['tf.nn']:>14.3f} "
-            f"{ms['xla kerasce']:>15.3f} {ms['xla keras']:>13.3f} {ratio['xla']:>18.3f}"
-        )
-
-
-# --------------------------------------------------------------------------------------------------
-# Focal and poly losses (issue 11): time vs Keras's focal built-ins, per-pixel peak memory
-# --------------------------------------------------------------------------------------------------
-
 GAMMA = 2.0
+PIXEL_SHAPE, PIXEL_CLASSES = (8, 128, 128), 21
+KERAS_TARGET = 1.0
+
+
+def tensor(values, dtype: str):
+    return keras.ops.convert_to_tensor(np.asarray(values).astype(dtype))
+
+
+def plain_cases(backend: Backend, rng: np.random.Generator):
+    """(name, logits, {variant: (loss_fn, labels)}) for each plain cross-entropy case."""
+    ref = backend.reference
+    for batch, classes in [(4096, 10), (1024, 1000)]:
+        ids = rng.integers(0, classes, size=batch)
+        logits = tensor(rng.normal(size=(batch, classes)), "float32")
+        yield (
+            f"sparse softmax {batch}x{classes}",
+            logits,
+            {
+                "kerasce": (losses.SoftmaxCrossEntropy(), tensor(ids, "int32")),
+                "keras": (keras.losses.SparseCategoricalCrossentropy(from_logits=True), tensor(ids, "int32")),
+                ref: (backend.sparse_ce, tensor(ids, backend.ids_dtype)),
+            },
+        )
+    labels = tensor(rng.uniform(size=(4096, 80)) < 0.1, "float32")
+    logits = tensor(rng.normal(size=(4096, 80)), "float32")
+    variants = {
+        "kerasce": (losses.SigmoidCrossEntropy(), labels),
+        "keras": (keras.losses.BinaryCrossentropy(from_logits=True), labels),
+        ref: (backend.sigmoid_ce, labels),
+    }
+    yield "multi-label sigmoid 4096x80", logits, variants
 
 
 def focal_cases(rng: np.random.Generator):
-    """(name, kerasce labels, Keras labels, logits, {variant: loss_fn}) for each focal case.
+    """(name, logits, {variant: (loss_fn, labels)}) for each focal case, γ = 2.
 
     "kerasce" takes the class ids, "keras" the one-hot labels (CategoricalFocalCrossentropy has no sparse
     form; alpha=1 is no class weighting, like kerasce without class_weight), "plain" is kerasce's
@@ -162,76 +108,119 @@ def focal_cases(rng: np.random.Generator):
     keras_focal = keras.losses.CategoricalFocalCrossentropy(alpha=1.0, gamma=GAMMA, from_logits=True)
     for batch, classes in [(4096, 10), (1024, 1000)]:
         ids = rng.integers(0, classes, size=batch)
-        logits = tf.constant(rng.normal(size=(batch, classes)) * 2, tf.float32)
+        logits = tensor(rng.normal(size=(batch, classes)) * 2, "float32")
         variants = {
-            "kerasce": (losses.SoftmaxCrossEntropy(focal_gamma=GAMMA), tf.constant(ids, tf.int32)),
-            "keras": (keras_focal, tf.one_hot(ids, classes)),
-            "plain": (losses.SoftmaxCrossEntropy(), tf.constant(ids, tf.int32)),
+            "kerasce": (losses.SoftmaxCrossEntropy(focal_gamma=GAMMA), tensor(ids, "int32")),
+            "keras": (keras_focal, tensor(np.eye(classes)[ids], "float32")),
+            "plain": (losses.SoftmaxCrossEntropy(), tensor(ids, "int32")),
         }
         yield f"focal sparse {batch}x{classes}", logits, variants
-    labels = tf.constant(rng.uniform(size=(4096, 80)) < 0.1, tf.float32)
-    logits = tf.constant(rng.normal(size=(4096, 80)) * 2, tf.float32)
+    labels = tensor(rng.uniform(size=(4096, 80)) < 0.1, "float32")
+    logits = tensor(rng.normal(size=(4096, 80)) * 2, "float32")
+    keras_binary = keras.losses.BinaryFocalCrossentropy(
+        apply_class_balancing=True, alpha=0.25, gamma=GAMMA, from_logits=True
+    )
     variants = {
         "kerasce": (losses.SigmoidCrossEntropy(focal_gamma=GAMMA, alpha=0.25), labels),
-        "keras": (
-            keras.losses.BinaryFocalCrossentropy(apply_class_balancing=True, alpha=0.25, gamma=GAMMA, from_logits=True),
-            labels,
-        ),
+        "keras": (keras_binary, labels),
         "plain": (losses.SigmoidCrossEntropy(), labels),
     }
-    yield "sigmoid focal 4096x80", logits, variants
+    yield "sigmoid focal 4096x80 (alpha=0.25)", logits, variants
 
 
-def focal_table(args: argparse.Namespace, rng: np.random.Generator) -> None:
+def time_variants(backend: Backend, logits, variants: dict, args: argparse.Namespace, agree: tuple) -> dict:
+    """``{mode: {variant: per-round ms}}``, every (mode, variant) step interleaved in one `time_interleaved`.
+
+    The variants named in ``agree = (names, rtol)`` must give the same loss, or the timing compares
+    different work.
+    """
+    steps = {}
+    for mode in backend.modes:
+        values = {}
+        for variant, (fn, labels) in variants.items():
+            steps[f"{mode} {variant}"] = functools.partial(backend.make_step(fn, mode), labels, logits)
+            values[variant] = float(keras.ops.convert_to_numpy(steps[f"{mode} {variant}"]()[0]))
+        names, rtol = agree
+        for variant in names:
+            np.testing.assert_allclose(values[variant], values[names[0]], rtol=rtol, err_msg=f"{mode} {variant}")
+    samples = time_interleaved(steps, args.rounds, args.calls, wait=backend.wait)
+    return {mode: {v: samples[f"{mode} {v}"] for v in variants} for mode in backend.modes}
+
+
+def summarise(case: str, mode: str, samples: dict, targets: dict[str, float | None]) -> dict:
+    """One table row: median ms per variant, kerasce / each other variant (median and quartiles), misses."""
+    ratios = {f"kerasce/{v}": paired_ratio(samples["kerasce"], samples[v]) for v in samples if v != "kerasce"}
+    missed = [
+        f"kerasce/{v} {ratios[f'kerasce/{v}'][0]:.3f} > {target}"
+        for v, target in targets.items()
+        if target is not None and ratios[f"kerasce/{v}"][0] > target
+    ]
+    return {
+        "case": case,
+        "mode": mode,
+        "ms": {v: statistics.median(s) for v, s in samples.items()},
+        "ratios": {name: dict(zip(("median", "q1", "q3"), r)) for name, r in ratios.items()},
+        "missed": missed,
+    }
+
+
+def print_table(title: str, rows: list[dict]) -> None:
+    variants = list(rows[0]["ms"])
+    ratio_names = list(rows[0]["ratios"])
     header = (
-        f"{'case (gamma=2)':<30} {'kerasce ms':>10} {'keras ms':>9} {'plain CE ms':>11} "
-        f"{'kerasce/keras':>14} {'kerasce/plain':>14}"
+        f"{title:<36} {'mode':<8} "
+        + " ".join(f"{v + ' ms':>11}" for v in variants)
+        + " "
+        + " ".join(f"{r:>14}" for r in ratio_names)
+        + "  targets"
     )
     print()
     print(header)
     print("-" * len(header))
-    for name, logits, variants in focal_cases(rng):
-        # Each step gets its own labels; time_interleaved passes (labels, logits), so bind them here.
-        steps = {}
-        for variant, (fn, labels) in variants.items():
-            step = forward_backward(fn)
-            steps[variant] = functools.partial(lambda step, labels, _, z: step(labels, z), step, labels)
-        ref = steps["keras"](None, logits)[0].numpy()
-        np.testing.assert_allclose(steps["kerasce"](None, logits)[0].numpy(), ref, rtol=1e-4, err_msg=name)
-        samples = time_steps(steps, None, logits, args.rounds, args.calls)
-        ms = medians(samples)
-        print(
-            f"{name:<30} {ms['kerasce']:>10.3f} {ms['keras']:>9.3f} {ms['plain']:>11.3f} "
-            f"{paired_ratio(samples['kerasce'], samples['keras'])[0]:>14.3f} "
-            f"{paired_ratio(samples['kerasce'], samples['plain'])[0]:>14.3f}"
-        )
+    for row in rows:
+        cells = " ".join(f"{row['ms'][v]:>11.3f}" for v in variants)
+        ratios = " ".join(f"{row['ratios'][r]['median']:>14.3f}" for r in ratio_names)
+        verdict = "MISSED " + ", ".join(row["missed"]) if row["missed"] else "met"
+        print(f"{row['case']:<36} {row['mode']:<8} {cells} {ratios}  {verdict}")
 
 
-PIXEL_SHAPE, PIXEL_CLASSES = (8, 128, 128), 21
-# name -> (loss, whether the labels go in as a one-hot tensor made inside the step)
-MEMORY_VARIANTS = {
-    "kerasce focal, ids": (lambda: losses.SoftmaxCrossEntropy(focal_gamma=GAMMA), False),
-    "keras CategoricalFocal, one-hot": (
-        lambda: keras.losses.CategoricalFocalCrossentropy(alpha=1.0, gamma=GAMMA, from_logits=True),
-        True,
-    ),
-    "kerasce focal, one-hot": (lambda: losses.SoftmaxCrossEntropy(focal_gamma=GAMMA), True),
-    "kerasce plain CE, ids": (lambda: losses.SoftmaxCrossEntropy(), False),
-}
+def run_table(backend: Backend, title: str, cases, targets: dict, args: argparse.Namespace, agree: tuple) -> list:
+    rows: list[dict] = []
+    for name, logits, variants in cases:
+        samples = time_variants(backend, logits, variants, args, agree)
+        rows.extend(summarise(name, mode, samples[mode], targets) for mode in backend.modes)
+    print_table(title, rows)
+    return rows
 
 
-def _pixel_problem(seed: int):
+# --------------------------------------------------------------------------------------------------
+# Per-pixel case: time and peak memory
+# --------------------------------------------------------------------------------------------------
+
+
+def pixel_variants(backend: Backend) -> dict:
+    """name -> loss_fn(ids, logits); "one-hot" variants make the [8, 128, 128, 21] labels inside the step,
+    as a model fed ids must for Keras's focal loss."""
+    kerasce_focal = losses.SoftmaxCrossEntropy(focal_gamma=GAMMA)
+    keras_focal = keras.losses.CategoricalFocalCrossentropy(alpha=1.0, gamma=GAMMA, from_logits=True)
+    kerasce_plain = losses.SoftmaxCrossEntropy()
+    keras_sparse = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    ops = keras.ops
+    return {
+        "kerasce focal, ids": kerasce_focal,
+        "keras CategoricalFocal, one-hot": lambda y, z: keras_focal(ops.one_hot(y, PIXEL_CLASSES), z),
+        "kerasce focal, one-hot": lambda y, z: kerasce_focal(ops.one_hot(y, PIXEL_CLASSES), z),
+        "kerasce plain CE, ids": kerasce_plain,
+        "keras SCCE, ids": keras_sparse,
+        f"{backend.reference} CE, ids": lambda y, z: backend.sparse_ce(ops.cast(y, backend.ids_dtype), z),
+    }
+
+
+def pixel_problem(seed: int):
     rng = np.random.default_rng(seed)
-    ids = tf.constant(rng.integers(0, PIXEL_CLASSES, size=PIXEL_SHAPE), tf.int32)
-    logits = tf.constant(rng.normal(size=PIXEL_SHAPE + (PIXEL_CLASSES,)) * 2, tf.float32)
+    ids = tensor(rng.integers(0, PIXEL_CLASSES, size=PIXEL_SHAPE), "int32")
+    logits = tensor(rng.normal(size=PIXEL_SHAPE + (PIXEL_CLASSES,)) * 2, "float32")
     return ids, logits
-
-
-def _pixel_step(variant: str):
-    make_loss, one_hot = MEMORY_VARIANTS[variant]
-    loss_fn = make_loss()
-    # The one-hot route makes its [8, 128, 128, 21] labels inside the step, as a model fed ids would.
-    return forward_backward(lambda y, z: loss_fn(tf.one_hot(y, PIXEL_CLASSES) if one_hot else y, z))
 
 
 def _proc_status_kb(field: str) -> int:
@@ -242,58 +231,110 @@ def _proc_status_kb(field: str) -> int:
     raise RuntimeError(f"{field} not in /proc/self/status")
 
 
-def measure_peak_memory(variant: str, seed: int) -> None:
-    """Child process: peak resident memory added by one forward + backward step, in MiB (prints JSON).
+def measure_peak_memory(backend: Backend, variant: str, seed: int) -> None:
+    """Child process: peak resident memory added by one forward + backward step per mode, MiB (prints JSON).
 
-    Method (Linux): the step is traced and run once, then the process's peak-RSS mark is reset
-    (``echo 5 > /proc/self/clear_refs``) and the step run 3 times; the result is the peak (VmHWM) minus the
-    resident size before those runs (VmRSS). The parent starts the child with ``MALLOC_MMAP_THRESHOLD_``
-    fixed at 64 KiB, so every tensor buffer is its own mmap, returned to the system when freed: the peak is
-    what the step holds at once, not what malloc kept from earlier. On CPU, TensorFlow's
-    ``get_memory_info`` is not available (it is for GPUs).
+    Method (Linux): per mode, the step is compiled and run once; then three times over, the process's
+    peak-RSS mark is reset (``echo 5 > /proc/self/clear_refs``), the step is run, and the peak (VmHWM)
+    minus the resident size before (VmRSS) is taken; the median is printed. The parent starts the child
+    with ``MALLOC_MMAP_THRESHOLD_`` fixed at 64 KiB, so every tensor buffer is its own mmap, returned to the
+    system when freed: the peak is what the step holds at once, not what malloc kept from earlier; and with
+    TensorFlow's oneDNN off, whose allocator pools large buffers. On CPU no backend reports its own peak
+    (TensorFlow's ``get_memory_info`` is for GPUs).
     """
-    ids, logits = _pixel_problem(seed)
-    step = _pixel_step(variant)
-    step(ids, logits)[1].numpy()
-    before = _proc_status_kb("VmRSS")
-    with open("/proc/self/clear_refs", "w") as clear:
-        clear.write("5")
-    for _ in range(3):
-        step(ids, logits)[1].numpy()
-    peak = _proc_status_kb("VmHWM")
-    print(json.dumps({"variant": variant, "peak_mib": (peak - before) / 1024}))
-
-
-def memory_table(args: argparse.Namespace) -> None:
-    ids, logits = _pixel_problem(args.seed)
-    logits_mib = logits.numpy().nbytes / 2**20
-    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "PYTHONPATH": os.pathsep.join(sys.path)}
+    ids, logits = pixel_problem(seed)
     peaks = {}
-    for variant in MEMORY_VARIANTS:
+    for mode in backend.modes:
+        step = backend.make_step(pixel_variants(backend)[variant], mode)
+        backend.wait(step(ids, logits))
         samples = []
-        for _ in range(3):  # three processes per variant, the median reported
-            out = subprocess.run(
-                [sys.executable, __file__, "--memory-variant", variant, "--seed", str(args.seed)],
-                capture_output=True,
-                text=True,
-                env=env,
-                check=True,
-            )
-            samples.append(json.loads(out.stdout.strip().splitlines()[-1])["peak_mib"])
-        peaks[variant] = statistics.median(samples)
-    steps = {variant: (lambda step: lambda y, z: step(y, z))(_pixel_step(variant)) for variant in MEMORY_VARIANTS}
-    ms = medians(time_steps(steps, ids, logits, max(3, args.rounds // 3), max(3, args.calls // 10)))
-    keras_peak = peaks["keras CategoricalFocal, one-hot"]
-    print()
+        for _ in range(3):
+            before = _proc_status_kb("VmRSS")
+            with open("/proc/self/clear_refs", "w") as clear:
+                clear.write("5")
+            backend.wait(step(ids, logits))
+            samples.append((_proc_status_kb("VmHWM") - before) / 1024)
+        peaks[mode] = statistics.median(samples)
+    print(json.dumps(peaks))
+
+
+def peak_memory(backend: Backend, variant: str, seed: int) -> dict[str, float]:
+    """``{mode: peak MiB}`` of `variant`: from the compiler (JAX), else measured in a child process
+    (`measure_peak_memory`)."""
+    if backend.compiled_memory is not None:
+        ids, logits = pixel_problem(seed)
+        loss_fn = pixel_variants(backend)[variant]
+        return {mode: backend.compiled_memory(loss_fn, ids, logits) for mode in backend.modes}
+    # With oneDNN on, TensorFlow's CPU allocator keeps large buffers in a pool of its own: the resident size
+    # would not move during the step (measured: 12.7 MiB vs 110.7 MiB for Keras's focal loss in graph mode).
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "TF_ENABLE_ONEDNN_OPTS": "0"}
+    env["PYTHONPATH"] = os.pathsep.join(sys.path)
+    argv = [sys.executable, __file__, "--backend", backend.name, "--memory-variant", variant, "--seed", str(seed)]
+    out = subprocess.run(argv, capture_output=True, text=True, env=env)
+    if out.returncode != 0:
+        raise RuntimeError(f"peak memory of {variant!r} failed ({out.returncode}):\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def pixel_table(backend: Backend, args: argparse.Namespace) -> list[dict]:
+    ids, logits = pixel_problem(args.seed)
+    variants = {name: (fn, ids) for name, fn in pixel_variants(backend).items()}
+    short = argparse.Namespace(rounds=max(3, args.rounds // 3), calls=max(2, args.calls // 10))
+    focal = [name for name in variants if "focal" in name]
+    samples = time_variants(backend, logits, variants, short, agree=(focal, 1e-4))
+    method = "XLA's temporaries + outputs" if backend.compiled_memory else "resident memory added by one step"
+    rows = []
+    for name in variants:
+        peaks = peak_memory(backend, name, args.seed)
+        for mode in backend.modes:
+            ms = statistics.median(samples[mode][name])
+            rows.append({"variant": name, "mode": mode, "ms": ms, "peak_mib": peaks[mode], "peak_from": method})
+    keras_peak = {r["mode"]: r["peak_mib"] for r in rows if r["variant"] == "keras CategoricalFocal, one-hot"}
     print(
-        f"per-pixel focal (gamma=2), ids {list(PIXEL_SHAPE)}, {PIXEL_CLASSES} classes: one [8, 128, 128, 21] "
-        f"float32 tensor is {logits_mib:.1f} MiB; peak = resident memory added during forward + backward"
+        f"\nper-pixel, ids {list(PIXEL_SHAPE)}, {PIXEL_CLASSES} classes, focal γ = {GAMMA:g}: one [8, 128, 128, 21] "
+        f"float32 tensor is {np.prod(PIXEL_SHAPE) * PIXEL_CLASSES * 4 / 2**20:.1f} MiB; peak: {method}"
     )
-    header = f"{'variant':<34} {'ms':>8} {'peak MiB':>9} {'peak / keras':>13}"
+    header = f"{'variant':<34} {'mode':<8} {'ms':>8} {'peak MiB':>9} {'peak / keras focal':>19}"
     print(header)
     print("-" * len(header))
-    for variant in MEMORY_VARIANTS:
-        print(f"{variant:<34} {ms[variant]:>8.2f} {peaks[variant]:>9.1f} {peaks[variant] / keras_peak:>13.2f}")
+    for r in rows:
+        ratio = r["peak_mib"] / keras_peak[r["mode"]]
+        print(f"{r['variant']:<34} {r['mode']:<8} {r['ms']:>8.2f} {r['peak_mib']:>9.1f} {ratio:>19.2f}")
+    return rows
+
+
+def kerasce_source() -> dict[str, str]:
+    """Where the timed kerasce came from (it may be another checkout, through PYTHONPATH)."""
+    folder = Path(kerasce.__file__).resolve().parent
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=folder, capture_output=True, text=True)
+    return {"path": str(folder), "commit": head.stdout.strip(), "version": kerasce.__version__}
+
+
+def main() -> None:
+    args = parse_args()
+    backend = load(args.backend)
+    if args.memory_variant:
+        measure_peak_memory(backend, args.memory_variant, args.seed)
+        return
+    source = kerasce_source()
+    print(
+        f"backend {backend.name} ({backend.versions}), keras {keras.__version__}, python {platform.python_version()}, "
+        f"{os.cpu_count()} CPUs; kerasce from {source['path']} ({source['commit']}); "
+        f"rounds={args.rounds}, calls={args.calls}"
+    )
+    targets = {"keras": KERAS_TARGET, backend.reference: backend.reference_target}
+    figures: dict = {"backend": backend.name, "kerasce": source, "targets": targets}
+    rng = np.random.default_rng(args.seed)
+    if not args.skip_plain:
+        cases = plain_cases(backend, rng)
+        figures["plain"] = run_table(backend, "case", cases, targets, args, agree=(["kerasce", *targets], 2e-5))
+    if not args.skip_focal:
+        focal_targets = {"keras": KERAS_TARGET, "plain": None}
+        agree = (["kerasce", "keras"], 1e-4)  # "plain" is another loss: the cost of the focal factor
+        figures["focal"] = run_table(backend, "case (gamma=2)", focal_cases(rng), focal_targets, args, agree)
+    if not args.skip_pixel:
+        figures["pixel"] = pixel_table(backend, args)
+    print(f"\nsaved {save_result('losses-' + backend.name, figures)}")
 
 
 if __name__ == "__main__":
