@@ -62,11 +62,14 @@ def max_seconds(env_id: str) -> float:
 
 def setting_names() -> frozenset[str]:
     """The ``ReinforceAgent`` constructor arguments a preset (or the example's ``--set``) may give: all but
-    those the env decides (``observation_shape``, ``num_actions``), the seed and the policy model."""
+    those the env decides (``observation_shape``, ``num_actions``, ``action_space``, ``observation_space``),
+    the seed and the policy model."""
     import inspect
 
     from kerasce.rl.agent import ReinforceAgent  # here, not at the top: agent.py is the heavier module
 
     parameters = inspect.signature(ReinforceAgent.__init__).parameters.values()
     named = {p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
-    return frozenset(named - {"self", "observation_shape", "num_actions", "seed", "policy"})
+    return frozenset(
+        named - {"self", "observation_shape", "num_actions", "seed", "policy", "action_space", "observation_space"}
+    )
