@@ -521,7 +521,8 @@ class ReinforceModel(keras.Model):
             given = dict(zip(names, inputs))
             mask = given.pop("action_mask", None)
             params = tf.cast(serving(given if dict_inputs else given["observations"], training=False), tf.float32)
-            return params if mask is None else dist.mask_params(params, mask)
+            # tf.where with a -inf constant: keras.ops.full_like(-inf) becomes NaN in tf2onnx's ONNX
+            return params if mask is None else masked_logits(params, mask)
 
         def serve(*inputs):
             params = params_of(*inputs)
