@@ -184,3 +184,36 @@ def test_from_env_reads_the_spaces_and_the_config_round_trips():
     clone = ReinforceAgent.from_config(box.get_config())
     assert (clone.distribution.bounds, clone.log_std_init) == ("tanh", -0.5)
     np.testing.assert_array_equal(clone.distribution.high, [1.0, 1.0])
+
+
+class _ObservationMaskOnlyEnv(DictKeyEnv):
+    """DictKeyEnv with the mask in the observation only (empty infos); records every action's validity."""
+
+    def __init__(self, record):
+        super().__init__()
+        self.record = record
+
+    def _obs(self):
+        observation, _ = super()._obs()
+        self.mask = observation["action_mask"]
+        return observation, {}
+
+    def step(self, action):
+        self.record.append(bool(self.mask[int(action)]))
+        return super().step(action)
+
+
+MASK_ONLY_ID, MASK_ONLY_RECORD = "kerasce-test/ObservationMaskOnly-v0", []
+if MASK_ONLY_ID not in gymnasium.registry:  # registered: no env checker, whose random steps would be recorded
+    gymnasium.register(MASK_ONLY_ID, entry_point=lambda: _ObservationMaskOnlyEnv(MASK_ONLY_RECORD))
+
+
+def test_the_mask_of_a_dict_observation_is_used_in_training_and_evaluation():
+    """Only the observation's ``action_mask`` entry says which doors are valid: no invalid action is ever
+    taken, in training or in greedy evaluation. Mutation tried: `FlattenObservations` not moving the entry
+    into the infos -> red (no mask found)."""
+    agent = ReinforceAgent.from_env(MASK_ONLY_ID, num_envs=8, seed=0)
+    evaluation = EvalCallback(MASK_ONLY_ID, episodes=4, eval_every=1)
+    MASK_ONLY_RECORD.clear()
+    agent.learn(MASK_ONLY_ID, max_updates=3, callbacks=[evaluation])
+    assert len(MASK_ONLY_RECORD) == 3 * (8 + 4) * 6 and all(MASK_ONLY_RECORD)
