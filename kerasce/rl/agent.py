@@ -18,6 +18,7 @@ import numpy as np
 from kerasce.rl.checkpoints import CheckpointStore, has_checkpoint
 from kerasce.rl.envs import as_vector_env
 from kerasce.rl.model import ReinforceModel
+from kerasce.rl.normalization import ObservationNormalizer
 from kerasce.rl.returns import RunningScale
 from kerasce.rl.state import RunState
 from kerasce.rl.trainer import StopConditions, Trainer
@@ -47,9 +48,14 @@ class ReinforceAgent(ReinforceModel):
         """The run state (made on first use, seeded with ``seed``; checkpoints restore it)."""
         state = getattr(self, "_run_state", None)
         if state is None:
-            state = RunState(run_seed=self.seed)
+            normalizer = ObservationNormalizer(self.observation_shape) if self.normalize_observations else None
+            state = RunState(run_seed=self.seed, observation_normalizer=normalizer)
             object.__setattr__(self, "_run_state", state)  # a record, not a tracked Keras attribute
         return state
+
+    def observation_normalizer(self) -> ObservationNormalizer | None:
+        """The run state's observation statistics (``normalize_observations``), or None."""
+        return self.run_state.observation_normalizer
 
     @property
     def updates(self) -> int:

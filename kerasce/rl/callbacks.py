@@ -350,7 +350,8 @@ class EvalCallback(RLCallback):
     def play(self, base: int) -> Evaluation:
         """This run's greedy episodes from reset seed ``base`` (every worker's share, gathered)."""
         context = self.run_context()
-        logits = self.model.policy_sampler().logits
+        sampler, normalizer = self.model.policy_sampler(), context.state.observation_normalizer
+        logits = sampler.logits if normalizer is None else lambda obs: sampler.logits(normalizer.normalize(obs))
         distribution = self.model.distribution
         mask = self.action_mask if self.action_mask is not None else context.action_mask_fn
         collective = context.collective

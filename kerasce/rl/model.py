@@ -32,6 +32,7 @@ from kerasce.losses import PolicyGradientLoss
 from kerasce.rl.batch import Batch
 from kerasce.rl.envs import as_vector_env, check_env_spaces
 from kerasce.rl.networks import build_encoder, build_mlp, build_policy_network, flat_body
+from kerasce.rl.normalization import ObservationNormalizer, with_normalization
 from kerasce.rl.rollout import CompiledPolicy, NumpyPolicy, make_policy_sampler
 from kerasce.rl.spaces import (
     ACTION_MASK_KEY,
@@ -92,8 +93,10 @@ class ReinforceModel(keras.Model):
     ``MirroredStrategy`` update equals a single-device update of the same global batch.
 
     Args:
-      observation_shape: shape ``D...`` of one observation (a ``Box`` space).
-      num_actions: number ``A`` of discrete actions.
+      observation_shape: shape ``D...`` of one observation (a ``Box`` space), or ``(F,)``, the flat size of a
+        ``Dict`` / ``Tuple`` ``observation_space`` (:func:`kerasce.rl.spaces.flat_observation_size`).
+      num_actions: number ``A`` of discrete actions; with ``action_space``, the width ``P`` of the policy's
+        head (the distribution's ``param_size``: ``K`` bits, ``Σ nvec``, ``2D`` for a Gaussian's mean and log σ).
       policy: optional Keras model ``[B, D...] -> [B, A]`` logits; default ``build_mlp`` with
         ``hidden_units`` and ``activation``.
       hidden_units: hidden widths of the default policy (and of the value network).
@@ -115,6 +118,18 @@ class ReinforceModel(keras.Model):
         (mask 0) ``-inf`` logits, in sampling, in the loss and in the export; ``learn`` reads the mask
         from ``info["action_mask"]`` unless given ``action_mask_fn``.
       seed: seeds the default networks, the env resets and the action sampling (``None``: random).
+      action_space: the env's action space (``Discrete``, ``MultiBinary``, ``MultiDiscrete``, ``Box``; its
+        distribution: :func:`kerasce.rl.spaces.action_distribution`); None: ``Discrete(num_actions)``.
+        ``from_env`` sets it.
+      observation_space: a ``Dict`` / ``Tuple`` observation space: training runs on its flattened
+        observations, the export takes one input per entry (named by its key); None for ``Box`` observations.
+      action_bounds: ``Box`` actions: ``"clip"`` the Gaussian draw to the bounds, or ``"tanh"`` squash it
+        (with the log-probability correction); see :class:`kerasce.rl.spaces.DiagGaussian`.
+      state_dependent_std: ``Box`` actions: ``log σ`` a second head of the network, not one trainable vector.
+      log_std_init: ``Box`` actions: the initial ``log σ``.
+      normalize_observations: ``learn`` feeds the policy ``clip((x - μ) / σ, -10, 10)`` with the running mean
+        and variance of every observation collected so far (updated after each update; saved in checkpoints;
+        folded into the export, which takes raw observations).
       **kwargs: passed to ``keras.Model`` (``name``, ``dtype``).
 
     Raises:
@@ -146,6 +161,7 @@ class ReinforceModel(keras.Model):
         action_bounds: str = "clip",
         state_dependent_std: bool = False,
         log_std_init: float = 0.0,
+        normalize_observations: bool = False,
         **kwargs: Any,
     ):
         super().__init__(**kwargs)
@@ -180,6 +196,7 @@ class ReinforceModel(keras.Model):
         self.observation_space = space_from_config(observation_space)
         self.action_bounds, self.state_dependent_std = action_bounds, bool(state_dependent_std)
         self.log_std_init = float(log_std_init)
+        self.normalize_observations = bool(normalize_observations)
         self.distribution = self._make_distribution()
         if policy is None:
             policy = self._default_policy()
@@ -445,6 +462,7 @@ class ReinforceModel(keras.Model):
             action_bounds=self.action_bounds,
             state_dependent_std=self.state_dependent_std,
             log_std_init=self.log_std_init,
+            normalize_observations=self.normalize_observations,
         )
         return config
 
@@ -470,7 +488,9 @@ class ReinforceModel(keras.Model):
         """The mode of the policy (among the valid actions, with ``action_mask``) per observation, in the env's
         format: for ``Discrete`` the ``argmax`` ``[B]`` (plus the space's ``start``), for ``Box`` the mean within
         the bounds."""
-        params = keras.ops.convert_to_numpy(self.policy(np.asarray(observations, np.float32), training=False))
+        normalizer = self.observation_normalizer()
+        x = np.asarray(observations, np.float32) if normalizer is None else normalizer.normalize(observations)
+        params = keras.ops.convert_to_numpy(self.policy(x, training=False))
         return self.distribution.np_mode(np.asarray(params, np.float32), action_mask)
 
     def policy_sampler(self) -> NumpyPolicy | CompiledPolicy:
@@ -536,16 +556,22 @@ class ReinforceModel(keras.Model):
             path, serving, serve, specs, write_extras=write_extras, extra_endpoints={"sample": (sample, specs)}
         )
 
+    def observation_normalizer(self) -> ObservationNormalizer | None:
+        """The observation statistics the policy's inputs are normalised with (the agent's run state holds
+        them, with ``normalize_observations``); None: raw observations."""
+        return None
+
     def serving_model(self) -> tuple[keras.Model, list[tf.TensorSpec]]:
         """The policy on the env's own observations (named inputs for a ``Dict`` space) -> ``[B, P]`` params,
         and the export's input signature (``action_mask`` last, with ``use_action_mask``)."""
-        space = self.observation_space
+        space, normalizer = self.observation_space, self.observation_normalizer()
         if space is None:
-            serving = self.policy
+            serving = self.policy if normalizer is None else with_normalization(self.policy, normalizer)
             specs = [tf.TensorSpec((None,) + self.observation_shape, tf.float32, name="observations")]
         else:
             encoder = build_encoder(space)
-            serving = keras.Model(encoder.inputs, self.policy(encoder.outputs[0]), name="serving_policy")
+            flat = encoder.outputs[0] if normalizer is None else normalizer.layer()(encoder.outputs[0])
+            serving = keras.Model(encoder.inputs, self.policy(flat), name="serving_policy")
             specs = [tf.TensorSpec(x.shape, x.dtype, name=x.name) for x in encoder.inputs]
         if self.use_action_mask:
             specs.append(tf.TensorSpec((None, self.num_actions), tf.int8, name="action_mask"))

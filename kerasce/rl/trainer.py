@@ -184,8 +184,10 @@ class Trainer:
         rng = np.random.default_rng(seeds[1])
         observations, infos = self.env.reset(seed=int(seeds[0]))
 
+        normalize = self.normalize
+
         def act(obs, mask=None):
-            return self.distribution.np_sample(self.sampler.logits(obs), rng, mask)
+            return self.distribution.np_sample(self.sampler.logits(normalize(obs)), rng, mask)
 
         rollout, _ = collect_episodes(
             self.env,
@@ -199,6 +201,24 @@ class Trainer:
         )
         first = first_episode_mask(rollout.terminated, rollout.truncated, rollout.valid)
         return dataclasses.replace(rollout, valid=first)
+
+    def normalize(self, observations: np.ndarray) -> np.ndarray:
+        """``observations`` as the policy sees them: normalised with the run's statistics (frozen during an
+        update's collection and its gradient step), or as they are."""
+        normalizer = self.state.observation_normalizer
+        return observations if normalizer is None else normalizer.normalize(observations)
+
+    def fold_observations(self, rollout: Rollout) -> None:
+        """Merge every worker's kept observations into the run's statistics (``normalize_observations``)."""
+        normalizer = self.state.observation_normalizer
+        if normalizer is None:
+            return
+        x = rollout.observations[rollout.valid].reshape(-1, math.prod(normalizer.shape)).astype(np.float64)
+        mean = x.mean(axis=0) if len(x) else np.zeros(x.shape[1])
+        rows = self.collective.all_gather(np.concatenate([[len(x)], mean, ((x - mean) ** 2).sum(axis=0)]))
+        size, shape = x.shape[1], normalizer.shape
+        for row in rows[rows[:, 0] > 0]:
+            normalizer.stats.merge(row[0], row[1 : 1 + size].reshape(shape), row[1 + size :].reshape(shape))
 
     def make_batch(self, rollout: Rollout, update: int) -> tuple[Batch, np.ndarray]:
         """The steps of the complete episodes, time-major, with their (normalised) returns, and every
@@ -234,7 +254,7 @@ class Trainer:
             )
         masks = None if rollout.masks is None else rollout.masks.reshape(-1, self.num_actions)[keep]
         batch = Batch(
-            rollout.observations.reshape((-1,) + model.observation_shape)[keep].astype(np.float32),
+            self.normalize(rollout.observations.reshape((-1,) + model.observation_shape)[keep]).astype(np.float32),
             actions.astype(np.float32 if isinstance(self.distribution, DiagGaussian) else np.int32),
             returns.reshape(-1)[keep].astype(np.float32),
             masks,
@@ -251,7 +271,7 @@ class Trainer:
         # With next-step autoreset the observation after step t is row t + 1's (the reset step's row).
         following = np.concatenate([rollout.observations[1:], rollout.last_observations[None]], axis=0)
         t, n = np.nonzero(truncated)
-        values = keras.ops.convert_to_numpy(value_network(following[t, n], training=False))[:, 0]
+        values = keras.ops.convert_to_numpy(value_network(self.normalize(following[t, n]), training=False))[:, 0]
         bootstrap = np.zeros(rollout.rewards.shape)
         bootstrap[t, n] = values.astype(np.float64) * scale
         return bootstrap
@@ -360,6 +380,7 @@ class Trainer:
                 "update was skipped) and the last checkpoint, if any, is kept."
             )
         self.sampler.refresh()
+        self.fold_observations(rollout)
         times = UpdateTimes(collect_seconds, collect_cpu_seconds, time.perf_counter() - update_start)
         return self.record(rollout, metrics, times, int(kept_steps.sum()))
 
