@@ -13,6 +13,7 @@ from kerasce.rl.envs import as_vector_env, check_env_spaces, make_vector_env
 from kerasce.rl.evaluation import Evaluation, evaluate_policy
 from kerasce.rl.model import ReinforceModel
 from kerasce.rl.networks import build_mlp
+from kerasce.rl.progress import ProgressBar
 from kerasce.rl.returns import complete_episode_mask, discounted_returns, first_episode_mask, normalize
 from kerasce.rl.rollout import (
     CompiledPolicy,
@@ -34,6 +35,7 @@ __all__ = [
     "EvalCallback",
     "Evaluation",
     "NumpyPolicy",
+    "ProgressBar",
     "RLCallback",
     "ReinforceAgent",
     "ReinforceModel",

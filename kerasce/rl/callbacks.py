@@ -54,12 +54,14 @@ class RunContext:
       collective: the exchanges of the run's workers (a local one for a single process).
       action_mask_fn: ``(observations, infos) -> [N, A]`` valid actions, or None without masks.
       target_return: ``learn``'s ``target_return``, or None.
+      budget: ``learn``'s limits, ``{"total_timesteps", "max_updates", "max_seconds"}`` (None: no limit).
     """
 
     state: RunState
     collective: Collective = dataclasses.field(default_factory=LocalCollective)
     action_mask_fn: Callable | None = None
     target_return: float | None = None
+    budget: dict[str, float | None] = dataclasses.field(default_factory=dict)
 
 
 class RLCallback(keras.callbacks.Callback):

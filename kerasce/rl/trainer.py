@@ -386,6 +386,7 @@ class Trainer:
 
     def run(self, stop: StopConditions) -> keras.callbacks.History:
         """Train until ``stop`` or a callback says so."""
+        self.context = dataclasses.replace(self.context, budget=dataclasses.asdict(stop))
         self.begin()
         start = time.perf_counter()
         logs: dict[str, float] = {}
