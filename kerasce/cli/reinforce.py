@@ -193,11 +193,17 @@ def greedy_episode(
     frames: list[Image.Image] = []
     total = 0.0
     obs, infos = env.reset(seed=seed)
+    rendering = True
     for step in range((env.spec.max_episode_steps if env.spec else None) or max_frames):
-        if step % 2 == 0 and len(frames) < max_frames:
-            images = cast("tuple[np.ndarray, ...]", env.render())  # rgb_array: one image per sub-env
-            frame = Image.fromarray(images[0])
-            frames.append(frame.resize((frame.width // 2, frame.height // 2)))
+        if rendering and step % 2 == 0 and len(frames) < max_frames:
+            try:
+                images = cast("tuple[np.ndarray, ...]", env.render())  # rgb_array: one image per sub-env
+            except Exception as error:  # noqa: BLE001  e.g. MuJoCo without a display: the episode is still played
+                print(f"no greedy_episode.gif: the env does not render here ({type(error).__name__})", flush=True)
+                rendering, frames = False, []
+            else:
+                frame = Image.fromarray(images[0])
+                frames.append(frame.resize((frame.width // 2, frame.height // 2)))
         mask = info_action_mask(obs, infos) if agent.use_action_mask else None
         action = agent.greedy_action(obs, mask)
         obs, reward, terminated, truncated, infos = env.step(action)
@@ -429,7 +435,10 @@ def export(run: Run, metrics: dict[str, Any], frames: list[Image.Image]) -> Path
         write_json_atomic(directory / "metrics.json", metrics)
         write_training_log(agent.training_log, directory / "training_log.csv")
         plot_learning_curve(agent, target, title, str(directory / "learning_curve.png"))
-        frames[0].save(directory / "greedy_episode.gif", save_all=True, append_images=frames[1:], duration=40, loop=0)
+        if frames:
+            frames[0].save(
+                directory / "greedy_episode.gif", save_all=True, append_images=frames[1:], duration=40, loop=0
+            )
 
     with distribute.export_location(run.args.export_dir, run.strategy) as export_dir:
         path = agent.export_policy(export_dir, write_extras=write_extras)
@@ -461,7 +470,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if path is not None:
         print(
             f"greedy episode return {greedy_return:.0f}; wrote {path}/ (SavedModel, metrics.json, "
-            f"training_log.csv, learning_curve.png, greedy_episode.gif)"
+            f"training_log.csv, learning_curve.png{', greedy_episode.gif' if frames else ''})"
         )
     return metrics
 

@@ -40,6 +40,17 @@ PRESETS: dict[str, dict[str, Any]] = {
         "max_grad_norm": 1.0,
         "max_rollout_steps": 1001,
     },
+    # MuJoCo, Box(-3, 3) actions (a clipped Gaussian): episodes end when the pole falls, a balancing one is
+    # truncated at 1000 steps (a learned baseline bootstraps it). Observations normalised. Seed 0: greedy 1000
+    # over 10 episodes after 12 s of training (update 45) here.
+    "InvertedPendulum-v5": {
+        "baseline": True,
+        "normalize_observations": True,
+        "num_envs": 8,
+        "learning_rate": 1e-2,
+        "max_grad_norm": 1.0,
+        "max_rollout_steps": 1001,
+    },
 }
 
 
