@@ -31,7 +31,7 @@ import tensorflow as tf
 from kerasce.losses import PolicyGradientLoss
 from kerasce.rl.batch import Batch
 from kerasce.rl.envs import as_vector_env, check_env_spaces
-from kerasce.rl.networks import build_encoder, build_mlp, build_policy_network, flat_body
+from kerasce.rl.networks import build_encoder, build_mlp, build_policy_network, flat_body, on_flat_observations
 from kerasce.rl.normalization import ObservationNormalizer, with_normalization
 from kerasce.rl.rollout import CompiledPolicy, NumpyPolicy, make_policy_sampler
 from kerasce.rl.spaces import (
@@ -97,8 +97,12 @@ class ReinforceModel(keras.Model):
         ``Dict`` / ``Tuple`` ``observation_space`` (:func:`kerasce.rl.spaces.flat_observation_size`).
       num_actions: number ``A`` of discrete actions; with ``action_space``, the width ``P`` of the policy's
         head (the distribution's ``param_size``: ``K`` bits, ``Σ nvec``, ``2D`` for a Gaussian's mean and log σ).
-      policy: optional Keras model ``[B, D...] -> [B, A]`` logits; default ``build_mlp`` with
-        ``hidden_units`` and ``activation``.
+      policy: optional Keras model ``[B, D...] -> [B, P]`` logits / parameters; default ``build_mlp`` with
+        ``hidden_units`` and ``activation`` (:func:`kerasce.rl.networks.build_policy_network` for other spaces).
+        With a ``Dict`` / ``Tuple`` ``observation_space``, a model of named inputs, one per entry (``Box``
+        entries float32 of their shape, ``Discrete`` ones int64 states), as
+        :func:`kerasce.rl.networks.build_encoder`'s; it runs behind
+        :class:`kerasce.rl.networks.UnflattenObservations` on the flat observations of training.
       hidden_units: hidden widths of the default policy (and of the value network).
       activation: hidden activation of the default networks.
       baseline: learn a state-value network ``V(s)`` and use ``G - V(s)`` as the policy weight; ``learn``
@@ -192,6 +196,7 @@ class ReinforceModel(keras.Model):
         self.use_action_mask = bool(use_action_mask)
         self.seed = None if seed is None else int(seed)
         self._custom_policy = policy is not None
+        self.named_input_policy: keras.Model | None = None  # a given policy of Dict / Tuple entries, as given
         self.action_space = space_from_config(action_space)
         self.observation_space = space_from_config(observation_space)
         self.action_bounds, self.state_dependent_std = action_bounds, bool(state_dependent_std)
@@ -200,6 +205,9 @@ class ReinforceModel(keras.Model):
         self.distribution = self._make_distribution()
         if policy is None:
             policy = self._default_policy()
+        elif self.observation_space is not None:
+            self.named_input_policy = policy
+            policy = on_flat_observations(policy, self.observation_space)
         self.policy = policy
         self._check_policy()
         self.value_network = None
@@ -442,7 +450,9 @@ class ReinforceModel(keras.Model):
         config.update(
             observation_shape=list(self.observation_shape),
             num_actions=self.num_actions,
-            policy=keras.saving.serialize_keras_object(self.policy) if self._custom_policy else None,
+            policy=keras.saving.serialize_keras_object(self.named_input_policy or self.policy)
+            if self._custom_policy
+            else None,
             hidden_units=list(self.hidden_units),
             activation=self.activation,
             baseline=self.baseline,

@@ -217,3 +217,34 @@ def test_the_mask_of_a_dict_observation_is_used_in_training_and_evaluation():
     MASK_ONLY_RECORD.clear()
     agent.learn(MASK_ONLY_ID, max_updates=3, callbacks=[evaluation])
     assert len(MASK_ONLY_RECORD) == 3 * (8 + 4) * 6 and all(MASK_ONLY_RECORD)
+
+
+def _named_input_policy():
+    """A functional policy of DictKeyEnv's entries by name: an embedding of the key, the noise beside it."""
+    key = keras.Input((), dtype="int64", name="key")
+    noise = keras.Input((2,), name="noise")
+    embedded = keras.layers.Flatten()(keras.layers.Embedding(3, 4, embeddings_initializer="uniform")(key))
+    hidden = keras.layers.Dense(16, activation="tanh")(keras.layers.Concatenate()([embedded, noise]))
+    return keras.Model({"key": key, "noise": noise}, keras.layers.Dense(3)(hidden))
+
+
+def test_a_policy_with_named_inputs_trains_on_dict_observations_and_is_exported_as_given(tmp_path):
+    """The user's model sees each entry as it is (the key's int state, not a one-hot), in training, in the
+    config and in the export. Mutations tried: `UnflattenObservations` without the Discrete ``start`` /
+    returning the one-hot block -> red (other logits / the Embedding's input rank)."""
+    import tensorflow as tf
+
+    policy = _named_input_policy()
+    agent = ReinforceAgent.from_env(DictKeyEnv, policy=policy, seed=0, num_envs=8)
+    agent.learn(DictKeyEnv, max_updates=2)
+    rng = np.random.default_rng(0)
+    key, noise = rng.integers(0, 3, 5), rng.uniform(-1, 1, (5, 2)).astype(np.float32)
+    want = keras.ops.convert_to_numpy(policy({"key": key, "noise": noise}))
+    flat = np.concatenate([np.eye(3, dtype=np.float32)[key], noise], axis=1)  # gymnasium sorts keys: key, noise
+    np.testing.assert_allclose(agent.policy(flat), want, rtol=1e-6, atol=1e-6)
+    mask = np.ones((5, 3), np.int8)
+    served = tf.saved_model.load(str(agent.export_policy(tmp_path / "policy"))).signatures["serving_default"]
+    got = served(key=tf.constant(key, tf.int64), noise=tf.constant(noise), action_mask=tf.constant(mask))
+    np.testing.assert_allclose(got["probabilities"], tf.nn.softmax(want).numpy(), atol=1e-6)
+    clone = ReinforceAgent.from_config(agent.get_config())
+    assert clone.named_input_policy is not None and set(clone.named_input_policy.input) == {"key", "noise"}
