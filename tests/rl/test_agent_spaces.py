@@ -230,8 +230,8 @@ def _named_input_policy():
 
 def test_a_policy_with_named_inputs_trains_on_dict_observations_and_is_exported_as_given(tmp_path):
     """The user's model sees each entry as it is (the key's int state, not a one-hot), in training, in the
-    config and in the export. Mutations tried: `UnflattenObservations` without the Discrete ``start`` /
-    returning the one-hot block -> red (other logits / the Embedding's input rank)."""
+    config and in the export. Mutation tried: `UnflattenObservations` returning the one-hot block, not the
+    state -> red (the Embedding gets another input)."""
     import tensorflow as tf
 
     policy = _named_input_policy()
@@ -248,3 +248,21 @@ def test_a_policy_with_named_inputs_trains_on_dict_observations_and_is_exported_
     np.testing.assert_allclose(got["probabilities"], tf.nn.softmax(want).numpy(), atol=1e-6)
     clone = ReinforceAgent.from_config(agent.get_config())
     assert clone.named_input_policy is not None and set(clone.named_input_policy.input) == {"key", "noise"}
+
+
+def test_unflatten_observations_gives_back_each_entry():
+    """flatten_observations then UnflattenObservations returns the observations themselves (a Discrete
+    entry's state with its ``start``, a Box entry in its shape). Mutations tried: the ``start`` left out ->
+    red; the Box entry not reshaped -> red."""
+    from kerasce.rl.networks import UnflattenObservations
+    from kerasce.rl.spaces import flatten_observations
+
+    space = gymnasium.spaces.Dict(
+        {"key": gymnasium.spaces.Discrete(3, start=5), "grid": gymnasium.spaces.Box(-1.0, 1.0, (2, 2), np.float32)}
+    )
+    space.seed(0)
+    samples = [space.sample() for _ in range(6)]
+    batch = {k: np.stack([s[k] for s in samples]) for k in ("key", "grid")}
+    got = UnflattenObservations(space)(flatten_observations(space, batch))
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(got["key"]), batch["key"])
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(got["grid"]), batch["grid"])
