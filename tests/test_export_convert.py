@@ -9,15 +9,14 @@ import sys
 import warnings
 
 import gymnasium
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
 import kerasce
-from kerasce.export import export_saved_model
 from kerasce.rl import ReinforceAgent
-from kerasce.rl.networks import build_policy_network
-from kerasce.rl.spaces import action_distribution
+from kerasce.rl.batch import Batch
 
 SIGNATURES = ["serving_default", "sample"]
 OBS_DIM, NUM_ACTIONS, CALLS, ROWS = 4, 3, 300, 4
@@ -63,7 +62,7 @@ def _onnx_runner(path, signature, tmp_path):
     session = onnxruntime.InferenceSession(str(out))
     names = [o.name for o in session.get_outputs()]
     run = lambda **inputs: dict(zip(names, session.run(names, inputs)))
-    run.input_types = {i.name: (i.type, i.shape[1]) for i in session.get_inputs()}  # the names and dtypes kept
+    run.input_types = {i.name: (i.type, *i.shape[1:]) for i in session.get_inputs()}  # the names and dtypes kept
     return run
 
 
@@ -153,21 +152,26 @@ ACTION_SPACES = {
 }
 
 
-def _space_export(path, space):
-    """serving_default: ``action`` = the mode (env format) and ``params``; sample: a drawn env action."""
-    dist = action_distribution(space)
-    policy = build_policy_network(gymnasium.spaces.Box(-1, 1, (OBS_DIM,), np.float32), dist, seed=0)
+def _trained_agent(space, observation_space=None, **options):
+    """An agent for ``space`` after three updates on random steps (trained weights, not the initial ones)."""
+    observation_space = observation_space or gymnasium.spaces.Box(-1, 1, (OBS_DIM,))
+    env = gymnasium.vector.SyncVectorEnv([lambda: _SpacesEnv(observation_space, space)])  # no env checker
+    agent = ReinforceAgent.from_env(env, seed=0, **options)
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        x = rng.normal(size=(64, *agent.observation_shape)).astype(np.float32)
+        params = keras.ops.convert_to_numpy(agent.policy(x))
+        actions = agent.distribution.np_sample(params, rng)
+        masks = np.ones((64, agent.num_actions), bool) if agent.use_action_mask else None
+        agent.update(Batch(x, actions, rng.normal(size=64).astype(np.float32), masks))
+    return agent
 
-    def serve(observations):
-        params = policy(observations)
-        return {"action": dist.mode(params), "params": params}
 
-    def sample(observations):
-        params = policy(observations)
-        return {"action": dist.to_env(dist.sample(params)), "params": params}
+class _SpacesEnv(gymnasium.Env):
+    """An env of the given spaces (from_env reads them; never stepped)."""
 
-    specs = [tf.TensorSpec((None, OBS_DIM), tf.float32, name="observations")]
-    return export_saved_model(path, policy, serve, specs, extra_endpoints={"sample": (sample, specs)})
+    def __init__(self, observation_space, action_space):
+        self.observation_space, self.action_space = observation_space, action_space
 
 
 def _run_converted(fmt, path, signature, tmp_path):
@@ -178,22 +182,74 @@ def _run_converted(fmt, path, signature, tmp_path):
 @pytest.mark.parametrize("fmt", ["tflite", pytest.param("onnx", marks=pytest.mark.slow)])
 @pytest.mark.parametrize("space_name", sorted(ACTION_SPACES))
 def test_every_action_space_converts(space_name, fmt, tmp_path):
-    """The mode and the sampler of each distribution convert: the same params (1e-6) and greedy action as
-    the SavedModel, sampled actions inside the action space and drawn anew at every call.
+    """A trained agent's export per action space converts: the same distribution parameters (1e-6) and greedy
+    action as the SavedModel, the greedy action in the env's format inside the space, sampled actions inside
+    the action space and drawn anew at every call.
 
     Mutations tried: `_argmax` as `keras.ops.argmax` -> red (TFLite: `BitwiseAnd` not supported; ONNX:
     an invalid `Bitcast` node); `_uniform` / `_normal` / `_categorical` through `keras.random` with a
-    SeedGenerator -> red (stateless random ops: neither TFLite nor ONNX has them).
+    SeedGenerator -> red (stateless random ops: neither TFLite nor ONNX has them); the export's ``action`` as
+    the raw mode (no `to_env`: no ``start``, no clipping) -> red (outside the space).
     """
     space = ACTION_SPACES[space_name]
-    path = _space_export(tmp_path / "policy", space)
+    path = _trained_agent(space).export_policy(tmp_path / "policy")
     saved = tf.saved_model.load(str(path))
-    observations = _inputs(11, rows=32)[0]
+    observations = _inputs(11, rows=32)[0] * 3  # beyond the bounds for the Box's mean too
     greedy = _run_converted(fmt, path, "serving_default", tmp_path)(observations)
     want = saved.signatures["serving_default"](observations=tf.constant(observations))
-    np.testing.assert_allclose(greedy["params"], want["params"].numpy(), atol=1e-6)
-    np.testing.assert_allclose(greedy["action"], want["action"].numpy(), atol=1e-6)
+    assert set(greedy) == set(want)
+    for name in want:
+        np.testing.assert_allclose(greedy[name], want[name].numpy(), atol=1e-6)
+    assert all(space.contains(a.astype(space.dtype)) for a in want["action"].numpy())
     sample = _run_converted(fmt, path, "sample", tmp_path)
     draws = [np.asarray(sample(observations)["action"]) for _ in range(5)]
     assert all(space.contains(a.astype(space.dtype)) for draw in draws for a in draw)
     assert any(not np.array_equal(draws[0], d) for d in draws[1:])
+
+
+DICT_SPACE = gymnasium.spaces.Dict(
+    {
+        "key": gymnasium.spaces.Discrete(3),
+        "noise": gymnasium.spaces.Box(-1.0, 1.0, (2,), np.float32),
+        "action_mask": gymnasium.spaces.MultiBinary(3),
+    }
+)
+
+
+@pytest.mark.parametrize("fmt", ["tflite", pytest.param("onnx", marks=pytest.mark.slow)])
+def test_dict_observation_export_takes_one_input_per_key_and_the_mask(fmt, tmp_path):
+    """A ``Dict`` observation space's export: inputs ``key`` int64 [B], ``noise`` float32 [B, 2] (named by the
+    key; ``action_mask`` is the mask input, int8 [B, 3]); converted, the same probabilities and greedy action,
+    and masked actions are never drawn. Mutation tried: the export without the encoder (the flat body's input
+    ``observations``) -> red (no named inputs)."""
+    path = _trained_agent(gymnasium.spaces.Discrete(3), DICT_SPACE).export_policy(tmp_path / "policy")
+    saved = tf.saved_model.load(str(path)).signatures["serving_default"]
+    specs = saved.structured_input_signature[1]
+    assert {k: (v.dtype, tuple(v.shape)) for k, v in specs.items()} == {
+        "key": (tf.int64, (None,)),
+        "noise": (tf.float32, (None, 2)),
+        "action_mask": (tf.int8, (None, 3)),
+    }
+    rng = np.random.default_rng(3)
+    inputs = {
+        "key": rng.integers(0, 3, 64).astype(np.int64),
+        "noise": rng.uniform(-1, 1, (64, 2)).astype(np.float32),
+        "action_mask": (rng.random((64, 3)) < 0.5).astype(np.int8),
+    }
+    inputs["action_mask"][np.arange(64), inputs["key"]] = 1
+    want = saved(**{k: tf.constant(v) for k, v in inputs.items()})
+    runner = _tflite_runner if fmt == "tflite" else lambda *a: _onnx_runner(*a, tmp_path)
+    serving = runner(path, "serving_default")
+    if fmt == "onnx":
+        assert serving.input_types == {
+            "key": ("tensor(int64)",),
+            "noise": ("tensor(float)", 2),
+            "action_mask": ("tensor(int8)", 3),
+        }
+    got = serving(**inputs)
+    np.testing.assert_allclose(got["probabilities"], want["probabilities"].numpy(), atol=1e-6)
+    np.testing.assert_array_equal(got["action"], want["action"].numpy())
+    sample = runner(path, "sample")
+    for _ in range(20):
+        drawn = np.asarray(sample(**inputs)["action"])
+        assert inputs["action_mask"][np.arange(64), drawn].all()

@@ -1,4 +1,5 @@
-"""Train a REINFORCE policy on CartPole-v1 (or any Discrete-action, Box-observation gymnasium env)
+"""Train a REINFORCE policy on CartPole-v1 (or any gymnasium env of the supported spaces: Discrete,
+MultiBinary, MultiDiscrete or Box actions; Box, Discrete, Dict or Tuple observations)
 with kerasce, then export it.
 
     python -m kerasce.cli.reinforce
@@ -56,7 +57,6 @@ from kerasce.cli.runs import (
 )
 
 if TYPE_CHECKING:
-    import gymnasium
     import numpy as np
     from PIL import Image
 
@@ -73,7 +73,7 @@ EVERY_UPDATES = 10  # updates between checkpoints
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parses and checks the flags (no TensorFlow import); a bad value exits with ``error: ...`` (status 2)."""
     parser = ArgumentParser(description=__doc__)
-    parser.add_argument("--env", default="CartPole-v1", help="gymnasium env id (Discrete actions, Box observations)")
+    parser.add_argument("--env", default="CartPole-v1", help="gymnasium env id (see kerasce.rl.spaces for the spaces)")
     parser.add_argument(
         "--seed", type=non_negative_int, default=0, help="seeds the networks, env resets and action sampling"
     )
@@ -183,28 +183,29 @@ def greedy_episode(
 ) -> tuple[list[Image.Image], float]:
     """Play one greedy episode with rendering; returns (frames, return). Every 2nd frame, half size.
 
-    A one-env vector env from `make_vector_env`, so observations are encoded (one-hot) and masked as in
-    training and evaluation."""
+    A one-env vector env from `make_vector_env`, so observations are encoded (one-hot, flattened) and masked
+    as in training and evaluation; the action is the agent's greedy one in the env's format."""
     from PIL import Image
 
-    from kerasce.rl.envs import info_action_mask, make_vector_env
-    from kerasce.rl.evaluation import greedy_actions
-    from kerasce.rl.rollout import mask_logits
+    from kerasce.rl.envs import flat_observation_env, info_action_mask, make_vector_env
 
-    env = make_vector_env(env_id, 1, mode="sync", render_mode="rgb_array")
-    sampler = agent.policy_sampler()
-    # The agent accepts Discrete actions only (gymnasium's stubs type the space as Space).
-    action_space = cast("gymnasium.spaces.Discrete", env.single_action_space)
+    env = flat_observation_env(make_vector_env(env_id, 1, mode="sync", render_mode="rgb_array"))
     frames: list[Image.Image] = []
     total = 0.0
     obs, infos = env.reset(seed=seed)
+    rendering = True
     for step in range((env.spec.max_episode_steps if env.spec else None) or max_frames):
-        if step % 2 == 0 and len(frames) < max_frames:
-            images = cast("tuple[np.ndarray, ...]", env.render())  # rgb_array: one image per sub-env
-            frame = Image.fromarray(images[0])
-            frames.append(frame.resize((frame.width // 2, frame.height // 2)))
+        if rendering and step % 2 == 0 and len(frames) < max_frames:
+            try:
+                images = cast("tuple[np.ndarray, ...]", env.render())  # rgb_array: one image per sub-env
+            except Exception as error:  # noqa: BLE001  e.g. MuJoCo without a display: the episode is still played
+                print(f"no greedy_episode.gif: the env does not render here ({type(error).__name__})", flush=True)
+                rendering, frames = False, []
+            else:
+                frame = Image.fromarray(images[0])
+                frames.append(frame.resize((frame.width // 2, frame.height // 2)))
         mask = info_action_mask(obs, infos) if agent.use_action_mask else None
-        action = greedy_actions(mask_logits(sampler.logits(obs), mask)) + int(action_space.start)
+        action = agent.greedy_action(obs, mask)
         obs, reward, terminated, truncated, infos = env.step(action)
         total += float(reward[0])
         if terminated[0] or truncated[0]:
@@ -434,7 +435,10 @@ def export(run: Run, metrics: dict[str, Any], frames: list[Image.Image]) -> Path
         write_json_atomic(directory / "metrics.json", metrics)
         write_training_log(agent.training_log, directory / "training_log.csv")
         plot_learning_curve(agent, target, title, str(directory / "learning_curve.png"))
-        frames[0].save(directory / "greedy_episode.gif", save_all=True, append_images=frames[1:], duration=40, loop=0)
+        if frames:
+            frames[0].save(
+                directory / "greedy_episode.gif", save_all=True, append_images=frames[1:], duration=40, loop=0
+            )
 
     with distribute.export_location(run.args.export_dir, run.strategy) as export_dir:
         path = agent.export_policy(export_dir, write_extras=write_extras)
@@ -466,7 +470,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if path is not None:
         print(
             f"greedy episode return {greedy_return:.0f}; wrote {path}/ (SavedModel, metrics.json, "
-            f"training_log.csv, learning_curve.png, greedy_episode.gif)"
+            f"training_log.csv, learning_curve.png{', greedy_episode.gif' if frames else ''})"
         )
     return metrics
 

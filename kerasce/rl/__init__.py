@@ -9,10 +9,11 @@ agent.export_policy("saved_models/reinforce_cartpole")
 from kerasce.rl.agent import ReinforceAgent
 from kerasce.rl.batch import Batch
 from kerasce.rl.callbacks import CheckpointCallback, EvalCallback, RLCallback, RunContext, StopAtMeanReturn
-from kerasce.rl.envs import check_spaces, make_vector_env
+from kerasce.rl.envs import as_vector_env, check_env_spaces, make_vector_env
 from kerasce.rl.evaluation import Evaluation, evaluate_policy
 from kerasce.rl.model import ReinforceModel
 from kerasce.rl.networks import build_mlp
+from kerasce.rl.progress import ProgressBar
 from kerasce.rl.returns import complete_episode_mask, discounted_returns, first_episode_mask, normalize
 from kerasce.rl.rollout import (
     CompiledPolicy,
@@ -34,6 +35,7 @@ __all__ = [
     "EvalCallback",
     "Evaluation",
     "NumpyPolicy",
+    "ProgressBar",
     "RLCallback",
     "ReinforceAgent",
     "ReinforceModel",
@@ -44,8 +46,9 @@ __all__ = [
     "StopConditions",
     "TabularVectorEnv",
     "Trainer",
+    "as_vector_env",
     "build_mlp",
-    "check_spaces",
+    "check_env_spaces",
     "collect_episodes",
     "complete_episode_mask",
     "completed_episodes",

@@ -16,8 +16,9 @@ import keras
 import numpy as np
 
 from kerasce.rl.checkpoints import CheckpointStore, has_checkpoint
-from kerasce.rl.envs import make_vector_env
+from kerasce.rl.envs import as_vector_env
 from kerasce.rl.model import ReinforceModel
+from kerasce.rl.normalization import ObservationNormalizer
 from kerasce.rl.returns import RunningScale
 from kerasce.rl.state import RunState
 from kerasce.rl.trainer import StopConditions, Trainer
@@ -47,9 +48,14 @@ class ReinforceAgent(ReinforceModel):
         """The run state (made on first use, seeded with ``seed``; checkpoints restore it)."""
         state = getattr(self, "_run_state", None)
         if state is None:
-            state = RunState(run_seed=self.seed)
+            normalizer = ObservationNormalizer(self.observation_shape) if self.normalize_observations else None
+            state = RunState(run_seed=self.seed, observation_normalizer=normalizer)
             object.__setattr__(self, "_run_state", state)  # a record, not a tracked Keras attribute
         return state
+
+    def observation_normalizer(self) -> ObservationNormalizer | None:
+        """The run state's observation statistics (``normalize_observations``), or None."""
+        return self.run_state.observation_normalizer
 
     @property
     def updates(self) -> int:
@@ -107,7 +113,7 @@ class ReinforceAgent(ReinforceModel):
 
     def learn(
         self,
-        env: str | gymnasium.vector.VectorEnv = "CartPole-v1",
+        env: str | gymnasium.Env | gymnasium.vector.VectorEnv | Callable[[], gymnasium.Env] = "CartPole-v1",
         *,
         total_timesteps: int | None = 1_000_000,
         max_updates: int | None = None,
@@ -135,7 +141,10 @@ class ReinforceAgent(ReinforceModel):
         ``train_seconds``.
 
         Args:
-          env: a gymnasium id (a vector env of ``num_envs`` is made and closed here) or a vector env.
+          env: a gymnasium id, a ``gymnasium.Env`` instance (``num_envs`` copies) or a zero-argument factory
+            (a vector env of ``num_envs`` is made and closed here, :func:`kerasce.rl.envs.as_vector_env`; a
+            custom env goes through gymnasium's env checker first), or a vector env. Any action space of
+            :mod:`kerasce.rl.spaces` the agent was built for (``from_env``).
           total_timesteps: stop after this many env steps in total (``None``: no limit).
           max_updates: stop after this many updates in total.
           max_seconds: stop after this much training wall time (this call).
@@ -161,8 +170,8 @@ class ReinforceAgent(ReinforceModel):
                 "One of `total_timesteps`, `max_updates`, `max_seconds` or `target_return` must be set (a "
                 "stopping condition). Received: all None"
             )
-        own_env = isinstance(env, str)
-        vec_env = make_vector_env(env, self.num_envs) if isinstance(env, str) else env
+        own_env = not isinstance(env, gymnasium.vector.VectorEnv)
+        vec_env = as_vector_env(env, self.num_envs if own_env else None)
         try:
             trainer = Trainer(
                 self,

@@ -17,6 +17,7 @@ import math
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import keras
 import numpy as np
@@ -53,12 +54,14 @@ class RunContext:
       collective: the exchanges of the run's workers (a local one for a single process).
       action_mask_fn: ``(observations, infos) -> [N, A]`` valid actions, or None without masks.
       target_return: ``learn``'s ``target_return``, or None.
+      budget: ``learn``'s limits, ``{"total_timesteps", "max_updates", "max_seconds"}`` (None: no limit).
     """
 
     state: RunState
     collective: Collective = dataclasses.field(default_factory=LocalCollective)
     action_mask_fn: Callable | None = None
     target_return: float | None = None
+    budget: dict[str, float | None] = dataclasses.field(default_factory=dict)
 
 
 class RLCallback(keras.callbacks.Callback):
@@ -259,7 +262,8 @@ class EvalCallback(RLCallback):
     window, so that a stop condition needing both can be met without waiting ``eval_every`` updates.
 
     Args:
-      env: the env id to evaluate on (a ``sync`` vector env of ``episodes`` sub-envs is made).
+      env: the env to evaluate on: an id, a ``gymnasium.Env`` instance or a zero-argument factory (a ``sync``
+        vector env of ``episodes`` sub-envs is made at each evaluation), or a vector env of ``episodes``.
       episodes: episodes per evaluation (``N >= 20`` gives a usable mean; the example uses 20).
       eval_every: updates between evaluations.
       seed: base of the evaluation seeds (default: the run seed).
@@ -279,7 +283,7 @@ class EvalCallback(RLCallback):
 
     def __init__(
         self,
-        env: str,
+        env: Any,
         episodes: int = 20,
         eval_every: int = 10,
         seed: int | None = None,
@@ -348,16 +352,18 @@ class EvalCallback(RLCallback):
     def play(self, base: int) -> Evaluation:
         """This run's greedy episodes from reset seed ``base`` (every worker's share, gathered)."""
         context = self.run_context()
-        logits = self.model.policy_sampler().logits
+        sampler, normalizer = self.model.policy_sampler(), context.state.observation_normalizer
+        logits = sampler.logits if normalizer is None else lambda obs: sampler.logits(normalizer.normalize(obs))
+        distribution = self.model.distribution
         mask = self.action_mask if self.action_mask is not None else context.action_mask_fn
         collective = context.collective
         if collective.workers == 1:
-            return evaluate_policy(logits, self.env, self.episodes, base, action_mask=mask)
+            return evaluate_policy(logits, self.env, self.episodes, base, action_mask=mask, distribution=distribution)
         # Episode i is still reset with base + i: the same evaluation as on one worker, in 1/W of the time.
         worker, workers = collective.worker, collective.workers
         lo, hi = (self.episodes * worker) // workers, (self.episodes * (worker + 1)) // workers
         mine = (
-            evaluate_policy(logits, self.env, hi - lo, base + lo, action_mask=mask)
+            evaluate_policy(logits, self.env, hi - lo, base + lo, action_mask=mask, distribution=distribution)
             if hi > lo
             else Evaluation(np.zeros(0), np.zeros(0, np.int64), base + lo)
         )

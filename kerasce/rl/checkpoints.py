@@ -23,6 +23,7 @@ import tensorflow as tf
 
 from kerasce.export import write_json_atomic
 from kerasce.rl.model import ReinforceModel
+from kerasce.rl.normalization import ObservationNormalizer
 from kerasce.rl.returns import RunningScale
 from kerasce.rl.state import RunState
 
@@ -30,6 +31,14 @@ __all__ = ["CheckpointStore", "has_checkpoint"]
 
 STATE_FILE = "state.json"
 HISTORY_FILE = "history.jsonl"
+
+
+def normalizer_record(normalizer: ObservationNormalizer | None) -> dict | None:
+    """The observation statistics as JSON values (None without normalisation)."""
+    if normalizer is None:
+        return None
+    state = normalizer.get_state()
+    return dict(state, mean=state["mean"].tolist(), m2=state["m2"].tolist())
 
 
 def has_checkpoint(directory: str | os.PathLike) -> bool:
@@ -98,6 +107,7 @@ class CheckpointStore:
             "collect_seconds": state.collect_seconds,
             "run_seed": state.run_seed,
             "return_scale": state.return_scale.get_state(),
+            "observation_normalizer": normalizer_record(state.observation_normalizer),
             "checkpoint": os.path.basename(prefix),
             "history_rows": len(log),
             "history_bytes": history_bytes,
@@ -117,6 +127,12 @@ class CheckpointStore:
                 f"Received: directory={str(self.directory)!r}"
             )
         record = self._read_state()
+        normalizer = record.get("observation_normalizer")
+        if (normalizer is None) != (self.state.observation_normalizer is None):
+            raise ValueError(
+                "The checkpoint must fit this agent's `normalize_observations`. Received: a checkpoint "
+                f"{'without' if normalizer is None else 'with'} observation statistics in {str(self.directory)!r}"
+            )
         try:
             status = self._checkpoint().restore(str(self.directory / record["checkpoint"]))
             status.assert_existing_objects_matched()
@@ -143,6 +159,7 @@ class CheckpointStore:
         state.collect_seconds = float(record["collect_seconds"])
         state.run_seed = record["run_seed"]
         state.return_scale = RunningScale(**record.get("return_scale", {}))
+        state.observation_normalizer = None if normalizer is None else ObservationNormalizer.from_state(normalizer)
         state.training_log = [row["log"] for row in rows]
         state.episode_returns = [float(r) for row in rows for r in row["episode_returns"]]
         self._rows_written = len(rows)

@@ -11,14 +11,21 @@ import gymnasium
 import numpy as np
 from gymnasium.utils import env_checker
 
-from kerasce.rl.spaces import ACTION_MASK_KEY, action_distribution, observation_entries
+from kerasce.rl.spaces import (
+    ACTION_MASK_KEY,
+    action_distribution,
+    flat_observation_size,
+    flatten_observations,
+    observation_entries,
+)
 from kerasce.rl.tabular import TabularVectorEnv, unsupported_reason
 
 __all__ = [
+    "FlattenObservations",
     "action_mask_source",
     "as_vector_env",
     "check_env_spaces",
-    "check_spaces",
+    "flat_observation_env",
     "info_action_mask",
     "make_vector_env",
     "observation_action_mask",
@@ -42,6 +49,46 @@ def one_hot_observations(env: gymnasium.vector.VectorEnv) -> gymnasium.vector.Ve
         lambda obs: eye[np.asarray(obs, np.int64) - start],
         single_observation_space=gymnasium.spaces.Box(0.0, 1.0, (n,), np.float32),
     )
+
+
+class FlattenObservations(gymnasium.vector.VectorWrapper):
+    """A vector env with ``Dict`` / ``Tuple`` observations seen as flat float32 ``[N, F]`` vectors
+    (:func:`kerasce.rl.spaces.flatten_observations`: ``Box`` entries flattened, ``Discrete`` ones one-hot, in
+    key order). A top-level ``action_mask`` entry is not part of them: it is moved to ``info["action_mask"]``,
+    where :func:`info_action_mask` reads it.
+
+    Attributes:
+      source_observation_space: the env's own single observation space.
+    """
+
+    def __init__(self, env: gymnasium.vector.VectorEnv):
+        super().__init__(env)
+        self.source_observation_space = env.single_observation_space
+        size = flat_observation_size(self.source_observation_space)
+        self.single_observation_space = gymnasium.spaces.Box(-np.inf, np.inf, (size,), np.float32)
+        self.observation_space = gymnasium.vector.utils.batch_space(self.single_observation_space, env.num_envs)
+
+    def flatten(self, observations: Any, infos: dict) -> tuple[np.ndarray, dict]:
+        if isinstance(observations, dict) and ACTION_MASK_KEY in observations:
+            infos = dict(infos, action_mask=np.asarray(observations[ACTION_MASK_KEY]))
+        return flatten_observations(self.source_observation_space, observations), infos
+
+    def reset(self, *, seed: Any = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
+        return self.flatten(*self.env.reset(seed=seed, options=options))
+
+    def step(self, actions: Any) -> tuple[Any, ...]:
+        observations, rewards, terminated, truncated, infos = self.env.step(actions)
+        observations, infos = self.flatten(observations, infos)
+        return observations, rewards, terminated, truncated, infos
+
+
+def flat_observation_env(env: gymnasium.vector.VectorEnv) -> gymnasium.vector.VectorEnv:
+    """``env`` as the policy sees it: ``Discrete`` observations one-hot (:func:`one_hot_observations`),
+    ``Dict`` / ``Tuple`` ones flat (:class:`FlattenObservations`), ``Box`` ones (any shape) unchanged."""
+    space = env.single_observation_space
+    if isinstance(space, (gymnasium.spaces.Dict, gymnasium.spaces.Tuple)):
+        return FlattenObservations(env)
+    return one_hot_observations(env)
 
 
 def info_action_mask(observations: np.ndarray, infos: dict) -> np.ndarray:
@@ -122,55 +169,6 @@ def make_vector_env(env_id: str, num_envs: int, mode: str = "auto", **kwargs: An
         raise ValueError(
             f"`env_id` must be an env whose packages are installed: {hint}. Received: env_id={env_id!r} ({detail})"
         ) from None
-
-
-def check_spaces(
-    env: gymnasium.vector.VectorEnv,
-    observation_shape: tuple[int, ...] | None = None,
-    num_actions: int | None = None,
-) -> tuple[tuple[int, ...], int]:
-    """Check that ``env`` has a ``Discrete`` action space and ``Box`` observations.
-
-    Args:
-      env: a gymnasium vector env.
-      observation_shape: if given, the observation shape the policy expects.
-      num_actions: if given, the number of actions the policy outputs.
-
-    Returns:
-      ``(observation_shape, num_actions)`` of the env.
-
-    Raises:
-      ValueError: naming the unsupported space, or the mismatch with the policy.
-    """
-    if not isinstance(env, gymnasium.vector.VectorEnv):
-        raise ValueError(
-            f"`env` must be a gymnasium vector env (gymnasium.make_vec) or an env id. Received: {type(env).__name__}"
-        )
-    action_space = env.single_action_space
-    observation_space = env.single_observation_space
-    if not isinstance(action_space, gymnasium.spaces.Discrete):
-        raise ValueError(
-            "The env's action space must be Discrete (ReinforceAgent supports Discrete action spaces). "
-            f"Received: {action_space} ({type(action_space).__name__})"
-        )
-    if not isinstance(observation_space, gymnasium.spaces.Box):
-        raise ValueError(
-            "The env's observation space must be Box, or Discrete (ReinforceAgent supports Box observation spaces; "
-            "Discrete ones are one-hot encoded by make_vector_env / one_hot_observations). "
-            f"Received: {observation_space} ({type(observation_space).__name__})"
-        )
-    env_shape, env_actions = tuple(observation_space.shape), int(action_space.n)
-    if observation_shape is not None and tuple(observation_shape) != env_shape:
-        raise ValueError(
-            f"The env's observations must have the shape the policy expects, {tuple(observation_shape)}. "
-            f"Received: observations of shape {env_shape} from the env"
-        )
-    if num_actions is not None and num_actions != env_actions:
-        raise ValueError(
-            f"The env must have as many actions as the policy outputs logits, {num_actions}. "
-            f"Received: an env with {env_actions} actions"
-        )
-    return env_shape, env_actions
 
 
 def observation_action_mask(observations: Any, infos: dict) -> np.ndarray:

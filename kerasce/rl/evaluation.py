@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from typing import Any
 
 import gymnasium
 import numpy as np
 
-from kerasce.rl.envs import make_vector_env
+from kerasce.rl.envs import as_vector_env, flat_observation_env
 from kerasce.rl.returns import first_episode_mask
 from kerasce.rl.rollout import collect_episodes, completed_episodes, mask_logits
+from kerasce.rl.spaces import ActionDistribution, Categorical
 
 __all__ = ["Evaluation", "evaluate_policy", "greedy_actions"]
 
@@ -52,13 +54,28 @@ def greedy_actions(logits: np.ndarray) -> np.ndarray:
     return np.argmax(logits, axis=-1)
 
 
+def _greedy(
+    action_space: Any, logits: Callable[[np.ndarray], np.ndarray], distribution: ActionDistribution | None
+) -> Callable[..., np.ndarray]:
+    """``act(observations, mask=None)`` -> the greedy env actions."""
+    if distribution is None or isinstance(distribution, Categorical):
+        offset = int(action_space.start)  # the env's own start, as in training
+
+        def act(obs, mask=None):
+            return greedy_actions(mask_logits(logits(obs), mask)) + offset
+
+        return act
+    return lambda obs, mask=None: distribution.np_mode(logits(obs), mask)
+
+
 def evaluate_policy(
     logits: Callable[[np.ndarray], np.ndarray],
-    env: str | gymnasium.vector.VectorEnv,
+    env: Any,
     episodes: int,
     seed: int,
     max_steps: int | None = None,
     action_mask: Callable[[np.ndarray, dict], np.ndarray] | None = None,
+    distribution: ActionDistribution | None = None,
 ) -> Evaluation:
     """Play ``episodes`` whole episodes, one per sub-env of a ``sync`` vector env, and return them.
 
@@ -67,14 +84,18 @@ def evaluate_policy(
     replayed one by one elsewhere.
 
     Args:
-      logits: ``[E, D...]`` observations -> ``[E, A]`` policy logits; the ``argmax`` action is played.
-      env: an env id (a sync vector env of ``episodes`` sub-envs is made and closed here) or a vector env
-        with ``episodes`` sub-envs.
+      logits: ``[E, D...]`` (flat) observations -> ``[E, P]`` the policy's logits / distribution parameters;
+        the greedy action (``argmax``, the distribution's mode) is played.
+      env: an env id, a ``gymnasium.Env`` instance or a zero-argument factory (a sync vector env of
+        ``episodes`` sub-envs is made and closed here, :func:`kerasce.rl.envs.as_vector_env`), or a vector
+        env with ``episodes`` sub-envs. ``Dict`` / ``Tuple`` observations are flattened as in training.
       episodes: number ``E`` of episodes, one per sub-env.
       seed: reset seed of episode 0.
       max_steps: the most steps an episode may take (default: the env's time limit + 1, else 100,000).
       action_mask: optional ``(observations, infos) -> [E, A]`` valid actions; the greedy action is the
         best valid one.
+      distribution: the policy's action distribution (:mod:`kerasce.rl.spaces`); None: a softmax over
+        ``Discrete`` actions.
 
     Returns:
       An :class:`Evaluation`.
@@ -84,8 +105,8 @@ def evaluate_policy(
     """
     if int(episodes) < 1:
         raise ValueError(f"`episodes` must be >= 1. Received: episodes={episodes}")
-    own = isinstance(env, str)
-    vec_env = make_vector_env(env, int(episodes), mode="sync") if isinstance(env, str) else env
+    own = not isinstance(env, gymnasium.vector.VectorEnv)
+    vec_env = flat_observation_env(as_vector_env(env, int(episodes), mode="sync") if own else env)
     try:
         if vec_env.num_envs != episodes:
             raise ValueError(
@@ -94,11 +115,8 @@ def evaluate_policy(
         if max_steps is None:
             limit = getattr(vec_env.spec, "max_episode_steps", None) if vec_env.spec is not None else None
             max_steps = limit + 1 if limit else 100_000
-        offset = int(vec_env.single_action_space.start)  # type: ignore[attr-defined]  # Discrete (stubs: Space)
         observations, infos = vec_env.reset(seed=int(seed))
-
-        def act(obs, mask=None):
-            return greedy_actions(mask_logits(logits(obs), mask)) + offset
+        act = _greedy(vec_env.single_action_space, logits, distribution)
 
         rollout, _ = collect_episodes(
             vec_env, act, observations, int(max_steps), action_mask=action_mask, infos=infos, first_episodes_only=True

@@ -28,20 +28,49 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kerasce.losses import PolicyGradientLoss, softmax_entropy
+from kerasce.losses import PolicyGradientLoss
 from kerasce.rl.batch import Batch
-from kerasce.rl.envs import check_spaces, make_vector_env
-from kerasce.rl.networks import build_mlp
+from kerasce.rl.envs import as_vector_env, check_env_spaces
+from kerasce.rl.networks import build_encoder, build_mlp, build_policy_network, flat_body, on_flat_observations
+from kerasce.rl.normalization import ObservationNormalizer, with_normalization
 from kerasce.rl.rollout import CompiledPolicy, NumpyPolicy, make_policy_sampler
+from kerasce.rl.spaces import (
+    ACTION_MASK_KEY,
+    ActionDistribution,
+    Bernoulli,
+    Categorical,
+    DiagGaussian,
+    MultiCategorical,
+    action_distribution,
+    flat_observation_size,
+    space_from_config,
+    space_to_config,
+)
 from kerasce.training import apply_gradients_if_finite
 
-__all__ = ["ReinforceModel", "masked_logits"]
+__all__ = ["ReinforceModel", "distribution_outputs", "masked_logits"]
 
 
 def masked_logits(logits: Any, action_mask: Any) -> tf.Tensor:
     """float32 ``logits`` ``[B, A]`` with ``-inf`` where ``action_mask`` ``[B, A]`` is 0/False."""
     logits = tf.cast(logits, tf.float32)
     return tf.where(tf.cast(action_mask, tf.bool), logits, tf.constant(-np.inf, tf.float32))
+
+
+def distribution_outputs(distribution: ActionDistribution, params: tf.Tensor) -> dict[str, tf.Tensor]:
+    """The parameters an export returns beside ``action``: ``probabilities`` of a ``Categorical`` (softmax),
+    ``Bernoulli`` (each bit's sigmoid) or ``MultiCategorical`` (each block's softmax), or a ``DiagGaussian``'s
+    ``mean`` and ``log_std``."""
+    if isinstance(distribution, DiagGaussian):
+        mean, log_std = distribution.split(params)
+        return {"mean": mean, "log_std": log_std}
+    if isinstance(distribution, Bernoulli):
+        return {"probabilities": tf.sigmoid(params)}
+    if isinstance(distribution, MultiCategorical):
+        edges = distribution.offsets
+        blocks = [tf.nn.softmax(params[:, edges[k] : edges[k + 1]]) for k in range(len(distribution.nvec))]
+        return {"probabilities": tf.concat(blocks, axis=-1)}
+    return {"probabilities": tf.nn.softmax(params)}
 
 
 def _replica_scale() -> float | tf.Tensor:
@@ -64,10 +93,16 @@ class ReinforceModel(keras.Model):
     ``MirroredStrategy`` update equals a single-device update of the same global batch.
 
     Args:
-      observation_shape: shape ``D...`` of one observation (a ``Box`` space).
-      num_actions: number ``A`` of discrete actions.
-      policy: optional Keras model ``[B, D...] -> [B, A]`` logits; default ``build_mlp`` with
-        ``hidden_units`` and ``activation``.
+      observation_shape: shape ``D...`` of one observation (a ``Box`` space), or ``(F,)``, the flat size of a
+        ``Dict`` / ``Tuple`` ``observation_space`` (:func:`kerasce.rl.spaces.flat_observation_size`).
+      num_actions: number ``A`` of discrete actions; with ``action_space``, the width ``P`` of the policy's
+        head (the distribution's ``param_size``: ``K`` bits, ``Σ nvec``, ``2D`` for a Gaussian's mean and log σ).
+      policy: optional Keras model ``[B, D...] -> [B, P]`` logits / parameters; default ``build_mlp`` with
+        ``hidden_units`` and ``activation`` (:func:`kerasce.rl.networks.build_policy_network` for other spaces).
+        With a ``Dict`` / ``Tuple`` ``observation_space``, a model of named inputs, one per entry (``Box``
+        entries float32 of their shape, ``Discrete`` ones int64 states), as
+        :func:`kerasce.rl.networks.build_encoder`'s; it runs behind
+        :class:`kerasce.rl.networks.UnflattenObservations` on the flat observations of training.
       hidden_units: hidden widths of the default policy (and of the value network).
       activation: hidden activation of the default networks.
       baseline: learn a state-value network ``V(s)`` and use ``G - V(s)`` as the policy weight; ``learn``
@@ -87,6 +122,18 @@ class ReinforceModel(keras.Model):
         (mask 0) ``-inf`` logits, in sampling, in the loss and in the export; ``learn`` reads the mask
         from ``info["action_mask"]`` unless given ``action_mask_fn``.
       seed: seeds the default networks, the env resets and the action sampling (``None``: random).
+      action_space: the env's action space (``Discrete``, ``MultiBinary``, ``MultiDiscrete``, ``Box``; its
+        distribution: :func:`kerasce.rl.spaces.action_distribution`); None: ``Discrete(num_actions)``.
+        ``from_env`` sets it.
+      observation_space: a ``Dict`` / ``Tuple`` observation space: training runs on its flattened
+        observations, the export takes one input per entry (named by its key); None for ``Box`` observations.
+      action_bounds: ``Box`` actions: ``"clip"`` the Gaussian draw to the bounds, or ``"tanh"`` squash it
+        (with the log-probability correction); see :class:`kerasce.rl.spaces.DiagGaussian`.
+      state_dependent_std: ``Box`` actions: ``log σ`` a second head of the network, not one trainable vector.
+      log_std_init: ``Box`` actions: the initial ``log σ``.
+      normalize_observations: ``learn`` feeds the policy ``clip((x - μ) / σ, -10, 10)`` with the running mean
+        and variance of every observation collected so far (updated after each update; saved in checkpoints;
+        folded into the export, which takes raw observations).
       **kwargs: passed to ``keras.Model`` (``name``, ``dtype``).
 
     Raises:
@@ -113,6 +160,12 @@ class ReinforceModel(keras.Model):
         fast_sampling: bool = True,
         use_action_mask: bool = False,
         seed: int | None = None,
+        action_space: gymnasium.Space | dict | None = None,
+        observation_space: gymnasium.Space | dict | None = None,
+        action_bounds: str = "clip",
+        state_dependent_std: bool = False,
+        log_std_init: float = 0.0,
+        normalize_observations: bool = False,
         **kwargs: Any,
     ):
         super().__init__(**kwargs)
@@ -143,11 +196,18 @@ class ReinforceModel(keras.Model):
         self.use_action_mask = bool(use_action_mask)
         self.seed = None if seed is None else int(seed)
         self._custom_policy = policy is not None
-
+        self.named_input_policy: keras.Model | None = None  # a given policy of Dict / Tuple entries, as given
+        self.action_space = space_from_config(action_space)
+        self.observation_space = space_from_config(observation_space)
+        self.action_bounds, self.state_dependent_std = action_bounds, bool(state_dependent_std)
+        self.log_std_init = float(log_std_init)
+        self.normalize_observations = bool(normalize_observations)
+        self.distribution = self._make_distribution()
         if policy is None:
-            policy = build_mlp(
-                self.observation_shape, self.num_actions, self.hidden_units, activation, seed=self.seed, name="policy"
-            )
+            policy = self._default_policy()
+        elif self.observation_space is not None:
+            self.named_input_policy = policy
+            policy = on_flat_observations(policy, self.observation_space)
         self.policy = policy
         self._check_policy()
         self.value_network = None
@@ -173,21 +233,80 @@ class ReinforceModel(keras.Model):
     # ---------------------------------------------------------------------------------------------
 
     @classmethod
-    def from_env(cls, env: str | gymnasium.vector.VectorEnv, **kwargs: Any) -> ReinforceModel:
-        """An agent sized for ``env`` (an id or a vector env); ``kwargs`` are constructor knobs.
+    def from_env(cls, env: Any, **kwargs: Any) -> ReinforceModel:
+        """An agent sized for ``env``; ``kwargs`` are constructor knobs.
+
+        ``env`` is anything :func:`kerasce.rl.envs.as_vector_env` takes: an env id, a ``gymnasium.Env``
+        instance, a zero-argument factory or a vector env. The agent gets the env's ``action_space`` (its
+        distribution: :func:`kerasce.rl.spaces.action_distribution`) and, for ``Dict`` / ``Tuple``
+        observations, its ``observation_space``; a ``Dict`` observation with an ``action_mask`` entry turns
+        ``use_action_mask`` on unless ``kwargs`` say otherwise.
 
         Raises:
-          ValueError: for an unknown id or unsupported spaces.
+          ValueError: for an unknown id, a custom env that fails gymnasium's env checker, or unsupported spaces.
         """
-        if isinstance(env, str):
-            probe = make_vector_env(env, 1)
-            try:
-                shape, actions = check_spaces(probe)
-            finally:
+        probe = as_vector_env(env, None if isinstance(env, gymnasium.vector.VectorEnv) else 1)
+        try:
+            observation_space, action_space = check_env_spaces(probe)
+        finally:
+            if probe is not env:
                 probe.close()
+        if isinstance(observation_space, gymnasium.spaces.Discrete):  # fed one-hot
+            observation_space = gymnasium.spaces.Box(0.0, 1.0, (int(observation_space.n),), np.float32)
+        if isinstance(observation_space, gymnasium.spaces.Box):
+            shape: tuple[int, ...] = tuple(observation_space.shape)
         else:
-            shape, actions = check_spaces(env)
-        return cls(shape, actions, **kwargs)
+            shape = (flat_observation_size(observation_space),)
+            kwargs.setdefault("observation_space", observation_space)
+            masked = (
+                isinstance(observation_space, gymnasium.spaces.Dict) and ACTION_MASK_KEY in observation_space.spaces
+            )
+            kwargs.setdefault("use_action_mask", masked)
+        kwargs.setdefault("action_space", action_space)
+        box = isinstance(action_space, gymnasium.spaces.Box)
+        options: dict[str, Any] = {k: kwargs[k] for k in ("state_dependent_std", "log_std_init") if k in kwargs and box}
+        if box and "action_bounds" in kwargs:
+            options["bounds"] = kwargs["action_bounds"]
+        size = action_distribution(action_space, **options).param_size
+        return cls(shape, size, **kwargs)
+
+    def _make_distribution(self) -> ActionDistribution:
+        """The action space's distribution (``Categorical(num_actions)`` without an ``action_space``).
+
+        Raises:
+          ValueError: for an unsupported space, a head width ``num_actions`` that is not its parameter count,
+            or ``use_action_mask`` with a space that has no masks.
+        """
+        if self.action_space is None:
+            return Categorical(self.num_actions)
+        box = isinstance(self.action_space, gymnasium.spaces.Box)
+        options = dict(bounds=self.action_bounds, state_dependent_std=self.state_dependent_std,
+                       log_std_init=self.log_std_init) if box else {}  # fmt: skip
+        distribution = action_distribution(self.action_space, **options)
+        if distribution.param_size != self.num_actions:
+            raise ValueError(
+                f"`num_actions` must be the policy head's width for {self.action_space}, {distribution.param_size}. "
+                f"Received: num_actions={self.num_actions}"
+            )
+        if self.use_action_mask and not distribution.supports_mask:
+            raise ValueError(
+                f"`use_action_mask` must be False for a {type(self.action_space).__name__} action space (masks exist "
+                f"for Discrete and MultiDiscrete). Received: use_action_mask=True"
+            )
+        return distribution
+
+    def _default_policy(self) -> keras.Model:
+        """The Dense stack on flat observations ``[B, F]`` (the encoder of ``Dict`` / ``Tuple`` spaces is put in
+        front only in the export), ending in the distribution's head."""
+        if self.observation_space is None and isinstance(self.distribution, Categorical):
+            return build_mlp(
+                self.observation_shape, self.num_actions, self.hidden_units, self.activation, seed=self.seed
+            )
+        space = self.observation_space
+        if space is None:
+            space = gymnasium.spaces.Box(-np.inf, np.inf, self.observation_shape, np.float32)
+        network = build_policy_network(space, self.distribution, self.hidden_units, self.activation, seed=self.seed)
+        return flat_body(network) if self.observation_space is not None else network
 
     def _check_policy(self) -> None:
         probe = np.zeros((2,) + self.observation_shape, np.float32)
@@ -303,9 +422,13 @@ class ReinforceModel(keras.Model):
             if step_weights is not None:
                 advantages = advantages * step_weights
             # The REINFORCE term: the project's cross-entropy, weighted by the return (advantage).
-            policy_loss = self.policy_gradient_loss(actions, logits, advantages)
+            if isinstance(self.distribution, Categorical):
+                policy_loss = self.policy_gradient_loss(actions, logits, advantages)
+            else:  # the space's kerasce loss (−log π of the taken action), weighted the same way
+                weighted = self.distribution.policy_gradient_loss(logits, actions, advantages)
+                policy_loss = tf.reduce_mean(weighted) * scale
             # A mean per replica, scaled like a Keras Loss so that replicas sum to the global mean.
-            entropies = softmax_entropy(logits)
+            entropies = self.distribution.entropy(logits)
             entropy = tf.reduce_mean(entropies if step_weights is None else entropies * step_weights) * scale
             loss = policy_loss - self.ent_coef * entropy + self.vf_coef * value_loss
             scaled_loss = self.optimizer.scale_loss(loss)
@@ -327,7 +450,9 @@ class ReinforceModel(keras.Model):
         config.update(
             observation_shape=list(self.observation_shape),
             num_actions=self.num_actions,
-            policy=keras.saving.serialize_keras_object(self.policy) if self._custom_policy else None,
+            policy=keras.saving.serialize_keras_object(self.named_input_policy or self.policy)
+            if self._custom_policy
+            else None,
             hidden_units=list(self.hidden_units),
             activation=self.activation,
             baseline=self.baseline,
@@ -342,6 +467,12 @@ class ReinforceModel(keras.Model):
             fast_sampling=self.fast_sampling,
             use_action_mask=self.use_action_mask,
             seed=self.seed,
+            action_space=space_to_config(self.action_space),
+            observation_space=space_to_config(self.observation_space),
+            action_bounds=self.action_bounds,
+            state_dependent_std=self.state_dependent_std,
+            log_std_init=self.log_std_init,
+            normalize_observations=self.normalize_observations,
         )
         return config
 
@@ -364,8 +495,13 @@ class ReinforceModel(keras.Model):
         return tf.nn.softmax(logits).numpy()
 
     def greedy_action(self, observations: np.ndarray, action_mask: np.ndarray | None = None) -> np.ndarray:
-        """``argmax`` action ``[B]`` of the policy (among the valid actions, with ``action_mask``)."""
-        return np.argmax(self.action_probabilities(observations, action_mask), axis=-1)
+        """The mode of the policy (among the valid actions, with ``action_mask``) per observation, in the env's
+        format: for ``Discrete`` the ``argmax`` ``[B]`` (plus the space's ``start``), for ``Box`` the mean within
+        the bounds."""
+        normalizer = self.observation_normalizer()
+        x = np.asarray(observations, np.float32) if normalizer is None else normalizer.normalize(observations)
+        params = keras.ops.convert_to_numpy(self.policy(x, training=False))
+        return self.distribution.np_mode(np.asarray(params, np.float32), action_mask)
 
     def policy_sampler(self) -> NumpyPolicy | CompiledPolicy:
         """The fastest sampler of the policy (see :func:`kerasce.rl.rollout.make_policy_sampler`),
@@ -382,20 +518,20 @@ class ReinforceModel(keras.Model):
     def export_policy(self, path: str | os.PathLike, write_extras: Callable[[Path], None] | None = None) -> Path:
         """Write a SavedModel of the policy, atomically, through ``kerasce.export``.
 
-        It loads with plain TensorFlow (``tf.saved_model.load(path).signatures[name]``) and has two
-        signatures, both taking float32 ``observations`` ``[B, D...]``:
+        It loads with plain TensorFlow (``tf.saved_model.load(path).signatures[name]``) and has the signatures
+        ``serving_default`` (also ``serve``) and ``sample``. Their inputs: ``observations`` float32 ``[B, D...]``
+        -- for a ``Dict`` observation space one input per key instead, named by the key (``Box`` entries float32
+        of their shape, ``Discrete`` ones int64 ``[B]``) -- and, with ``use_action_mask``, ``action_mask`` int8
+        ``[B, P]`` (gymnasium's as it comes; actions with mask 0 are never chosen). ``Discrete`` observation
+        spaces are fed one-hot (``np.eye(n)[state]``), as in training.
 
-        * ``serving_default``: ``action`` ``[B]`` int64, the greedy ``argmax`` of the logits (what
-          ``EvalCallback`` evaluates), and ``probabilities`` ``[B, A]`` float32.
-        * ``sample``: ``action`` ``[B]`` int64 drawn from ``probabilities`` (``tf.random.categorical``),
-          and ``probabilities``. Use it for a policy whose sampled play is better than its greedy play
-          (the training returns are those of sampled play).
-
-        ``action`` is the index ``0..A-1``; add ``env.action_space.start`` for a ``Discrete`` space
-        that does not start at 0. With ``use_action_mask`` both signatures take a second input,
-        ``action_mask`` ``[B, A]`` int8 (gymnasium's ``info["action_mask"]`` as it comes): actions with
-        mask 0 get probability 0 and are never chosen. ``Discrete`` observations are fed one-hot
-        (``np.eye(n)[state]``), as in training.
+        * ``serving_default``: ``action``, the greedy action (the distribution's mode) in the env's format:
+          int64 ``[B]`` for ``Discrete`` (``start`` included), ``[B, K]`` int64 for ``MultiDiscrete``, int8 for
+          ``MultiBinary``, float32 ``[B, D]`` within the bounds for ``Box``; beside it the distribution's
+          parameters: ``probabilities`` (``Discrete``: ``[B, A]``; ``MultiBinary``: each bit's; ``MultiDiscrete``:
+          each dimension's softmax side by side), or ``mean`` and ``log_std`` ``[B, D]`` (``Box``, before the
+          clipping or ``tanh``).
+        * ``sample``: ``action`` drawn from the distribution, and the same parameters.
 
         Args:
           path: the export directory, created or replaced as a whole.
@@ -407,27 +543,49 @@ class ReinforceModel(keras.Model):
         """
         from kerasce.export import export_saved_model
 
-        policy = self.policy
+        serving, specs = self.serving_model()
+        names = [spec.name for spec in specs]
+        dist, dict_inputs = self.distribution, isinstance(self.observation_space, gymnasium.spaces.Dict)
 
-        def logits_of(observations, action_mask=None):
-            logits = tf.cast(policy(observations, training=False), tf.float32)
-            return logits if action_mask is None else masked_logits(logits, action_mask)
+        def params_of(*inputs):
+            given = dict(zip(names, inputs))
+            mask = given.pop("action_mask", None)
+            params = tf.cast(serving(given if dict_inputs else given["observations"], training=False), tf.float32)
+            # tf.where with a -inf constant: keras.ops.full_like(-inf) becomes NaN in tf2onnx's ONNX
+            return params if mask is None else masked_logits(params, mask)
 
         def serve(*inputs):
-            logits = logits_of(*inputs)
-            return {"action": tf.argmax(logits, axis=-1), "probabilities": tf.nn.softmax(logits)}
+            params = params_of(*inputs)
+            return {"action": dist.mode(params), **distribution_outputs(dist, params)}
 
         def sample(*inputs):
-            logits = logits_of(*inputs)
-            action = tf.random.categorical(logits, 1, dtype=tf.int64)[:, 0]
-            return {"action": action, "probabilities": tf.nn.softmax(logits)}
+            params = params_of(*inputs)
+            return {"action": dist.to_env(dist.sample(params)), **distribution_outputs(dist, params)}
 
-        specs = [tf.TensorSpec((None,) + self.observation_shape, tf.float32, name="observations")]
+        return export_saved_model(
+            path, serving, serve, specs, write_extras=write_extras, extra_endpoints={"sample": (sample, specs)}
+        )
+
+    def observation_normalizer(self) -> ObservationNormalizer | None:
+        """The observation statistics the policy's inputs are normalised with (the agent's run state holds
+        them, with ``normalize_observations``); None: raw observations."""
+        return None
+
+    def serving_model(self) -> tuple[keras.Model, list[tf.TensorSpec]]:
+        """The policy on the env's own observations (named inputs for a ``Dict`` space) -> ``[B, P]`` params,
+        and the export's input signature (``action_mask`` last, with ``use_action_mask``)."""
+        space, normalizer = self.observation_space, self.observation_normalizer()
+        if space is None:
+            serving = self.policy if normalizer is None else with_normalization(self.policy, normalizer)
+            specs = [tf.TensorSpec((None,) + self.observation_shape, tf.float32, name="observations")]
+        else:
+            encoder = build_encoder(space)
+            flat = encoder.outputs[0] if normalizer is None else normalizer.layer()(encoder.outputs[0])
+            serving = keras.Model(encoder.inputs, self.policy(flat), name="serving_policy")
+            specs = [tf.TensorSpec(x.shape, x.dtype, name=x.name) for x in encoder.inputs]
         if self.use_action_mask:
             specs.append(tf.TensorSpec((None, self.num_actions), tf.int8, name="action_mask"))
-        return export_saved_model(
-            path, policy, serve, specs, write_extras=write_extras, extra_endpoints={"sample": (sample, specs)}
-        )
+        return serving, specs
 
     # ---------------------------------------------------------------------------------------------
     # The update: one compiled train step per batch
@@ -461,7 +619,7 @@ class ReinforceModel(keras.Model):
             weights = {"returns": weights, "step_weights": tf.constant(batch.step_weights, tf.float32)}
         self._reset_trackers()
         step = self._update_function(batch.step_weights is not None)
-        logs = step((inputs, tf.constant(batch.actions, tf.int32), weights))
+        logs = step((inputs, tf.constant(batch.actions, self._action_dtype()), weights))
         return {k: float(v) for k, v in logs.items()}
 
     def _update_function(self, step_weights: bool) -> Callable[..., dict[str, tf.Tensor]]:
@@ -482,7 +640,8 @@ class ReinforceModel(keras.Model):
         inputs = (observations, masks) if self.use_action_mask else observations
         steps = tf.TensorSpec((None,), tf.float32)
         weights = {"returns": steps, "step_weights": steps} if step_weights else steps
-        signature = ((inputs, tf.TensorSpec((None,), tf.int32), weights),)
+        actions = tf.TensorSpec((None, *self.distribution.action_shape), self._action_dtype())
+        signature = ((inputs, actions, weights),)
 
         names = [metric.name for metric in self.metrics]
 
@@ -502,6 +661,10 @@ class ReinforceModel(keras.Model):
         function = tf.function(update, input_signature=signature, jit_compile=self.jit_compile, autograph=False)
         self._update_functions[step_weights] = function
         return function
+
+    def _action_dtype(self) -> tf.DType:
+        """The dtype of a batch's actions: float32 for a ``Box`` space's Gaussian, else int32 ids."""
+        return tf.float32 if isinstance(self.distribution, DiagGaussian) else tf.int32
 
     def _reset_trackers(self) -> None:
         """Zero the metric trackers, so that the next step's logs are that step's values.

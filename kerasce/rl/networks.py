@@ -13,16 +13,25 @@ import gymnasium
 import keras
 import numpy as np
 
-from kerasce.rl.spaces import ActionDistribution, DiagGaussian, flat_observation_size, observation_entries
+from kerasce.rl.spaces import (
+    ActionDistribution,
+    DiagGaussian,
+    flat_observation_size,
+    observation_entries,
+    space_from_config,
+    space_to_config,
+)
 
 __all__ = [
     "AppendLogStd",
     "OneHot",
+    "UnflattenObservations",
     "build_encoder",
     "build_mlp",
     "build_policy_network",
     "build_value_network",
     "flat_body",
+    "on_flat_observations",
 ]
 
 
@@ -189,3 +198,47 @@ def flat_body(policy: keras.Model) -> keras.Model:
     flattened NumPy observations; the whole model (named inputs) is what an export serves."""
     names = {layer.name for layer in policy.layers}
     return policy.get_layer("body") if "body" in names and len(policy.layers) > 1 else policy
+
+
+@keras.saving.register_keras_serializable(package="kerasce")
+class UnflattenObservations(keras.layers.Layer):
+    """Flat observations ``[B, F]`` (:func:`kerasce.rl.spaces.flatten_observations`) -> a dict of named inputs,
+    one per entry of a ``Dict`` / ``Tuple`` space: a ``Box`` entry float32 of its shape, a ``Discrete`` one its
+    int64 state (``start`` included) -- what a model with named inputs (:func:`build_encoder`'s) takes.
+
+    Args:
+      observation_space: the ``Dict`` / ``Tuple`` space (or its :func:`kerasce.rl.spaces.space_to_config`).
+    """
+
+    def __init__(self, observation_space: Any, **kwargs: Any):
+        super().__init__(**kwargs)
+        space = space_from_config(observation_space)
+        if space is None:
+            raise ValueError(f"`observation_space` must be a Dict or Tuple space. Received: {observation_space}")
+        self.observation_space = space
+        self.entries = observation_entries(space)
+
+    def call(self, flat: Any) -> dict[str, Any]:
+        outputs, offset = {}, 0
+        for name, _, space in self.entries:
+            if isinstance(space, gymnasium.spaces.Discrete):
+                width = int(space.n)
+                one_hot = flat[:, offset : offset + width]
+                # top_k, not keras.ops.argmax: TensorFlow's argmax bitcasts, which TFLite and ONNX do not convert
+                state = keras.ops.top_k(one_hot, 1)[1][:, 0]
+                outputs[name] = keras.ops.cast(state, "int64") + int(space.start)
+            else:
+                width = int(np.prod(space.shape or ()))
+                outputs[name] = keras.ops.reshape(flat[:, offset : offset + width], (-1, *(space.shape or ())))
+            offset += width
+        return outputs
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "observation_space": space_to_config(self.observation_space)}
+
+
+def on_flat_observations(model: keras.Model, observation_space: gymnasium.Space, name: str = "policy") -> keras.Model:
+    """``model``, which takes named inputs (one per entry of a ``Dict`` / ``Tuple`` ``observation_space``), as a
+    model of flat observations ``[B, F]``: what collection and training feed it."""
+    flat = keras.Input((flat_observation_size(observation_space),), name="observations")
+    return keras.Model(flat, model(UnflattenObservations(observation_space)(flat)), name=name)

@@ -213,7 +213,11 @@ class RunningScale:
             return
         n = float(count)
         if self.count == 0:
-            self.count, self.mean, self.m2 = n, float(mean), float(m2)
+            self.count = n
+            if np.ndim(mean) == 0:
+                self.mean, self.m2 = float(mean), float(m2)
+            else:  # elementwise statistics (kerasce.rl.normalization): copies, not views of the caller's arrays
+                self.mean, self.m2 = np.array(mean, np.float64), np.array(m2, np.float64)  # type: ignore[assignment]
             return
         delta, total = mean - self.mean, self.count + n
         self.mean += delta * n / total

@@ -249,7 +249,7 @@ class Rollout:
 
     Attributes:
       observations: ``[T, N, D...]`` float32, the observation each action was chosen from.
-      actions: ``[T, N]`` int64.
+      actions: ``[T, N, ...]`` the raw actions: int64 (``[T, N]`` for ``Discrete``), float32 for ``Box``.
       rewards: ``[T, N]`` float64.
       terminated: ``[T, N]`` bool.
       truncated: ``[T, N]`` bool.
@@ -316,6 +316,7 @@ def collect_episodes(
     action_mask: Callable[[np.ndarray, dict], np.ndarray] | None = None,
     infos: dict | None = None,
     first_episodes_only: bool = False,
+    to_env: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> tuple[Rollout, np.ndarray]:
     """Step ``env`` until every sub-env has finished at least one episode (or ``max_steps`` rows).
 
@@ -345,6 +346,8 @@ def collect_episodes(
         first episodes, the actions drawn and the rows stay exactly those of stepping every sub-env; the
         steps that would have been thrown away are not taken. The vector env must be reset before it is
         stepped again.
+      to_env: ``act``'s (raw) actions -> what ``env.step`` takes (an action distribution's ``np_to_env``);
+        the rollout stores the raw ones. None: ``act``'s actions go to the env as they are.
 
     Returns:
       ``(rollout, observations)``: the :class:`Rollout` and the observations after its last step.
@@ -370,6 +373,7 @@ def collect_episodes(
             mask = np.asarray(action_mask(observations, infos), bool)
             rows["m"].append(mask)
             actions = act(observations, mask)
+        env_actions = actions if to_env is None else to_env(actions)
         if sub_envs is not None:
             # Only the sub-envs still in their first episode, one by one as SyncVectorEnv.step would, without
             # its per-step bookkeeping (infos, autoreset): measured, 8-env LunarLander collection took 82 ->
@@ -378,10 +382,10 @@ def collect_episodes(
             next_obs, rewards = np.array(observations, copy=True), np.zeros(n)
             terminated, truncated = np.zeros(n, bool), np.zeros(n, bool)
             for i in active:
-                next_obs[i], rewards[i], terminated[i], truncated[i], _ = sub_envs[i].step(actions[i])
+                next_obs[i], rewards[i], terminated[i], truncated[i], _ = sub_envs[i].step(env_actions[i])
             skipped += n - len(active)
         else:
-            next_obs, rewards, terminated, truncated, infos = env.step(actions)
+            next_obs, rewards, terminated, truncated, infos = env.step(env_actions)
         rows["a"].append(actions)
         rows["r"].append(rewards)
         rows["te"].append(terminated)
@@ -397,7 +401,7 @@ def collect_episodes(
             break
     rollout = Rollout(
         observations=np.asarray(rows["o"], np.float32),
-        actions=np.asarray(rows["a"], np.int64),
+        actions=_stacked_actions(rows["a"]),
         rewards=np.asarray(rows["r"], np.float64),
         terminated=np.asarray(rows["te"], bool),
         truncated=np.asarray(rows["tr"], bool),
@@ -407,6 +411,12 @@ def collect_episodes(
         skipped_steps=skipped,
     )
     return rollout, observations
+
+
+def _stacked_actions(rows: list[np.ndarray]) -> np.ndarray:
+    """``[T, N, ...]`` actions: int64 for integer actions, float32 for continuous (``Box``) ones."""
+    actions = np.asarray(rows)
+    return actions.astype(np.float32 if np.issubdtype(actions.dtype, np.floating) else np.int64)
 
 
 def completed_episodes(rollout: Rollout) -> tuple[np.ndarray, np.ndarray]:

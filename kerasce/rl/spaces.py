@@ -51,6 +51,8 @@ __all__ = [
     "flat_observation_size",
     "flatten_observations",
     "observation_entries",
+    "space_from_config",
+    "space_to_config",
 ]
 
 SUPPORTED_ACTION_SPACES = ("Discrete", "MultiBinary", "MultiDiscrete", "Box")
@@ -483,3 +485,60 @@ def flatten_observations(space: gymnasium.Space, observations: Any) -> np.ndarra
         else:
             parts.append(x.reshape(x.shape[0], -1).astype(np.float32))
     return np.concatenate(parts, axis=-1) if len(parts) > 1 else parts[0]
+
+
+# --------------------------------------------------------------------------------------------------
+# Spaces in a model's config: plain JSON values
+# --------------------------------------------------------------------------------------------------
+
+
+def space_to_config(space: gymnasium.Space | None) -> dict[str, Any] | None:
+    """A supported space as JSON values (for ``get_config``); None stays None.
+
+    Raises:
+      ValueError: for a space that is none of Discrete, MultiBinary, MultiDiscrete, Box, Dict, Tuple.
+    """
+    if space is None:
+        return None
+    if isinstance(space, gymnasium.spaces.Discrete):
+        return {"type": "Discrete", "n": int(space.n), "start": int(space.start)}
+    if isinstance(space, gymnasium.spaces.MultiBinary):
+        return {"type": "MultiBinary", "n": np.asarray(space.n).tolist()}
+    if isinstance(space, gymnasium.spaces.MultiDiscrete):
+        return {"type": "MultiDiscrete", "nvec": space.nvec.tolist(), "start": space.start.tolist()}
+    if isinstance(space, gymnasium.spaces.Box):
+        return {"type": "Box", "low": space.low.tolist(), "high": space.high.tolist(), "dtype": str(space.dtype)}
+    if isinstance(space, gymnasium.spaces.Dict):
+        return {"type": "Dict", "spaces": {k: space_to_config(v) for k, v in space.spaces.items()}}
+    if isinstance(space, gymnasium.spaces.Tuple):
+        return {"type": "Tuple", "spaces": [space_to_config(v) for v in space.spaces]}
+    raise ValueError(
+        "`space` must be one of Discrete, MultiBinary, MultiDiscrete, Box, Dict, Tuple. "
+        f"Received: space={space} ({type(space).__name__})"
+    )
+
+
+def space_from_config(config: dict[str, Any] | gymnasium.Space | None) -> gymnasium.Space | None:
+    """The space `space_to_config` describes (a space or None is returned as it is)."""
+    if config is None or isinstance(config, gymnasium.Space):
+        return config
+    kind = config["type"]
+    if kind == "Discrete":
+        return gymnasium.spaces.Discrete(config["n"], start=config["start"])
+    if kind == "MultiBinary":
+        return gymnasium.spaces.MultiBinary(config["n"])
+    if kind == "MultiDiscrete":
+        return gymnasium.spaces.MultiDiscrete(config["nvec"], start=config["start"])
+    if kind == "Box":
+        dtype = np.dtype(config["dtype"])
+        return gymnasium.spaces.Box(np.asarray(config["low"], dtype), np.asarray(config["high"], dtype), dtype=dtype)
+    if kind == "Dict":
+        return gymnasium.spaces.Dict({k: _space(v) for k, v in config["spaces"].items()})
+    return gymnasium.spaces.Tuple([_space(v) for v in config["spaces"]])
+
+
+def _space(config: dict[str, Any]) -> gymnasium.Space:
+    space = space_from_config(config)
+    if space is None:
+        raise ValueError(f"`config` must describe a space. Received: config={config!r}")
+    return space

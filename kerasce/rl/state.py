@@ -11,6 +11,7 @@ import math
 
 import numpy as np
 
+from kerasce.rl.normalization import ObservationNormalizer
 from kerasce.rl.returns import RunningScale
 
 __all__ = ["RunState"]
@@ -29,6 +30,8 @@ class RunState:
       training_log: one dict of logs per update (``update`` counts from 1).
       run_seed: seeds every update's env resets and action sampling (None: drawn when training starts).
       return_scale: the running standard deviation of every return seen (baseline targets).
+      observation_normalizer: the running mean / variance of every observation collected, with
+        ``normalize_observations``; else None.
     """
 
     updates: int = 0
@@ -39,6 +42,7 @@ class RunState:
     training_log: list[dict[str, float]] = dataclasses.field(default_factory=list)
     run_seed: int | None = None
     return_scale: RunningScale = dataclasses.field(default_factory=RunningScale)
+    observation_normalizer: ObservationNormalizer | None = None
 
     def mean_return(self, window: int = 100) -> float:
         """Mean undiscounted return of the last ``window`` episodes (fewer early on; NaN before any)."""

@@ -31,10 +31,11 @@ import numpy as np
 from kerasce.rl.batch import Batch
 from kerasce.rl.callbacks import RunContext, arrange_callbacks, bind_callbacks, continue_csv_log
 from kerasce.rl.collective import Collective, collective_for
-from kerasce.rl.envs import check_spaces, info_action_mask, one_hot_observations
+from kerasce.rl.envs import check_env_spaces, flat_observation_env, info_action_mask
 from kerasce.rl.model import ReinforceModel
 from kerasce.rl.returns import combine_moments, complete_episode_mask, discounted_returns, first_episode_mask, moments
-from kerasce.rl.rollout import Rollout, collect_episodes, completed_episodes, make_policy_sampler, sample_actions
+from kerasce.rl.rollout import Rollout, collect_episodes, completed_episodes, make_policy_sampler
+from kerasce.rl.spaces import Categorical, DiagGaussian
 from kerasce.rl.state import RunState
 
 __all__ = ["StopConditions", "Trainer", "UpdateTimes"]
@@ -112,15 +113,21 @@ class Trainer:
         action_mask_fn: Callable[[np.ndarray, dict], np.ndarray] | None = None,
     ):
         self.model, self.state = model, state
-        self.env = env = one_hot_observations(env)
+        check_model_spaces(model, env)
+        self.env = env = flat_observation_env(env)
         if action_mask_fn is not None and not model.use_action_mask:
             raise ValueError(
                 "`action_mask_fn` must be None for a model built without use_action_mask=True. "
                 f"Received: action_mask_fn={action_mask_fn!r}"
             )
         self.action_mask_fn = (action_mask_fn or info_action_mask) if model.use_action_mask else None
-        _, self.num_actions = check_spaces(env, model.observation_shape, model.num_actions)
-        self.action_offset = int(env.single_action_space.start)  # type: ignore[attr-defined]  # Discrete (stubs: Space)
+        self.num_actions = model.num_actions
+        self.distribution = distribution = model.distribution
+        if isinstance(distribution, Categorical):  # the env's own start (a model without action_space has none)
+            offset = int(env.single_action_space.start)  # type: ignore[attr-defined]  # Discrete (stubs: Space)
+            self.to_env: Callable[[np.ndarray], np.ndarray] = lambda actions: actions + offset
+        else:
+            self.to_env = distribution.np_to_env
         self.verbose = int(verbose)
         self.collective: Collective = collective_for(model.distribute_strategy)
         self.context = RunContext(state, self.collective, self.action_mask_fn, target_return)
@@ -177,8 +184,10 @@ class Trainer:
         rng = np.random.default_rng(seeds[1])
         observations, infos = self.env.reset(seed=int(seeds[0]))
 
+        normalize = self.normalize
+
         def act(obs, mask=None):
-            return sample_actions(self.sampler.logits(obs), rng, mask) + self.action_offset
+            return self.distribution.np_sample(self.sampler.logits(normalize(obs)), rng, mask)
 
         rollout, _ = collect_episodes(
             self.env,
@@ -188,9 +197,28 @@ class Trainer:
             action_mask=self.action_mask_fn,
             infos=infos,
             first_episodes_only=True,  # the steps after a sub-env's first episode would be thrown away
+            to_env=self.to_env,
         )
         first = first_episode_mask(rollout.terminated, rollout.truncated, rollout.valid)
         return dataclasses.replace(rollout, valid=first)
+
+    def normalize(self, observations: np.ndarray) -> np.ndarray:
+        """``observations`` as the policy sees them: normalised with the run's statistics (frozen during an
+        update's collection and its gradient step), or as they are."""
+        normalizer = self.state.observation_normalizer
+        return observations if normalizer is None else normalizer.normalize(observations)
+
+    def fold_observations(self, rollout: Rollout) -> None:
+        """Merge every worker's kept observations into the run's statistics (``normalize_observations``)."""
+        normalizer = self.state.observation_normalizer
+        if normalizer is None:
+            return
+        x = rollout.observations[rollout.valid].reshape(-1, math.prod(normalizer.shape)).astype(np.float64)
+        mean = x.mean(axis=0) if len(x) else np.zeros(x.shape[1])
+        rows = self.collective.all_gather(np.concatenate([[len(x)], mean, ((x - mean) ** 2).sum(axis=0)]))
+        size, shape = x.shape[1], normalizer.shape
+        for row in rows[rows[:, 0] > 0]:
+            normalizer.stats.merge(row[0], row[1 : 1 + size].reshape(shape), row[1 + size :].reshape(shape))
 
     def make_batch(self, rollout: Rollout, update: int) -> tuple[Batch, np.ndarray]:
         """The steps of the complete episodes, time-major, with their (normalised) returns, and every
@@ -214,16 +242,20 @@ class Trainer:
         )
         returns, kept_steps = self.finish_returns(returns, mask, update)
         keep = np.flatnonzero(mask.reshape(-1))
-        actions = rollout.actions.reshape(-1)[keep] - self.action_offset
-        if actions.size and (actions.min() < 0 or actions.max() >= self.num_actions):
+        actions = rollout.actions.reshape((-1, *self.distribution.action_shape))[keep]
+        if (
+            isinstance(self.distribution, Categorical)
+            and actions.size
+            and (actions.min() < 0 or actions.max() >= self.num_actions)
+        ):
             raise ValueError(
                 f"`actions` must be in [0, {self.num_actions}) after the space's start. Received: actions in "
                 f"{actions.min()}..{actions.max()}"
             )
         masks = None if rollout.masks is None else rollout.masks.reshape(-1, self.num_actions)[keep]
         batch = Batch(
-            rollout.observations.reshape((-1,) + model.observation_shape)[keep].astype(np.float32),
-            actions.astype(np.int32),
+            self.normalize(rollout.observations.reshape((-1,) + model.observation_shape)[keep]).astype(np.float32),
+            actions.astype(np.float32 if isinstance(self.distribution, DiagGaussian) else np.int32),
             returns.reshape(-1)[keep].astype(np.float32),
             masks,
         )
@@ -239,7 +271,7 @@ class Trainer:
         # With next-step autoreset the observation after step t is row t + 1's (the reset step's row).
         following = np.concatenate([rollout.observations[1:], rollout.last_observations[None]], axis=0)
         t, n = np.nonzero(truncated)
-        values = keras.ops.convert_to_numpy(value_network(following[t, n], training=False))[:, 0]
+        values = keras.ops.convert_to_numpy(value_network(self.normalize(following[t, n]), training=False))[:, 0]
         bootstrap = np.zeros(rollout.rewards.shape)
         bootstrap[t, n] = values.astype(np.float64) * scale
         return bootstrap
@@ -348,11 +380,13 @@ class Trainer:
                 "update was skipped) and the last checkpoint, if any, is kept."
             )
         self.sampler.refresh()
+        self.fold_observations(rollout)
         times = UpdateTimes(collect_seconds, collect_cpu_seconds, time.perf_counter() - update_start)
         return self.record(rollout, metrics, times, int(kept_steps.sum()))
 
     def run(self, stop: StopConditions) -> keras.callbacks.History:
         """Train until ``stop`` or a callback says so."""
+        self.context = dataclasses.replace(self.context, budget=dataclasses.asdict(stop))
         self.begin()
         start = time.perf_counter()
         logs: dict[str, float] = {}
@@ -369,6 +403,32 @@ class Trainer:
                 _print_update(logs)
         self.callbacks.on_train_end(logs)
         return self.model.history
+
+
+def check_model_spaces(model: ReinforceModel, env: gymnasium.vector.VectorEnv) -> None:
+    """Check that ``env`` (before its observations are flattened) is one ``model`` was built for.
+
+    Raises:
+      ValueError: an unsupported space, or spaces that are not the model's (the message names the space).
+    """
+    check_env_spaces(env, model.observation_space, model.action_space)
+    flat = flat_observation_env(env).single_observation_space
+    if tuple(flat.shape or ()) != model.observation_shape:
+        raise ValueError(
+            f"The env's observations must have the shape the policy expects, {model.observation_shape}. "
+            f"Received: observations of shape {tuple(flat.shape or ())} from the env"
+        )
+    action_space = env.single_action_space
+    if model.action_space is None and not isinstance(action_space, gymnasium.spaces.Discrete):
+        raise ValueError(
+            "The env's action space must be Discrete for a model built without `action_space` (build it with "
+            f"ReinforceAgent.from_env(env)). Received: {action_space} ({type(action_space).__name__})"
+        )
+    if isinstance(action_space, gymnasium.spaces.Discrete) and int(action_space.n) != model.num_actions:
+        raise ValueError(
+            f"The env must have as many actions as the policy outputs logits, {model.num_actions}. "
+            f"Received: an env with {int(action_space.n)} actions"
+        )
 
 
 def _print_update(logs: dict[str, float]) -> None:

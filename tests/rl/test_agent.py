@@ -456,20 +456,45 @@ def sync_env(n=2, **kwargs):
     return gymnasium.vector.SyncVectorEnv([lambda: ScriptedEnv(**kwargs) for _ in range(n)])
 
 
+class SpacesEnv(gymnasium.Env):
+    """An env with the given spaces (never stepped: the space checks come first)."""
+
+    def __init__(self, observation_space, action_space):
+        self.observation_space, self.action_space = observation_space, action_space
+
+
 @pytest.mark.parametrize(
-    "env_id, message",
+    "spaces, message",
     [
-        ("NoSuchEnv-v0", "unknown gymnasium env id 'NoSuchEnv-v0'"),
-        ("Pendulum-v1", "supports Discrete action spaces.*Received: Box"),
-        ("Blackjack-v1", "supports Box observation spaces.*Received: Tuple"),
+        (
+            (gymnasium.spaces.Box(-1, 1, (2,)), gymnasium.spaces.MultiBinary([2, 2])),
+            r"`action_space` must be one of \('Discrete', 'MultiBinary', 'MultiDiscrete', 'Box'\).*Received: "
+            "action_space=MultiBinary",
+        ),
+        (
+            (gymnasium.spaces.Text(4), gymnasium.spaces.Discrete(2)),
+            r"`observation_space` must be one of \('Box', 'Discrete', 'Dict', 'Tuple'\).*Received: "
+            "observation_space=Text",
+        ),
     ],
+    ids=["multibinary-2d-actions", "text-observations"],
 )
-def test_unsupported_envs_are_rejected(env_id, message):
+def test_unsupported_spaces_are_rejected(spaces, message):
+    env = gymnasium.vector.SyncVectorEnv([lambda: SpacesEnv(*spaces)])
     with pytest.raises(ValueError, match=message):
-        ReinforceAgent.from_env(env_id)
-    agent = ReinforceAgent((4,), 2)
+        ReinforceAgent.from_env(env)
     with pytest.raises(ValueError, match=message):
-        agent.learn(env_id, max_updates=1)
+        ReinforceAgent((2,), 2).learn(env, max_updates=1)
+
+
+def test_unknown_id_is_rejected():
+    with pytest.raises(ValueError, match="unknown gymnasium env id 'NoSuchEnv-v0'"):
+        ReinforceAgent.from_env("NoSuchEnv-v0")
+
+
+def test_a_discrete_model_refuses_other_action_spaces():
+    with pytest.raises(ValueError, match="must be Discrete for a model built without `action_space`.*Received: Box"):
+        ReinforceAgent((3,), 2).learn("Pendulum-v1", max_updates=1)
 
 
 def test_policy_output_size_must_match_the_actions():

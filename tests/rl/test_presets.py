@@ -35,5 +35,6 @@ def test_time_budgets_are_per_env_and_positive():
 def test_setting_names_are_the_agents_knobs():
     # Reference: the constructor's signature read here; the env decides the shapes, --seed the seed.
     arguments = set(inspect.signature(ReinforceAgent.__init__).parameters) - {"self", "kwargs"}
-    assert presets.setting_names() == arguments - {"observation_shape", "num_actions", "seed", "policy"}
+    decided = {"observation_shape", "num_actions", "action_space", "observation_space", "seed", "policy"}
+    assert presets.setting_names() == arguments - decided
     assert {"ent_coef", "gamma", "hidden_units", "baseline", "num_envs"} <= presets.setting_names()

@@ -7,7 +7,7 @@ import keras
 import numpy as np
 import pytest
 
-from kerasce.rl.envs import check_spaces, make_vector_env
+from kerasce.rl.envs import check_env_spaces, make_vector_env
 from kerasce.rl.returns import complete_episode_mask, first_episode_mask
 from kerasce.rl.rollout import (
     CompiledPolicy,
@@ -165,8 +165,8 @@ def test_collect_stops_at_max_steps(scripted_vec_env):
 def test_collect_cartpole_invariants():
     env = make_vector_env("CartPole-v1", 8)
     try:
-        shape, actions = check_spaces(env)
-        assert (shape, actions) == ((4,), 2)
+        observation_space, action_space = check_env_spaces(env)
+        assert (observation_space.shape, action_space.n) == ((4,), 2)
         model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
         sampler = NumpyPolicy(model)
         rng = np.random.default_rng(0)
