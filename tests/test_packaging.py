@@ -147,6 +147,7 @@ TENSORFLOW_ONLY = textwrap.dedent(
     import keras
     from kerasce import distribute, export
     from kerasce.classifiers import ImageClassifier, build_image_classifier
+    from kerasce.rl import ReinforceAgent
 
     def message(call):
         try:
@@ -162,6 +163,7 @@ TENSORFLOW_ONLY = textwrap.dedent(
         "kerasce.export.export_saved_model": message(lambda: export.export_saved_model("x", None, None, [])),
         "kerasce.distribute.get_strategy": message(lambda: distribute.get_strategy("mirrored")),
         "kerasce.distribute.split_cpu": message(lambda: distribute.split_cpu(2)),
+        "ReinforceAgent": message(lambda: ReinforceAgent(observation_shape=(4,), num_actions=2)),
     }))
     """
 )

@@ -28,6 +28,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from kerasce.backend import require_tensorflow
 from kerasce.losses import PolicyGradientLoss
 from kerasce.rl.batch import Batch
 from kerasce.rl.envs import as_vector_env, check_env_spaces
@@ -168,6 +169,7 @@ class ReinforceModel(keras.Model):
         normalize_observations: bool = False,
         **kwargs: Any,
     ):
+        require_tensorflow(type(self).__name__)
         super().__init__(**kwargs)
         self.observation_shape = tuple(int(d) for d in observation_shape)
         self.num_actions = int(num_actions)
