@@ -330,8 +330,8 @@ def softmax_cross_entropy(
             ``class_weight`` of the wrong length, ``label_smoothing`` outside ``[0, 1]``, ``ignore_class``
             with dense labels, an unknown `label_form` or labels that do not have its shape, ``focal_gamma``
             negative or not finite, ``poly_epsilon`` not finite.
-        tf.errors.InvalidArgumentError (TensorFlow) or ValueError (JAX, torch), where the values are known
-            (see `kerasce.losses`): sparse labels outside ``[0, C)`` (other than ``ignore_class``) or not
+        tf.errors.InvalidArgumentError (TensorFlow) or ValueError (JAX, torch), where the values are known:
+            (see `kerasce.losses`) sparse labels outside ``[0, C)`` (other than ``ignore_class``) or not
             integers; dense labels outside ``[0, 1]`` or (shapes known at run time only) not of the
             predictions' shape; probabilities outside ``[0, 1]``.
 
