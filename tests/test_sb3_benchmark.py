@@ -1,4 +1,5 @@
-"""The SB3 PPO side of benchmarks/reinforce_solve_time.py: RL Zoo's settings and their translation.
+"""benchmarks/reinforce_solve_time.py: the SB3 PPO side (RL Zoo's settings and their translation) and the
+kerasce side (`solve`, the library's agent run to the env's threshold).
 
 The translation is plain Python and runs without stable-baselines3; the one check that builds a PPO model
 (in a process of its own) is skipped where SB3 is not installed (the project's own venv).
@@ -98,6 +99,20 @@ def test_bad_settings_are_rejected(env_id, table, message):
 def test_the_benchmark_reads_the_runner_envs_and_reports_a_missing_interpreter():
     assert solve_time.zoo_envs() == ["Acrobot-v1", "CartPole-v1", "LunarLander-v3"]
     assert "cannot start /nonexistent/python" in solve_time.sb3_missing("/nonexistent/python")
+
+
+@pytest.mark.slow
+def test_the_kerasce_side_solves_cartpole_and_counts_its_batch():
+    """CartPole pays 1 per step, so one update's returns add up to its batch: batch_share * env_steps equals
+    the first episodes' mean return times num_envs (32).
+    Mutations tried: `solved` without the training-mean condition; batch share over the batch steps of the
+    last update only."""
+    cut = solve_time.solve("CartPole-v1", 0, max_seconds=1e-3)
+    assert cut["updates"] == 1 and cut["solved"] is False
+    assert cut["batch_share"] * cut["env_steps"] == pytest.approx(cut["mean_return_100"] * 32)
+    run = solve_time.solve("CartPole-v1", 0, max_seconds=60)
+    assert run["solved"] is True and run["mean_return_100"] >= 475 and run["eval_return_mean"] >= 475
+    assert 0 < run["batch_share"] < 1 and run["updates"] > 1
 
 
 # Builds SB3's PPO from the translated CartPole settings and reads back what it took. It runs in a process of its
