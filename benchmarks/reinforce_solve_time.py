@@ -38,7 +38,9 @@ import sys
 import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import Any
 
+from kerasce.cli.reinforce import finite_or_none
 from kerasce.cli.runs import HelpFormatter, quiet_tensorflow_startup
 
 SB3_RUNNER = Path(__file__).resolve().parent / "sb3_ppo_solve_time.py"
@@ -82,7 +84,6 @@ def solve(env_id: str, seed: int, max_seconds: float) -> dict:
         import tensorflow as tf
 
         tf.config.list_physical_devices()
-    from kerasce.cli.reinforce import finite_or_none
     from kerasce.rl import EvalCallback, ReinforceAgent
     from kerasce.rl.presets import preset
 
@@ -93,12 +94,16 @@ def solve(env_id: str, seed: int, max_seconds: float) -> dict:
     start = time.perf_counter()
     agent.learn(env_id, total_timesteps=None, max_seconds=max_seconds, target_return=target, callbacks=[evaluation])
     wall_seconds = time.perf_counter() - start
-    best = evaluation.best or {"mean": math.nan, "std": math.nan}
+    figures = run_figures(agent, evaluation.best, target, wall_seconds)
+    return {"algo": ALGOS["kerasce"], "env": env_id, "seed": seed, **figures}
+
+
+def run_figures(agent: Any, best: dict | None, target: float | None, wall_seconds: float) -> dict:
+    """A trained agent's figures. "solved": a full 100-episode training mean and the best greedy evaluation
+    (``best``, ``EvalCallback.best``) both reached ``target``, the command's rule."""
+    best = best or {"mean": math.nan, "std": math.nan}
     mean_100 = agent.mean_return(100) if len(agent.episode_returns) >= 100 else math.nan
     return {
-        "algo": ALGOS["kerasce"],
-        "env": env_id,
-        "seed": seed,
         "solved": target is not None and mean_100 >= target and best["mean"] >= target,
         "wall_seconds": wall_seconds,
         "train_seconds": agent.train_seconds,
