@@ -4,12 +4,16 @@
     python benchmarks/reinforce_solve_time.py --envs LunarLander-v3 --seeds 0 --max-seconds 900
     python benchmarks/reinforce_solve_time.py --algos sb3 --sb3-python ../sb3venv/bin/python
 
-kerasce REINFORCE: each (env, seed) runs `examples/reinforce_cartpole.py` in a fresh process (its presets,
-greedy evaluation of 20 episodes every 10 updates and whenever the training mean reaches the target) and
-reads the export's metrics.json and training_log.csv. "solved" means both the 100-episode training mean
-and a greedy evaluation reached the target; "wall s" is the whole `learn` call including the evaluations;
-"batch share" is the fraction of collected env steps that entered a training batch (first episodes
-only; the rest are autoreset steps and later episodes that a vector env steps anyway).
+kerasce REINFORCE: each (env, seed) calls the library, `solve` below: `ReinforceAgent.from_env` with the
+env's preset (kerasce/rl/presets.py) and `learn` with an `EvalCallback` (greedy evaluation of 20 episodes
+every 10 updates and whenever the training mean reaches the target), as `python -m kerasce.cli.reinforce`
+does, without its checkpoints and export. It runs in a fresh process of its own ("spawn"), and that is
+the point: every run then starts cold, with its own TensorFlow start-up, as each SB3 run does (those must
+be separate processes anyway: torch working after TensorFlow in one process crashes). "solved" means both
+the 100-episode training mean and the best greedy evaluation reached the target; "wall s" is the whole
+`learn` call including the evaluations; "batch share" is the fraction of collected env steps that entered
+a training batch (first episodes only; the rest are autoreset steps and later episodes that a vector env
+steps anyway).
 
 SB3 PPO (optional: stable-baselines3 is a benchmark dependency, not a kerasce one): each (env, seed)
 runs benchmarks/sb3_ppo_solve_time.py in a fresh process of --sb3-python (default: this interpreter), so
@@ -24,19 +28,21 @@ are skipped with one line that says so. Both use the same --max-seconds budget a
 from __future__ import annotations
 
 import argparse
-import csv
 import importlib.util
 import json
-import os
+import math
+import multiprocessing
 import statistics
 import subprocess
 import sys
 import tempfile
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import Any
 
-from kerasce.cli.runs import HelpFormatter
+from kerasce.cli.reinforce import finite_or_none
+from kerasce.cli.runs import HelpFormatter, quiet_tensorflow_startup
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "reinforce_cartpole.py"
 SB3_RUNNER = Path(__file__).resolve().parent / "sb3_ppo_solve_time.py"
 ALGOS = {"kerasce": "kerasce REINFORCE", "sb3": "SB3 PPO"}
 
@@ -68,30 +74,52 @@ def sb3_missing(python: str) -> str | None:
     return None
 
 
-def run_example(env_id: str, seed: int, max_seconds: float, directory: Path) -> dict:
-    export_dir = directory / f"{env_id}-{seed}"
-    command = [
-        sys.executable,
-        str(EXAMPLE),
-        "--env",
-        env_id,
-        "--seed",
-        str(seed),
-        "--quiet",
-        "--max-seconds",
-        str(max_seconds),
-        "--export-dir",
-        str(export_dir),
-    ]
-    result = subprocess.run(command, capture_output=True, text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
-    if result.returncode != 0:
-        raise RuntimeError(f"{' '.join(command)} failed:\n{result.stderr[-3000:]}")
-    metrics = json.loads((export_dir / "metrics.json").read_text())
-    with open(export_dir / "training_log.csv") as f:
-        rows = list(csv.DictReader(f))
-    metrics["batch_share"] = sum(float(r["batch_steps"]) for r in rows) / max(metrics["env_steps"], 1)
-    metrics["algo"] = ALGOS["kerasce"]
-    return metrics
+def solve(env_id: str, seed: int, max_seconds: float) -> dict:
+    """One kerasce REINFORCE run to the env's reward threshold: the preset, greedy evaluations, the figures."""
+    import time
+
+    with quiet_tensorflow_startup():  # TensorFlow's start-up lines, filtered as the command does
+        import gymnasium
+        import keras
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()
+    from kerasce.rl import EvalCallback, ReinforceAgent
+    from kerasce.rl.presets import preset
+
+    target = gymnasium.spec(env_id).reward_threshold
+    keras.utils.set_random_seed(seed)
+    agent = ReinforceAgent.from_env(env_id, **preset(env_id), seed=seed)
+    evaluation = EvalCallback(env_id, episodes=20, eval_every=10, target_return=target)
+    start = time.perf_counter()
+    agent.learn(env_id, total_timesteps=None, max_seconds=max_seconds, target_return=target, callbacks=[evaluation])
+    wall_seconds = time.perf_counter() - start
+    figures = run_figures(agent, evaluation.best, target, wall_seconds)
+    return {"algo": ALGOS["kerasce"], "env": env_id, "seed": seed, **figures}
+
+
+def run_figures(agent: Any, best: dict | None, target: float | None, wall_seconds: float) -> dict:
+    """A trained agent's figures. "solved": a full 100-episode training mean and the best greedy evaluation
+    (``best``, ``EvalCallback.best``) both reached ``target``, the command's rule."""
+    best = best or {"mean": math.nan, "std": math.nan}
+    mean_100 = agent.mean_return(100) if len(agent.episode_returns) >= 100 else math.nan
+    return {
+        "solved": target is not None and mean_100 >= target and best["mean"] >= target,
+        "wall_seconds": wall_seconds,
+        "train_seconds": agent.train_seconds,
+        "env_steps": agent.env_steps,
+        "updates": agent.updates,
+        "mean_return_100": finite_or_none(agent.mean_return(100)),
+        "eval_return_mean": finite_or_none(best["mean"]),
+        "eval_return_std": finite_or_none(best["std"]),
+        "batch_share": sum(row["batch_steps"] for row in agent.training_log) / max(agent.env_steps, 1),
+    }
+
+
+def run_kerasce(env_id: str, seed: int, max_seconds: float) -> dict:
+    """`solve` in a fresh process: every run starts cold, as the SB3 ones do."""
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(solve, env_id, seed, max_seconds).result()
 
 
 def zoo_envs() -> list[str]:
@@ -157,7 +185,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                     if algo == "sb3" and env_id not in sb3_envs:
                         continue
                     if algo == "kerasce":
-                        metrics = run_example(env_id, seed, args.max_seconds, Path(tmp))
+                        metrics = run_kerasce(env_id, seed, args.max_seconds)
                     else:
                         metrics = run_sb3(
                             env_id, seed, args.max_seconds, args.sb3_eval_freq, args.sb3_python, Path(tmp)

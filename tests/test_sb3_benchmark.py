@@ -1,4 +1,5 @@
-"""The SB3 PPO side of benchmarks/reinforce_solve_time.py: RL Zoo's settings and their translation.
+"""benchmarks/reinforce_solve_time.py: the SB3 PPO side (RL Zoo's settings and their translation) and the
+kerasce side (`solve`, the library's agent run to the env's threshold).
 
 The translation is plain Python and runs without stable-baselines3; the one check that builds a PPO model
 (in a process of its own) is skipped where SB3 is not installed (the project's own venv).
@@ -12,6 +13,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
@@ -98,6 +100,56 @@ def test_bad_settings_are_rejected(env_id, table, message):
 def test_the_benchmark_reads_the_runner_envs_and_reports_a_missing_interpreter():
     assert solve_time.zoo_envs() == ["Acrobot-v1", "CartPole-v1", "LunarLander-v3"]
     assert "cannot start /nonexistent/python" in solve_time.sb3_missing("/nonexistent/python")
+
+
+class Trained:
+    """What `run_figures` reads of a trained agent."""
+
+    def __init__(self, returns, batch_steps, env_steps):
+        self.episode_returns = returns
+        self.training_log = [{"batch_steps": n} for n in batch_steps]
+        self.env_steps, self.updates, self.train_seconds = env_steps, len(batch_steps), 1.5
+
+    def mean_return(self, window):
+        return float(np.mean(self.episode_returns[-window:]))
+
+
+@pytest.mark.parametrize(
+    "returns, eval_mean, solved",
+    [
+        ([480.0] * 100, 475.0, True),
+        ([480.0] * 100, 474.0, False),  # the greedy evaluation short of the target
+        ([400.0] * 50 + [480.0] * 100, 490.0, True),  # the last 100 episodes count
+        ([480.0] * 50 + [400.0] * 100, 490.0, False),
+        ([480.0] * 99, 490.0, False),  # no full 100-episode window yet
+    ],
+)
+def test_the_solved_rule_needs_the_training_mean_and_the_greedy_evaluation(returns, eval_mean, solved):
+    """Mutations tried: `solved` without the training-mean condition, without the evaluation condition,
+    without the 100-episode window."""
+    got = solve_time.run_figures(Trained(returns, [10], 40), {"mean": eval_mean, "std": 1.0}, 475.0, 2.0)
+    assert got["solved"] is solved
+    assert got["mean_return_100"] == pytest.approx(np.mean(returns[-100:]))
+
+
+def test_the_batch_share_counts_every_update_and_no_evaluation_reads_none():
+    """Mutation tried: the batch steps of the last update only."""
+    got = solve_time.run_figures(Trained([1.0], [30, 50, 20], 400), None, 475.0, 2.0)
+    assert got["batch_share"] == pytest.approx(100 / 400)
+    assert (got["updates"], got["env_steps"], got["solved"]) == (3, 400, False)
+    assert got["eval_return_mean"] is None and got["eval_return_std"] is None
+
+
+@pytest.mark.slow
+def test_the_kerasce_side_solves_cartpole_with_the_library():
+    """CartPole pays 1 per step, so one update's returns add up to its batch: batch_share * env_steps equals
+    the first episodes' mean return times num_envs (32)."""
+    cut = solve_time.solve("CartPole-v1", 0, max_seconds=1e-3)
+    assert cut["updates"] == 1 and cut["solved"] is False
+    assert cut["batch_share"] * cut["env_steps"] == pytest.approx(cut["mean_return_100"] * 32)
+    run = solve_time.solve("CartPole-v1", 0, max_seconds=60)
+    assert run["solved"] is True and run["mean_return_100"] >= 475 and run["eval_return_mean"] >= 475
+    assert 0 < run["batch_share"] < 1 and run["updates"] > 1
 
 
 # Builds SB3's PPO from the translated CartPole settings and reads back what it took. It runs in a process of its
