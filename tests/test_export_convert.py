@@ -62,7 +62,7 @@ def _onnx_runner(path, signature, tmp_path):
     session = onnxruntime.InferenceSession(str(out))
     names = [o.name for o in session.get_outputs()]
     run = lambda **inputs: dict(zip(names, session.run(names, inputs)))
-    run.input_types = {i.name: (i.type, *i.shape[1:]) for i in session.get_inputs()}  # the names and dtypes kept
+    run.input_types = {i.name: (i.type, *i.shape[1:]) for i in session.get_inputs()}  # type: ignore[attr-defined]  # the names and dtypes kept
     return run
 
 
@@ -236,9 +236,9 @@ def test_dict_observation_export_takes_one_input_per_key_and_the_mask(fmt, tmp_p
         "noise": rng.uniform(-1, 1, (64, 2)).astype(np.float32),
         "action_mask": (rng.random((64, 3)) < 0.5).astype(np.int8),
     }
-    inputs["action_mask"][np.arange(64), inputs["key"]] = 1
+    inputs["action_mask"][np.arange(64), inputs["key"]] = 1  # type: ignore[index]
     want = saved(**{k: tf.constant(v) for k, v in inputs.items()})
-    runner = _tflite_runner if fmt == "tflite" else lambda *a: _onnx_runner(*a, tmp_path)
+    runner = _tflite_runner if fmt == "tflite" else lambda *a: _onnx_runner(*a, tmp_path)  # type: ignore[call-arg]
     serving = runner(path, "serving_default")
     if fmt == "onnx":
         assert serving.input_types == {
@@ -252,4 +252,4 @@ def test_dict_observation_export_takes_one_input_per_key_and_the_mask(fmt, tmp_p
     sample = runner(path, "sample")
     for _ in range(20):
         drawn = np.asarray(sample(**inputs)["action"])
-        assert inputs["action_mask"][np.arange(64), drawn].all()
+        assert inputs["action_mask"][np.arange(64), drawn].all()  # type: ignore[index]

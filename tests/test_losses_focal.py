@@ -20,6 +20,7 @@ import argparse
 import inspect
 import json
 import os
+from typing import Any
 
 import numpy as np
 import pytest
@@ -163,7 +164,7 @@ def as_float64(x):
 NO_JAX_FLOAT64 = pytest.mark.skipif(BACKEND == "jax", reason="JAX without jax_enable_x64 has no float64")
 FLOAT64 = pytest.param("float64", marks=NO_JAX_FLOAT64)
 # Float64 inputs keep float64 (TensorFlow, torch) or are computed in float32 (JAX without x64).
-FLOAT64_TOL = dict(rtol=1e-5, atol=1e-6) if BACKEND == "jax" else dict(rtol=1e-12)
+FLOAT64_TOL: dict[str, Any] = dict(rtol=1e-5, atol=1e-6) if BACKEND == "jax" else dict(rtol=1e-12)
 
 
 def representable(x):

@@ -31,7 +31,9 @@ def test_each_update_sees_observations_normalised_with_the_updates_before_it(scr
     seen_batches = []
     update = agent.update
     monkeypatch.setattr(
-        agent, "update", lambda batch: (seen_batches.append(batch.observations.copy()), update(batch))[1]
+        agent,
+        "update",
+        lambda batch: (seen_batches.append(batch.observations.copy()), update(batch))[1],  # type: ignore[func-returns-value]
     )
     agent.learn(scripted_vec_env(LENGTHS), max_updates=3)
     for k, observations in enumerate(seen_batches):
@@ -40,8 +42,8 @@ def test_each_update_sees_observations_normalised_with_the_updates_before_it(scr
         got = np.sort(observations.astype(np.float64).view("f8,f8"), axis=0).view(np.float64).reshape(-1, 2)
         np.testing.assert_allclose(got, np.sort(want.view("f8,f8"), axis=0).view(np.float64).reshape(-1, 2), atol=1e-5)
     normalizer = agent.run_state.observation_normalizer
-    np.testing.assert_allclose(normalizer.mean, np.tile(KEPT, (3, 1)).mean(0), rtol=1e-12)
-    np.testing.assert_allclose(normalizer.var, np.tile(KEPT, (3, 1)).var(0), rtol=1e-12)
+    np.testing.assert_allclose(normalizer.mean, np.tile(KEPT, (3, 1)).mean(0), rtol=1e-12)  # type: ignore[union-attr]
+    np.testing.assert_allclose(normalizer.var, np.tile(KEPT, (3, 1)).var(0), rtol=1e-12)  # type: ignore[union-attr]
 
 
 @pytest.mark.slow
@@ -55,11 +57,11 @@ def test_a_resumed_run_with_normalisation_continues_exactly(scripted_vec_env, tm
     resumed.learn(env, max_updates=4, callbacks=[CheckpointCallback(tmp_path, resume=True)])
     whole = ReinforceAgent((2,), 2, seed=0, normalize_observations=True)
     whole.learn(env, max_updates=4)
-    assert resumed.run_state.observation_normalizer.get_state()["count"] == 4 * len(KEPT)
+    assert resumed.run_state.observation_normalizer.get_state()["count"] == 4 * len(KEPT)  # type: ignore[union-attr]
     for key in ("mean", "m2"):
         np.testing.assert_array_equal(
-            resumed.run_state.observation_normalizer.get_state()[key],
-            whole.run_state.observation_normalizer.get_state()[key],
+            resumed.run_state.observation_normalizer.get_state()[key],  # type: ignore[union-attr]
+            whole.run_state.observation_normalizer.get_state()[key],  # type: ignore[union-attr]
         )
     for a, b in zip(resumed.get_weights(), whole.get_weights()):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)

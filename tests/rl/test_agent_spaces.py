@@ -72,7 +72,7 @@ def test_one_update_equals_the_float64_policy_gradient(name, ent_coef):
     multibinary, multidiscrete, box with ent_coef 0.3; the batch's Box actions cast to int32 -> red for box.
     """
     space, options = SPACES[name]
-    agent = ReinforceAgent.from_env(_vector_env(gymnasium.spaces.Box(-1, 1, (DIMS,)), space),
+    agent = ReinforceAgent.from_env(_vector_env(gymnasium.spaces.Box(-1, 1, (DIMS,)), space),  # type: ignore[arg-type]
                                     hidden_units=(), ent_coef=ent_coef, seed=2, **options)  # fmt: skip
     agent.compile(optimizer=keras.optimizers.SGD(LEARNING_RATE))
     rng = np.random.default_rng(4)
@@ -182,8 +182,8 @@ def test_from_env_reads_the_spaces_and_the_config_round_trips():
     box = ReinforceAgent.from_env(ReachTargetEnv(), action_bounds="tanh", log_std_init=-0.5, seed=0)
     assert box.num_actions == 4  # mean and log σ per action dimension
     clone = ReinforceAgent.from_config(box.get_config())
-    assert (clone.distribution.bounds, clone.log_std_init) == ("tanh", -0.5)
-    np.testing.assert_array_equal(clone.distribution.high, [1.0, 1.0])
+    assert (clone.distribution.bounds, clone.log_std_init) == ("tanh", -0.5)  # type: ignore[attr-defined]
+    np.testing.assert_array_equal(clone.distribution.high, [1.0, 1.0])  # type: ignore[attr-defined]
 
 
 class _ObservationMaskOnlyEnv(DictKeyEnv):
@@ -203,9 +203,9 @@ class _ObservationMaskOnlyEnv(DictKeyEnv):
         return super().step(action)
 
 
-MASK_ONLY_ID, MASK_ONLY_RECORD = "kerasce-test/ObservationMaskOnly-v0", []
+MASK_ONLY_ID, MASK_ONLY_RECORD = "kerasce-test/ObservationMaskOnly-v0", []  # type: ignore[var-annotated]
 if MASK_ONLY_ID not in gymnasium.registry:  # registered: no env checker, whose random steps would be recorded
-    gymnasium.register(MASK_ONLY_ID, entry_point=lambda: _ObservationMaskOnlyEnv(MASK_ONLY_RECORD))
+    gymnasium.register(MASK_ONLY_ID, entry_point=lambda: _ObservationMaskOnlyEnv(MASK_ONLY_RECORD))  # type: ignore[arg-type]
 
 
 def test_the_mask_of_a_dict_observation_is_used_in_training_and_evaluation():

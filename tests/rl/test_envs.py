@@ -47,7 +47,7 @@ def test_an_instance_becomes_deep_copies_and_is_never_stepped():
     vector.step(np.zeros(3, np.int64))
     vector.step(np.zeros(3, np.int64))
     assert env.steps == 0
-    assert [sub.unwrapped.steps for sub in vector.envs] == [2, 2, 2]
+    assert [sub.unwrapped.steps for sub in vector.envs] == [2, 2, 2]  # type: ignore[attr-defined]
     assert len({id(sub.unwrapped) for sub in vector.envs}) == 3
 
 
@@ -98,7 +98,7 @@ def test_a_broken_custom_env_fails_with_the_checkers_finding():
 
 def test_bad_arguments():
     with pytest.raises(ValueError, match="`env` must be an env id, a gymnasium.Env"):
-        as_vector_env(3)
+        as_vector_env(3)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="`num_envs` must be an int >= 1. Received: num_envs=0"):
         as_vector_env(CountingEnv(), num_envs=0)
     with pytest.raises(ValueError, match=r"`kwargs` must be empty unless `env` is an id"):
@@ -208,6 +208,6 @@ def test_known_optimum_is_reached_by_the_oracle_and_not_by_chance(env_class):
 def test_deep_copies_are_independent_of_each_other():
     env = MatchDialsEnv()
     vector = as_vector_env(copy.deepcopy(env), num_envs=3)
-    observations, _ = vector.reset(seed=[5, 6, 7])
+    observations, _ = vector.reset(seed=[5, 6, 7])  # type: ignore[arg-type]
     for i, seed in enumerate([5, 6, 7]):
         np.testing.assert_array_equal(observations[i], MatchDialsEnv().reset(seed=seed)[0])

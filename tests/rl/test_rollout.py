@@ -166,7 +166,7 @@ def test_collect_cartpole_invariants():
     env = make_vector_env("CartPole-v1", 8)
     try:
         observation_space, action_space = check_env_spaces(env)
-        assert (observation_space.shape, action_space.n) == ((4,), 2)
+        assert (observation_space.shape, action_space.n) == ((4,), 2)  # type: ignore[attr-defined]
         model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
         sampler = NumpyPolicy(model)
         rng = np.random.default_rng(0)

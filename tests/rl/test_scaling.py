@@ -153,7 +153,7 @@ def test_pad_batch_adds_zero_weight_rows(kept, with_masks):
     np.testing.assert_array_equal(obs[:kept], batch.observations)
     assert not obs[kept:].any() and not actions[kept:].any() and not returns[kept:].any()
     if with_masks:
-        assert masks[kept:].all() and not masks[:kept].any()  # padding: every action valid, finite logits
+        assert masks[kept:].all() and not masks[:kept].any()  # type: ignore[index]  # padding: every action valid, finite logits
     else:
         assert masks is None
     with pytest.raises(ValueError, match=r"at least the batch size, 7. Received: rows=6"):

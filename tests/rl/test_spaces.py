@@ -309,7 +309,7 @@ def test_masked_actions_are_never_chosen(name):
     mask = rng.random(params.shape) < 0.5
     for block in _blocks(mask) if name == "multicategorical" else [mask]:
         block[np.arange(B), rng.integers(0, block.shape[1], B)] = True
-    env_start = np.asarray(dist.start)
+    env_start = np.asarray(dist.start)  # type: ignore[attr-defined]
     flat = np.cumsum([0, *NVEC])[:-1] if name == "multicategorical" else 0
     for _ in range(20):
         index = dist.np_sample(params, rng, mask) + flat
@@ -487,14 +487,14 @@ def _rollout(env, dist, params_of, rng, masked, greedy=False, seed=0):
     ``[T, N, ...]`` and rewards ``[T, N]``."""
     space = env.single_observation_space
     observations, infos = env.reset(seed=seed)
-    rows = {"x": [], "a": [], "m": [], "r": []}
+    rows = {"x": [], "a": [], "m": [], "r": []}  # type: ignore[var-annotated]
     for _ in range(env.envs[0].unwrapped.length):
         x = flatten_observations(space, observations)
         mask = action_mask_source(env)(observations, infos) if masked else None
         params = params_of(x).numpy()
         raw = dist.np_mode(params, mask) if greedy else dist.np_sample(params, rng, mask)
         observations, rewards, _, _, infos = env.step(raw if greedy else dist.np_to_env(raw))
-        rows["x"].append(x), rows["a"].append(raw), rows["r"].append(rewards)
+        rows["x"].append(x), rows["a"].append(raw), rows["r"].append(rewards)  # type: ignore[func-returns-value]
         rows["m"].append(np.ones((env.num_envs, dist.param_size), bool) if mask is None else mask)
     return {k: np.asarray(v) for k, v in rows.items()}
 
