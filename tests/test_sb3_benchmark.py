@@ -180,7 +180,10 @@ PPO_SETTINGS = textwrap.dedent(
 
 @pytest.mark.slow
 def test_sb3_ppo_takes_the_translated_settings():
-    pytest.importorskip("stable_baselines3")
+    pytest.importorskip(
+        "stable_baselines3",
+        reason="stable-baselines3 is optional: the `sb3` extra, a benchmark dependency only (it brings torch)",
+    )
     proc = subprocess.run(
         [sys.executable, "-c", PPO_SETTINGS, str(BENCHMARKS / "sb3_ppo_solve_time.py")],
         capture_output=True,
