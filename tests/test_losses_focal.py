@@ -594,6 +594,19 @@ def test_softmax_focal_gradient_as_p_tends_to_1_is_the_finite_exact_limit(gamma,
     np.testing.assert_allclose(grad, want, rtol=rtol, atol=atol)
 
 
+@pytest.mark.parametrize("gamma,epsilon", [(2.0, 0.0), (0.5, 1.0)])
+def test_softmax_focal_with_tied_top_logits_is_the_float64_reference(gamma, epsilon):
+    # Two classes share the largest logit and the others are far below: each top class has p = 1/2, not the
+    # near-one case even though the classes off the top hold almost no probability.
+    z64 = np.array([[30.0, 30.0, -30.0, -30.0], [5.0, 1.0, 5.0, 5.0], [0.0, 40.0, 40.0, -40.0]])
+    ids = np.array([0, 2, 2])
+    fn = lambda z: L.softmax_cross_entropy(ids, z, focal_gamma=gamma, poly_epsilon=epsilon)
+    loss, grad, v = value_and_grad(fn, z64.astype(np.float32))
+    ref = lambda z: ref_softmax_focal(ids, z, sparse=True, gamma=gamma, epsilon=epsilon)
+    np.testing.assert_allclose(loss, ref(z64), rtol=1e-5)
+    np.testing.assert_allclose(grad, numeric_grad(lambda z: np.sum(ref(z) * v), z64), rtol=1e-4, atol=1e-6)
+
+
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32", FLOAT64])
 @pytest.mark.parametrize("gamma,alpha", [(2.0, 0.25), (0.5, None), (0.1, 0.75)])
 def test_sigmoid_extreme_logits_give_finite_exact_values_and_gradients(dtype, gamma, alpha):
