@@ -37,7 +37,7 @@ def sparse_nll(logits: Any, ids: Any) -> Any:
     return jax.nn.logsumexp(logits, axis=-1) - picked
 
 
-def sigmoid_xent(labels: Any, logits: Any) -> None:
+def sigmoid_xent(labels: Any, logits: Any) -> Any:
     del labels, logits
     return None
 
