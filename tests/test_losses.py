@@ -621,3 +621,13 @@ def test_mixed_float16_policy_trains_finitely(loss_cls):
         assert np.all(np.isfinite(losses)) and losses[-1] < losses[0]
     finally:
         keras.mixed_precision.set_global_policy("float32")
+
+
+def test_sigmoid_gradient_with_respect_to_soft_labels_is_minus_the_logits_over_c():
+    # d/dy of mean_c (softplus(z) - y z) is -z / C: the labels of a distillation target get their gradient too.
+    rng = np.random.default_rng(31)
+    z = rng.normal(size=(4, 5)) * 3
+    y = rng.uniform(size=(4, 5)).astype(np.float32)
+    logits = keras.ops.convert_to_tensor(z.astype(np.float32))
+    _, grad = value_and_grad(lambda labels: keras.ops.sum(L.sigmoid_cross_entropy(labels, logits)), y)
+    np.testing.assert_allclose(grad, -z.astype(np.float32) / 5, rtol=1e-5, atol=1e-7)

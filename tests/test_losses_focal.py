@@ -391,24 +391,28 @@ def test_gamma_0_and_epsilon_0_is_the_plain_loss_bit_for_bit(options, form, mode
 
 
 @pytest.mark.parametrize("scale", [2.5, 12.0])
-def test_the_default_is_the_v0_1_formula_bit_for_bit(scale):
-    # The defaults (γ = 0, ε = 0, alpha=None) compute what kerasce 0.1 did, op for op: -log_softmax(z)[k]
-    # (times w_k), -Σ y log_softmax(z), softplus(z) - y z. A change of formula (even an exact one) shows here.
+def test_the_default_is_the_plain_formula(scale):
+    # The defaults (γ = 0, ε = 0, alpha=None) are the plain losses: -log softmax(z)[k] (times w_k),
+    # -Σ y log_softmax(z), softplus(z) - y z. Ids use each backend's fastest form (a fused op, or
+    # logsumexp(z) - z_k), so they match a float64 reference to float32 rounding; the dense form is
+    # log_softmax's, bit for bit.
     rng = np.random.default_rng(20)
-    z, ids, soft = random_problem(rng, (6, 5), -1, scale=scale)
-    z = keras.ops.convert_to_tensor(z.astype(np.float32))
+    z64, ids, soft = random_problem(rng, (6, 5), -1, scale=scale)
+    z = keras.ops.convert_to_tensor(z64.astype(np.float32))
     w = rng.uniform(0.5, 2.0, size=5).astype(np.float32)
-    log_probs = to_numpy(keras.ops.log_softmax(z))
-    picked = np.take_along_axis(log_probs, ids[:, None], -1)[:, 0]
-    np.testing.assert_array_equal(to_numpy(L.softmax_cross_entropy(ids, z)), -picked)
-    np.testing.assert_array_equal(to_numpy(L.softmax_cross_entropy(ids, z, class_weight=w)), -picked * w[ids])
+    z32 = z64.astype(np.float32).astype(np.float64)
+    picked = np.take_along_axis(ref_log_softmax(z32), ids[:, None], -1)[:, 0]
+    tight = dict(rtol=2e-6, atol=2e-6)
+    np.testing.assert_allclose(to_numpy(L.softmax_cross_entropy(ids, z)), -picked, **tight)
+    np.testing.assert_allclose(to_numpy(L.softmax_cross_entropy(ids, z, class_weight=w)), -picked * w[ids], **tight)
     np.testing.assert_array_equal(
         to_numpy(L.softmax_cross_entropy(soft.astype(np.float32), z)),
         -to_numpy(keras.ops.sum(keras.ops.log_softmax(z) * soft.astype(np.float32), -1)),
     )
-    y = keras.ops.convert_to_tensor((soft > 0.2).astype(np.float32))
-    np.testing.assert_array_equal(
-        to_numpy(L.sigmoid_cross_entropy(y, z)), to_numpy(keras.ops.mean(keras.ops.softplus(z) - y * z, -1))
+    y = (soft > 0.2).astype(np.float64)
+    sigmoid64 = np.mean(np.logaddexp(0.0, z32) - y * z32, -1)
+    np.testing.assert_allclose(
+        to_numpy(L.sigmoid_cross_entropy(keras.ops.convert_to_tensor(y.astype(np.float32)), z)), sigmoid64, **tight
     )
 
 
@@ -589,6 +593,19 @@ def test_softmax_focal_gradient_as_p_tends_to_1_is_the_finite_exact_limit(gamma,
     np.testing.assert_allclose(loss, -np.exp(gamma * log1m0) * log_p0, rtol=1e-5, atol=1e-30)
     rtol, atol = (2e-5, 1e-37) if dtype == "float32" else (1e-9, 1e-30)
     np.testing.assert_allclose(grad, want, rtol=rtol, atol=atol)
+
+
+@pytest.mark.parametrize("gamma,epsilon", [(2.0, 0.0), (0.5, 1.0)])
+def test_softmax_focal_with_tied_top_logits_is_the_float64_reference(gamma, epsilon):
+    # Two classes share the largest logit and the others are far below: each top class has p = 1/2, not the
+    # near-one case even though the classes off the top hold almost no probability.
+    z64 = np.array([[30.0, 30.0, -30.0, -30.0], [5.0, 1.0, 5.0, 5.0], [0.0, 40.0, 40.0, -40.0]])
+    ids = np.array([0, 2, 2])
+    fn = lambda z: L.softmax_cross_entropy(ids, z, focal_gamma=gamma, poly_epsilon=epsilon)
+    loss, grad, v = value_and_grad(fn, z64.astype(np.float32))
+    ref = lambda z: ref_softmax_focal(ids, z, sparse=True, gamma=gamma, epsilon=epsilon)
+    np.testing.assert_allclose(loss, ref(z64), rtol=1e-5)
+    np.testing.assert_allclose(grad, numeric_grad(lambda z: np.sum(ref(z) * v), z64), rtol=1e-4, atol=1e-6)
 
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32", FLOAT64])

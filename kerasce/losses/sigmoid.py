@@ -22,7 +22,7 @@ from kerasce.losses.checks import (
 )
 from kerasce.losses.logits import resolve_logits
 
-from ._backend import do_not_convert, fused_forms  # the backend seam: framework internals live there
+from ._backend import do_not_convert, fused_forms, sigmoid_xent  # the backend seam: framework internals live there
 
 Tensor = Any
 _FN = "sigmoid_cross_entropy"
@@ -64,6 +64,9 @@ def _per_label(
     if focal_gamma or alpha is not None:
         return _focal(labels, logits, from_logits, weights, focal_gamma, alpha)
     if from_logits and weights is None:
+        fused = sigmoid_xent(labels, logits)
+        if fused is not None:
+            return fused
         if fused_forms():
             return kernels.sigmoid_xent_closed_form(labels, logits)
         return ops.softplus(logits) - labels * logits

@@ -27,10 +27,9 @@ from kerasce.losses.logits import resolve_logits
 from ._backend import (  # the backend seam: framework internals live there
     argmax_last,
     do_not_convert,
-    fused_forms,
-    fused_sparse_nll,
     mul_no_nan,
     set_keras_mask,
+    sparse_nll,
 )
 
 Tensor = Any
@@ -127,12 +126,16 @@ def _sparse_class_ids(
     return ops.clip(ops.cast(labels, "int32"), 0, num_classes - 1), valid
 
 
+def _log_probs(predictions: Tensor, from_logits: bool) -> Tensor:
+    """``log p`` per class (class axis last): a log-softmax of logits, or the clipped log of probabilities."""
+    return ops.log_softmax(predictions, axis=-1) if from_logits else kernels.log_clipped(predictions)
+
+
 def _dense_nll(
     checks: Checks,
     labels: Tensor,
     logits_in: Tensor,
     logits: Tensor,
-    log_probs: Tensor,
     *,
     axis: int,
     from_logits: bool,
@@ -146,6 +149,7 @@ def _dense_nll(
     labels = checks.require_same_shape(
         labels, logits_in, f"{_FN}: one-hot / soft labels must have the predictions' shape."
     )
+    log_probs = _log_probs(logits, from_logits)
     labels = ops.cast(kernels.move_axis_last(labels, axis), log_probs.dtype)
     labels = check_unit_interval(checks, labels, "one-hot / soft labels", _FN, labels=True)
     if label_smoothing:
@@ -159,11 +163,25 @@ def _dense_nll(
     return -ops.sum(mul_no_nan(log_probs, labels), axis=-1)
 
 
+def _nll_at_ids(logits: Tensor, ids: Tensor, from_logits: bool, focal_gamma: float, poly_epsilon: float) -> Tensor:
+    """``-log p_k`` (or the focal / poly terms) at the ids, building ``[B, C]`` log-probabilities only where
+    needed: from logits, the focal form is a kernel of its own and the plain one the backend's fastest form."""
+    focal_poly = bool(focal_gamma or poly_epsilon)
+    if from_logits and focal_poly:
+        return kernels.sparse_focal_poly(logits, ids, focal_gamma, poly_epsilon)
+    fast = sparse_nll(logits, ids) if from_logits else None
+    if fast is not None:
+        return fast
+    log_probs = _log_probs(logits, from_logits)
+    if focal_poly:
+        return _focal_poly(log_probs, logits, from_logits, focal_gamma, poly_epsilon, ids)
+    return -kernels.take_class(log_probs, ids)
+
+
 def _sparse_nll(
     checks: Checks,
     labels: Tensor,
     logits: Tensor,
-    log_probs: Tensor,
     *,
     from_logits: bool,
     label_smoothing: float,
@@ -175,16 +193,12 @@ def _sparse_nll(
     """``-log p_k`` (or the focal / poly terms at ``k``), smoothed and weighted, for class ids ``k``."""
     ids, valid = _sparse_class_ids(checks, labels, logits.shape[-1], ignore_class)
     focal_poly = bool(focal_gamma or poly_epsilon)
-    if focal_poly:
-        nll = _focal_poly(log_probs, logits, from_logits, focal_gamma, poly_epsilon, ids)
-    elif from_logits and fused_forms():
-        nll = fused_sparse_nll(logits, ids)
-    else:
-        nll = -kernels.take_class(log_probs, ids)
+    nll = _nll_at_ids(logits, ids, from_logits, focal_gamma, poly_epsilon)
     if weights is not None:
         nll = nll * ops.take(weights, ids)
     if label_smoothing:
         # Σ_c over [B, C] terms from the log-probabilities: still no one-hot labels.
+        log_probs = _log_probs(logits, from_logits)
         terms = _focal_poly(log_probs, logits, from_logits, focal_gamma, poly_epsilon) if focal_poly else -log_probs
         uniform_nll = kernels.mean(terms if weights is None else terms * weights, axis=-1)
         nll = (1.0 - label_smoothing) * nll + label_smoothing * uniform_nll
@@ -238,12 +252,11 @@ def _focal_poly(
     poly_epsilon: float,
     ids: Tensor | None = None,
 ) -> Tensor:
-    """The focal / poly per-class terms: ``[B, C]`` for every class, or ``[B]`` at the `ids`.
+    """The focal / poly per-class terms: ``[B, C]`` for every class, or ``[B]`` at the `ids` (probabilities).
 
-    `predictions` are the logits, or the probabilities when ``from_logits=False``.
+    `predictions` are the logits, or the probabilities when ``from_logits=False`` (the only case with ids:
+    from logits, `kernels.sparse_focal_poly` is the form at the ids).
     """
-    if from_logits and ids is not None:  # the common case: one kernel with a closed-form gradient
-        return kernels.sparse_focal_poly(predictions, ids, focal_gamma, poly_epsilon)
     if from_logits:
         log_p, log1m_p = _log_p_and_log1m_p(log_probs)
     else:
@@ -367,13 +380,12 @@ def softmax_cross_entropy(
     last = kernels.move_axis_last(logits, axis)
     if not from_logits:
         last = check_unit_interval(checks, last, "probabilities (from_logits=False)", _FN)
-    log_probs = ops.log_softmax(last, axis=-1) if from_logits else kernels.log_clipped(last)
     terms: dict[str, Any] = dict(from_logits=from_logits, label_smoothing=label_smoothing, weights=weights)
     terms.update(focal_gamma=focal_gamma, poly_epsilon=poly_epsilon)
     if sparse:
         ids = _squeeze_ids(checks, labels, logits, axis)
-        return checks.gate(_sparse_nll(checks, ids, last, log_probs, ignore_class=ignore_class, **terms))
-    return checks.gate(_dense_nll(checks, labels, logits, last, log_probs, axis=axis, **terms))
+        return checks.gate(_sparse_nll(checks, ids, last, ignore_class=ignore_class, **terms))
+    return checks.gate(_dense_nll(checks, labels, logits, last, axis=axis, **terms))
 
 
 @do_not_convert

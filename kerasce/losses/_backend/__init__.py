@@ -13,8 +13,10 @@ imported. Every backend module provides the same names:
 * ``graph_assert(ok, message, data)``: an op that fails the running graph when `ok` is false, or None where
   the backend has none (then checks act through NaN); ``after(ops, x)``: `x` once `ops` have run.
 * ``custom_gradient(fn)``: ``fn(*tensors) -> (value, grad(upstream))`` with the gradient `grad` returns.
-* ``fused_forms()``: whether TensorFlow's fused cross-entropy ops pay (TF under XLA);
-  ``fused_sparse_nll(logits, ids)``: ``-log softmax(logits)[id]`` by the fused op (TensorFlow only).
+* ``fused_forms()``: whether the closed-form sigmoid cross-entropy kernel pays (TF under XLA).
+* ``sparse_nll(logits, ids)``: ``-log softmax(logits)[id]`` per example (class axis last) by the backend's
+  fastest form, or None where ``-take_class(log_softmax(logits), ids)`` is the fastest.
+* ``sigmoid_xent(labels, logits)``: ``softplus(z) - y z`` per label by the backend's fused op, or None.
 * ``mul_no_nan(x, y)``: ``x * y``, 0 where ``y == 0`` (also for infinite `x`), with finite gradients.
 * ``argmax_last(x)``: the int32 index of the largest entry on the last axis, in the fewest passes.
 * ``take_class(values, ids)``: ``values[..., id]`` per example (class axis last), the fastest gather.
@@ -40,9 +42,10 @@ if _BACKEND == "tensorflow":
         data_error,
         do_not_convert,
         fused_forms,
-        fused_sparse_nll,
         graph_assert,
         mul_no_nan,
+        sigmoid_xent,
+        sparse_nll,
         take_class,
         traced,
     )
@@ -56,9 +59,10 @@ elif _BACKEND == "jax":
         data_error,
         do_not_convert,
         fused_forms,
-        fused_sparse_nll,
         graph_assert,
         mul_no_nan,
+        sigmoid_xent,
+        sparse_nll,
         take_class,
         traced,
     )
@@ -72,9 +76,10 @@ elif _BACKEND == "torch":
         data_error,
         do_not_convert,
         fused_forms,
-        fused_sparse_nll,
         graph_assert,
         mul_no_nan,
+        sigmoid_xent,
+        sparse_nll,
         take_class,
         traced,
     )
@@ -94,12 +99,13 @@ __all__ = [
     "data_error",
     "do_not_convert",
     "fused_forms",
-    "fused_sparse_nll",
     "graph_assert",
     "keras_mask",
     "mul_no_nan",
     "set_cached_logits",
     "set_keras_mask",
+    "sigmoid_xent",
+    "sparse_nll",
     "take_class",
     "traced",
 ]

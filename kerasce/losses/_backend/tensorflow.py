@@ -29,8 +29,18 @@ def fused_forms() -> bool:
     return _in_xla()
 
 
-def fused_sparse_nll(logits: tf.Tensor, ids: tf.Tensor) -> tf.Tensor:
+def sparse_nll(logits: tf.Tensor, ids: tf.Tensor) -> tf.Tensor | None:
+    """The fused op under XLA; None in a graph, where the log-softmax and the one-hot-gradient gather are
+    faster (benchmarks/losses.py)."""
+    if not _in_xla():
+        return None
     return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=ids, logits=logits)
+
+
+def sigmoid_xent(labels: tf.Tensor, logits: tf.Tensor) -> tf.Tensor | None:
+    """None: under XLA the closed form with its custom gradient is the fast one (``fused_forms``)."""
+    del labels, logits
+    return None
 
 
 def concrete_bool(ok: tf.Tensor) -> bool | None:

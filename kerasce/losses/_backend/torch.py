@@ -11,6 +11,7 @@ from typing import Any
 
 import keras
 import torch
+import torch.nn.functional as F
 
 
 def do_not_convert(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -26,8 +27,19 @@ def fused_forms() -> bool:
     return False
 
 
-def fused_sparse_nll(logits: Any, ids: Any) -> Any:
-    raise NotImplementedError("fused_sparse_nll is TensorFlow's; fused_forms() is False on torch.")
+def sparse_nll(logits: Any, ids: Any) -> Any:
+    """``F.cross_entropy``: one fused kernel each way (``torch.logsumexp`` is slow on CPU for many classes)."""
+    num_classes = logits.shape[-1]
+    flat = F.cross_entropy(logits.reshape(-1, num_classes), ids.reshape(-1).long(), reduction="none")
+    return flat.reshape(ids.shape)
+
+
+def sigmoid_xent(labels: Any, logits: Any) -> Any:
+    """``max(z, 0) - y z + log1p(exp(-|z|))``: the fused op eagerly; under ``torch.compile`` the same formula
+    by autodiff, which Inductor fuses into fewer passes than the op's own backward."""
+    if torch.compiler.is_compiling():
+        return torch.relu(logits) - logits * labels + torch.log1p(torch.exp(-torch.abs(logits)))
+    return F.binary_cross_entropy_with_logits(logits, labels, reduction="none")
 
 
 def concrete_bool(ok: Any) -> bool | None:
