@@ -402,7 +402,7 @@ def test_the_default_is_the_plain_formula(scale):
     w = rng.uniform(0.5, 2.0, size=5).astype(np.float32)
     z32 = z64.astype(np.float32).astype(np.float64)
     picked = np.take_along_axis(ref_log_softmax(z32), ids[:, None], -1)[:, 0]
-    tight = dict(rtol=2e-6, atol=2e-6)
+    tight: dict[str, Any] = dict(rtol=2e-6, atol=2e-6)
     np.testing.assert_allclose(to_numpy(L.softmax_cross_entropy(ids, z)), -picked, **tight)
     np.testing.assert_allclose(to_numpy(L.softmax_cross_entropy(ids, z, class_weight=w)), -picked * w[ids], **tight)
     np.testing.assert_array_equal(
