@@ -46,7 +46,7 @@ def _versions() -> dict[str, str]:
 
 
 def machine() -> dict[str, Any]:
-    """The machine a figure was measured on: processor, cores, memory, Python."""
+    """The machine a figure was measured on: processor, cores, memory, Python, and how busy it was."""
     model = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
@@ -57,7 +57,17 @@ def machine() -> dict[str, Any]:
         memory_gib = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
     except (ValueError, OSError, AttributeError):
         memory_gib = None
-    return {"cpu": model, "cores": os.cpu_count(), "memory_gib": memory_gib, "python": platform.python_version()}
+    try:
+        load = [round(x, 2) for x in os.getloadavg()]  # a busy machine makes every figure of the run noisier
+    except OSError:
+        load = None
+    return {
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "memory_gib": memory_gib,
+        "python": platform.python_version(),
+        "load_average_1_5_15_min": load,
+    }
 
 
 def save_result(name: str, figures: dict[str, Any], *, argv: list[str] | None = None) -> Path:
