@@ -26,7 +26,7 @@ import statistics
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from kerasce.runs import HelpFormatter, non_negative_int, positive_int
+from kerasce.cli.runs import HelpFormatter, non_negative_int, positive_int
 
 # (case, input shape, classes, batch): the example's 8x8 digits and a 16x16 input.
 CASES = [("digits", (8, 8, 1), 10, 64), ("16x16", (16, 16, 1), 10, 64)]
