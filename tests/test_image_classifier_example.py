@@ -440,7 +440,8 @@ def test_a_backup_made_with_other_flags_is_not_resumed(tmp_path, capsys, zygote)
     assert other.returncode == 1, other.stdout[-2000:]
     message = other.stderr.strip().splitlines()[-1]
     assert message.startswith(
-        f"error: the backup in {backup_dir} was made with other flags "
+        "error: `--backup-dir` must hold a backup made with this run's flags. "
+        f"Received: {backup_dir}, made with other flags "
         f"(--learning-rate 0.002 -> 0.01, --seed 0 -> 3); it is not resumed."
     )
     assert "run again with --learning-rate 0.002 --seed 0" in message and "--fresh" in message

@@ -96,7 +96,8 @@ def test_other_flags_are_refused_naming_each_difference(tmp_path, change, differ
     with pytest.raises(RunConfigMismatch) as error:
         open_backup(tmp_path / "b", {**CONFIG, **change}, may_change=MAY_CHANGE)
     message = str(error.value)
-    assert f"the backup in {tmp_path / 'b'} was made with other flags ({differences}); it is not resumed." in message
+    assert message.startswith("`--backup-dir` must hold a backup made with this run's flags. Received: ")
+    assert f"Received: {tmp_path / 'b'}, made with other flags ({differences}); it is not resumed." in message
     assert f"To resume it, run again with {resume}; to start fresh, add --fresh" in message
     assert f"or delete {tmp_path / 'b'}" in message
     assert (tmp_path / "b" / "state" / "checkpoint").read_text() == "weights"  # nothing was touched
@@ -123,9 +124,7 @@ def test_other_settings_with_the_same_flags_are_refused_naming_each_difference(t
     with pytest.raises(RunConfigMismatch) as error:
         open_backup(tmp_path / "b", CONFIG, may_change=MAY_CHANGE, settings=now)
     message = str(error.value)
-    assert (
-        f"the backup in {tmp_path / 'b'} was made with other settings ({differences}), with the same flags" in message
-    )
+    assert f"Received: {tmp_path / 'b'}, made with other settings ({differences}) under the same flags" in message
     assert "To resume it, restore those settings; to start fresh, add --fresh" in message
     assert (tmp_path / "b" / "state" / "checkpoint").read_text() == "weights"
 

@@ -259,9 +259,10 @@ def open_backup(
         recorded_settings = dict(record.get("settings", {}))
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise RunConfigMismatch(
-            f"the backup in {directory} holds training state but no readable run record ({RECORD_FILE}: {error}), "
-            f"so it cannot be checked to belong to this run; it is not resumed. To start fresh, add --fresh "
-            f"(discards the backup) or delete {directory}."
+            f"`--backup-dir` must hold a backup with its run record to be resumed. Received: {directory}, which "
+            f"holds training state but no readable run record ({RECORD_FILE}: {error}), so it cannot be checked "
+            f"to belong to this run; it is not resumed. To start fresh, add --fresh (discards the backup) or "
+            f"delete {directory}."
         ) from None
     differences = [
         key
@@ -274,9 +275,9 @@ def open_backup(
         )
         resume = " ".join(_as_flags(k, recorded.get(k, _UNSET)) for k in differences)
         raise RunConfigMismatch(
-            f"the backup in {directory} was made with other flags ({changes}); it is not resumed. "
-            f"To resume it, run again with {resume}; to start fresh, add --fresh (discards the backup) "
-            f"or delete {directory}."
+            f"`--backup-dir` must hold a backup made with this run's flags. Received: {directory}, made with "
+            f"other flags ({changes}); it is not resumed. To resume it, run again with {resume}; to start "
+            f"fresh, add --fresh (discards the backup) or delete {directory}."
         )
     changed = [
         f"{key} {_show(recorded_settings.get(key, _UNSET))} -> {_show(resolved.get(key, _UNSET))}"
@@ -285,10 +286,10 @@ def open_backup(
     ]
     if changed:
         raise RunConfigMismatch(
-            f"the backup in {directory} was made with other settings ({', '.join(changed)}), with the same "
-            f"flags: they come from the code (e.g. a preset in kerasce.rl.presets), not from a flag. It is not "
-            f"resumed. To resume it, restore those settings; to start fresh, add --fresh (discards the backup) "
-            f"or delete {directory}."
+            f"`--backup-dir` must hold a backup made with this run's settings. Received: {directory}, made with "
+            f"other settings ({', '.join(changed)}) under the same flags: they come from the code (e.g. a preset "
+            f"in kerasce.rl.presets), not from a flag; it is not resumed. To resume it, restore those settings; "
+            f"to start fresh, add --fresh (discards the backup) or delete {directory}."
         )
     return RunBackup(directory, state_dir, recorded, started, resuming=True)
 

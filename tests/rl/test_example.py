@@ -288,7 +288,7 @@ def test_a_backup_made_with_other_flags_is_not_resumed(tmp_path, monkeypatch, ca
     with pytest.raises(RunConfigMismatch) as mismatch:
         load_example().main([*flags, "--max-updates", "10", "--seed", "1", "--num-envs", "4"])
     assert (
-        f"the backup in {backup} was made with other flags (--num-envs 8 -> 4, --seed 0 -> 1); it is not "
+        f"Received: {backup}, made with other flags (--num-envs 8 -> 4, --seed 0 -> 1); it is not "
         f"resumed. To resume it, run again with --num-envs 8 --seed 0; to start fresh, add --fresh"
     ) in str(mismatch.value)
     assert {
