@@ -1,5 +1,5 @@
-"""Train a REINFORCE policy on CartPole-v1 (or any Discrete-action, Box-observation gymnasium env)
-with kerasce, then export it.
+"""Train a REINFORCE policy on CartPole-v1 (or another gymnasium env: any action space, Box, Discrete,
+Dict or Tuple observations) with kerasce, then export it.
 
     python examples/reinforce_cartpole.py
     python examples/reinforce_cartpole.py --env Acrobot-v1 --target-return -100 --max-seconds 120
