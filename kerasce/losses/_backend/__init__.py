@@ -26,68 +26,34 @@ imported. Every backend module provides the same names:
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 import keras
 from keras.src.backend.common.tensor_attributes import get_tensor_attr, set_tensor_attr
 
 _BACKEND = keras.backend.backend()
-if _BACKEND == "tensorflow":
-    from kerasce.losses._backend.tensorflow import (
-        activation_of,
-        after,
-        argmax_last,
-        concrete_bool,
-        custom_gradient,
-        data_error,
-        do_not_convert,
-        fused_forms,
-        graph_assert,
-        mul_no_nan,
-        sigmoid_xent,
-        sparse_nll,
-        take_class,
-        traced,
-    )
-elif _BACKEND == "jax":
-    from kerasce.losses._backend.jax import (
-        activation_of,
-        after,
-        argmax_last,
-        concrete_bool,
-        custom_gradient,
-        data_error,
-        do_not_convert,
-        fused_forms,
-        graph_assert,
-        mul_no_nan,
-        sigmoid_xent,
-        sparse_nll,
-        take_class,
-        traced,
-    )
-elif _BACKEND == "torch":
-    from kerasce.losses._backend.torch import (
-        activation_of,
-        after,
-        argmax_last,
-        concrete_bool,
-        custom_gradient,
-        data_error,
-        do_not_convert,
-        fused_forms,
-        graph_assert,
-        mul_no_nan,
-        sigmoid_xent,
-        sparse_nll,
-        take_class,
-        traced,
-    )
-else:
+if _BACKEND not in ("tensorflow", "jax", "torch"):
     raise ImportError(
-        "kerasce.losses runs on the tensorflow, jax and torch Keras backends. Received: "
+        "`KERAS_BACKEND` must be tensorflow, jax or torch for kerasce.losses. Received: "
         f"KERAS_BACKEND={_BACKEND}. Set KERAS_BACKEND=tensorflow, jax or torch."
     )
+# Only the active backend's module is imported (it imports that framework alone).
+_impl = importlib.import_module(f"kerasce.losses._backend.{_BACKEND}")
+activation_of = _impl.activation_of
+after = _impl.after
+argmax_last = _impl.argmax_last
+concrete_bool = _impl.concrete_bool
+custom_gradient = _impl.custom_gradient
+data_error = _impl.data_error
+do_not_convert = _impl.do_not_convert
+fused_forms = _impl.fused_forms
+graph_assert = _impl.graph_assert
+mul_no_nan = _impl.mul_no_nan
+sigmoid_xent = _impl.sigmoid_xent
+sparse_nll = _impl.sparse_nll
+take_class = _impl.take_class
+traced = _impl.traced
 
 __all__ = [
     "activation_of",
