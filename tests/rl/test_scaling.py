@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers.jobs import job_result
 
 from kerasce.launch import tf_configs
 from kerasce.rl import Batch
@@ -30,19 +31,6 @@ def start(zygote, *args: str, config: str | None = None):
     return zygote.start(JOB, *args, env=env)
 
 
-def result(proc):
-    """The job's JSON: a dict for one run, a list of dicts for several (``--then``)."""
-    try:
-        out, err = proc.communicate(timeout=TIMEOUT)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out, err = proc.communicate()
-        raise AssertionError(f"job did not finish in {TIMEOUT} s (a worker waiting forever?):\n{err[-2000:]}") from None
-    if proc.returncode != 0:
-        raise AssertionError(f"job failed ({proc.returncode}):\n{err[-3000:]}")
-    return json.loads(out.strip().splitlines()[-1])
-
-
 def runs(*groups: tuple[str, ...]) -> list[str]:
     """The flags of several runs in one process (a TensorFlow start costs seconds): scaling_job.py's ``--then``."""
     return [arg for i, group in enumerate(groups) for arg in (("--then",) if i else ()) + group]
@@ -60,7 +48,7 @@ def cluster(zygote, *groups: tuple[str, ...], per_worker: tuple = ((), ())) -> l
         )
         for config, extra in zip(tf_configs(2), per_worker)
     ]
-    return [result(p) for p in procs]
+    return [job_result(p) for p in procs]
 
 
 def ok(run: dict) -> dict:
@@ -176,7 +164,7 @@ UPDATES = {
 
 @pytest.fixture(scope="module")
 def updates(zygote):
-    return dict(zip(UPDATES, result(start(zygote, "--devices", "2", *runs(*UPDATES.values())))))
+    return dict(zip(UPDATES, job_result(start(zygote, "--devices", "2", *runs(*UPDATES.values())))))
 
 
 @pytest.fixture(scope="module")
