@@ -63,3 +63,20 @@ def paired_ratio(a: list[float], b: list[float]) -> tuple[float, float, float]:
 def pooled(samples: Mapping[str, list[float]], names: list[str]) -> list[float]:
     """Per-round mean over several variants (instances of one kind): what one kind cost in each round."""
     return [float(v) for v in np.mean([samples[name] for name in names], axis=0)]
+
+
+def start(args: Any) -> np.random.Generator:
+    """Seeds Keras and returns the data generator, after printing the versions, the machine and the settings
+    (``args.seed``, ``args.rounds``, ``args.steps``, ``args.instances``): a TensorFlow benchmark's first line."""
+    import os
+    import platform
+
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(args.seed)
+    print(
+        f"tensorflow {tf.__version__}, keras {keras.__version__}, python {platform.python_version()}, "
+        f"{os.cpu_count()} CPUs; rounds={args.rounds}, steps={args.steps}, instances={args.instances}"
+    )
+    return np.random.default_rng(args.seed)

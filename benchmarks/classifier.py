@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import functools
 import os
-import platform
 import statistics
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -54,7 +53,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from _results import save_result  # noqa: E402
-from _timing import paired_ratio, pooled, time_interleaved  # noqa: E402
+from _timing import paired_ratio, pooled, start, time_interleaved  # noqa: E402
 
 from kerasce.classifiers import ImageClassifier, build_image_classifier, classifier_metrics  # noqa: E402
 
@@ -100,12 +99,7 @@ def batch(rng: np.random.Generator, input_shape, num_classes: int, multilabel: b
 
 def main() -> None:
     args = parse_args()
-    keras.utils.set_random_seed(args.seed)
-    rng = np.random.default_rng(args.seed)
-    print(
-        f"tensorflow {tf.__version__}, keras {keras.__version__}, python {platform.python_version()}, "
-        f"{os.cpu_count()} CPUs; rounds={args.rounds}, steps={args.steps}, instances={args.instances}"
-    )
+    rng = start(args)
     header = (
         f"{'case':<32} {'batch':>5} {'kerasce ms':>10} {'keras ms':>9} {'kerasce/keras (IQR)':>22} "
         f"{'<= ' + str(TARGET_RATIO):>7} {'noise: keras/keras':>19}"

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import functools
 import os
-import platform
 import statistics
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -51,10 +50,9 @@ if __name__ == "__main__":
     parse_args()  # --help and bad flags answer here, before the TensorFlow import below
 
 import keras  # noqa: E402
-import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from _results import save_result  # noqa: E402
-from _timing import paired_ratio, pooled, time_interleaved  # noqa: E402
+from _timing import paired_ratio, pooled, start, time_interleaved  # noqa: E402
 
 from kerasce.classifiers import build_image_classifier  # noqa: E402
 from kerasce.optimizers import SkipNonFinite  # noqa: E402
@@ -124,12 +122,7 @@ def measure(make, data, jit: bool, args: argparse.Namespace) -> dict:
 
 def main() -> None:
     args = parse_args()
-    keras.utils.set_random_seed(args.seed)
-    rng = np.random.default_rng(args.seed)
-    print(
-        f"tensorflow {tf.__version__}, keras {keras.__version__}, python {platform.python_version()}, "
-        f"{os.cpu_count()} CPUs; rounds={args.rounds}, steps={args.steps}, instances={args.instances}"
-    )
+    rng = start(args)
     header = f"{'case':<22} {'xla':>5} {'gate ms':>8} {'wrapper ms':>10} {'wrapper/gate (IQR)':>21} {'noise':>6}"
     print(header + "\n" + "-" * len(header))
     cases = {}

@@ -20,6 +20,15 @@ def ref_softmax_ce(labels, pred, *, sparse, from_logits=True, smoothing=0.0, wei
     pred = np.moveaxis(np.asarray(pred, np.float64), axis, -1)
     num_classes = pred.shape[-1]
     logp = ref_log_softmax(pred) if from_logits else np.log(np.clip(pred, EPS, 1 - EPS))
+    wy, valid = ref_weighted_labels(
+        labels, num_classes, sparse=sparse, smoothing=smoothing, weights=weights, ignore=ignore, axis=axis
+    )
+    return np.where(valid, -(wy * logp).sum(-1), 0.0), valid
+
+
+def ref_weighted_labels(labels, num_classes, *, sparse, smoothing=0.0, weights=None, ignore=None, axis=-1):
+    """(w ⊙ ỹ with the class axis last, valid): one-hot ids or dense labels, smoothed and class-weighted, float64;
+    `valid` is False where an id is `ignore` (its row of w ⊙ ỹ is meaningless and must be masked)."""
     if sparse:
         ids = np.asarray(labels).astype(np.int64)
         valid = np.ones(ids.shape, bool) if ignore is None else ids != ignore
@@ -29,8 +38,7 @@ def ref_softmax_ce(labels, pred, *, sparse, from_logits=True, smoothing=0.0, wei
         valid = np.ones(y.shape[:-1], bool)
     y = y * (1 - smoothing) + smoothing / num_classes
     w = np.ones(num_classes) if weights is None else np.asarray(weights, np.float64)
-    loss = -(w * y * logp).sum(-1)
-    return np.where(valid, loss, 0.0), valid
+    return w * y, valid
 
 
 def ref_softmax_ce_grad(labels, logits, *, sparse, smoothing=0.0, weights=None):

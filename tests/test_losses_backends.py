@@ -136,6 +136,25 @@ def test_compile_evaluate_predict_fit_match_the_reference(case, jit_compile):
     assert all(np.all(np.isfinite(w)) for w in weights)
 
 
+@pytest.mark.parametrize("batch", [B, 0])
+@pytest.mark.parametrize("reduction", ["sum_over_batch_size", "mean", "sum", None])
+@pytest.mark.parametrize("case", list(CASES))
+def test_a_loss_reduces_its_values_as_keras_loss_call_does(case, reduction, batch):
+    """The classes reduce a plain mean themselves (fewer ops than Keras's ``Loss.__call__``): the same value,
+    masked positions (ignore_class) left out, an empty batch as Keras gives it."""
+    loss, activation, shape, labels, _ = CASES[case]
+    loss = type(loss).from_config({**loss.get_config(), "reduction": reduction})
+    predictions = _model(activation, shape)(X[:batch])  # a softmax / sigmoid output keeps its cached logits
+    if isinstance(loss, L.PolicyGradientLoss):  # the returns travel with the actions as y_true
+        got = to_numpy(loss(labels[:batch], predictions, RETURNS[:batch]))
+        want = to_numpy(keras.losses.Loss.__call__(loss, (labels[:batch], RETURNS[:batch]), predictions))
+    else:
+        got = to_numpy(loss(labels[:batch], predictions))
+        want = to_numpy(keras.losses.Loss.__call__(loss, labels[:batch], predictions))
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("case", list(CASES))
 def test_fit_with_jit_compile_equals_fit_without(case):

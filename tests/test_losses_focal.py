@@ -31,6 +31,7 @@ import keras
 from backends import BACKEND, graph, tensorflow_only, to_numpy
 from backends import value_and_grad as grad_of
 from covering import covering_cases, product_quick_pairs
+from loss_references import ref_weighted_labels
 
 from kerasce import losses as L
 
@@ -67,17 +68,11 @@ def ref_softmax_focal(
         log_p, log1m_p = ref_log_softmax(pred), ref_log1m_softmax(pred)
     else:
         log_p, log1m_p = np.log(np.clip(pred, EPS, 1 - EPS)), np.log(np.clip(1 - pred, EPS, 1 - EPS))
-    if sparse:
-        ids = np.asarray(labels).astype(np.int64)
-        valid = np.ones(ids.shape, bool) if ignore is None else ids != ignore
-        y = np.eye(num_classes)[np.where(valid, ids, 0)]
-    else:
-        y = np.moveaxis(np.asarray(labels, np.float64), axis, -1)
-        valid = np.ones(y.shape[:-1], bool)
-    y = y * (1 - smoothing) + smoothing / num_classes
-    w = np.ones(num_classes) if weights is None else np.asarray(weights, np.float64)
+    wy, valid = ref_weighted_labels(
+        labels, num_classes, sparse=sparse, smoothing=smoothing, weights=weights, ignore=ignore, axis=axis
+    )
     per_class = -np.exp(gamma * log1m_p) * log_p + epsilon * np.exp(log1m_p)
-    return np.where(valid, (w * y * per_class).sum(-1), 0.0)
+    return np.where(valid, (wy * per_class).sum(-1), 0.0)
 
 
 def ref_sigmoid_focal(

@@ -26,6 +26,7 @@ from kerasce.losses.softmax import softmax_cross_entropy
 from ._backend import (  # the backend seam: framework internals live there
     cached_logits,
     keras_mask,
+    mean_is_plain,
     set_cached_logits,
     set_keras_mask,
 )
@@ -79,7 +80,37 @@ class _FunctionLoss(keras.losses.Loss):
             if mask is not None:
                 set_keras_mask(cast, mask)
             y_pred = cast
+        if self._plain_mean(y_true, y_pred, sample_weight):
+            return self._mean_of_call(y_true, y_pred)
         return super().__call__(y_true, y_pred, sample_weight=sample_weight)
+
+    def _plain_mean(self, y_true: Any, y_pred: Any, sample_weight: Any) -> bool:
+        """Whether Keras's ``Loss.__call__`` would reduce to a plain (or masked) mean of ``call``'s values: no
+        sample weight, no input mask, one label tensor, a mean reduction over a known, non-empty shape, a
+        backend without ``tf.distribute``'s 1 / replicas scaling. (Its dozen small ops cost more than a small
+        loss itself on torch.)"""
+        if sample_weight is not None or isinstance(y_true, (dict, list, tuple)):
+            return False
+        if self.reduction not in ("sum_over_batch_size", "mean"):
+            return False
+        if not mean_is_plain() or not keras.ops.is_tensor(y_pred) or keras_mask(y_pred) is not None:
+            return False
+        dims = tuple(y_pred.shape)
+        return None not in dims and 0 not in dims and keras.backend.standardize_dtype(y_pred.dtype) == self.dtype
+
+    def _mean_of_call(self, y_true: Any, y_pred: Tensor) -> Tensor:
+        """``mean(call(y_true, y_pred))`` (over the unmasked values where ``call`` masks some), as Keras reduces
+        it. Integer labels stay integers (Keras would hand them over as floats); float ones take the loss dtype."""
+        y_true = keras.ops.convert_to_tensor(y_true)
+        if "float" in keras.backend.standardize_dtype(y_true.dtype):
+            y_true = keras.ops.cast(y_true, self.dtype)
+        values = self.call(y_true, y_pred)
+        mask = keras_mask(values)  # read before the cast, which drops it
+        values = keras.ops.cast(values, self.dtype)
+        if mask is None:
+            return keras.ops.mean(values)
+        weights = keras.ops.cast(mask, self.dtype)
+        return keras.ops.divide_no_nan(keras.ops.sum(values * weights), keras.ops.sum(weights))
 
     def call(self, y_true: Tensor, y_pred: Tensor) -> Tensor:
         return type(self).fn(y_true, y_pred, **self._options)

@@ -125,7 +125,7 @@ def _top_one_minus_p(logits: Tensor, log_probs: Tensor, ids: Tensor) -> tuple[Te
     ``p <= 1/2`` and take the ordinary branch. Nothing of the logits' shape is built from the ids.
     """
     probs = ops.exp(log_probs)
-    top = ops.max(logits, axis=-1)
+    top = ops.max(logits, axis=-1, initial=-np.inf)  # `initial`: an empty batch is no error (TensorFlow)
     is_top = logits == top[..., None]
     single_top = ops.sum(ops.cast(is_top, logits.dtype), axis=-1) == 1.0
     rest_of_top = at_least_tiny(ops.sum(ops.where(is_top, 0.0, probs), axis=-1))

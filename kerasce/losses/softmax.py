@@ -121,9 +121,10 @@ def _sparse_class_ids(
         integral=True,
         per_example=True,
     )
-    # Clipped, so that a bad id never reaches the gather (it would raise its own error before the check's;
-    # traced, the check cannot raise and the gated value is NaN anyway).
-    return ops.clip(ops.cast(labels, "int32"), 0, num_classes - 1), valid
+    # Clipped while a check's verdict is still to come, so that a bad id never reaches the gather (it would
+    # raise its own error before the check's; traced, the check cannot raise and the gated value is NaN anyway).
+    ids = ops.cast(labels, "int32")
+    return (ops.clip(ids, 0, num_classes - 1) if checks.deferred else ids), valid
 
 
 def _log_probs(predictions: Tensor, from_logits: bool) -> Tensor:

@@ -8,11 +8,14 @@ imported. Every backend module provides the same names:
 * ``do_not_convert(fn)``: keeps TensorFlow's AutoGraph out of a function (identity elsewhere).
 * ``traced(x)``: True where nothing can raise at run time and the values of `x` are unknown now (TF under
   XLA, ``jax.jit``, ``torch.compile``): run-time checks then turn the result NaN instead.
-* ``concrete_bool(ok)``: the Python value of the scalar `ok` if it is known now, else None.
+* ``concrete_bool(ok)``: the Python value of the scalar `ok` if it is known now, else None;
+  ``concrete_float(x)``: the same for a numeric scalar.
 * ``data_error(message)``: the exception raised for bad values known now.
 * ``graph_assert(ok, message, data)``: an op that fails the running graph when `ok` is false, or None where
   the backend has none (then checks act through NaN); ``after(ops, x)``: `x` once `ops` have run.
 * ``custom_gradient(fn)``: ``fn(*tensors) -> (value, grad(upstream))`` with the gradient `grad` returns.
+* ``mean_is_plain()``: whether Keras's mean reductions of a loss are the plain mean (not on TensorFlow, where
+  ``tf.distribute`` scales them by ``1 / replicas``).
 * ``fused_forms()``: whether the closed-form sigmoid cross-entropy kernel pays (TF under XLA).
 * ``sparse_nll(logits, ids)``: ``-log softmax(logits)[id]`` per example (class axis last) by the backend's
   fastest form, or None where ``-take_class(log_softmax(logits), ids)`` is the fastest.
@@ -44,10 +47,12 @@ activation_of = _impl.activation_of
 after = _impl.after
 argmax_last = _impl.argmax_last
 concrete_bool = _impl.concrete_bool
+concrete_float = _impl.concrete_float
 custom_gradient = _impl.custom_gradient
 data_error = _impl.data_error
 do_not_convert = _impl.do_not_convert
 fused_forms = _impl.fused_forms
+mean_is_plain = _impl.mean_is_plain
 graph_assert = _impl.graph_assert
 mul_no_nan = _impl.mul_no_nan
 sigmoid_xent = _impl.sigmoid_xent
@@ -61,12 +66,14 @@ __all__ = [
     "argmax_last",
     "cached_logits",
     "concrete_bool",
+    "concrete_float",
     "custom_gradient",
     "data_error",
     "do_not_convert",
     "fused_forms",
     "graph_assert",
     "keras_mask",
+    "mean_is_plain",
     "mul_no_nan",
     "set_cached_logits",
     "set_keras_mask",

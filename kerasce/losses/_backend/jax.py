@@ -8,7 +8,7 @@ detected here.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -16,13 +16,15 @@ import jax.numpy as jnp
 import keras
 from jax._src.core import is_concrete  # the public alias is deprecated
 
-
-def do_not_convert(fn: Callable[..., Any]) -> Callable[..., Any]:
-    return fn
+from .portable import *  # noqa: F403 (the seam's names JAX and torch share: portable.__all__)
 
 
 def traced(x: Any) -> bool:
     return isinstance(x, jax.core.Tracer) and not is_concrete(x)
+
+
+def mean_is_plain() -> bool:
+    return True  # no replica scaling: a global batch is one array
 
 
 def fused_forms() -> bool:
@@ -49,18 +51,11 @@ def concrete_bool(ok: Any) -> bool | None:
         return None
 
 
-def data_error(message: str) -> Exception:
-    return ValueError(message)
-
-
-def graph_assert(ok: Any, message: str, data: Sequence[Any]) -> None:
-    del ok, message, data
-    return None
-
-
-def after(ops: Sequence[Any], x: Any) -> Any:
-    del ops
-    return x
+def concrete_float(x: Any) -> float | None:
+    try:
+        return float(x)
+    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
+        return None
 
 
 def custom_gradient(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -70,19 +65,3 @@ def custom_gradient(fn: Callable[..., Any]) -> Callable[..., Any]:
 def activation_of(x: Any) -> str | None:
     del x
     return None
-
-
-def take_class(values: Any, ids: Any) -> Any:
-    """``values[..., id]`` per example."""
-    return keras.ops.take_along_axis(values, ids[..., None], axis=-1)[..., 0]
-
-
-def mul_no_nan(x: Any, y: Any) -> Any:
-    """``x * y``, 0 where ``y == 0`` even if `x` is infinite, with finite gradients there (inner ``where``)."""
-    zero = y == 0
-    return keras.ops.where(zero, 0.0, keras.ops.where(zero, 0.0, x) * y)
-
-
-def argmax_last(x: Any) -> Any:
-    """int32 index of the largest entry on the last axis."""
-    return keras.ops.cast(keras.ops.argmax(x, axis=-1), "int32")

@@ -24,6 +24,10 @@ def traced(x: Any) -> bool:
     return _in_xla()
 
 
+def mean_is_plain() -> bool:
+    return False  # Keras scales a mean-reduced loss by 1 / replicas under ``tf.distribute``
+
+
 def fused_forms() -> bool:
     """XLA compiles TF's fused cross-entropy ops better than their ``keras.ops`` forms (benchmarks/losses.py)."""
     return _in_xla()
@@ -45,6 +49,10 @@ def sigmoid_xent(labels: tf.Tensor, logits: tf.Tensor) -> tf.Tensor | None:
 
 def concrete_bool(ok: tf.Tensor) -> bool | None:
     return bool(ok) if tf.executing_eagerly() else None
+
+
+def concrete_float(x: tf.Tensor) -> float | None:
+    return float(x) if tf.executing_eagerly() else None
 
 
 def data_error(message: str) -> Exception:

@@ -6,16 +6,14 @@ torch) a data-dependent raise would break the graph, so checks turn the result N
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import keras
 import torch
 import torch.nn.functional as F
 
-
-def do_not_convert(fn: Callable[..., Any]) -> Callable[..., Any]:
-    return fn
+from .portable import *  # noqa: F403 (the seam's names JAX and torch share: portable.__all__)
 
 
 def traced(x: Any) -> bool:
@@ -23,12 +21,21 @@ def traced(x: Any) -> bool:
     return bool(torch.compiler.is_compiling())
 
 
+def mean_is_plain() -> bool:
+    return True  # no replica scaling on torch
+
+
 def fused_forms() -> bool:
     return False
 
 
 def sparse_nll(logits: Any, ids: Any) -> Any:
-    """``F.cross_entropy``: one fused kernel each way (``torch.logsumexp`` is slow on CPU for many classes)."""
+    """``F.cross_entropy`` eagerly: one fused kernel each way (``torch.logsumexp`` is slow on CPU for many
+    classes). Under ``torch.compile``, ``logsumexp(z) - z[id]``: Inductor lowers the cross-entropy's backward to
+    a ``[B, C]`` pass of index arithmetic, this form's to a softmax and a scatter (1.4x faster at 1024x1000)."""
+    if torch.compiler.is_compiling():
+        picked = torch.gather(logits, -1, ids.long().unsqueeze(-1)).squeeze(-1)
+        return torch.logsumexp(logits, dim=-1) - picked
     num_classes = logits.shape[-1]
     flat = F.cross_entropy(logits.reshape(-1, num_classes), ids.reshape(-1).long(), reduction="none")
     return flat.reshape(ids.shape)
@@ -46,18 +53,8 @@ def concrete_bool(ok: Any) -> bool | None:
     return None if torch.compiler.is_compiling() else bool(ok)
 
 
-def data_error(message: str) -> Exception:
-    return ValueError(message)
-
-
-def graph_assert(ok: Any, message: str, data: Sequence[Any]) -> None:
-    del ok, message, data
-    return None
-
-
-def after(ops: Sequence[Any], x: Any) -> Any:
-    del ops
-    return x
+def concrete_float(x: Any) -> float | None:
+    return None if torch.compiler.is_compiling() else float(x)
 
 
 def custom_gradient(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -73,19 +70,3 @@ def custom_gradient(fn: Callable[..., Any]) -> Callable[..., Any]:
 def activation_of(x: Any) -> str | None:
     """Keras's ``softmax`` / ``sigmoid`` activations cache ``_keras_logits`` on torch tensors."""
     return "activation" if hasattr(x, "_keras_logits") else None
-
-
-def take_class(values: Any, ids: Any) -> Any:
-    """``values[..., id]`` per example."""
-    return keras.ops.take_along_axis(values, ids[..., None], axis=-1)[..., 0]
-
-
-def mul_no_nan(x: Any, y: Any) -> Any:
-    """``x * y``, 0 where ``y == 0`` even if `x` is infinite, with finite gradients there (inner ``where``)."""
-    zero = y == 0
-    return keras.ops.where(zero, 0.0, keras.ops.where(zero, 0.0, x) * y)
-
-
-def argmax_last(x: Any) -> Any:
-    """int32 index of the largest entry on the last axis."""
-    return keras.ops.cast(keras.ops.argmax(x, axis=-1), "int32")
