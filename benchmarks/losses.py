@@ -47,13 +47,22 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--skip-plain", action="store_true", help="skip the plain cross-entropy table")
     parser.add_argument("--skip-focal", action="store_true", help="skip the focal table")
     parser.add_argument("--skip-pixel", action="store_true", help="skip the per-pixel time and memory table")
+    parser.add_argument(
+        "--threads",
+        type=positive_int,
+        help="OpenMP threads (torch's intra-op threads; default: one per core). 1 on a machine whose other cores "
+        "are busy: a parallel region then waits for a descheduled thread, in multiples of the scheduler tick",
+    )
     parser.add_argument("--memory-variant", help=argparse.SUPPRESS)  # internal: one memory measurement
     return parser.parse_args()
 
 
 if __name__ == "__main__":
     # --help and bad flags answer here, before any framework import; Keras reads KERAS_BACKEND once.
-    os.environ["KERAS_BACKEND"] = parse_args().backend
+    _args = parse_args()
+    os.environ["KERAS_BACKEND"] = _args.backend
+    if _args.threads:  # read by torch's OpenMP when it is imported
+        os.environ["OMP_NUM_THREADS"] = str(_args.threads)
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402

@@ -27,6 +27,7 @@ B, F = 12, 4  # batch, input features
 RNG = np.random.default_rng(0)
 X = RNG.normal(size=(B, F)).astype(np.float32)
 IDS = RNG.integers(0, 3, size=B)
+IDS_40 = RNG.integers(0, 40, size=B)
 SOFT = RNG.dirichlet(np.ones(3), size=B).astype(np.float32)
 MULTI_HOT = (RNG.uniform(size=(B, 3)) < 0.4).astype(np.float32)
 RETURNS = RNG.normal(size=B).astype(np.float32)
@@ -36,6 +37,14 @@ SEG_IDS = np.where(RNG.uniform(size=(B, 5)) < 0.2, 255, RNG.integers(0, 3, size=
 # name: (loss, output activation, output shape, labels, reference(labels, predictions as float64) per example)
 CASES = {
     "softmax ids": (L.SoftmaxCrossEntropy(), None, (3,), IDS, lambda y, p: ref_softmax_ce(y, p, sparse=True)[0]),
+    # More than 32 classes: torch.compile's own form of the sparse cross-entropy.
+    "softmax ids, 40 classes": (
+        L.SoftmaxCrossEntropy(),
+        None,
+        (40,),
+        IDS_40,
+        lambda y, p: ref_softmax_ce(y, p, sparse=True)[0],
+    ),
     "softmax ids [B, 1], all options": (
         L.SoftmaxCrossEntropy(label_smoothing=0.1, class_weight=[1.0, 2.0, 0.5], focal_gamma=2.0, poly_epsilon=1.0),
         None,

@@ -22,6 +22,7 @@ from ._backend import (  # the backend seam: framework internals live there
     keras_mask,
     set_keras_mask,
     traced,
+    value_range,
 )
 
 Tensor = Any
@@ -204,7 +205,7 @@ class Checks:
             return values  # an empty batch: nothing to check (and no min or max to take)
         if self._traced and (poison or per_example):
             return self._poison(values, high, high_inclusive, integral, poison, constant)
-        low, top = ops.min(values), ops.max(values)
+        low, top = value_range(values)
         fractional = integral and "float" in dtype_of(values)  # Keras's Loss.__call__ hands class ids over as floats
         low_now, top_now = concrete_float(low), concrete_float(top)
         if low_now is not None and top_now is not None:  # eager: compared in Python, fewer small ops

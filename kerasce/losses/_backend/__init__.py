@@ -22,6 +22,7 @@ imported. Every backend module provides the same names:
 * ``sigmoid_xent(labels, logits)``: ``softplus(z) - y z`` per label by the backend's fused op, or None.
 * ``mul_no_nan(x, y)``: ``x * y``, 0 where ``y == 0`` (also for infinite `x`), with finite gradients.
 * ``argmax_last(x)``: the int32 index of the largest entry on the last axis, in the fewest passes.
+* ``value_range(x)``: ``(min(x), max(x))`` over all entries, in the fewest passes.
 * ``take_class(values, ids)``: ``values[..., id]`` per example (class axis last), the fastest gather.
 * ``activation_of(x)``: ``"softmax"``, ``"sigmoid"`` or ``"activation"`` if `x` was produced by such an
   activation (probabilities, not logits), as far as the backend can tell; None otherwise.
@@ -59,6 +60,7 @@ sigmoid_xent = _impl.sigmoid_xent
 sparse_nll = _impl.sparse_nll
 take_class = _impl.take_class
 traced = _impl.traced
+value_range = _impl.value_range
 
 __all__ = [
     "activation_of",
@@ -81,6 +83,7 @@ __all__ = [
     "sparse_nll",
     "take_class",
     "traced",
+    "value_range",
 ]
 
 

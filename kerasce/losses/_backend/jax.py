@@ -17,6 +17,7 @@ import keras
 from jax._src.core import is_concrete  # the public alias is deprecated
 
 from .portable import *  # noqa: F403 (the seam's names JAX and torch share: portable.__all__)
+from .portable import value_range  # noqa: F401 (re-exported)
 
 
 def traced(x: Any) -> bool:

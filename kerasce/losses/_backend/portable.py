@@ -8,7 +8,15 @@ from typing import Any
 
 import keras
 
-__all__ = ["after", "argmax_last", "data_error", "do_not_convert", "graph_assert", "mul_no_nan", "take_class"]
+__all__ = [
+    "after",
+    "argmax_last",
+    "data_error",
+    "do_not_convert",
+    "graph_assert",
+    "mul_no_nan",
+    "take_class",
+]  # value_range: imported by name where it serves (torch has a one-pass form)
 
 
 def do_not_convert(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -43,3 +51,8 @@ def mul_no_nan(x: Any, y: Any) -> Any:
 def argmax_last(x: Any) -> Any:
     """int32 index of the largest entry on the last axis."""
     return keras.ops.cast(keras.ops.argmax(x, axis=-1), "int32")
+
+
+def value_range(x: Any) -> tuple[Any, Any]:
+    """``(min(x), max(x))`` over all entries."""
+    return keras.ops.min(x), keras.ops.max(x)

@@ -8,6 +8,8 @@ from typing import Any
 import tensorflow as tf
 from tensorflow.python.ops import control_flow_util  # the XLA-context test has no public API
 
+from .portable import value_range  # noqa: F401 (re-exported: the keras.ops form serves here too)
+
 # The losses hold no Python control flow on tensors, so AutoGraph has nothing to rewrite in them; left to it,
 # the first trace of a train step that calls one spends seconds of CPU converting the code (measured: 4.4 s
 # for softmax_cross_entropy). Keras and TensorFlow exempt their own code the same way.

@@ -31,9 +31,10 @@ def fused_forms() -> bool:
 
 def sparse_nll(logits: Any, ids: Any) -> Any:
     """``F.cross_entropy`` eagerly: one fused kernel each way (``torch.logsumexp`` is slow on CPU for many
-    classes). Under ``torch.compile``, ``logsumexp(z) - z[id]``: Inductor lowers the cross-entropy's backward to
-    a ``[B, C]`` pass of index arithmetic, this form's to a softmax and a scatter (1.4x faster at 1024x1000)."""
-    if torch.compiler.is_compiling():
+    classes). Under ``torch.compile`` with more than 32 classes, ``logsumexp(z) - z[id]``: Inductor lowers the
+    cross-entropy's backward to a ``[B, C]`` pass of index arithmetic, this form's to a softmax and a scatter
+    (measured on CPU: 1.3x faster at 1024x1000, 1.15x at 4096x100; 10% slower at 4096x10)."""
+    if torch.compiler.is_compiling() and logits.shape[-1] > 32:
         picked = torch.gather(logits, -1, ids.long().unsqueeze(-1)).squeeze(-1)
         return torch.logsumexp(logits, dim=-1) - picked
     num_classes = logits.shape[-1]
@@ -70,3 +71,8 @@ def custom_gradient(fn: Callable[..., Any]) -> Callable[..., Any]:
 def activation_of(x: Any) -> str | None:
     """Keras's ``softmax`` / ``sigmoid`` activations cache ``_keras_logits`` on torch tensors."""
     return "activation" if hasattr(x, "_keras_logits") else None
+
+
+def value_range(x: Any) -> tuple[Any, Any]:
+    """``(min(x), max(x))`` in one pass (``torch.aminmax``), half the time of two reductions."""
+    return torch.aminmax(x)
