@@ -40,6 +40,19 @@ PRESETS: dict[str, dict[str, Any]] = {
         "max_grad_norm": 1.0,
         "max_rollout_steps": 1001,
     },
+    # Box(-1, 1)^2 actions (a clipped Gaussian): LunarLander-v3's settings, the Gaussian starting narrower
+    # (sigma 0.6) than the action range.
+    "LunarLanderContinuous-v3": {
+        "baseline": True,
+        "gamma": 0.99,
+        "num_envs": 16,
+        "hidden_units": (64, 64),
+        "learning_rate": 3e-3,
+        "ent_coef": 0.001,
+        "max_grad_norm": 1.0,
+        "max_rollout_steps": 1001,
+        "log_std_init": -0.5,
+    },
     # MuJoCo, Box(-3, 3) actions (a clipped Gaussian): episodes end when the pole falls, a balancing one is
     # truncated at 1000 steps (a learned baseline bootstraps it). Observations normalised. Seed 0: greedy 1000
     # over 10 episodes after 12 s of training (update 45) here.
@@ -63,7 +76,7 @@ def preset(env_id: str) -> dict[str, Any]:
 # machine: RL Zoo's per-env `n_timesteps` plays this part there. A budget of the run, not a setting of the
 # agent, so it is kept apart from PRESETS. LunarLander-v3, seeds 0-2: solved after 159-461 s of training here.
 DEFAULT_MAX_SECONDS = 120.0
-MAX_SECONDS: dict[str, float] = {"LunarLander-v3": 900.0}
+MAX_SECONDS: dict[str, float] = {"LunarLander-v3": 900.0, "LunarLanderContinuous-v3": 900.0}
 
 
 def max_seconds(env_id: str) -> float:
