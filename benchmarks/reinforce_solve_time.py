@@ -27,7 +27,7 @@ are skipped with one line that says so. Both use the same --max-seconds budget a
 Dict observations: `kerasce/MiniGrid-Empty-Random-5x5-v0` (kerasce.rl.registration: minigrid's env without
 its `mission` text) on the kerasce side; the SB3 rows play minigrid's own id (SB3_ENV_IDS) with RL Zoo's
 setting for it, `minigrid.wrappers.FlatObsWrapper` (the image and the mission's characters one-hot, one
-flat vector) and VecNormalize; the rewards, hence the target, are the same.
+flat vector; no direction) and VecNormalize; the rewards, hence the target, are the same.
 """
 
 from __future__ import annotations
