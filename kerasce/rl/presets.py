@@ -40,6 +40,10 @@ PRESETS: dict[str, dict[str, Any]] = {
         "max_grad_norm": 1.0,
         "max_rollout_steps": 1001,
     },
+    # Dict observations (kerasce.rl.registration: minigrid's image and direction, no mission text); episodes end
+    # at the goal or are truncated after 100 steps. The default network on normalised observations: seed 0
+    # reached greedy 0.946 (target 0.9) after 21 updates, 11 s, here.
+    "kerasce/MiniGrid-Empty-Random-5x5-v0": {"num_envs": 16, "max_rollout_steps": 101, "normalize_observations": True},
     # Box(-1, 1)^2 actions (a clipped Gaussian): LunarLander-v3's settings, the Gaussian starting narrower
     # (sigma 0.6) than the action range.
     "LunarLanderContinuous-v3": {

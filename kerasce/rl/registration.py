@@ -32,6 +32,7 @@ def without_mission(env_id: str, **kwargs: Any) -> gymnasium.Env:
 
     Raises:
       gymnasium.error.DependencyNotInstalled: when minigrid is not installed.
+      ValueError: for an env whose observations are not a ``Dict``.
     """
     try:
         import minigrid  # noqa: F401  (registers minigrid's ids)
@@ -40,7 +41,10 @@ def without_mission(env_id: str, **kwargs: Any) -> gymnasium.Env:
             f"{env_id} needs the minigrid package: pip install minigrid ({error})"
         ) from None
     env = gymnasium.make(env_id, **kwargs)
-    keys = [key for key in env.observation_space.spaces if key != "mission"]
+    space = env.observation_space
+    if not isinstance(space, gymnasium.spaces.Dict):
+        raise ValueError(f"`env_id` must be a minigrid env with Dict observations. Received: env_id={env_id!r}")
+    keys = [key for key in space.spaces if key != "mission"]
     return gymnasium.wrappers.FilterObservation(env, filter_keys=keys)
 
 
