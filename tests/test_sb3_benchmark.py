@@ -258,6 +258,23 @@ def test_the_batch_share_counts_every_update_and_no_evaluation_reads_none():
     assert got["eval_return_mean"] is None and got["eval_return_std"] is None
 
 
+def test_the_first_greedy_evaluation_at_the_target_gives_sb3s_time():
+    """SB3 stops at its first greedy evaluation >= the target; the kerasce row reports the training time and env
+    steps of its own first one (row ``epoch`` of the training log). Mutations tried: the best evaluation instead
+    of the first; the row after it (``epoch + 1``, the 1-based ``update``)."""
+    agent = Trained([480.0] * 100, [10, 10, 10, 10], 400)
+    agent.training_log = [{"batch_steps": 10, "train_seconds": 1.0 + i, "env_steps": 100 * (i + 1)} for i in range(4)]
+    evaluations = [
+        {"epoch": 0, "update": 1, "mean": 400.0},
+        {"epoch": 1, "update": 2, "mean": 480.0},
+        {"epoch": 3, "update": 4, "mean": 500.0, "std": 0.0},
+    ]
+    got = solve_time.run_figures(agent, evaluations[-1], 475.0, 9.0, evaluations)
+    assert (got["greedy_train_seconds"], got["greedy_env_steps"]) == (2.0, 200)
+    never = solve_time.run_figures(agent, evaluations[-1], 600.0, 9.0, evaluations)
+    assert never["greedy_train_seconds"] is None and never["greedy_env_steps"] is None
+
+
 @pytest.mark.slow
 def test_the_kerasce_side_solves_cartpole_with_the_library():
     """CartPole pays 1 per step, so one update's returns add up to its batch: batch_share * env_steps equals
