@@ -41,9 +41,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         "max_rollout_steps": 1001,
     },
     # Box(-2, 2) torque, 200-step episodes that always end truncated (a learned baseline bootstraps them); RL
-    # Zoo's short horizon (gamma 0.9). Not solved here: seed 0's greedy return reached -445 (target -200) after
-    # 240 s, 1.75M env steps, half of its evaluation episodes swung up and held, half did not. The best of the
-    # variants tried (16 or 2 or 4 envs, learning rate 1e-2, log_std_init -1, tanh squashing: -860 to -1000).
+    # Zoo's short horizon (gamma 0.9). Not solved here: seed 0's best greedy evaluation was -445 +- 527 (target
+    # -200) after 240 s, 1.75M env steps; the best of the variants tried (16, 4 or 2 envs, learning rate 1e-2,
+    # log_std_init -1, tanh squashing: -680 to -1000 after 150 s).
     "Pendulum-v1": {
         "baseline": True,
         "gamma": 0.9,
