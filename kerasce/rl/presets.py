@@ -58,7 +58,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     # solved (training mean and greedy >= 0.9) in 2-8 s here (benchmarks/reinforce_solve_time.py).
     "kerasce/MiniGrid-Empty-Random-5x5-v0": {"num_envs": 16, "max_rollout_steps": 101, "normalize_observations": True},
     # Box(-1, 1)^2 actions (a clipped Gaussian): LunarLander-v3's settings, the Gaussian starting narrower
-    # (sigma 0.6) than the action range.
+    # (sigma 0.6) than the action range. Seeds 0-1: a greedy evaluation >= 200 after 91 and 250 s of training
+    # (best 282 over 20 episodes), but the sampled training mean stayed at 146-155 after 900 s: not "solved" by
+    # the command's rule. Tried: log_std_init -1 with ent_coef 0, greedy only 62 after 4M env steps.
     "LunarLanderContinuous-v3": {
         "baseline": True,
         "gamma": 0.99,
