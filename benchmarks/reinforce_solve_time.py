@@ -21,8 +21,13 @@ the kerasce rows can come from a venv without SB3 and torch. RL Zoo's ppo.yml se
 evaluation of 20 episodes on fresh seeds every --sb3-eval-freq env steps, stopping at the first one >=
 the target ("solved" is that greedy evaluation; the training mean is shown, not required). "batch share"
 is 1 but for a last rollout cut short. When --sb3-python cannot import stable_baselines3, the SB3 rows
-are skipped with one line that says so. Both use the same --max-seconds budget and
-`env.spec.reward_threshold` as the target.
+are skipped with one line that says so. Both use the same --max-seconds budget and the same greedy target,
+`target_return`: TARGETS[env] where the env's spec has no reward threshold, else `env.spec.reward_threshold`.
+
+Dict observations: `kerasce/MiniGrid-Empty-Random-5x5-v0` (kerasce.rl.registration: minigrid's env without
+its `mission` text) on the kerasce side; the SB3 rows play minigrid's own id (SB3_ENV_IDS) with RL Zoo's
+setting for it, `minigrid.wrappers.FlatObsWrapper` (the image and the mission's characters one-hot, one
+flat vector; no direction) and VecNormalize; the rewards, hence the target, are the same.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -45,6 +51,11 @@ from kerasce.cli.runs import HelpFormatter, quiet_tensorflow_startup
 
 SB3_RUNNER = Path(__file__).resolve().parent / "sb3_ppo_solve_time.py"
 ALGOS = {"kerasce": "kerasce REINFORCE", "sb3": "SB3 PPO"}
+# Greedy targets for envs whose spec has no reward_threshold: Pendulum-v1's is the usual "solved" mark (RL Zoo's
+# tuned A2C/PPO reach about -150 to -200), which both sides must reach.
+TARGETS: dict[str, float] = {"Pendulum-v1": -200.0}
+# The SB3 rows of an env the kerasce side plays through a kerasce id: the package's own id, with RL Zoo's wrapper.
+SB3_ENV_IDS: dict[str, str] = {"kerasce/MiniGrid-Empty-Random-5x5-v0": "MiniGrid-Empty-Random-5x5-v0"}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -74,12 +85,29 @@ def sb3_missing(python: str) -> str | None:
     return None
 
 
+def target_return(env_id: str) -> float:
+    """The greedy target of ``env_id``: ``TARGETS[env_id]``, else its spec's ``reward_threshold``.
+
+    Raises:
+      ValueError: for an env with neither.
+    """
+    if env_id in TARGETS:
+        return TARGETS[env_id]
+    import gymnasium
+
+    import kerasce.rl.registration  # noqa: F401  (the kerasce/... ids)
+
+    threshold = gymnasium.spec(env_id).reward_threshold
+    if threshold is None:
+        raise ValueError(f"`env_id` must have a reward_threshold or an entry in TARGETS. Received: env_id={env_id!r}")
+    return float(threshold)
+
+
 def solve(env_id: str, seed: int, max_seconds: float) -> dict:
     """One kerasce REINFORCE run to the env's reward threshold: the preset, greedy evaluations, the figures."""
     import time
 
     with quiet_tensorflow_startup():  # TensorFlow's start-up lines, filtered as the command does
-        import gymnasium
         import keras
         import tensorflow as tf
 
@@ -87,20 +115,27 @@ def solve(env_id: str, seed: int, max_seconds: float) -> dict:
     from kerasce.rl import EvalCallback, ReinforceAgent
     from kerasce.rl.presets import preset
 
-    target = gymnasium.spec(env_id).reward_threshold
+    target = target_return(env_id)
     keras.utils.set_random_seed(seed)
     agent = ReinforceAgent.from_env(env_id, **preset(env_id), seed=seed)
     evaluation = EvalCallback(env_id, episodes=20, eval_every=10, target_return=target)
     start = time.perf_counter()
     agent.learn(env_id, total_timesteps=None, max_seconds=max_seconds, target_return=target, callbacks=[evaluation])
     wall_seconds = time.perf_counter() - start
-    figures = run_figures(agent, evaluation.best, target, wall_seconds)
+    figures = run_figures(agent, evaluation.best, target, wall_seconds, evaluation.evaluations)
     return {"algo": ALGOS["kerasce"], "env": env_id, "seed": seed, **figures}
 
 
-def run_figures(agent: Any, best: dict | None, target: float | None, wall_seconds: float) -> dict:
+def run_figures(
+    agent: Any, best: dict | None, target: float | None, wall_seconds: float, evaluations: Sequence[dict] = ()
+) -> dict:
     """A trained agent's figures. "solved": a full 100-episode training mean and the best greedy evaluation
-    (``best``, ``EvalCallback.best``) both reached ``target``, the command's rule."""
+    (``best``, ``EvalCallback.best``) both reached ``target``, the command's rule. "greedy_train_seconds" and
+    "greedy_env_steps": the training time (evaluations left out) and env steps of the update whose greedy
+    evaluation (``EvalCallback.evaluations``) first reached ``target`` -- SB3's rule, where the training mean
+    is not required -- or None."""
+    first = next((e for e in evaluations if target is not None and e["mean"] >= target), None)
+    at = None if first is None else agent.training_log[int(first["epoch"])]
     best = best or {"mean": math.nan, "std": math.nan}
     mean_100 = agent.mean_return(100) if len(agent.episode_returns) >= 100 else math.nan
     return {
@@ -113,6 +148,8 @@ def run_figures(agent: Any, best: dict | None, target: float | None, wall_second
         "eval_return_mean": finite_or_none(best["mean"]),
         "eval_return_std": finite_or_none(best["std"]),
         "batch_share": sum(row["batch_steps"] for row in agent.training_log) / max(agent.env_steps, 1),
+        "greedy_train_seconds": None if at is None else at["train_seconds"],
+        "greedy_env_steps": None if at is None else int(at["env_steps"]),
     }
 
 
@@ -133,13 +170,16 @@ def zoo_envs() -> list[str]:
     return sorted(module.ZOO_PPO)
 
 
-def run_sb3(env_id: str, seed: int, max_seconds: float, eval_freq: int, python: str, directory: Path) -> dict:
-    metrics_json = directory / f"sb3-{env_id}-{seed}.json"
-    command = [
+def sb3_command(env_id: str, seed: int, max_seconds: float, eval_freq: int, python: str, metrics_json: Path) -> list:
+    """The runner's command line for the SB3 row of ``env_id``: its SB3 id (SB3_ENV_IDS) and this benchmark's
+    target."""
+    return [
         python,
         str(SB3_RUNNER),
         "--env",
-        env_id,
+        SB3_ENV_IDS.get(env_id, env_id),
+        "--target",
+        repr(target_return(env_id)),
         "--seed",
         str(seed),
         "--max-seconds",
@@ -149,10 +189,15 @@ def run_sb3(env_id: str, seed: int, max_seconds: float, eval_freq: int, python: 
         "--metrics-json",
         str(metrics_json),
     ]
+
+
+def run_sb3(env_id: str, seed: int, max_seconds: float, eval_freq: int, python: str, directory: Path) -> dict:
+    metrics_json = directory / f"sb3-{seed}-{env_id.replace('/', '_')}.json"
+    command = sb3_command(env_id, seed, max_seconds, eval_freq, python, metrics_json)
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed:\n{result.stderr[-3000:]}")
-    return json.loads(metrics_json.read_text())
+    return {**json.loads(metrics_json.read_text()), "env": env_id}  # the row of this benchmark's env id
 
 
 def fmt(value: float | None, spec: str) -> str:
@@ -174,15 +219,15 @@ def main(argv: list[str] | None = None) -> list[dict]:
             )
             algos.remove("sb3")
     sb3_envs = zoo_envs() if "sb3" in algos else []
-    for env_id in args.envs:
-        if "sb3" in algos and env_id not in sb3_envs:
-            print(f"SB3 PPO rows skipped for {env_id}: no RL Zoo settings for it in {SB3_RUNNER.name} ({sb3_envs})")
+    no_zoo = [env_id for env_id in args.envs if SB3_ENV_IDS.get(env_id, env_id) not in sb3_envs]
+    for env_id in no_zoo if "sb3" in algos else []:
+        print(f"SB3 PPO rows skipped for {env_id}: no RL Zoo settings for it in {SB3_RUNNER.name} ({sb3_envs})")
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for env_id in args.envs:
             for seed in args.seeds:
                 for algo in algos:
-                    if algo == "sb3" and env_id not in sb3_envs:
+                    if algo == "sb3" and env_id in no_zoo:
                         continue
                     if algo == "kerasce":
                         metrics = run_kerasce(env_id, seed, args.max_seconds)
@@ -200,15 +245,15 @@ def main(argv: list[str] | None = None) -> list[dict]:
         return results
     print(
         "\n| algo | env | seed | solved | wall s | train s | env steps | mean_return_100 | greedy eval (20) "
-        "| batch share |"
+        "| batch share | greedy >= target at train s |"
     )
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for m in results:
         greedy = "–" if m["eval_return_mean"] is None else f"{m['eval_return_mean']:.1f} ± {m['eval_return_std']:.1f}"
         print(
             f"| {m['algo']} | {m['env']} | {m['seed']} | {'yes' if m['solved'] else 'no'} | {m['wall_seconds']:.1f} | "
             f"{m['train_seconds']:.1f} | {m['env_steps']:,} | {fmt(m['mean_return_100'], '.1f')} | {greedy} | "
-            f"{m['batch_share']:.2f} |"
+            f"{m['batch_share']:.2f} | {fmt(m['greedy_train_seconds'], '.1f')} |"
         )
     save_result("reinforce-solve-time", solve_time_figures(results))
     return results
@@ -216,7 +261,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
 def solve_time_figures(results: list[dict]) -> dict:
     """The result file's figures: per algorithm and env, the seeds solved and the median wall time; one row per run."""
-    keys = ("algo", "env", "seed", "solved", "wall_seconds", "train_seconds", "env_steps", "mean_return_100")
+    keys = (
+        *("algo", "env", "seed", "solved", "wall_seconds", "train_seconds", "env_steps", "mean_return_100"),
+        *("greedy_train_seconds", "greedy_env_steps"),
+    )
     rows = [
         {key: m[key] for key in keys} | {"eval_mean": m["eval_return_mean"], "eval_std": m["eval_return_std"]}
         for m in results

@@ -17,7 +17,8 @@ Evaluation: SB3's `EvalCallback` every --eval-freq env steps (divided by n_envs,
 separate vector env of --eval-episodes sub-envs, one deterministic (greedy) episode each; before every
 evaluation the sub-envs are reset with fresh seeds `seed + EVAL_SEED_OFFSET + k * episodes + i`
 (evaluation k, episode i), never a training seed. `StopTrainingOnRewardThreshold` stops at the first
-evaluation whose mean is >= `env.spec.reward_threshold`; a time callback stops after --max-seconds.
+evaluation whose mean is >= --target (default `env.spec.reward_threshold`); a time callback stops after
+--max-seconds.
 "solved" means that greedy evaluation reached the target (RL Zoo has no training-mean criterion; the
 100-episode training mean is reported beside it). "wall s" is the `learn` call, evaluations included;
 "train s" leaves the evaluations out.
@@ -73,6 +74,64 @@ ZOO_PPO: dict[str, dict[str, Any]] = {
         "n_epochs": 4,
         "ent_coef": 0.01,
     },
+    "LunarLanderContinuous-v3": {
+        "n_envs": 16,
+        "n_timesteps": 1e6,
+        "policy": "MlpPolicy",
+        "n_steps": 1024,
+        "batch_size": 64,
+        "gae_lambda": 0.98,
+        "gamma": 0.999,
+        "n_epochs": 4,
+        "ent_coef": 0.01,
+    },
+    "Pendulum-v1": {
+        "n_envs": 4,
+        "n_timesteps": 1e5,
+        "policy": "MlpPolicy",
+        "n_steps": 1024,
+        "gae_lambda": 0.95,
+        "gamma": 0.9,
+        "n_epochs": 10,
+        "ent_coef": 0.0,
+        "learning_rate": 1e-3,
+        "clip_range": 0.2,
+        "use_sde": True,
+        "sde_sample_freq": 4,
+    },
+    # RL Zoo tunes InvertedPendulum-v2 (MuJoCo); v5 is the same task in gymnasium 1.x's MuJoCo bindings.
+    "InvertedPendulum-v5": {
+        "normalize": True,
+        "n_envs": 1,
+        "policy": "MlpPolicy",
+        "n_timesteps": 1e6,
+        "batch_size": 64,
+        "n_steps": 32,
+        "gamma": 0.999,
+        "learning_rate": 0.000222425,
+        "ent_coef": 1.37976e-07,
+        "clip_range": 0.4,
+        "n_epochs": 5,
+        "gae_lambda": 0.9,
+        "max_grad_norm": 0.3,
+        "vf_coef": 0.19816,
+    },
+    # minigrid's Dict observations (image, direction, mission text) flattened by RL Zoo's wrapper choice.
+    "MiniGrid-Empty-Random-5x5-v0": {
+        "env_wrapper": "minigrid.wrappers.FlatObsWrapper",
+        "normalize": True,
+        "n_envs": 8,
+        "n_timesteps": 1e5,
+        "policy": "MlpPolicy",
+        "n_steps": 128,
+        "batch_size": 64,
+        "gae_lambda": 0.95,
+        "gamma": 0.99,
+        "n_epochs": 10,
+        "ent_coef": 0.0,
+        "learning_rate": 2.5e-4,
+        "clip_range": 0.2,
+    },
 }
 SCHEDULED = ("learning_rate", "clip_range", "clip_range_vf")  # the PPO keys RL Zoo turns into schedules
 EVAL_SEED_OFFSET = 1_000_000  # evaluation seeds start here (past the run seed): never a training seed
@@ -102,6 +161,7 @@ class PPOSettings:
     n_timesteps: int
     normalize: dict[str, Any] | None  # VecNormalize kwargs of the training env, None: no normalisation
     ppo_kwargs: dict[str, Any]  # PPO(...) arguments, "policy" included
+    env_wrappers: list[tuple[str, dict[str, Any]]]  # gymnasium wrappers (dotted class name, kwargs), in order
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
@@ -115,11 +175,14 @@ def ppo_settings(env_id: str, table: dict[str, dict[str, Any]] = ZOO_PPO) -> PPO
     Schedules: a "lin_<x>" string becomes ``SimpleLinearSchedule(x)``; a number stays a number (RL Zoo's
     ``ConstantSchedule`` returns it at every progress); a negative number is left as it is (RL Zoo: "ignore,
     ex: for clipping"). ``normalize``: True gives ``{"gamma": gamma}`` (RL Zoo passes the algorithm's
-    discount to ``VecNormalize``), a dict or a ``"dict(...)"`` string adds its keys. ``n_envs`` (default 1)
-    and ``n_timesteps`` leave the PPO arguments.
+    discount to ``VecNormalize``), a dict or a ``"dict(...)"`` string adds its keys. ``env_wrapper``: a
+    dotted class name, a ``{name: kwargs}`` dict or a list of those (RL Zoo's ``get_wrapper_class``),
+    applied to every training and evaluation sub-env in that order. ``n_envs`` (default 1), ``n_timesteps``
+    and ``env_wrapper`` leave the PPO arguments; the rest (``use_sde``, ``sde_sample_freq``, ...) are PPO's.
 
     Raises:
-      ValueError: for an env without an entry, or a schedule string other than "lin_<number>".
+      ValueError: for an env without an entry, a schedule string other than "lin_<number>", or a wrapper
+        that is not a dotted name.
     """
     if env_id not in table:
         raise ValueError(f"No RL Zoo PPO settings for {env_id!r}. Expected one of {sorted(table)}.")
@@ -133,6 +196,7 @@ def ppo_settings(env_id: str, table: dict[str, dict[str, Any]] = ZOO_PPO) -> PPO
             if kind != "lin" or not initial:
                 raise ValueError(f"Expected a schedule 'lin_<number>' for {key}. Received: {key}={value!r}")
             params[key] = SimpleLinearSchedule(initial)
+    env_wrappers = wrapper_specs(params.pop("env_wrapper", []))
     normalize = params.pop("normalize", False)
     if isinstance(normalize, str):  # RL Zoo evaluates strings such as "dict(norm_obs=False, norm_reward=True)"
         normalize = _parse_dict_call(normalize)
@@ -141,7 +205,45 @@ def ppo_settings(env_id: str, table: dict[str, dict[str, Any]] = ZOO_PPO) -> PPO
         normalize_kwargs = dict(normalize) if isinstance(normalize, dict) else {}
         if "gamma" in params:
             normalize_kwargs["gamma"] = params["gamma"]
-    return PPOSettings(n_envs=n_envs, n_timesteps=n_timesteps, normalize=normalize_kwargs, ppo_kwargs=params)
+    return PPOSettings(
+        n_envs=n_envs, n_timesteps=n_timesteps, normalize=normalize_kwargs, ppo_kwargs=params, env_wrappers=env_wrappers
+    )
+
+
+def wrapper_specs(value: Any) -> list[tuple[str, dict[str, Any]]]:
+    """RL Zoo's ``env_wrapper`` as ``[(dotted class name, kwargs), ...]``: one name, one ``{name: kwargs}``,
+    or a list of them (``get_wrapper_class``). Only names are read here; ``load_wrappers`` imports them."""
+    items = value if isinstance(value, list) else [value]
+    specs = []
+    for item in items:
+        name, kwargs = next(iter(item.items())) if isinstance(item, dict) and len(item) == 1 else (item, {})
+        module, _, attribute = name.rpartition(".") if isinstance(name, str) else ("", "", "")
+        if not (module and attribute.isidentifier() and all(part.isidentifier() for part in module.split("."))):
+            raise ValueError(
+                f"`env_wrapper` must be a dotted class name 'package.Class'. Received: env_wrapper={item!r}"
+            )
+        specs.append((name, dict(kwargs or {})))
+    return specs
+
+
+def load_wrappers(specs: list[tuple[str, dict[str, Any]]]) -> Any:
+    """``wrapper_class`` for SB3's ``make_vec_env``: imports each wrapper class and applies them in order (None
+    without wrappers). Importing a gymnasium plugin's wrappers also registers its envs (``minigrid``)."""
+    import importlib
+
+    if not specs:
+        return None
+    classes = []
+    for name, kwargs in specs:
+        module, _, attribute = name.rpartition(".")
+        classes.append((getattr(importlib.import_module(module), attribute), kwargs))
+
+    def wrap(env: Any) -> Any:
+        for wrapper, kwargs in classes:
+            env = wrapper(env, **kwargs)
+        return env
+
+    return wrap
 
 
 def _parse_dict_call(text: str) -> dict[str, Any]:
@@ -161,6 +263,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--env", required=True, choices=sorted(ZOO_PPO), help="gymnasium env id")
     parser.add_argument("--seed", type=int, default=0, help="run seed (training sub-env i is reset with seed + i)")
     parser.add_argument("--max-seconds", type=float, default=300.0, help="training budget of the learn call")
+    parser.add_argument(
+        "--target", type=float, default=None, help="greedy return to stop at (default: env.spec.reward_threshold)"
+    )
     parser.add_argument("--eval-freq", type=int, default=10_000, help="env steps between greedy evaluations")
     parser.add_argument("--eval-episodes", type=int, default=20, help="greedy episodes per evaluation")
     parser.add_argument("--torch-threads", type=int, default=1, help="torch.set_num_threads (RL Zoo: 1 is faster)")
@@ -226,13 +331,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     torch.set_num_threads(args.torch_threads)
     settings = ppo_settings(args.env)
-    threshold = gymnasium.spec(args.env).reward_threshold
+    wrapper_class = load_wrappers(settings.env_wrappers)  # before the env is made: it may register the env's id
+    threshold = gymnasium.spec(args.env).reward_threshold if args.target is None else args.target
     if threshold is None:
-        raise ValueError(f"{args.env} has no env.spec.reward_threshold to stop at.")
+        raise ValueError(
+            f"`--target` must be a number for {args.env}, which has no env.spec.reward_threshold. "
+            "Received: --target=None"
+        )
     target = float(threshold)
     print(
         f"SB3 PPO on {args.env}: seed={args.seed} RL Zoo ppo.yml@{ZOO_COMMIT[:8]} n_envs={settings.n_envs} "
-        f"n_timesteps={settings.n_timesteps} normalize={settings.normalize} {settings.ppo_kwargs} target={target} "
+        f"n_timesteps={settings.n_timesteps} normalize={settings.normalize} wrappers={settings.env_wrappers} "
+        f"{settings.ppo_kwargs} target={target} "
         f"eval every {args.eval_freq} steps x {args.eval_episodes} greedy episodes, max_seconds={args.max_seconds}"
     )
     print(
@@ -242,8 +352,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         flush=True,
     )
 
-    env = make_vec_env(args.env, n_envs=settings.n_envs, seed=args.seed)
-    eval_env = make_vec_env(args.env, n_envs=args.eval_episodes, seed=args.seed + EVAL_SEED_OFFSET)
+    env = make_vec_env(args.env, n_envs=settings.n_envs, seed=args.seed, wrapper_class=wrapper_class)
+    eval_env = make_vec_env(
+        args.env, n_envs=args.eval_episodes, seed=args.seed + EVAL_SEED_OFFSET, wrapper_class=wrapper_class
+    )
     if settings.normalize is not None:
         env = VecNormalize(env, **settings.normalize)
         eval_env = VecNormalize(eval_env, **{**settings.normalize, "training": False, "norm_reward": False})
@@ -283,6 +395,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "wall_seconds": wall_seconds,
         "train_seconds": wall_seconds - evaluation.eval_seconds,
         "mean_return_100": float(np.mean(episode_returns)) if len(episode_returns) >= 100 else None,
+        # Training stops at the first greedy evaluation >= the target: the benchmark's "greedy >= target at" column.
+        "greedy_train_seconds": wall_seconds - evaluation.eval_seconds if solved else None,
+        "greedy_env_steps": int(model.num_timesteps) if solved else None,
         "eval_return_mean": None if best is None else best["mean"],
         "eval_return_std": None if best is None else best["std"],
         "eval_env_steps": None if best is None else best["env_steps"],

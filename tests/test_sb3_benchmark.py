@@ -13,6 +13,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import gymnasium
 import numpy as np
 import pytest
 
@@ -84,12 +85,87 @@ def test_other_rl_zoo_forms():
     assert table["Env-v0"]["clip_range_vf"] == "lin_0.5"  # the table itself is not modified
 
 
+def test_continuous_settings_pass_gsde_through_and_normalise_with_their_discount():
+    # RL Zoo's Pendulum-v1: gSDE, constant learning rate and clip range, no VecNormalize.
+    pendulum = runner.ppo_settings("Pendulum-v1")
+    assert (pendulum.n_envs, pendulum.n_timesteps, pendulum.normalize, pendulum.env_wrappers) == (4, 100_000, None, [])
+    assert pendulum.ppo_kwargs == {
+        "policy": "MlpPolicy",
+        "n_steps": 1024,
+        "gae_lambda": 0.95,
+        "gamma": 0.9,
+        "n_epochs": 10,
+        "ent_coef": 0.0,
+        "learning_rate": 1e-3,
+        "clip_range": 0.2,
+        "use_sde": True,
+        "sde_sample_freq": 4,
+    }
+    # RL Zoo's InvertedPendulum-v2 entry, for v5: one env, VecNormalize with gamma 0.999.
+    pendulum_v5 = runner.ppo_settings("InvertedPendulum-v5")
+    assert (pendulum_v5.n_envs, pendulum_v5.n_timesteps, pendulum_v5.normalize) == (1, 1_000_000, {"gamma": 0.999})
+    assert pendulum_v5.ppo_kwargs["learning_rate"] == 0.000222425 and pendulum_v5.ppo_kwargs["n_steps"] == 32
+    lander = runner.ppo_settings("LunarLanderContinuous-v3")
+    assert (lander.n_envs, lander.normalize, lander.ppo_kwargs["gamma"]) == (16, None, 0.999)
+
+
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        ("minigrid.wrappers.FlatObsWrapper", [("minigrid.wrappers.FlatObsWrapper", {})]),
+        (
+            ["a.B", {"c.d.E": {"skip": 2}}, {"f.G": None}],
+            [("a.B", {}), ("c.d.E", {"skip": 2}), ("f.G", {})],
+        ),
+    ],
+)
+def test_env_wrapper_forms_of_rl_zoo(value, expected):
+    """RL Zoo's get_wrapper_class: one name, {name: kwargs}, or a list of them, in order."""
+    table = {"E": {"n_timesteps": 1, "env_wrapper": value}}
+    settings = runner.ppo_settings("E", table)
+    assert settings.env_wrappers == expected
+    assert "env_wrapper" not in settings.ppo_kwargs
+
+
+def test_wrappers_are_applied_in_their_order():
+    """Mutation tried: the wrappers applied in reverse order (the outer one would be the TimeLimit)."""
+    wrap = runner.load_wrappers(
+        runner.wrapper_specs(
+            [
+                {"gymnasium.wrappers.TimeLimit": {"max_episode_steps": 3}},
+                "gymnasium.wrappers.RecordEpisodeStatistics",
+            ]
+        )
+    )
+    env = wrap(gymnasium.make("CartPole-v1"))
+    assert isinstance(env, gymnasium.wrappers.RecordEpisodeStatistics)
+    assert isinstance(env.env, gymnasium.wrappers.TimeLimit)
+    env.reset(seed=0)
+    truncated = [env.step(0)[3] for _ in range(2)] + [env.step(1)[3]]
+    assert truncated == [False, False, True]
+    assert runner.load_wrappers([]) is None
+
+
+def test_the_minigrid_entry_flattens_minigrids_own_env_with_rl_zoos_wrapper():
+    settings = runner.ppo_settings("MiniGrid-Empty-Random-5x5-v0")
+    assert settings.env_wrappers == [("minigrid.wrappers.FlatObsWrapper", {})]
+    assert (settings.n_envs, settings.normalize) == (8, {"gamma": 0.99})
+    env = runner.load_wrappers(settings.env_wrappers)(gymnasium.make("MiniGrid-Empty-Random-5x5-v0"))
+    observation, _ = env.reset(seed=0)
+    # FlatObsWrapper: the 7x7x3 image and the mission's characters one-hot (28 codes x 96 places), no direction.
+    assert isinstance(env.observation_space, gymnasium.spaces.Box)
+    assert observation.shape == (7 * 7 * 3 + 28 * 96,)
+
+
 @pytest.mark.parametrize(
     "env_id, table, message",
     [
         ("NoSuchEnv-v0", runner.ZOO_PPO, "No RL Zoo PPO settings for 'NoSuchEnv-v0'"),
         ("E", {"E": {"n_timesteps": 1, "learning_rate": "exp_0.1"}}, "Expected a schedule 'lin_<number>'"),
         ("E", {"E": {"n_timesteps": 1, "normalize": "print(1)"}}, "Expected normalize as 'dict"),
+        ("E", {"E": {"n_timesteps": 1, "env_wrapper": "os.system('ls')"}}, "`env_wrapper` must be a dotted class name"),
+        ("E", {"E": {"n_timesteps": 1, "env_wrapper": "FlatObsWrapper"}}, "`env_wrapper` must be a dotted class name"),
+        ("E", {"E": {"n_timesteps": 1, "env_wrapper": [3]}}, "`env_wrapper` must be a dotted class name"),
     ],
 )
 def test_bad_settings_are_rejected(env_id, table, message):
@@ -98,8 +174,50 @@ def test_bad_settings_are_rejected(env_id, table, message):
 
 
 def test_the_benchmark_reads_the_runner_envs_and_reports_a_missing_interpreter():
-    assert solve_time.zoo_envs() == ["Acrobot-v1", "CartPole-v1", "LunarLander-v3"]
+    assert solve_time.zoo_envs() == [
+        "Acrobot-v1",
+        "CartPole-v1",
+        "InvertedPendulum-v5",
+        "LunarLander-v3",
+        "LunarLanderContinuous-v3",
+        "MiniGrid-Empty-Random-5x5-v0",
+        "Pendulum-v1",
+    ]
     assert "cannot start /nonexistent/python" in solve_time.sb3_missing("/nonexistent/python")
+
+
+@pytest.mark.parametrize(
+    "env_id, expected",
+    [
+        ("Pendulum-v1", -200.0),  # no reward_threshold in its spec: TARGETS
+        ("InvertedPendulum-v5", 950.0),  # the spec's
+        ("LunarLanderContinuous-v3", 200.0),
+        ("kerasce/MiniGrid-Empty-Random-5x5-v0", 0.9),  # kerasce's registration
+    ],
+)
+def test_each_env_has_one_greedy_target(env_id, expected):
+    """Mutation tried: TARGETS emptied (Pendulum-v1 then has no target: ValueError)."""
+    assert solve_time.target_return(env_id) == expected
+
+
+def test_an_env_without_a_target_is_refused():
+    with pytest.raises(ValueError, match="`env_id` must have a reward_threshold or an entry in TARGETS"):
+        solve_time.target_return("CliffWalking-v1")
+
+
+@pytest.mark.parametrize(
+    "env_id, sb3_env, target",
+    [
+        ("kerasce/MiniGrid-Empty-Random-5x5-v0", "MiniGrid-Empty-Random-5x5-v0", "0.9"),
+        ("Pendulum-v1", "Pendulum-v1", "-200.0"),
+    ],
+)
+def test_the_sb3_row_plays_the_packages_own_id_to_the_same_target(env_id, sb3_env, target, tmp_path):
+    """Mutations tried: SB3_ENV_IDS not applied; --target left out (the runner would use the spec's)."""
+    command = solve_time.sb3_command(env_id, 2, 60.0, 5000, "python", tmp_path / "m.json")
+    flags = dict(zip(command[2::2], command[3::2]))
+    assert flags["--env"] == sb3_env and flags["--target"] == target and flags["--seed"] == "2"
+    assert runner.parse_args(command[2:]).target == float(target)
 
 
 class Trained:
@@ -138,6 +256,23 @@ def test_the_batch_share_counts_every_update_and_no_evaluation_reads_none():
     assert got["batch_share"] == pytest.approx(100 / 400)
     assert (got["updates"], got["env_steps"], got["solved"]) == (3, 400, False)
     assert got["eval_return_mean"] is None and got["eval_return_std"] is None
+
+
+def test_the_first_greedy_evaluation_at_the_target_gives_sb3s_time():
+    """SB3 stops at its first greedy evaluation >= the target; the kerasce row reports the training time and env
+    steps of its own first one (row ``epoch`` of the training log). Mutations tried: the best evaluation instead
+    of the first; the row after it (``epoch + 1``, the 1-based ``update``)."""
+    agent = Trained([480.0] * 100, [10, 10, 10, 10], 400)
+    agent.training_log = [{"batch_steps": 10, "train_seconds": 1.0 + i, "env_steps": 100 * (i + 1)} for i in range(4)]
+    evaluations = [
+        {"epoch": 0, "update": 1, "mean": 400.0},
+        {"epoch": 1, "update": 2, "mean": 480.0},
+        {"epoch": 3, "update": 4, "mean": 500.0, "std": 0.0},
+    ]
+    got = solve_time.run_figures(agent, evaluations[-1], 475.0, 9.0, evaluations)
+    assert (got["greedy_train_seconds"], got["greedy_env_steps"]) == (2.0, 200)
+    never = solve_time.run_figures(agent, evaluations[-1], 600.0, 9.0, evaluations)
+    assert never["greedy_train_seconds"] is None and never["greedy_env_steps"] is None
 
 
 @pytest.mark.slow

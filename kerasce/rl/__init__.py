@@ -6,6 +6,7 @@ agent.learn("CartPole-v1", target_return=475, callbacks=[EvalCallback("CartPole-
 agent.export_policy("saved_models/reinforce_cartpole")
 """
 
+import kerasce.rl.registration  # noqa: F401  (registers the kerasce/... gymnasium ids)
 from kerasce.rl.agent import ReinforceAgent
 from kerasce.rl.batch import Batch
 from kerasce.rl.callbacks import CheckpointCallback, EvalCallback, RLCallback, RunContext, StopAtMeanReturn
