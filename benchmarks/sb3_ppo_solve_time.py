@@ -74,17 +74,6 @@ ZOO_PPO: dict[str, dict[str, Any]] = {
         "n_epochs": 4,
         "ent_coef": 0.01,
     },
-    "LunarLanderContinuous-v3": {
-        "n_envs": 16,
-        "n_timesteps": 1e6,
-        "policy": "MlpPolicy",
-        "n_steps": 1024,
-        "batch_size": 64,
-        "gae_lambda": 0.98,
-        "gamma": 0.999,
-        "n_epochs": 4,
-        "ent_coef": 0.01,
-    },
     "Pendulum-v1": {
         "n_envs": 4,
         "n_timesteps": 1e5,
@@ -133,6 +122,7 @@ ZOO_PPO: dict[str, dict[str, Any]] = {
         "clip_range": 0.2,
     },
 }
+ZOO_PPO["LunarLanderContinuous-v3"] = dict(ZOO_PPO["LunarLander-v3"])  # RL Zoo gives both the same entry
 SCHEDULED = ("learning_rate", "clip_range", "clip_range_vf")  # the PPO keys RL Zoo turns into schedules
 EVAL_SEED_OFFSET = 1_000_000  # evaluation seeds start here (past the run seed): never a training seed
 
