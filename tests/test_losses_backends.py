@@ -151,7 +151,8 @@ def test_compile_evaluate_predict_fit_match_the_reference(case, jit_compile):
 def test_a_loss_reduces_its_values_as_keras_loss_call_does(case, reduction, batch):
     """The classes reduce a plain mean themselves (fewer ops than Keras's ``Loss.__call__``): the same value,
     masked positions (ignore_class) left out, an empty batch as Keras gives it."""
-    loss, activation, shape, labels, _ = CASES[case]
+    loss, activation, shape, case_labels, _ = CASES[case]
+    labels = np.asarray(case_labels)
     loss = type(loss).from_config({**loss.get_config(), "reduction": reduction})
     predictions = _model(activation, shape)(X[:batch])  # a softmax / sigmoid output keeps its cached logits
     if isinstance(loss, L.PolicyGradientLoss):  # the returns travel with the actions as y_true

@@ -26,6 +26,7 @@ def test_the_kerasce_ids_are_registered_with_their_greedy_target():
 def test_the_observation_is_minigrids_without_the_mission():
     """Mutation tried: the filter keeps every key (the Text space would reach the agent)."""
     ours, theirs = gymnasium.make(KERASCE_ID), gymnasium.make("MiniGrid-Empty-Random-5x5-v0")
+    assert isinstance(theirs.observation_space, gymnasium.spaces.Dict)
     assert set(theirs.observation_space.spaces) == {"image", "direction", "mission"}
     assert ours.observation_space == gymnasium.spaces.Dict(
         {key: theirs.observation_space[key] for key in ("image", "direction")}
@@ -48,6 +49,7 @@ def test_the_observation_is_minigrids_without_the_mission():
 
 def test_the_agent_builds_one_input_per_kept_entry():
     agent = ReinforceAgent.from_env(KERASCE_ID, num_envs=2, seed=0)
+    assert isinstance(agent.observation_space, gymnasium.spaces.Dict)
     assert set(agent.observation_space.spaces) == {"image", "direction"}
     # The flat size: the 7x7x3 image and the direction one-hot.
     assert agent.observation_shape == (7 * 7 * 3 + 4,)
