@@ -165,6 +165,21 @@ def test_a_loss_reduces_its_values_as_keras_loss_call_does(case, reduction, batc
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.skipif(BACKEND != "torch", reason="torch.compile only: JAX and TF XLA compile a whole function or fail")
+@pytest.mark.parametrize("case", list(CASES))
+def test_under_torch_compile_a_loss_is_one_graph(case):
+    """A graph break runs the rest of the loss eagerly, with a graph per piece (each with its own guards)."""
+    import torch
+
+    loss, activation, shape, labels, _ = CASES[case]
+    predictions = _model(activation, shape)(X)
+    args = (labels, predictions, RETURNS) if isinstance(loss, L.PolicyGradientLoss) else (labels, predictions)
+    torch._dynamo.reset()
+    explained = torch._dynamo.explain(loss)(*(keras.ops.convert_to_tensor(a) for a in args))
+    assert explained.graph_break_count == 0, [b.reason for b in explained.break_reasons]
+    assert explained.graph_count == 1
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("case", list(CASES))
 def test_fit_with_jit_compile_equals_fit_without(case):

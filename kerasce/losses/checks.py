@@ -233,10 +233,9 @@ class Checks:
             good = good & (values == ops.floor(values))
         if poison and constant:
             return ops.where(good, values, float("nan"))
-        dtype = dtype_of(values) if "float" in dtype_of(values) else "float32"
-        factor = ops.where(good, ops.ones((), dtype), ops.full((), float("nan"), dtype))
+        factor = ops.where(good, 1.0, float("nan"))  # Keras's float dtype; `gate` casts it to the result's
         if poison:
-            return values * factor
+            return values * ops.cast(factor, dtype_of(values))
         self._factors.append(factor)
         return values
 

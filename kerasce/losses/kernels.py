@@ -21,6 +21,7 @@ from keras import ops
 
 from ._backend import (  # the backend seam: framework internals live there
     custom_gradient,
+    max_last,
     mul_no_nan,
 )
 from ._backend import (
@@ -82,27 +83,6 @@ def take_class(values: Tensor, ids: Tensor) -> Tensor:
     return kernel(values)
 
 
-def sigmoid_xent_closed_form(labels: Tensor, logits: Tensor) -> Tensor:
-    """``max(z, 0) - y z + log1p(e)`` with ``e = exp(-|z|)``; gradients ``d/dz = sigmoid(z) - y``, ``d/dy = -z``.
-
-    ``sigmoid(z)`` is ``1 / (1 + e)`` (``z >= 0``) or ``e / (1 + e)``: the forward's ``e`` serves both. The
-    form of TensorFlow's fused op, which XLA compiles faster than ``softplus(z) - y z``.
-    """
-
-    @custom_gradient
-    def kernel(labels: Tensor, logits: Tensor) -> Any:
-        e = ops.exp(-ops.abs(logits))
-        loss = ops.relu(logits) - logits * labels + ops.log1p(e)
-
-        def grad(upstream: Tensor) -> tuple[Tensor, Tensor]:
-            r = 1.0 / (1.0 + e)
-            return -upstream * logits, upstream * (ops.where(logits >= 0, r, e * r) - labels)
-
-        return loss, grad
-
-    return kernel(labels, logits)
-
-
 def power(x: Tensor, log_x: Tensor, exponent: float) -> Tensor:
     """``x ** exponent`` for ``x >= 0``: repeated products for small integer exponents (exact, and no
     transcendental), else ``exp(exponent * log x)``."""
@@ -125,7 +105,7 @@ def _top_one_minus_p(logits: Tensor, log_probs: Tensor, ids: Tensor) -> tuple[Te
     ``p <= 1/2`` and take the ordinary branch. Nothing of the logits' shape is built from the ids.
     """
     probs = ops.exp(log_probs)
-    top = ops.max(logits, axis=-1, initial=-np.inf)  # `initial`: an empty batch is no error (TensorFlow)
+    top = max_last(logits)
     is_top = logits == top[..., None]
     single_top = ops.sum(ops.cast(is_top, logits.dtype), axis=-1) == 1.0
     rest_of_top = at_least_tiny(ops.sum(ops.where(is_top, 0.0, probs), axis=-1))

@@ -22,7 +22,7 @@ from kerasce.losses.checks import (
 )
 from kerasce.losses.logits import resolve_logits
 
-from ._backend import do_not_convert, fused_forms, sigmoid_xent  # the backend seam: framework internals live there
+from ._backend import do_not_convert, sigmoid_xent  # the backend seam: framework internals live there
 
 Tensor = Any
 _FN = "sigmoid_cross_entropy"
@@ -67,8 +67,6 @@ def _per_label(
         fused = sigmoid_xent(labels, logits)
         if fused is not None:
             return fused
-        if fused_forms():
-            return kernels.sigmoid_xent_closed_form(labels, logits)
         return ops.softplus(logits) - labels * logits
     if from_logits and weights is not None:
         return (1.0 + (weights - 1.0) * labels) * ops.softplus(logits) - weights * labels * logits

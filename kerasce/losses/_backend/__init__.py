@@ -16,12 +16,12 @@ imported. Every backend module provides the same names:
 * ``custom_gradient(fn)``: ``fn(*tensors) -> (value, grad(upstream))`` with the gradient `grad` returns.
 * ``mean_is_plain()``: whether Keras's mean reductions of a loss are the plain mean (not on TensorFlow, where
   ``tf.distribute`` scales them by ``1 / replicas``).
-* ``fused_forms()``: whether the closed-form sigmoid cross-entropy kernel pays (TF under XLA).
 * ``sparse_nll(logits, ids)``: ``-log softmax(logits)[id]`` per example (class axis last) by the backend's
   fastest form, or None where ``-take_class(log_softmax(logits), ids)`` is the fastest.
 * ``sigmoid_xent(labels, logits)``: ``softplus(z) - y z`` per label by the backend's fused op, or None.
 * ``mul_no_nan(x, y)``: ``x * y``, 0 where ``y == 0`` (also for infinite `x`), with finite gradients.
 * ``argmax_last(x)``: the int32 index of the largest entry on the last axis, in the fewest passes.
+* ``max_last(x)``: the largest entry on the last axis (also of an empty batch), in one graph.
 * ``value_range(x)``: ``(min(x), max(x))`` over all entries, in the fewest passes.
 * ``take_class(values, ids)``: ``values[..., id]`` per example (class axis last), the fastest gather.
 * ``activation_of(x)``: ``"softmax"``, ``"sigmoid"`` or ``"activation"`` if `x` was produced by such an
@@ -52,8 +52,8 @@ concrete_float = _impl.concrete_float
 custom_gradient = _impl.custom_gradient
 data_error = _impl.data_error
 do_not_convert = _impl.do_not_convert
-fused_forms = _impl.fused_forms
 mean_is_plain = _impl.mean_is_plain
+max_last = _impl.max_last
 graph_assert = _impl.graph_assert
 mul_no_nan = _impl.mul_no_nan
 sigmoid_xent = _impl.sigmoid_xent
@@ -72,9 +72,9 @@ __all__ = [
     "custom_gradient",
     "data_error",
     "do_not_convert",
-    "fused_forms",
     "graph_assert",
     "keras_mask",
+    "max_last",
     "mean_is_plain",
     "mul_no_nan",
     "set_cached_logits",

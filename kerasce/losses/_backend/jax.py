@@ -28,10 +28,6 @@ def mean_is_plain() -> bool:
     return True  # no replica scaling: a global batch is one array
 
 
-def fused_forms() -> bool:
-    return False
-
-
 def sparse_nll(logits: Any, ids: Any) -> Any:
     """``logsumexp(z) - z_k`` with the gather's own gradient: no ``[B, C]`` log-probabilities, and XLA fuses
     the gather's scatter-add into the softmax pass (as fast as Optax's ``softmax_cross_entropy_with_integer_labels``;

@@ -14,6 +14,7 @@ __all__ = [
     "data_error",
     "do_not_convert",
     "graph_assert",
+    "max_last",
     "mul_no_nan",
     "take_class",
 ]  # value_range: imported by name where it serves (torch has a one-pass form)
@@ -51,6 +52,11 @@ def mul_no_nan(x: Any, y: Any) -> Any:
 def argmax_last(x: Any) -> Any:
     """int32 index of the largest entry on the last axis."""
     return keras.ops.cast(keras.ops.argmax(x, axis=-1), "int32")
+
+
+def max_last(x: Any) -> Any:
+    """The largest entry on the last axis. ``amax``: Keras's torch ``max`` breaks ``torch.compile``'s graph."""
+    return keras.ops.amax(x, axis=-1)
 
 
 def value_range(x: Any) -> tuple[Any, Any]:

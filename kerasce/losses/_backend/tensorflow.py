@@ -30,11 +30,6 @@ def mean_is_plain() -> bool:
     return False  # Keras scales a mean-reduced loss by 1 / replicas under ``tf.distribute``
 
 
-def fused_forms() -> bool:
-    """XLA compiles TF's fused cross-entropy ops better than their ``keras.ops`` forms (benchmarks/losses.py)."""
-    return _in_xla()
-
-
 def sparse_nll(logits: tf.Tensor, ids: tf.Tensor) -> tf.Tensor | None:
     """The fused op under XLA; None in a graph, where the log-softmax and the one-hot-gradient gather are
     faster (benchmarks/losses.py)."""
@@ -44,9 +39,11 @@ def sparse_nll(logits: tf.Tensor, ids: tf.Tensor) -> tf.Tensor | None:
 
 
 def sigmoid_xent(labels: tf.Tensor, logits: tf.Tensor) -> tf.Tensor | None:
-    """None: under XLA the closed form with its custom gradient is the fast one (``fused_forms``)."""
-    del labels, logits
-    return None
+    """The fused op under XLA (which compiles it better than ``softplus(z) - y z`` or a closed form with a
+    custom gradient); None in a graph, where ``softplus(z) - y z`` is the faster (benchmarks/losses.py)."""
+    if not _in_xla():
+        return None
+    return tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits)
 
 
 def concrete_bool(ok: tf.Tensor) -> bool | None:
@@ -105,6 +102,11 @@ def take_class(values: tf.Tensor, ids: tf.Tensor) -> tf.Tensor:
 def mul_no_nan(x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
     """TensorFlow's own op: no ``where`` whose condition XLA would have to broadcast over dynamic dimensions."""
     return tf.math.multiply_no_nan(x, y)
+
+
+def max_last(x: tf.Tensor) -> tf.Tensor:
+    """The largest entry on the last axis; an empty batch is no error (Keras's eager ``max`` asserts a size)."""
+    return tf.reduce_max(x, axis=-1)
 
 
 def argmax_last(x: tf.Tensor) -> tf.Tensor:

@@ -25,10 +25,6 @@ def mean_is_plain() -> bool:
     return True  # no replica scaling on torch
 
 
-def fused_forms() -> bool:
-    return False
-
-
 def sparse_nll(logits: Any, ids: Any) -> Any:
     """``F.cross_entropy`` eagerly: one fused kernel each way (``torch.logsumexp`` is slow on CPU for many
     classes). Under ``torch.compile`` with more than 32 classes, ``logsumexp(z) - z[id]``: Inductor lowers the
