@@ -617,6 +617,27 @@ def test_sigmoid_extreme_logits_give_finite_exact_values_and_gradients(dtype, ga
     np.testing.assert_allclose(grad, numeric_grad(ref, rounded, h=1e-4), rtol=tol, atol=1e-9)
 
 
+def test_beyond_16_keras_binary_focal_saturates_where_the_sigmoid_focal_loss_does_not():
+    """The trade the losses guide names for Keras's faster sigmoid focal loss on JAX (and torch), its log of a
+    clipped sigmoid: labels (0, 1), logits (20, -20), γ = 2, α = 0.25 give the exact loss, 10.0, and its gradient,
+    (0.375, -0.125); Keras's loss is 7.99 and its gradient 0 there (TensorFlow: exact)."""
+    labels, z64 = np.array([[0.0, 1.0]]), np.array([[20.0, -20.0]])
+    ours = L.SigmoidCrossEntropy(focal_gamma=2.0, alpha=0.25)
+    loss, grad, v = value_and_grad(lambda z: ours(labels, z), tensor(z64, "float32"))
+    ref = lambda z: (v * ref_sigmoid_focal(labels, z, gamma=2.0, alpha=0.25)).sum()
+    np.testing.assert_allclose(loss, 10.0, rtol=1e-6)
+    np.testing.assert_allclose(grad, numeric_grad(ref, z64, h=1e-4), rtol=1e-5)
+    keras_focal = keras.losses.BinaryFocalCrossentropy(
+        apply_class_balancing=True, alpha=0.25, gamma=2.0, from_logits=True
+    )
+    keras_loss, keras_grad, _ = value_and_grad(lambda z: keras_focal(labels, z), tensor(z64, "float32"))
+    if BACKEND == "tensorflow":  # Keras's TF backend takes the log-sigmoid of the logits the sigmoid cached
+        np.testing.assert_allclose([keras_loss, *keras_grad[0]], [10.0, *grad[0]], rtol=1e-5)
+    else:
+        np.testing.assert_allclose(keras_loss, 7.9932, rtol=1e-4)
+        np.testing.assert_allclose(keras_grad, 0.0, atol=1e-6)  # no signal for the confident mistakes
+
+
 @pytest.mark.parametrize("dtype,tol", [("float16", 1e-5), ("bfloat16", 1e-5)])
 def test_half_precision_inputs_are_computed_in_float32(dtype, tol):
     rng = np.random.default_rng(8)
