@@ -52,8 +52,9 @@ def ref_softmax_ce_grad(labels, logits, *, sparse, smoothing=0.0, weights=None):
     return (w * y).sum(-1, keepdims=True) * p - w * y
 
 
-def ref_sigmoid_ce(labels, pred, *, from_logits=True, smoothing=0.0, pos_weight=None, axis=-1):
-    """mean over labels of -[w ỹ log σ(z) + (1 - ỹ) log(1 - σ(z))], float64."""
+def ref_sigmoid_terms(labels, pred, *, from_logits, smoothing, pos_weight, axis):
+    """``(ỹ, log p, log(1 - p), w)`` of a sigmoid loss in float64: smoothed labels, the log-probabilities (of
+    logits, or of clipped probabilities) and the positive weight shaped to broadcast along the label axis."""
     y = np.asarray(labels, np.float64) * (1 - smoothing) + smoothing / 2
     x = np.asarray(pred, np.float64)
     if from_logits:
@@ -61,10 +62,21 @@ def ref_sigmoid_ce(labels, pred, *, from_logits=True, smoothing=0.0, pos_weight=
     else:
         log_p, log_not_p = np.log(np.clip(x, EPS, 1 - EPS)), np.log(np.clip(1 - x, EPS, 1 - EPS))
     w = 1.0 if pos_weight is None else np.asarray(pos_weight, np.float64)
-    if pos_weight is not None and np.ndim(w) == 1 and x.ndim > 1:
+    if np.ndim(w) == 1 and x.ndim > 1:
         w = np.reshape(w, [-1] + [1] * (x.ndim - 1 - axis % x.ndim))
-    per_label = -(w * y * log_p + (1 - y) * log_not_p)
-    return per_label if x.ndim == 1 else per_label.mean(axis=axis)
+    return y, log_p, log_not_p, w
+
+
+def ref_mean_over_labels(per_label, axis):
+    return per_label if per_label.ndim == 1 else per_label.mean(axis=axis)
+
+
+def ref_sigmoid_ce(labels, pred, *, from_logits=True, smoothing=0.0, pos_weight=None, axis=-1):
+    """mean over labels of -[w ỹ log σ(z) + (1 - ỹ) log(1 - σ(z))], float64."""
+    y, log_p, log_not_p, w = ref_sigmoid_terms(
+        labels, pred, from_logits=from_logits, smoothing=smoothing, pos_weight=pos_weight, axis=axis
+    )
+    return ref_mean_over_labels(-(w * y * log_p + (1 - y) * log_not_p), axis)
 
 
 def random_problem(rng, shape, axis, *, probabilities=False, scale=3.0):

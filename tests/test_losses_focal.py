@@ -31,7 +31,7 @@ import keras
 from backends import BACKEND, graph, tensorflow_only, to_numpy
 from backends import value_and_grad as grad_of
 from covering import covering_cases, product_quick_pairs
-from loss_references import ref_weighted_labels
+from loss_references import ref_mean_over_labels, ref_sigmoid_terms, ref_weighted_labels
 
 from kerasce import losses as L
 
@@ -79,18 +79,12 @@ def ref_sigmoid_focal(
     labels, pred, *, from_logits=True, label_smoothing=0.0, pos_weight=None, gamma=0.0, alpha=None, axis=-1
 ):
     """mean over labels of -[α w ỹ (1 - p)^γ log p + (1 - α)(1 - ỹ) p^γ log(1 - p)], float64."""
-    y = np.asarray(labels, np.float64) * (1 - label_smoothing) + label_smoothing / 2
-    x = np.asarray(pred, np.float64)
-    if from_logits:
-        log_p, log_q = -np.logaddexp(0, -x), -np.logaddexp(0, x)
-    else:
-        log_p, log_q = np.log(np.clip(x, EPS, 1 - EPS)), np.log(np.clip(1 - x, EPS, 1 - EPS))
-    w = 1.0 if pos_weight is None else np.asarray(pos_weight, np.float64)
-    if np.ndim(w) == 1 and x.ndim > 1:
-        w = np.reshape(w, [-1] + [1] * (x.ndim - 1 - axis % x.ndim))
+    y, log_p, log_q, w = ref_sigmoid_terms(
+        labels, pred, from_logits=from_logits, smoothing=label_smoothing, pos_weight=pos_weight, axis=axis
+    )
     a_pos, a_neg = (1.0, 1.0) if alpha is None else (alpha, 1.0 - alpha)
     per_label = -(a_pos * w * y * np.exp(gamma * log_q) * log_p + a_neg * (1 - y) * np.exp(gamma * log_p) * log_q)
-    return per_label if x.ndim == 1 else per_label.mean(axis=axis)
+    return ref_mean_over_labels(per_label, axis)
 
 
 def torchvision_sigmoid_focal_loss(inputs, targets, alpha=0.25, gamma=2.0, reduction="none"):
