@@ -96,6 +96,15 @@ def power(x: Tensor, log_x: Tensor, exponent: float) -> Tensor:
     return ops.exp(exponent * log_x)
 
 
+def _top_and_rest(logits: Tensor, probs: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The largest logit, which classes hold it, whether one class alone does, and the sum of the other
+    classes' probabilities (``1 - p`` of a single top, floored at the smallest normal number)."""
+    top = max_last(logits)
+    is_top = logits == top[..., None]
+    single_top = ops.sum(ops.cast(is_top, logits.dtype), axis=-1) == 1.0
+    return top, is_top, single_top, at_least_tiny(ops.sum(ops.where(is_top, 0.0, probs), axis=-1))
+
+
 def _top_one_minus_p(logits: Tensor, log_probs: Tensor, ids: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """``(log p_k, 1 - p_k, log(1 - p_k))`` at the ids, accurate as ``p_k -> 1``.
 
@@ -104,11 +113,7 @@ def _top_one_minus_p(logits: Tensor, log_probs: Tensor, ids: Tensor) -> tuple[Te
     (a ``max``, not an ``argmax``: several times faster on XLA CPU for many classes); tied tops all have
     ``p <= 1/2`` and take the ordinary branch. Nothing of the logits' shape is built from the ids.
     """
-    probs = ops.exp(log_probs)
-    top = max_last(logits)
-    is_top = logits == top[..., None]
-    single_top = ops.sum(ops.cast(is_top, logits.dtype), axis=-1) == 1.0
-    rest_of_top = at_least_tiny(ops.sum(ops.where(is_top, 0.0, probs), axis=-1))
+    top, _, single_top, rest_of_top = _top_and_rest(logits, ops.exp(log_probs))
     near_one = (gather_class(logits, ids) == top) & single_top & (rest_of_top < 0.5)
     rest = ops.where(near_one, rest_of_top, 0.5)  # 0.5: a harmless stand-in where unused
     log_p = ops.where(near_one, ops.log1p(-rest), gather_class(log_probs, ids))
@@ -161,6 +166,60 @@ def sparse_focal_poly(logits: Tensor, ids: Tensor, focal_gamma: float, poly_epsi
         return value, grad
 
     return kernel(logits)
+
+
+def _one_minus_p_all(logits: Tensor, log_probs: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``(p, log p, 1 - p, log(1 - p))`` for every class (class axis last), accurate as ``p -> 1``: the single
+    top class's ``1 - p`` is the sum of the others' probabilities, as in `_top_one_minus_p`."""
+    probs = ops.exp(log_probs)
+    _, is_top, single_top, rest = _top_and_rest(logits, probs)
+    near_one = is_top & (single_top & (rest < 0.5))[..., None]
+    rest = rest[..., None]
+    # Values only (the caller's gradient is closed-form): the unused branches may be -inf.
+    log_p = ops.where(near_one, ops.log1p(-rest), log_probs)
+    one_minus_p = ops.where(near_one, rest, 1.0 - probs)
+    log_one_minus_p = ops.where(near_one, ops.log(rest), ops.log1p(-probs))
+    return probs, log_p, one_minus_p, log_one_minus_p
+
+
+def dense_focal_poly(logits: Tensor, labels: Tensor, focal_gamma: float, poly_epsilon: float) -> Tensor:
+    """Per example ``Σ_c y_c [-(1 - p_c)^γ log p_c + ε (1 - p_c)]``, ``p = softmax(logits)``, for one-hot or
+    soft (weighted) labels ``y``.
+
+    Gradients in closed form: with ``g_c = y_c [γ p_c (1 - p_c)^(γ-1) log p_c - (1 - p_c)^γ - ε p_c]`` and
+    ``G = Σ_c g_c``, ``d/dz_j = g_j - p_j G``, computed as ``g_j (1 - p_j) - p_j (G - g_j)`` with the accurate
+    ``1 - p_j``; ``d/dy_c`` is the class's term (0 where ``y_c = 0``). A masked class (logit ``-inf``) has
+    ``p = 0``: its term is ``+inf``, which a label of 0 multiplies away, and its gradient is 0.
+
+    Args:
+        logits: ``[B, C]`` logits, class axis last (any number of batch axes).
+        labels: ``[B, C]`` weights of the classes (smoothed, class-weighted labels), the logits' dtype.
+        focal_gamma: ``γ >= 0``.
+        poly_epsilon: ``ε``, any finite number.
+
+    Returns:
+        ``[B]`` losses, differentiable with respect to `logits` and `labels`.
+    """
+
+    @custom_gradient
+    def kernel(logits: Tensor, labels: Tensor) -> Any:
+        p, log_p, one_minus_p, log_one_minus_p = _one_minus_p_all(logits, ops.log_softmax(logits, axis=-1))
+        focal = power(one_minus_p, log_one_minus_p, focal_gamma)
+        terms = -log_p * focal + poly_epsilon * one_minus_p
+        value = ops.sum(mul_no_nan(terms, labels), axis=-1)
+
+        def grad(upstream: Tensor) -> tuple[Tensor, Tensor]:
+            bracket = -focal - poly_epsilon * p
+            if focal_gamma:
+                bracket = bracket + focal_gamma * (mul_no_nan(log_p, p) / one_minus_p) * focal
+            g = bracket * labels
+            others = ops.sum(g, axis=-1)[..., None] - g
+            d_logits = upstream[..., None] * (g * one_minus_p - p * others)
+            return d_logits, upstream[..., None] * ops.where(labels == 0, 0.0, terms)
+
+        return value, grad
+
+    return kernel(logits, labels)
 
 
 def _sigmoid_parts(logits: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:

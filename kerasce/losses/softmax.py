@@ -150,13 +150,15 @@ def _dense_nll(
     labels = checks.require_same_shape(
         labels, logits_in, f"{_FN}: one-hot / soft labels must have the predictions' shape."
     )
-    log_probs = _log_probs(logits, from_logits)
-    labels = ops.cast(kernels.move_axis_last(labels, axis), log_probs.dtype)
+    labels = ops.cast(kernels.move_axis_last(labels, axis), logits.dtype)
     labels = check_unit_interval(checks, labels, "one-hot / soft labels", _FN, labels=True)
     if label_smoothing:
         labels = labels * (1.0 - label_smoothing) + label_smoothing / logits.shape[-1]
     if weights is not None:
         labels = labels * weights
+    if (focal_gamma or poly_epsilon) and from_logits:
+        return kernels.dense_focal_poly(logits, labels, focal_gamma, poly_epsilon)
+    log_probs = _log_probs(logits, from_logits)
     if focal_gamma or poly_epsilon:
         terms = _focal_poly(log_probs, logits, from_logits, focal_gamma, poly_epsilon)
         return ops.sum(mul_no_nan(terms, labels), axis=-1)
