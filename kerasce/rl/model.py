@@ -90,6 +90,9 @@ class ReinforceModel(keras.Model):
         entropy     = mean_b[ H(softmax(logits_b)) ]          # softmax_entropy
         value_loss  = mean_b[ (G_b - V(s_b))^2 ]              # only with baseline=True
 
+    ``G`` is the batch's return; with ``gae_lambda < 1`` ``learn`` hands it the lambda-returns ``A + V(s)``
+    (``V`` as the batch was made), so ``G - V(s)`` is the generalised advantage estimate ``A``.
+
     Every term is reduced with Keras ``Loss`` semantics (``1 / num_replicas`` under a strategy), so a
     ``MirroredStrategy`` update equals a single-device update of the same global batch.
 
@@ -109,6 +112,10 @@ class ReinforceModel(keras.Model):
       baseline: learn a state-value network ``V(s)`` and use ``G - V(s)`` as the policy weight; ``learn``
         also bootstraps the return of a time-limit-truncated episode with ``V`` of the state it reached.
       gamma: discount factor.
+      gae_lambda: with ``baseline``, ``learn`` weighs the policy with generalised advantage estimates
+        (:func:`kerasce.rl.returns.gae_advantages`, Schulman et al. 2016) and regresses ``V`` on the
+        lambda-returns ``A + V(s)`` instead of the Monte-Carlo returns; ``1`` (the default): Monte-Carlo
+        returns, ``G - V(s)``. Lower values trade variance for bias, as Stable-Baselines3's ``gae_lambda``.
       learning_rate: of the default Adam optimizer (``compile()`` without an optimizer).
       ent_coef: weight of the entropy bonus.
       vf_coef: weight of the value loss (with ``baseline``).
@@ -151,6 +158,7 @@ class ReinforceModel(keras.Model):
         activation: str = "tanh",
         baseline: bool = False,
         gamma: float = 0.99,
+        gae_lambda: float = 1.0,
         learning_rate: float = 1e-2,
         ent_coef: float = 0.0,
         vf_coef: float = 0.5,
@@ -177,6 +185,13 @@ class ReinforceModel(keras.Model):
             raise ValueError(f"`num_actions` must be >= 1. Received: num_actions={num_actions}")
         if not 0.0 <= gamma <= 1.0:
             raise ValueError(f"`gamma` must be in [0, 1]. Received: gamma={gamma}")
+        if not 0.0 <= gae_lambda <= 1.0:
+            raise ValueError(f"`gae_lambda` must be in [0, 1]. Received: gae_lambda={gae_lambda}")
+        if gae_lambda != 1.0 and not baseline:
+            raise ValueError(
+                f"`gae_lambda` must be 1.0 for a model without a baseline. Received: gae_lambda={gae_lambda}. "
+                "Advantage estimates need a value network: set baseline=True."
+            )
         if max_grad_norm is not None and max_grad_norm <= 0:
             raise ValueError(f"`max_grad_norm` must be > 0 or None. Received: max_grad_norm={max_grad_norm}")
         if int(num_envs) < 1:
@@ -187,6 +202,7 @@ class ReinforceModel(keras.Model):
         self.activation = activation
         self.baseline = bool(baseline)
         self.gamma = float(gamma)
+        self.gae_lambda = float(gae_lambda)
         self.learning_rate = float(learning_rate)
         self.ent_coef = float(ent_coef)
         self.vf_coef = float(vf_coef)
@@ -459,6 +475,7 @@ class ReinforceModel(keras.Model):
             activation=self.activation,
             baseline=self.baseline,
             gamma=self.gamma,
+            gae_lambda=self.gae_lambda,
             learning_rate=self.learning_rate,
             ent_coef=self.ent_coef,
             vf_coef=self.vf_coef,

@@ -33,7 +33,14 @@ from kerasce.rl.callbacks import RunContext, arrange_callbacks, bind_callbacks, 
 from kerasce.rl.collective import Collective, collective_for
 from kerasce.rl.envs import check_env_spaces, flat_observation_env, info_action_mask
 from kerasce.rl.model import ReinforceModel
-from kerasce.rl.returns import combine_moments, complete_episode_mask, discounted_returns, first_episode_mask, moments
+from kerasce.rl.returns import (
+    combine_moments,
+    complete_episode_mask,
+    discounted_returns,
+    first_episode_mask,
+    gae_advantages,
+    moments,
+)
 from kerasce.rl.rollout import Rollout, collect_episodes, completed_episodes, make_policy_sampler
 from kerasce.rl.spaces import Categorical, DiagGaussian
 from kerasce.rl.state import RunState
@@ -231,17 +238,11 @@ class Trainer:
         model = self.model
         _check_observations(rollout.observations, update)
         mask = complete_episode_mask(rollout.terminated, rollout.truncated, rollout.valid)
-        scale = self.state.return_scale.scale if model.baseline and model.normalize_returns else 1.0
-        returns = discounted_returns(
-            rollout.rewards,
-            rollout.terminated,
-            rollout.truncated,
-            model.gamma,
-            rollout.valid,
-            bootstrap=self.bootstrap_values(rollout, scale),
-        )
-        returns, kept_steps = self.finish_returns(returns, mask, update)
         keep = np.flatnonzero(mask.reshape(-1))
+        observations = self.normalize(rollout.observations.reshape((-1,) + model.observation_shape)[keep])
+        observations = observations.astype(np.float32)
+        returns = self.episode_returns(rollout, observations, mask)
+        returns, kept_steps = self.finish_returns(returns, mask, update)
         actions = rollout.actions.reshape((-1, *self.distribution.action_shape))[keep]
         if (
             isinstance(self.distribution, Categorical)
@@ -254,12 +255,33 @@ class Trainer:
             )
         masks = None if rollout.masks is None else rollout.masks.reshape(-1, self.num_actions)[keep]
         batch = Batch(
-            self.normalize(rollout.observations.reshape((-1,) + model.observation_shape)[keep]).astype(np.float32),
+            observations,
             actions.astype(np.float32 if isinstance(self.distribution, DiagGaussian) else np.int32),
             returns.reshape(-1)[keep].astype(np.float32),
             masks,
         )
         return batch, kept_steps
+
+    def episode_returns(self, rollout: Rollout, observations: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """``[T, N]`` returns of the kept steps (``mask``; ``observations`` theirs, as the policy sees them):
+        discounted returns, bootstrapped where truncated; with ``gae_lambda < 1`` the lambda-returns
+        ``A + V(s)`` (:func:`~kerasce.rl.returns.gae_advantages`). Values are in the returns' units:
+        ``V`` times the running return scale the value network learns in (``normalize_returns``)."""
+        model = self.model
+        scale = self.state.return_scale.scale if model.baseline and model.normalize_returns else 1.0
+        bootstrap = self.bootstrap_values(rollout, scale)
+        args = (rollout.terminated, rollout.truncated, model.gamma)
+        value_network = model.value_network  # set exactly when model.baseline, which gae_lambda < 1 requires
+        if model.gae_lambda == 1.0 or value_network is None:  # Monte-Carlo; the update takes G - V(s)
+            return discounted_returns(rollout.rewards, *args, rollout.valid, bootstrap=bootstrap)
+        values = np.zeros(rollout.rewards.shape)
+        if len(observations):
+            predicted = keras.ops.convert_to_numpy(value_network(observations, training=False))[:, 0]
+            values.reshape(-1)[np.flatnonzero(mask.reshape(-1))] = predicted.astype(np.float64) * scale
+        advantages = gae_advantages(
+            rollout.rewards, values, *args, model.gae_lambda, rollout.valid, bootstrap=bootstrap
+        )
+        return advantages + values
 
     def bootstrap_values(self, rollout: Rollout, scale: float) -> np.ndarray | None:
         """``[T, N]`` ``scale * V(s')`` for the time-limit-truncated steps (``s'`` the state they reached),
