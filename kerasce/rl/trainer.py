@@ -146,6 +146,13 @@ class Trainer:
         self.sampler = make_policy_sampler(
             model.policy, fast=model.fast_sampling, observation_shape=model.observation_shape
         )
+        # GAE needs V of every kept step each update: the sampler's NumPy copy when it reproduces the network.
+        # The Monte-Carlo path keeps the Keras call for its bootstrap values (its batches stay as they were).
+        self.value_sampler = None
+        if model.value_network is not None and model.gae_lambda < 1.0:
+            self.value_sampler = make_policy_sampler(
+                model.value_network, fast=model.fast_sampling, observation_shape=model.observation_shape
+            )
 
     # -- the start of a run -------------------------------------------------------------------------
 
@@ -168,9 +175,25 @@ class Trainer:
             for callback in self.callback_list:
                 if isinstance(callback, keras.callbacks.CSVLogger):
                     continue_csv_log(callback, self.state.updates)
-        self.sampler.refresh()  # a checkpoint may have restored other weights
+        self.refresh_samplers()  # a checkpoint may have restored other weights
         self.model.stop_training = False
         self.callbacks.on_train_begin()
+
+    def refresh_samplers(self) -> None:
+        """Copy the current weights into the policy's (and the value network's) sampler."""
+        self.sampler.refresh()
+        if self.value_sampler is not None:
+            self.value_sampler.refresh()
+
+    def state_values(self, observations: np.ndarray) -> np.ndarray:
+        """``[B]`` float64 ``V(s)`` of the value network (set with a baseline) on ``[B, D...]`` normalised
+        observations, as the value network learns it (in the running return scale)."""
+        if self.value_sampler is not None:
+            return self.value_sampler.logits(observations)[:, 0].astype(np.float64)
+        value_network = self.model.value_network
+        if value_network is None:
+            raise ValueError("`state_values` must be called on a trainer of a model with a baseline. Received: none")
+        return keras.ops.convert_to_numpy(value_network(observations, training=False))[:, 0].astype(np.float64)
 
     # -- one update ---------------------------------------------------------------------------------
 
@@ -271,13 +294,11 @@ class Trainer:
         scale = self.state.return_scale.scale if model.baseline and model.normalize_returns else 1.0
         bootstrap = self.bootstrap_values(rollout, scale)
         args = (rollout.terminated, rollout.truncated, model.gamma)
-        value_network = model.value_network  # set exactly when model.baseline, which gae_lambda < 1 requires
-        if model.gae_lambda == 1.0 or value_network is None:  # Monte-Carlo; the update takes G - V(s)
+        if model.gae_lambda == 1.0:  # Monte-Carlo; the update takes G - V(s)
             return discounted_returns(rollout.rewards, *args, rollout.valid, bootstrap=bootstrap)
-        values = np.zeros(rollout.rewards.shape)
+        values = np.zeros(rollout.rewards.shape)  # gae_lambda < 1 comes with a baseline (the model checks)
         if len(observations):
-            predicted = keras.ops.convert_to_numpy(value_network(observations, training=False))[:, 0]
-            values.reshape(-1)[np.flatnonzero(mask.reshape(-1))] = predicted.astype(np.float64) * scale
+            values.reshape(-1)[np.flatnonzero(mask.reshape(-1))] = self.state_values(observations) * scale
         advantages = gae_advantages(
             rollout.rewards, values, *args, model.gae_lambda, rollout.valid, bootstrap=bootstrap
         )
@@ -293,9 +314,8 @@ class Trainer:
         # With next-step autoreset the observation after step t is row t + 1's (the reset step's row).
         following = np.concatenate([rollout.observations[1:], rollout.last_observations[None]], axis=0)
         t, n = np.nonzero(truncated)
-        values = keras.ops.convert_to_numpy(value_network(self.normalize(following[t, n]), training=False))[:, 0]
         bootstrap = np.zeros(rollout.rewards.shape)
-        bootstrap[t, n] = values.astype(np.float64) * scale
+        bootstrap[t, n] = self.state_values(self.normalize(following[t, n])) * scale
         return bootstrap
 
     def finish_returns(self, returns: np.ndarray, mask: np.ndarray, update: int) -> tuple[np.ndarray, np.ndarray]:
@@ -401,7 +421,7 @@ class Trainer:
                 f"The loss must be finite. Received: {metrics} at update {update + 1}; training stopped (the "
                 "update was skipped) and the last checkpoint, if any, is kept."
             )
-        self.sampler.refresh()
+        self.refresh_samplers()
         self.fold_observations(rollout)
         times = UpdateTimes(collect_seconds, collect_cpu_seconds, time.perf_counter() - update_start)
         return self.record(rollout, metrics, times, int(kept_steps.sum()))
