@@ -43,10 +43,12 @@ PRESETS: dict[str, dict[str, Any]] = {
     # Box(-2, 2) torque, 200-step episodes that always end truncated (a learned baseline bootstraps them); RL
     # Zoo's short horizon (gamma 0.9) and its PPO's GAE (lambda 0.95) with standardised advantages: without
     # normalize_advantage seed 0's greedy evaluation stayed near -950 (60 s); with Monte-Carlo returns (no GAE)
-    # it never passed -366 in 120 s. With both: seeds 0 and 2 reach a greedy -200 after 15-20 s of training
-    # here, seed 1 stalls at -530 to -730 (50 s). Tried on seed 1 and worse: learning rate 5e-3 or 1e-2, 2 or 8
-    # envs, gamma 0.95, lambda 0.9, (128, 128) units, tanh squashing, a state-dependent std, log_std_init -0.5
-    # or 0.5, ent_coef 0.01, normalize_observations, no gradient clipping.
+    # it never passed -366 in 120 s. With both, benchmarks/reinforce_solve_time.py (120 s, seeds 0-2): seed 0
+    # solved (greedy -144 after 33.5 s of training, 50.7 s wall), seeds 1 and 2 not (best greedy -366 and -549,
+    # bimodal); single runs of seeds 0 and 2 reached a greedy -200 after 15-20 s, so a run's luck decides. Tried
+    # on seed 1 and worse: learning rate 5e-3 or 1e-2, 2 or 8 envs, gamma 0.95, lambda 0.9, (128, 128) units,
+    # tanh squashing, a state-dependent std, log_std_init -0.5 or 0.5, ent_coef 0.01, normalize_observations, no
+    # gradient clipping.
     "Pendulum-v1": {
         "baseline": True,
         "gamma": 0.9,
@@ -64,9 +66,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     "kerasce/MiniGrid-Empty-Random-5x5-v0": {"num_envs": 16, "max_rollout_steps": 101, "normalize_observations": True},
     # MuJoCo, Box(-3, 3) actions (a clipped Gaussian): episodes end when the pole falls, a balancing one is
     # truncated at 1000 steps (a learned baseline bootstraps it). Observations normalised; the Gaussian starts at
-    # sigma 0.6. Seeds 0-2: a greedy 1000 over 20 episodes after 1.6-3.9 s of training, solved (training mean
-    # >= 950 too) in 8-16 s here (log_std_init 0: 4.7-5.0 s and 11-17 s). Tried and slower: GAE (lambda 0.95),
-    # normalize_advantage; log_std_init -1, 4 envs with learning rate 2e-2 (Monte-Carlo returns).
+    # sigma 0.6. Seeds 0-2 (benchmarks/reinforce_solve_time.py): a greedy 1000 over 20 episodes after 2.3-3.4 s
+    # of training, solved (training mean >= 950 too) in 7-16 s here (log_std_init 0: 4.7-5.0 s and 11-17 s).
+    # Tried and slower: GAE (lambda 0.95), normalize_advantage; log_std_init -1, 4 envs with learning rate 2e-2
+    # (Monte-Carlo returns).
     "InvertedPendulum-v5": {
         "baseline": True,
         "normalize_observations": True,
