@@ -1,10 +1,10 @@
-"""``gae_lambda`` and ``normalize_advantage`` of the agent: the batches ``learn`` makes and one update, against
-float64 references written from the formulas (Schulman et al. 2016; SB3's ``normalize_advantage``)."""
+"""``gae_lambda`` and ``normalize_advantage`` of the agent: the batches ``learn`` makes and the advantages' padding,
+against float64 references written from the formulas (Schulman et al. 2016; SB3's ``normalize_advantage``). One
+update with ``normalize_advantage``: ``tests/rl/test_claims.py``."""
 
 import functools
 
 import gymnasium
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -137,41 +137,3 @@ def test_standardized_advantages_leave_out_padding():
     np.testing.assert_allclose(got.numpy()[:4], want[:4], rtol=1e-5)
     plain = standardized_advantages(tf.constant(real, tf.float32)).numpy()
     np.testing.assert_allclose(plain, (real - real.mean()) / (real.std() + 1e-8), rtol=1e-5)
-
-
-def test_normalized_advantage_update_equals_a_float64_reference():
-    """One SGD step with ``normalize_advantage``: the policy moves by the gradient of
-    ``mean_b[Â_b CE_b]`` with ``Â = (A - mean A) / (std A + 1e-8)``, ``A = G - V(s)``; the value network by
-    ``vf_coef`` times the (unstandardised) value loss. Mutation tried: the standardisation dropped in
-    `train_step` -> red."""
-    rng = np.random.default_rng(4)
-    batch, dims, actions, learning_rate, vf_coef = 12, 3, 3, 0.1, 0.5
-    observations = rng.normal(size=(batch, dims)).astype(np.float32)
-    taken = rng.integers(0, actions, size=batch)
-    returns = (rng.normal(size=batch) * 2.0 + 1.0).astype(np.float32)
-    agent = ReinforceAgent(
-        (dims,), actions, hidden_units=(), baseline=True, normalize_advantage=True, vf_coef=vf_coef, seed=3
-    )
-    agent.compile(optimizer=keras.optimizers.SGD(learning_rate))
-    kernel, bias = (np.asarray(v.numpy(), np.float64) for v in agent.policy.trainable_variables)
-    value_kernel, value_bias = (np.asarray(v.numpy(), np.float64) for v in agent.value_network.trainable_variables)
-    agent.train_on_batch(observations, taken, sample_weight=returns)
-
-    x, g = observations.astype(np.float64), returns.astype(np.float64)
-    z = x @ kernel + bias
-    probabilities = np.exp(z - z.max(-1, keepdims=True))
-    probabilities /= probabilities.sum(-1, keepdims=True)
-    values = (x @ value_kernel + value_bias)[:, 0]
-    a = g - values
-    a_hat = (a - a.mean()) / (a.std() + 1e-8)
-    d_logits = a_hat[:, None] * (probabilities - np.eye(actions)[taken]) / batch
-    d_values = -2.0 * vf_coef * (g - values) / batch
-    expected = [
-        kernel - learning_rate * x.T @ d_logits,
-        bias - learning_rate * d_logits.sum(0),
-        value_kernel - learning_rate * x.T @ d_values[:, None],
-        value_bias - learning_rate * d_values.sum(),
-    ]
-    got = [v.numpy() for v in [*agent.policy.trainable_variables, *agent.value_network.trainable_variables]]
-    for want, have in zip(expected, got):
-        np.testing.assert_allclose(have, want, rtol=1e-5, atol=1e-6)

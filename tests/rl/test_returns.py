@@ -25,10 +25,9 @@ def flags(T, at):
     return out
 
 
-def reference_returns(rewards, terminated, truncated, gamma, valid):
-    """Split every column into episodes, then G_t = sum_k gamma^k r_{t+k} inside each episode."""
-    T, N = rewards.shape
-    out = np.zeros((T, N))
+def reference_episodes(terminated, truncated, valid):
+    """``(n, [t...])`` per episode: each column's valid steps up to a terminated or truncated step, or the last row."""
+    T, N = terminated.shape
     for n in range(N):
         episode = []
         for t in range(T):
@@ -36,9 +35,16 @@ def reference_returns(rewards, terminated, truncated, gamma, valid):
                 continue
             episode.append(t)
             if terminated[t, n] or truncated[t, n] or t == T - 1:
-                for i, s in enumerate(episode):
-                    out[s, n] = sum(gamma**k * rewards[u, n] for k, u in enumerate(episode[i:]))
+                yield n, episode
                 episode = []
+
+
+def reference_returns(rewards, terminated, truncated, gamma, valid):
+    """Split every column into episodes, then G_t = sum_k gamma^k r_{t+k} inside each episode."""
+    out = np.zeros(rewards.shape)
+    for n, episode in reference_episodes(terminated, truncated, valid):
+        for i, s in enumerate(episode):
+            out[s, n] = sum(gamma**k * rewards[u, n] for k, u in enumerate(episode[i:]))
     return out
 
 
@@ -198,30 +204,21 @@ def reference_gae(rewards, values, terminated, truncated, gamma, lam, valid, boo
     or truncated step, or the last row), delta_k = r_k + gamma * V'_k - V_k with V' the next step's value inside
     the episode, 0 after a termination or the rollout's last row, the bootstrap after a truncation; then
     A_t = sum_{k >= t in the episode} (gamma * lam)^(k - t) delta_k."""
-    T, N = rewards.shape
-    out = np.zeros((T, N))
-    for n in range(N):
-        episode = []
-        for t in range(T):
-            if not valid[t, n]:
-                continue
-            episode.append(t)
-            if not (terminated[t, n] or truncated[t, n] or t == T - 1):
-                continue
-            deltas = []
-            for i, k in enumerate(episode):
-                if i + 1 < len(episode):
-                    following = values[episode[i + 1], n]
-                elif terminated[k, n]:
-                    following = 0.0
-                elif truncated[k, n]:
-                    following = bootstrap[k, n]
-                else:  # cut by the end of the rollout
-                    following = 0.0
-                deltas.append(rewards[k, n] + gamma * following - values[k, n])
-            for i, t_i in enumerate(episode):
-                out[t_i, n] = sum((gamma * lam) ** j * d for j, d in enumerate(deltas[i:]))
-            episode = []
+    out = np.zeros(rewards.shape)
+    for n, episode in reference_episodes(terminated, truncated, valid):
+        deltas = []
+        for i, k in enumerate(episode):
+            if i + 1 < len(episode):
+                following = values[episode[i + 1], n]
+            elif terminated[k, n]:
+                following = 0.0
+            elif truncated[k, n]:
+                following = bootstrap[k, n]
+            else:  # cut by the end of the rollout
+                following = 0.0
+            deltas.append(rewards[k, n] + gamma * following - values[k, n])
+        for i, t in enumerate(episode):
+            out[t, n] = sum((gamma * lam) ** j * d for j, d in enumerate(deltas[i:]))
     return out
 
 
