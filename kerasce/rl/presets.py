@@ -48,7 +48,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     # bimodal); single runs of seeds 0 and 2 reached a greedy -200 after 15-20 s, so a run's luck decides. Tried
     # on seed 1 and worse: learning rate 5e-3 or 1e-2, 2 or 8 envs, gamma 0.95, lambda 0.9, (128, 128) units,
     # tanh squashing, a state-dependent std, log_std_init -0.5 or 0.5, ent_coef 0.01, normalize_observations, no
-    # gradient clipping.
+    # gradient clipping, 16 envs with 1e-2. No better on seeds 1 and 2 together: lambda 0.98 (seed 1 solved in 44 s
+    # of training, seed 2 not in 47 s), (32, 32) units (seed 2 solved, seed 1 not).
     "Pendulum-v1": {
         "baseline": True,
         "gamma": 0.9,
