@@ -30,9 +30,13 @@ STEPS = 3
 # naive_softmax: a custom train_step reducing with a bare tf.reduce_mean (the classic per-replica bug);
 # the tests expect it to differ from one device, which shows the comparison can catch that bug.
 # agent: ReinforceAgent.train_step (policy-gradient + entropy + value terms) through fit(); agent_learn:
-# the same update the way learn() runs it (its own split of each batch across replicas), uneven sizes.
+# the same update the way learn() runs it (its own split of each batch across replicas), uneven sizes;
+# agent_normalized: agent_learn with normalize_advantage (mean and std over the global batch, every replica's).
 # classifier / multilabel_classifier: build_image_classifier's models and their compiled losses.
-TASKS = ("softmax", "sigmoid", "naive_softmax", "agent", "agent_learn", "classifier", "multilabel_classifier")
+TASKS = (
+    *("softmax", "sigmoid", "naive_softmax", "agent", "agent_learn", "agent_normalized"),
+    *("classifier", "multilabel_classifier"),
+)
 
 
 def parse_args() -> argparse.Namespace:
@@ -51,7 +55,7 @@ def make_data(task: str, rng: np.random.Generator):
         if task == "classifier":
             return images, rng.integers(0, 10, size=n), np.ones(n, np.float32)
         return images, (rng.uniform(size=(n, 10)) < 0.2).astype(np.float32), np.ones(n, np.float32)
-    if task in ("agent", "agent_learn"):
+    if task in ("agent", "agent_learn", "agent_normalized"):
         obs = rng.normal(size=(n, 4)).astype(np.float32)
         return obs, rng.integers(0, 2, size=n), rng.normal(size=n).astype(np.float32)
     if task in TASKS:
@@ -88,10 +92,11 @@ def build(task: str):
         # gradient off by the number of replicas would not show in the weights.
         model.compile(keras.optimizers.SGD(0.1), loss=model.loss)
         return model
-    if task in ("agent", "agent_learn"):
+    if task in ("agent", "agent_learn", "agent_normalized"):
         from kerasce.rl import ReinforceAgent
 
-        agent = ReinforceAgent(observation_shape=(4,), num_actions=2, baseline=True, ent_coef=0.05, seed=0)
+        normalized = task == "agent_normalized"
+        agent = ReinforceAgent((4,), 2, baseline=True, ent_coef=0.05, normalize_advantage=normalized, seed=0)
         agent.compile(keras.optimizers.SGD(0.5))
         return agent
     layers = [keras.Input((6,)), keras.layers.Dense(8, activation="tanh"), keras.layers.Dense(4)]
@@ -110,7 +115,7 @@ def train(task: str, strategy: tf.distribute.Strategy, multiworker: bool) -> dic
     x, y, w = make_data(task, np.random.default_rng(0))
     with strategy.scope():
         model = build(task)
-    if task == "agent_learn":
+    if task in ("agent_learn", "agent_normalized"):
         # learn()'s path: one call per update, batch sizes that are not multiples of GLOBAL_BATCH.
         batch_losses, start = [], 0
         for size in (10, 14, 24):

@@ -35,7 +35,10 @@ def run_job(
 # mirrored on both; two workers of a local cluster train the multi-worker tasks. They run on one pytest-xdist
 # worker (pyproject: --dist loadgroup), which starts them once.
 SHARED = pytest.mark.xdist_group("distribute")
-TASKS = ("softmax", "sigmoid", "naive_softmax", "agent", "agent_learn", "classifier", "multilabel_classifier")
+TASKS = (
+    *("softmax", "sigmoid", "naive_softmax", "agent", "agent_learn", "agent_normalized"),
+    *("classifier", "multilabel_classifier"),
+)
 MULTIWORKER_TASKS = ("softmax", "classifier", "multilabel_classifier")
 
 
@@ -60,8 +63,12 @@ def two_workers(zygote):
 
 
 @SHARED
-@pytest.mark.parametrize("task", ["softmax", "sigmoid", "agent", "agent_learn", "classifier", "multilabel_classifier"])
+@pytest.mark.parametrize(
+    "task", ["softmax", "sigmoid", "agent", "agent_learn", "agent_normalized", "classifier", "multilabel_classifier"]
+)
 def test_mirrored_on_two_cpu_devices_equals_one_device(task, local, one_device):
+    """Mutation tried (agent_normalized): `normalize_advantage`'s moments per replica, not summed over replicas
+    (`_sum_over_replicas` returning its input) -> red."""
     mirrored = local["mirrored"][task]
     assert mirrored["replicas"] == 2
     assert one_device[task]["replicas"] == 1

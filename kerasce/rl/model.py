@@ -49,7 +49,7 @@ from kerasce.rl.spaces import (
 )
 from kerasce.training import apply_gradients_if_finite
 
-__all__ = ["ReinforceModel", "distribution_outputs", "masked_logits"]
+__all__ = ["ReinforceModel", "distribution_outputs", "masked_logits", "standardized_advantages"]
 
 
 def masked_logits(logits: Any, action_mask: Any) -> tf.Tensor:
@@ -74,6 +74,29 @@ def distribution_outputs(distribution: ActionDistribution, params: tf.Tensor) ->
     return {"probabilities": tf.nn.softmax(params)}
 
 
+def standardized_advantages(advantages: tf.Tensor, step_weights: tf.Tensor | None = None) -> tf.Tensor:
+    """``(A - mean(A)) / (std(A) + 1e-8)`` ``[B]`` over the steps of the global batch (``normalize_advantage``).
+
+    The mean and the (population) standard deviation are over the steps with a step weight > 0 (all, without
+    ``step_weights``) of every replica of a ``tf.distribute`` strategy (summed across replicas), so that the
+    replicas of one update standardise with the same numbers; padding steps (weight 0) count in neither.
+    """
+    real = tf.ones_like(advantages) if step_weights is None else tf.cast(step_weights > 0, advantages.dtype)
+    sums = _sum_over_replicas(tf.stack([tf.reduce_sum(real), tf.reduce_sum(real * advantages)]))
+    count, total = sums[0], sums[1]
+    mean = total / tf.maximum(count, 1.0)
+    squares = _sum_over_replicas(tf.reduce_sum(real * tf.square(advantages - mean)))
+    return (advantages - mean) / (tf.sqrt(squares / tf.maximum(count, 1.0)) + 1e-8)
+
+
+def _sum_over_replicas(value: tf.Tensor) -> tf.Tensor:
+    """``value`` summed over the replicas of the current strategy (itself with one replica)."""
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return value
+    return context.all_reduce(tf.distribute.ReduceOp.SUM, value)
+
+
 def _replica_scale() -> float | tf.Tensor:
     """``1 / num_replicas``: what Keras ``Loss`` reductions apply under a ``tf.distribute`` strategy."""
     context = tf.distribute.get_replica_context()
@@ -89,6 +112,10 @@ class ReinforceModel(keras.Model):
         policy_loss = mean_b[ A_b * CE(a_b, logits_b) ]     # PolicyGradientLoss, A = G (or G - V(s))
         entropy     = mean_b[ H(softmax(logits_b)) ]          # softmax_entropy
         value_loss  = mean_b[ (G_b - V(s_b))^2 ]              # only with baseline=True
+
+    With ``normalize_advantage`` ``A`` is standardised over the batch. ``G`` is the batch's return; with
+    ``gae_lambda < 1`` ``learn`` hands it the lambda-returns ``A + V(s)`` (``V`` as the batch was made), so
+    ``G - V(s)`` is the generalised advantage estimate ``A``.
 
     Every term is reduced with Keras ``Loss`` semantics (``1 / num_replicas`` under a strategy), so a
     ``MirroredStrategy`` update equals a single-device update of the same global batch.
@@ -109,7 +136,14 @@ class ReinforceModel(keras.Model):
       baseline: learn a state-value network ``V(s)`` and use ``G - V(s)`` as the policy weight; ``learn``
         also bootstraps the return of a time-limit-truncated episode with ``V`` of the state it reached.
       gamma: discount factor.
+      gae_lambda: with ``baseline``, ``learn`` weighs the policy with generalised advantage estimates
+        (:func:`kerasce.rl.returns.gae_advantages`, Schulman et al. 2016) and regresses ``V`` on the
+        lambda-returns ``A + V(s)`` instead of the Monte-Carlo returns; ``1`` (the default): Monte-Carlo
+        returns, ``G - V(s)``. Lower values trade variance for bias, as Stable-Baselines3's ``gae_lambda``.
       learning_rate: of the default Adam optimizer (``compile()`` without an optimizer).
+      normalize_advantage: standardise the policy's weights ``A`` (``G - V(s)`` with a baseline, else ``G``) over
+        each update's batch, ``(A - mean) / (std + 1e-8)``, as Stable-Baselines3's ``normalize_advantage``
+        (:func:`standardized_advantages`).
       ent_coef: weight of the entropy bonus.
       vf_coef: weight of the value loss (with ``baseline``).
       normalize_returns: in ``learn``, without ``baseline``: standardise the returns of each update's
@@ -151,7 +185,9 @@ class ReinforceModel(keras.Model):
         activation: str = "tanh",
         baseline: bool = False,
         gamma: float = 0.99,
+        gae_lambda: float = 1.0,
         learning_rate: float = 1e-2,
+        normalize_advantage: bool = False,
         ent_coef: float = 0.0,
         vf_coef: float = 0.5,
         normalize_returns: bool = True,
@@ -177,6 +213,13 @@ class ReinforceModel(keras.Model):
             raise ValueError(f"`num_actions` must be >= 1. Received: num_actions={num_actions}")
         if not 0.0 <= gamma <= 1.0:
             raise ValueError(f"`gamma` must be in [0, 1]. Received: gamma={gamma}")
+        if not 0.0 <= gae_lambda <= 1.0:
+            raise ValueError(f"`gae_lambda` must be in [0, 1]. Received: gae_lambda={gae_lambda}")
+        if gae_lambda != 1.0 and not baseline:
+            raise ValueError(
+                f"`gae_lambda` must be 1.0 for a model without a baseline. Received: gae_lambda={gae_lambda}. "
+                "Advantage estimates need a value network: set baseline=True."
+            )
         if max_grad_norm is not None and max_grad_norm <= 0:
             raise ValueError(f"`max_grad_norm` must be > 0 or None. Received: max_grad_norm={max_grad_norm}")
         if int(num_envs) < 1:
@@ -187,7 +230,9 @@ class ReinforceModel(keras.Model):
         self.activation = activation
         self.baseline = bool(baseline)
         self.gamma = float(gamma)
+        self.gae_lambda = float(gae_lambda)
         self.learning_rate = float(learning_rate)
+        self.normalize_advantage = bool(normalize_advantage)
         self.ent_coef = float(ent_coef)
         self.vf_coef = float(vf_coef)
         self.normalize_returns = bool(normalize_returns)
@@ -421,6 +466,8 @@ class ReinforceModel(keras.Model):
                 values = tf.cast(self.value_network(observations, training=True), tf.float32)
                 advantages = returns - tf.stop_gradient(values[:, 0])
                 value_loss = self.value_mse(returns[:, None], values, sample_weight=step_weights)
+            if self.normalize_advantage:
+                advantages = standardized_advantages(advantages, step_weights)
             if step_weights is not None:
                 advantages = advantages * step_weights
             # The REINFORCE term: the project's cross-entropy, weighted by the return (advantage).
@@ -459,7 +506,9 @@ class ReinforceModel(keras.Model):
             activation=self.activation,
             baseline=self.baseline,
             gamma=self.gamma,
+            gae_lambda=self.gae_lambda,
             learning_rate=self.learning_rate,
+            normalize_advantage=self.normalize_advantage,
             ent_coef=self.ent_coef,
             vf_coef=self.vf_coef,
             normalize_returns=self.normalize_returns,

@@ -6,7 +6,7 @@ Shapes: ``B`` batch, ``D...`` observation shape, ``A`` actions, ``F`` the encode
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import gymnasium
@@ -108,6 +108,12 @@ class AppendLogStd(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape: Sequence[int | None]) -> tuple[int | None, ...]:
         return (*input_shape[:-1], 2 * input_shape[-1])  # type: ignore[operator]
+
+    def numpy_function(self) -> Callable[[np.ndarray], np.ndarray]:
+        """This layer's forward pass in NumPy with the current ``log_std`` (for
+        :class:`kerasce.rl.rollout.NumpyPolicy`, the collection's sampler)."""
+        log_std = keras.ops.convert_to_numpy(self.log_std).astype(np.float32)
+        return lambda mean: np.concatenate([mean, np.broadcast_to(log_std, mean.shape)], axis=-1)
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "log_std_init": self.log_std_init}

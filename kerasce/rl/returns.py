@@ -15,6 +15,7 @@ __all__ = [
     "complete_episode_mask",
     "discounted_returns",
     "first_episode_mask",
+    "gae_advantages",
     "moments",
     "normalize",
 ]
@@ -86,12 +87,7 @@ def discounted_returns(
     if bootstrap is None:
         tail = np.zeros(rewards.shape, dtype)
     else:
-        bootstrap = np.asarray(bootstrap, dtype)
-        if bootstrap.shape != rewards.shape:
-            raise ValueError(
-                f"`bootstrap` must have the shape of `rewards`, {rewards.shape}. "
-                f"Received: bootstrap.shape={bootstrap.shape}"
-            )
+        bootstrap = _as_float("bootstrap", bootstrap, rewards.shape, dtype)
         tail = np.where(truncated & ~terminated, bootstrap, 0.0)
     returns = np.zeros(rewards.shape, dtype)
     running = np.zeros(rewards.shape[1], dtype)
@@ -99,6 +95,76 @@ def discounted_returns(
         running = np.where(valid[t], rewards[t] + gamma * (running * continues[t] + tail[t]), 0.0)
         returns[t] = running
     return returns
+
+
+def gae_advantages(
+    rewards: np.ndarray,
+    values: np.ndarray,
+    terminated: np.ndarray,
+    truncated: np.ndarray,
+    gamma: float,
+    gae_lambda: float,
+    valid: np.ndarray | None = None,
+    bootstrap: np.ndarray | None = None,
+) -> np.ndarray:
+    """Generalised advantage estimates (Schulman et al., 2016, "High-Dimensional Continuous Control Using
+    Generalized Advantage Estimation"), cut at episode boundaries.
+
+    ``delta[t] = r[t] + gamma * V'[t] - values[t]`` and ``A[t] = delta[t] + gamma * gae_lambda * A[t+1] *
+    (1 - done[t])``, i.e. ``A[t] = sum_k (gamma * gae_lambda)^k delta[t+k]`` over the rest of the episode,
+    computed in one reverse pass over time, independently for every env column. ``V'[t]``, the value of the
+    state the step reached, is ``values[t+1]`` inside an episode, 0 after a termination and ``bootstrap[t]``
+    after a time-limit truncation (0 without ``bootstrap``), as in :func:`discounted_returns`, whose
+    boundary rules (``terminated`` wins, invalid steps, the last row) hold here too; the last row of a
+    rollout ends every column with ``V' = 0``. ``A + values`` are the lambda-returns, the value targets;
+    ``gae_lambda = 1`` gives ``discounted_returns(...) - values``, ``gae_lambda = 0`` the one-step ``delta``.
+
+    Args:
+      rewards: ``[T, N]`` float rewards.
+      values: ``[T, N]`` float value estimates ``V(s[t])`` of the state each step started from.
+      terminated: ``[T, N]`` bool, True where the step reached a terminal state.
+      truncated: ``[T, N]`` bool, True where the step ended the episode by a time limit.
+      gamma: discount factor in ``[0, 1]``.
+      gae_lambda: the bias-variance trade-off ``lambda`` in ``[0, 1]``.
+      valid: optional ``[T, N]`` bool, False for steps outside any episode (autoreset steps).
+      bootstrap: optional ``[T, N]`` float, the value of the state reached by a truncated step (read only
+        where ``truncated & ~terminated``).
+
+    Returns:
+      ``[T, N]`` advantages, float64 (or the floating dtype of ``rewards`` if wider); 0 where not valid.
+
+    Raises:
+      ValueError: if the shapes differ, ``rewards`` is not 2-D, or ``gamma`` or ``gae_lambda`` is outside
+        ``[0, 1]``.
+    """
+    rewards, terminated, truncated, valid = _check_inputs(rewards, terminated, truncated, valid)
+    if not 0.0 <= gamma <= 1.0:
+        raise ValueError(f"`gamma` must be in [0, 1]. Received: gamma={gamma}")
+    if not 0.0 <= gae_lambda <= 1.0:
+        raise ValueError(f"`gae_lambda` must be in [0, 1]. Received: gae_lambda={gae_lambda}")
+    dtype = np.result_type(rewards.dtype, np.float64)
+    values = _as_float("values", values, rewards.shape, dtype)
+    # V' of every step: the next row's value inside an episode, the bootstrap after a truncation, else 0.
+    next_values = np.concatenate([values[1:], np.zeros((1, rewards.shape[1]), dtype)])
+    continues = ~(terminated | truncated)
+    next_values = np.where(continues, next_values, 0.0)
+    if bootstrap is not None:
+        tail = _as_float("bootstrap", bootstrap, rewards.shape, dtype)
+        next_values = np.where(truncated & ~terminated, tail, next_values)
+    deltas = rewards + gamma * next_values - values
+    advantages = np.zeros(rewards.shape, dtype)
+    running = np.zeros(rewards.shape[1], dtype)
+    for t in range(rewards.shape[0] - 1, -1, -1):
+        running = np.where(valid[t], deltas[t] + gamma * gae_lambda * running * continues[t], 0.0)
+        advantages[t] = running
+    return advantages
+
+
+def _as_float(name: str, value: np.ndarray, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    value = np.asarray(value, dtype)
+    if value.shape != shape:
+        raise ValueError(f"`{name}` must have the shape of `rewards`, {shape}. Received: {name}.shape={value.shape}")
+    return value
 
 
 def complete_episode_mask(terminated: np.ndarray, truncated: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:

@@ -8,7 +8,9 @@ CartPole step about 0.05 ms: the policy call, not the env, sets the speed. So th
 with one interface:
 
 * :class:`NumpyPolicy` -- a NumPy copy of the weights of a plain stack of ``Dense`` (and
-  ``Activation``) layers with standard activations, refreshed after every update. It checks itself
+  ``Activation``) layers with standard activations, and layers that give their own NumPy forward pass
+  (``numpy_function()``, as :class:`~kerasce.rl.networks.AppendLogStd`, a Gaussian's ``log σ``), refreshed
+  after every update. It checks itself
   against the Keras model on construction and refuses models it does not reproduce.
 * :class:`CompiledPolicy` -- a compiled TF call of any Keras model.
 
@@ -105,7 +107,9 @@ def sample_actions(logits: np.ndarray, rng: np.random.Generator, mask: np.ndarra
 
 
 class NumpyPolicy:
-    """NumPy forward pass of a Keras policy made of ``Dense`` / ``Activation`` layers only.
+    """NumPy forward pass of a Keras policy made of ``Dense`` / ``Activation`` layers only, and of layers
+    with a ``numpy_function()`` method that returns their forward pass in NumPy with their current weights
+    (:class:`~kerasce.rl.networks.AppendLogStd`, the state-independent ``log σ`` of a Gaussian head).
 
     Call :meth:`refresh` after every update to copy the current weights (a few microseconds).
 
@@ -127,10 +131,13 @@ class NumpyPolicy:
         for layer in model.layers:
             if isinstance(layer, keras.layers.InputLayer):
                 continue
+            if callable(getattr(layer, "numpy_function", None)):
+                self._layers.append((layer, _ACTIVATIONS["linear"]))
+                continue
             if not isinstance(layer, (keras.layers.Dense, keras.layers.Activation)):
                 raise TypeError(
-                    "`model` must be a chain of Dense and Activation layers (NumpyPolicy supports those). "
-                    f"Received: a {type(layer).__name__} layer ({layer.name!r})"
+                    "`model` must be a chain of Dense and Activation layers, or layers with a `numpy_function()` "
+                    f"(NumpyPolicy supports those). Received: a {type(layer).__name__} layer ({layer.name!r})"
                 )
             name = getattr(layer.activation, "__name__", str(layer.activation))
             if name not in _ACTIVATIONS:
@@ -138,34 +145,23 @@ class NumpyPolicy:
                     f"`model`'s activations must be among {sorted(_ACTIVATIONS)} (NumpyPolicy supports those). "
                     f"Received: {name!r} in layer {layer.name!r}"
                 )
-            dense = layer if isinstance(layer, keras.layers.Dense) else None
+            dense = layer if isinstance(layer, keras.layers.Dense) else None  # None: an Activation layer
             self._layers.append((dense, _ACTIVATIONS[name]))
-        if not self._layers:
+        if not any(isinstance(layer, keras.layers.Dense) for layer, _ in self._layers):
             raise TypeError("NumpyPolicy needs at least one Dense layer, got none.")
-        self._params: list[tuple[np.ndarray | None, np.ndarray | None]] = []  # (None, None): an Activation layer
+        self._forward: list[Callable[[np.ndarray], np.ndarray]] = []
         self.refresh()
         self._check_matches_model()
 
     def refresh(self) -> None:
-        """Copy the model's current Dense weights into NumPy arrays."""
-        self._params = [
-            (
-                (dense.kernel.numpy(), dense.bias.numpy() if dense.use_bias else None)
-                if dense is not None
-                else (None, None)
-            )
-            for dense, _ in self._layers
-        ]
+        """Copy the model's current weights into NumPy arrays (one forward function per layer)."""
+        self._forward = [_numpy_layer(layer, activation) for layer, activation in self._layers]
 
     def logits(self, observations: np.ndarray) -> np.ndarray:
         """``[N, D]`` float observations -> ``[N, A]`` float32 logits."""
         x = np.asarray(observations, np.float32)
-        for (_, activation), (kernel, bias) in zip(self._layers, self._params):
-            if kernel is not None:
-                x = x @ kernel
-                if bias is not None:
-                    x = x + bias
-            x = activation(x)
+        for forward in self._forward:
+            x = forward(x)
         return x
 
     def _check_matches_model(self) -> None:
@@ -208,6 +204,20 @@ class CompiledPolicy:
     def logits(self, observations: np.ndarray) -> np.ndarray:
         """``[N, D...]`` float observations -> ``[N, A]`` float32 logits."""
         return self._call(np.asarray(observations, np.float32)).numpy()
+
+
+def _numpy_layer(
+    layer: keras.layers.Layer | None, activation: Callable[[np.ndarray], np.ndarray]
+) -> Callable[[np.ndarray], np.ndarray]:
+    """One layer of :meth:`NumpyPolicy.logits` with the layer's current weights (``None``: an Activation)."""
+    if layer is None:
+        return activation
+    if not isinstance(layer, keras.layers.Dense):
+        return layer.numpy_function()
+    kernel, bias = layer.kernel.numpy(), layer.bias.numpy() if layer.use_bias else None
+    if bias is None:
+        return lambda x: activation(x @ kernel)
+    return lambda x: activation(x @ kernel + bias)
 
 
 def _observation_shape(model: keras.Model, observation_shape: tuple[int, ...] | None) -> tuple[int, ...]:

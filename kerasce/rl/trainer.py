@@ -33,7 +33,14 @@ from kerasce.rl.callbacks import RunContext, arrange_callbacks, bind_callbacks, 
 from kerasce.rl.collective import Collective, collective_for
 from kerasce.rl.envs import check_env_spaces, flat_observation_env, info_action_mask
 from kerasce.rl.model import ReinforceModel
-from kerasce.rl.returns import combine_moments, complete_episode_mask, discounted_returns, first_episode_mask, moments
+from kerasce.rl.returns import (
+    combine_moments,
+    complete_episode_mask,
+    discounted_returns,
+    first_episode_mask,
+    gae_advantages,
+    moments,
+)
 from kerasce.rl.rollout import Rollout, collect_episodes, completed_episodes, make_policy_sampler
 from kerasce.rl.spaces import Categorical, DiagGaussian
 from kerasce.rl.state import RunState
@@ -139,6 +146,13 @@ class Trainer:
         self.sampler = make_policy_sampler(
             model.policy, fast=model.fast_sampling, observation_shape=model.observation_shape
         )
+        # GAE needs V of every kept step each update: the sampler's NumPy copy when it reproduces the network.
+        # The Monte-Carlo path keeps the Keras call for its bootstrap values (its batches stay as they were).
+        self.value_sampler = None
+        if model.value_network is not None and model.gae_lambda < 1.0:
+            self.value_sampler = make_policy_sampler(
+                model.value_network, fast=model.fast_sampling, observation_shape=model.observation_shape
+            )
 
     # -- the start of a run -------------------------------------------------------------------------
 
@@ -161,9 +175,25 @@ class Trainer:
             for callback in self.callback_list:
                 if isinstance(callback, keras.callbacks.CSVLogger):
                     continue_csv_log(callback, self.state.updates)
-        self.sampler.refresh()  # a checkpoint may have restored other weights
+        self.refresh_samplers()  # a checkpoint may have restored other weights
         self.model.stop_training = False
         self.callbacks.on_train_begin()
+
+    def refresh_samplers(self) -> None:
+        """Copy the current weights into the policy's (and the value network's) sampler."""
+        self.sampler.refresh()
+        if self.value_sampler is not None:
+            self.value_sampler.refresh()
+
+    def state_values(self, observations: np.ndarray) -> np.ndarray:
+        """``[B]`` float64 ``V(s)`` of the value network (set with a baseline) on ``[B, D...]`` normalised
+        observations, as the value network learns it (in the running return scale)."""
+        if self.value_sampler is not None:
+            return self.value_sampler.logits(observations)[:, 0].astype(np.float64)
+        value_network = self.model.value_network
+        if value_network is None:
+            raise ValueError("`state_values` must be called on a trainer of a model with a baseline. Received: none")
+        return keras.ops.convert_to_numpy(value_network(observations, training=False))[:, 0].astype(np.float64)
 
     # -- one update ---------------------------------------------------------------------------------
 
@@ -231,17 +261,11 @@ class Trainer:
         model = self.model
         _check_observations(rollout.observations, update)
         mask = complete_episode_mask(rollout.terminated, rollout.truncated, rollout.valid)
-        scale = self.state.return_scale.scale if model.baseline and model.normalize_returns else 1.0
-        returns = discounted_returns(
-            rollout.rewards,
-            rollout.terminated,
-            rollout.truncated,
-            model.gamma,
-            rollout.valid,
-            bootstrap=self.bootstrap_values(rollout, scale),
-        )
-        returns, kept_steps = self.finish_returns(returns, mask, update)
         keep = np.flatnonzero(mask.reshape(-1))
+        observations = self.normalize(rollout.observations.reshape((-1,) + model.observation_shape)[keep])
+        observations = observations.astype(np.float32)
+        returns = self.episode_returns(rollout, observations, mask)
+        returns, kept_steps = self.finish_returns(returns, mask, update)
         actions = rollout.actions.reshape((-1, *self.distribution.action_shape))[keep]
         if (
             isinstance(self.distribution, Categorical)
@@ -254,12 +278,31 @@ class Trainer:
             )
         masks = None if rollout.masks is None else rollout.masks.reshape(-1, self.num_actions)[keep]
         batch = Batch(
-            self.normalize(rollout.observations.reshape((-1,) + model.observation_shape)[keep]).astype(np.float32),
+            observations,
             actions.astype(np.float32 if isinstance(self.distribution, DiagGaussian) else np.int32),
             returns.reshape(-1)[keep].astype(np.float32),
             masks,
         )
         return batch, kept_steps
+
+    def episode_returns(self, rollout: Rollout, observations: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """``[T, N]`` returns of the kept steps (``mask``; ``observations`` theirs, as the policy sees them):
+        discounted returns, bootstrapped where truncated; with ``gae_lambda < 1`` the lambda-returns
+        ``A + V(s)`` (:func:`~kerasce.rl.returns.gae_advantages`). Values are in the returns' units:
+        ``V`` times the running return scale the value network learns in (``normalize_returns``)."""
+        model = self.model
+        scale = self.state.return_scale.scale if model.baseline and model.normalize_returns else 1.0
+        bootstrap = self.bootstrap_values(rollout, scale)
+        args = (rollout.terminated, rollout.truncated, model.gamma)
+        if model.gae_lambda == 1.0:  # Monte-Carlo; the update takes G - V(s)
+            return discounted_returns(rollout.rewards, *args, rollout.valid, bootstrap=bootstrap)
+        values = np.zeros(rollout.rewards.shape)  # gae_lambda < 1 comes with a baseline (the model checks)
+        if len(observations):
+            values.reshape(-1)[np.flatnonzero(mask.reshape(-1))] = self.state_values(observations) * scale
+        advantages = gae_advantages(
+            rollout.rewards, values, *args, model.gae_lambda, rollout.valid, bootstrap=bootstrap
+        )
+        return advantages + values
 
     def bootstrap_values(self, rollout: Rollout, scale: float) -> np.ndarray | None:
         """``[T, N]`` ``scale * V(s')`` for the time-limit-truncated steps (``s'`` the state they reached),
@@ -271,9 +314,8 @@ class Trainer:
         # With next-step autoreset the observation after step t is row t + 1's (the reset step's row).
         following = np.concatenate([rollout.observations[1:], rollout.last_observations[None]], axis=0)
         t, n = np.nonzero(truncated)
-        values = keras.ops.convert_to_numpy(value_network(self.normalize(following[t, n]), training=False))[:, 0]
         bootstrap = np.zeros(rollout.rewards.shape)
-        bootstrap[t, n] = values.astype(np.float64) * scale
+        bootstrap[t, n] = self.state_values(self.normalize(following[t, n])) * scale
         return bootstrap
 
     def finish_returns(self, returns: np.ndarray, mask: np.ndarray, update: int) -> tuple[np.ndarray, np.ndarray]:
@@ -379,7 +421,7 @@ class Trainer:
                 f"The loss must be finite. Received: {metrics} at update {update + 1}; training stopped (the "
                 "update was skipped) and the last checkpoint, if any, is kept."
             )
-        self.sampler.refresh()
+        self.refresh_samplers()
         self.fold_observations(rollout)
         times = UpdateTimes(collect_seconds, collect_cpu_seconds, time.perf_counter() - update_start)
         return self.record(rollout, metrics, times, int(kept_steps.sum()))

@@ -28,10 +28,13 @@ def _value_variables(agent):
     return [v for v in agent.trainable_variables if id(v) not in policy_ids]
 
 
+@pytest.mark.parametrize("normalize_advantage", [False, True])
 @pytest.mark.parametrize("policy_loss", ["kerasce", "keras"])
 @pytest.mark.parametrize("vf_coef", [0.0, 0.7])
 @pytest.mark.parametrize("batch, dims, actions", [(6, 3, 3), (16, 5, 2)])
-def test_one_baseline_update_equals_a_float64_reference(batch, dims, actions, vf_coef, policy_loss):
+def test_one_baseline_update_equals_a_float64_reference(
+    batch, dims, actions, vf_coef, policy_loss, normalize_advantage
+):
     """One SGD update of a linear policy and value network equals the float64 gradient of the docstring loss.
 
         loss = mean_b[(G_b - V(s_b)) · CE(a_b, z_b)] + vf_coef · mean_b[(G_b - V(s_b))²]
@@ -48,12 +51,24 @@ def test_one_baseline_update_equals_a_float64_reference(batch, dims, actions, vf
     -> red for policy_loss="keras" (the value weights move by the policy term's gradient, also when
     `vf_coef = 0`; with kerasce's loss the update is unchanged: the loss holds the weights constant too);
     that and `sample_weight=sample_weight` (no `stop_gradient`) in `PolicyGradientLoss.__call__` -> red for both.
+
+    ``normalize_advantage=True``: the policy term's weight is ``(A - mean A) / (std A + 1e-8)`` over the batch
+    (population std); the value loss is unchanged. Mutations tried: the standardisation dropped in `train_step`
+    -> red; the sample std (ddof 1) in `standardized_advantages` -> red.
     """
     rng = np.random.default_rng(batch)
     observations = rng.normal(size=(batch, dims)).astype(np.float32)
     taken = rng.integers(0, actions, size=batch)
     returns = rng.normal(size=batch).astype(np.float32) * 2.0
-    agent = ReinforceAgent((dims,), actions, hidden_units=(), baseline=True, vf_coef=vf_coef, ent_coef=0.0, seed=3)
+    agent = ReinforceAgent(
+        (dims,),
+        actions,
+        hidden_units=(),
+        baseline=True,
+        vf_coef=vf_coef,
+        normalize_advantage=normalize_advantage,
+        seed=3,
+    )
     learning_rate = 0.1
     agent.compile(optimizer=keras.optimizers.SGD(learning_rate))
     if policy_loss == "keras":
@@ -73,6 +88,8 @@ def test_one_baseline_update_equals_a_float64_reference(batch, dims, actions, vf
     probabilities = _softmax64(x @ kernel + bias)
     values = (x @ value_kernel + value_bias)[:, 0]
     advantages = g - values  # a constant in the policy term
+    if normalize_advantage:
+        advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
     d_logits = advantages[:, None] * (probabilities - np.eye(actions)[taken]) / batch
     d_values = -2.0 * vf_coef * (g - values) / batch
     expected = [

@@ -1,6 +1,7 @@
 """Any Keras policy trains through learn() and exports: Sequential, functional, subclassed, and a conv
 policy on image observations; the NumPy fast path never stands in for a model it does not reproduce."""
 
+import gymnasium
 import keras
 import numpy as np
 import pytest
@@ -127,3 +128,25 @@ def test_a_dense_layer_used_twice_is_not_taken_for_a_stack():
     sampler = make_policy_sampler(model)
     assert isinstance(sampler, CompiledPolicy)
     np.testing.assert_allclose(sampler.logits(x), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_gaussian_policy_samples_through_numpy_with_its_current_log_std():
+    """The default Box policy (a Dense stack and ``AppendLogStd``) gets the NumPy sampler, which gives the float64
+    forward pass of its weights ``[tanh(tanh(x W1 + b1) W2 + b2) W3 + b3, log_std]``, and after ``refresh()`` the
+    log-std it has now. Mutations tried: `AppendLogStd.numpy_function` reading ``log_std_init`` instead of the
+    variable -> red; `NumpyPolicy.refresh` keeping the first ``numpy_function()`` -> red."""
+    space = gymnasium.spaces.Box(-2.0, 2.0, (2,), np.float32)
+    agent = ReinforceAgent((3,), 4, action_space=space, hidden_units=(8, 8), log_std_init=-0.5, seed=0)
+    sampler = make_policy_sampler(agent.policy, observation_shape=(3,))
+    assert isinstance(sampler, NumpyPolicy)
+    log_std = next(v for v in agent.policy.trainable_variables if "log_std" in v.path)
+    log_std.assign([0.25, -1.5])
+    sampler.refresh()
+    x = np.random.default_rng(0).normal(size=(5, 3))
+    kernels = [np.asarray(v.numpy(), np.float64) for v in agent.policy.trainable_variables if v is not log_std]
+    h = x
+    for i in range(0, len(kernels), 2):
+        h = h @ kernels[i] + kernels[i + 1]
+        h = np.tanh(h) if i + 2 < len(kernels) else h
+    want = np.concatenate([h, np.broadcast_to([0.25, -1.5], (5, 2))], axis=-1)
+    np.testing.assert_allclose(sampler.logits(x.astype(np.float32)), want, rtol=1e-5, atol=1e-6)

@@ -4,7 +4,14 @@ values and a float64 per-episode reference written from the docstring formula.""
 import numpy as np
 import pytest
 
-from kerasce.rl.returns import RunningScale, complete_episode_mask, discounted_returns, first_episode_mask, normalize
+from kerasce.rl.returns import (
+    RunningScale,
+    complete_episode_mask,
+    discounted_returns,
+    first_episode_mask,
+    gae_advantages,
+    normalize,
+)
 
 
 def col(*values):
@@ -18,10 +25,9 @@ def flags(T, at):
     return out
 
 
-def reference_returns(rewards, terminated, truncated, gamma, valid):
-    """Split every column into episodes, then G_t = sum_k gamma^k r_{t+k} inside each episode."""
-    T, N = rewards.shape
-    out = np.zeros((T, N))
+def reference_episodes(terminated, truncated, valid):
+    """``(n, [t...])`` per episode: each column's valid steps up to a terminated or truncated step, or the last row."""
+    T, N = terminated.shape
     for n in range(N):
         episode = []
         for t in range(T):
@@ -29,9 +35,16 @@ def reference_returns(rewards, terminated, truncated, gamma, valid):
                 continue
             episode.append(t)
             if terminated[t, n] or truncated[t, n] or t == T - 1:
-                for i, s in enumerate(episode):
-                    out[s, n] = sum(gamma**k * rewards[u, n] for k, u in enumerate(episode[i:]))
+                yield n, episode
                 episode = []
+
+
+def reference_returns(rewards, terminated, truncated, gamma, valid):
+    """Split every column into episodes, then G_t = sum_k gamma^k r_{t+k} inside each episode."""
+    out = np.zeros(rewards.shape)
+    for n, episode in reference_episodes(terminated, truncated, valid):
+        for i, s in enumerate(episode):
+            out[s, n] = sum(gamma**k * rewards[u, n] for k, u in enumerate(episode[i:]))
     return out
 
 
@@ -184,3 +197,96 @@ def test_running_scale_is_the_std_of_everything_seen():
     np.testing.assert_allclose(scale.scale, everything.std(), rtol=1e-12)
     np.testing.assert_allclose(scale.mean, everything.mean(), rtol=1e-12)
     assert RunningScale(**scale.get_state()).scale == scale.scale
+
+
+def reference_gae(rewards, values, terminated, truncated, gamma, lam, valid, bootstrap):
+    """A plain double loop from the formula: split every column into episodes (valid steps up to a terminated
+    or truncated step, or the last row), delta_k = r_k + gamma * V'_k - V_k with V' the next step's value inside
+    the episode, 0 after a termination or the rollout's last row, the bootstrap after a truncation; then
+    A_t = sum_{k >= t in the episode} (gamma * lam)^(k - t) delta_k."""
+    out = np.zeros(rewards.shape)
+    for n, episode in reference_episodes(terminated, truncated, valid):
+        deltas = []
+        for i, k in enumerate(episode):
+            if i + 1 < len(episode):
+                following = values[episode[i + 1], n]
+            elif terminated[k, n]:
+                following = 0.0
+            elif truncated[k, n]:
+                following = bootstrap[k, n]
+            else:  # cut by the end of the rollout
+                following = 0.0
+            deltas.append(rewards[k, n] + gamma * following - values[k, n])
+        for i, t in enumerate(episode):
+            out[t, n] = sum((gamma * lam) ** j * d for j, d in enumerate(deltas[i:]))
+    return out
+
+
+def random_rollout(shape, seed, next_step=True):
+    """Rewards, values, bootstrap values and flags of a rollout, terminations and truncations both (some steps
+    flagged both). ``next_step``: gymnasium's next-step autoreset (the step after a done one is invalid), else
+    same-step autoreset (every step valid, the next episode starts right after a done step)."""
+    rng = np.random.default_rng(seed)
+    terminated = rng.uniform(size=shape) < 0.15
+    truncated = rng.uniform(size=shape) < 0.12
+    done = terminated | truncated
+    valid = np.vstack([np.ones((1, shape[1]), bool), ~done[:-1]]) if next_step else np.ones(shape, bool)
+    terminated &= valid
+    truncated &= valid
+    rewards = np.where(valid, rng.normal(size=shape), 0.0)
+    return rewards, rng.normal(size=shape), rng.normal(size=shape) * 3.0, terminated, truncated, valid
+
+
+@pytest.mark.parametrize("next_step", [True, False])
+@pytest.mark.parametrize("gamma, lam", [(0.9, 0.95), (0.5, 0.0), (0.99, 0.5), (1.0, 1.0), (0.0, 0.7)])
+@pytest.mark.parametrize("shape", [(1, 1), (9, 3), (40, 5)])
+def test_gae_matches_a_double_loop_reference(gamma, lam, shape, next_step):
+    """Mutations tried in `gae_advantages`: no bootstrap (V' = 0 after a truncation) -> red; gamma instead of
+    gamma * lambda in the recursion -> red; the recursion crossing an episode boundary (no `* continues[t]`)
+    -> red (same-step autoreset: with next-step autoreset an invalid step sits between episodes); `truncated`
+    winning over `terminated` (the bootstrap read where both are set) -> red."""
+    rewards, values, bootstrap, terminated, truncated, valid = random_rollout(shape, sum(shape), next_step)
+    got = gae_advantages(rewards, values, terminated, truncated, gamma, lam, valid, bootstrap=bootstrap)
+    want = reference_gae(rewards, values, terminated, truncated, gamma, lam, valid, bootstrap)
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+    assert got.dtype == np.float64
+
+
+def test_gae_hand_computed_truncation_and_termination():
+    # Column 0: one episode of 2 steps truncated, reaching a state of value 10; column 1: terminated at t=0, an
+    # invalid reset step, then an episode cut by the rollout's end. gamma 0.5, lambda 0.5 (gamma * lambda 0.25).
+    rewards = np.array([[1.0, 1.0], [2.0, 0.0], [0.0, 3.0]])
+    values = np.array([[4.0, 2.0], [6.0, 99.0], [99.0, 1.0]])
+    terminated = np.array([[0, 1], [0, 0], [0, 0]], bool)
+    truncated = np.array([[0, 0], [1, 0], [0, 0]], bool)
+    valid = np.array([[1, 1], [1, 0], [0, 1]], bool)
+    bootstrap = np.full((3, 2), 10.0)
+    got = gae_advantages(rewards, values, terminated, truncated, 0.5, 0.5, valid, bootstrap=bootstrap)
+    d01, d00 = 2 + 0.5 * 10 - 6, 1 + 0.5 * 6 - 4  # 1.0, 0.0
+    want = np.array([[d00 + 0.25 * d01, 1 - 2], [d01, 0.0], [0.0, 3 - 1]])
+    np.testing.assert_allclose(got, want)
+
+
+def test_gae_limits_are_monte_carlo_and_one_step():
+    """lambda = 1: the bootstrapped discounted return minus V; lambda = 0: the one-step TD error."""
+    rewards, values, bootstrap, terminated, truncated, valid = random_rollout((30, 4), 7)
+    values = np.where(valid, values, 0.0)
+    returns = discounted_returns(rewards, terminated, truncated, 0.9, valid, bootstrap=bootstrap)
+    one = gae_advantages(rewards, values, terminated, truncated, 0.9, 1.0, valid, bootstrap=bootstrap)
+    np.testing.assert_allclose(one, np.where(valid, returns - values, 0.0), rtol=1e-10, atol=1e-10)
+    zero = gae_advantages(rewards, values, terminated, truncated, 0.9, 0.0, valid, bootstrap=bootstrap)
+    next_values = np.vstack([values[1:], np.zeros((1, 4))])
+    continues = ~(terminated | truncated)
+    tail = np.where(truncated & ~terminated, bootstrap, np.where(continues, next_values, 0.0))
+    np.testing.assert_allclose(zero, np.where(valid, rewards + 0.9 * tail - values, 0.0), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [({"gae_lambda": 1.5}, "gae_lambda"), ({"gamma": -0.1}, "gamma"), ({"values": np.zeros((2, 2))}, "values")],
+)
+def test_gae_bad_inputs_raise(kwargs, message):
+    args = {"rewards": np.zeros((3, 2)), "values": np.zeros((3, 2)), "terminated": np.zeros((3, 2)),
+            "truncated": np.zeros((3, 2)), "gamma": 0.9, "gae_lambda": 0.95} | kwargs  # fmt: skip
+    with pytest.raises(ValueError, match=message):
+        gae_advantages(**args)
