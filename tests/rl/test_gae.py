@@ -3,6 +3,7 @@ against float64 references written from the formulas (Schulman et al. 2016; SB3'
 update with ``normalize_advantage``: ``tests/rl/test_claims.py``."""
 
 import functools
+from typing import Any
 
 import gymnasium
 import numpy as np
@@ -91,9 +92,10 @@ def test_gae_lambda_one_is_the_monte_carlo_batch_bit_for_bit():
     float64 discounted returns (bootstrapped from V of the state reached) cast to float32, and the batch of an
     agent built without the argument."""
     batches = []
-    for kwargs in ({}, {"gae_lambda": 1.0}):
+    settings: list[dict[str, Any]] = [{}, {"gae_lambda": 1.0}]
+    for kwargs in settings:
         agent = ReinforceAgent((2,), 2, gamma=0.5, baseline=True, normalize_returns=False, seed=0, **kwargs)
-        assert agent.gae_lambda == 1.0
+        assert agent.gae_lambda == 1.0 and agent.value_network is not None
         (v_reached,) = (float(x) for x in agent.value_network(np.array([[2, 2]], np.float32))[:, 0])
         env = _two_episodes_env()
         try:
